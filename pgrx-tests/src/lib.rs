@@ -1,0 +1,1 @@
+//! Client-side tests live in tests/; this crate has no library code.

@@ -1,0 +1,613 @@
+-- tenancy SQL API. Loaded last (finalize): wraps the Rust functions, documents everything,
+-- grants what callers need, and hands the catalog to the installing role.
+--
+-- Every function pins its search_path and schema-qualifies what it uses.
+-- Internal functions start with an underscore; the public API is what \df tenancy.* lists
+-- without one.
+
+----------------------------------------------------------------------------------------------
+-- Internal helpers (run as the catalog owner, through tenancy._privileged)
+----------------------------------------------------------------------------------------------
+
+CREATE FUNCTION tenancy._require(p_name text, p_value anyelement) RETURNS anyelement
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_value IS NULL THEN
+        RAISE EXCEPTION 'tenancy: % must not be NULL', p_name
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = format('Pass a value for %s.', p_name);
+    END IF;
+    RETURN p_value;
+END $$;
+
+CREATE FUNCTION tenancy._log(p_operation text, p_table text, p_status text, p_details jsonb,
+                             p_started timestamptz DEFAULT NULL)
+RETURNS bigint LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO tenancy.migration_log (operation, table_name, status, details, started_at, finished_at)
+    VALUES (p_operation, p_table, p_status, coalesce(p_details, '{}'),
+            coalesce(p_started, clock_timestamp()),
+            CASE WHEN p_status = 'started' THEN NULL ELSE clock_timestamp() END)
+    RETURNING id
+$$;
+
+-- The organization, which must exist (42704) and, when p_active, be active (55000).
+CREATE FUNCTION tenancy._organization(p_org uuid, p_active boolean DEFAULT true)
+RETURNS tenancy.organizations
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE o tenancy.organizations;
+BEGIN
+    PERFORM tenancy._require('organization_id', p_org);
+    SELECT * INTO o FROM tenancy.organizations WHERE id = p_org;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: organization % does not exist', p_org
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List organizations with SELECT id, slug, name FROM tenancy.organizations.';
+    END IF;
+    IF p_active AND NOT o.is_active THEN
+        RAISE EXCEPTION 'tenancy: organization % (%) is deactivated', o.slug, p_org
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Reactivate it with UPDATE tenancy.organizations SET is_active = true WHERE id = ...';
+    END IF;
+    RETURN o;
+END $$;
+
+CREATE FUNCTION tenancy._role(p_role text) RETURNS tenancy.roles
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r tenancy.roles;
+BEGIN
+    PERFORM tenancy._require('role', p_role);
+    SELECT * INTO r FROM tenancy.roles WHERE name = p_role;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: unknown role "%"', p_role
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Valid roles: ' || (SELECT string_agg(name, ', ' ORDER BY rank DESC) FROM tenancy.roles)
+                         || '. A DBA can add roles with INSERT INTO tenancy.roles.';
+    END IF;
+    RETURN r;
+END $$;
+
+-- Authorize p_actor for p_right ('manage_members' or 'manage_organization') in p_org.
+-- Tenancy administrators (roles that may UPDATE tenancy.organizations) may do anything.
+-- Returns the rank the actor acts with (2^31-1 for administrators).
+CREATE FUNCTION tenancy._authorize(p_org uuid, p_right text, p_is_admin boolean, p_actor uuid)
+RETURNS integer
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r tenancy.roles;
+BEGIN
+    IF p_is_admin THEN
+        RETURN 2147483647;
+    END IF;
+    IF p_actor IS NULL THEN
+        RAISE EXCEPTION 'tenancy: no acting user in this transaction'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Set the user with SET LOCAL tenancy.user_id = ''<uuid>'' (or a JWT sub claim), '
+                         'or call as a tenancy administrator (a role with UPDATE on tenancy.organizations).';
+    END IF;
+    SELECT ro.* INTO r
+      FROM tenancy.memberships m
+      JOIN tenancy.roles ro ON ro.name = m.role
+      JOIN tenancy.organizations o ON o.id = m.organization_id
+     WHERE m.organization_id = p_org AND m.user_id = p_actor AND m.is_active AND o.is_active;
+    IF NOT FOUND OR NOT (CASE p_right
+                             WHEN 'manage_members' THEN r.can_manage_members
+                             WHEN 'manage_organization' THEN r.can_manage_organization
+                             ELSE false END) THEN
+        RAISE EXCEPTION 'tenancy: user % may not % in organization %', p_actor, replace(p_right, '_', ' '), p_org
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Ask an owner or admin of the organization (see tenancy.roles for who may do what).';
+    END IF;
+    RETURN r.rank;
+END $$;
+
+CREATE FUNCTION tenancy._check_rank(p_actor_rank integer, p_role tenancy.roles) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_role.rank > p_actor_rank THEN
+        RAISE EXCEPTION 'tenancy: cannot grant or change role "%", which ranks above your own', p_role.name
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Ask a member with a higher role, or a tenancy administrator.';
+    END IF;
+END $$;
+
+-- Refuse to leave an active organization without an active owner.
+CREATE FUNCTION tenancy._keep_an_owner(p_org uuid, p_user uuid) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tenancy.memberships
+                WHERE organization_id = p_org AND user_id = p_user AND role = 'owner' AND is_active)
+       AND NOT EXISTS (SELECT 1 FROM tenancy.memberships
+                        WHERE organization_id = p_org AND user_id <> p_user AND role = 'owner' AND is_active) THEN
+        RAISE EXCEPTION 'tenancy: user % is the last owner of organization %', p_user, p_org
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Make another member owner first (tenancy.change_role), or deactivate the organization.';
+    END IF;
+END $$;
+
+----------------------------------------------------------------------------------------------
+-- Internal operations: tenancy._op_<name>(args, caller, caller_is_admin, actor).
+-- Only the catalog owner may execute them; tenancy._privileged calls them after establishing
+-- the three facts about the caller.
+----------------------------------------------------------------------------------------------
+
+CREATE FUNCTION tenancy._op_create_organization(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name  text  := tenancy._require('name', a->>'name');
+    v_slug  text  := tenancy._require('slug', a->>'slug');
+    v_id    uuid  := (a->>'id')::uuid;
+    v_owner uuid  := (a->>'owner_user_id')::uuid;
+    v_settings jsonb := coalesce(nullif(a->'settings', 'null'::jsonb), '{}');
+    existing tenancy.organizations;
+BEGIN
+    IF NOT is_admin THEN
+        RAISE EXCEPTION 'tenancy: only tenancy administrators may create organizations'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Connect as the database owner, or have it run GRANT UPDATE ON tenancy.organizations TO <role>.';
+    END IF;
+    IF v_slug !~ '^[a-z0-9][a-z0-9_-]{0,62}$' THEN
+        RAISE EXCEPTION 'tenancy: invalid slug "%"', v_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A slug is 1-63 characters of a-z, 0-9, "-" and "_", starting with a letter or digit.';
+    END IF;
+    IF btrim(v_name) = '' THEN
+        RAISE EXCEPTION 'tenancy: organization name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a display name, e.g. ''Acme Inc.''.';
+    END IF;
+    IF jsonb_typeof(v_settings) <> 'object' THEN
+        RAISE EXCEPTION 'tenancy: settings must be a JSON object, not %', jsonb_typeof(v_settings)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass e.g. ''{"timezone": "Europe/Berlin"}''::jsonb.';
+    END IF;
+
+    SELECT * INTO existing FROM tenancy.organizations WHERE slug = v_slug;
+    IF FOUND THEN
+        -- Idempotent: the same id, slug and name again is a no-op.
+        IF v_id IS NOT DISTINCT FROM existing.id AND v_name = existing.name THEN
+            RETURN jsonb_build_object('id', existing.id, 'created', false);
+        END IF;
+        RAISE EXCEPTION 'tenancy: slug "%" is already used by organization %', v_slug, existing.id
+            USING ERRCODE = 'unique_violation', HINT = 'Choose another slug, or use that organization.';
+    END IF;
+    IF v_id IS NOT NULL AND EXISTS (SELECT 1 FROM tenancy.organizations WHERE id = v_id) THEN
+        RAISE EXCEPTION 'tenancy: an organization with id % already exists', v_id
+            USING ERRCODE = 'unique_violation', HINT = 'Omit id to have one generated, or choose another.';
+    END IF;
+
+    INSERT INTO tenancy.organizations (id, name, slug, settings)
+    VALUES (coalesce(v_id, gen_random_uuid()), v_name, v_slug, v_settings)
+    RETURNING id INTO v_id;
+
+    IF v_owner IS NOT NULL THEN
+        INSERT INTO tenancy.memberships (organization_id, user_id, role, is_default)
+        VALUES (v_id, v_owner, 'owner',
+                NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = v_owner AND is_default));
+    END IF;
+    PERFORM tenancy._log('create_organization', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_id, 'slug', v_slug, 'owner_user_id', v_owner));
+    RETURN jsonb_build_object('id', v_id, 'created', true);
+END $$;
+
+CREATE FUNCTION tenancy._op_rename_organization(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org  uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+    v_name text := tenancy._require('name', a->>'name');
+    v_slug text := a->>'slug';
+    o tenancy.organizations;
+BEGIN
+    PERFORM tenancy._authorize(v_org, 'manage_organization', is_admin, actor);
+    o := tenancy._organization(v_org, false);
+    IF btrim(v_name) = '' THEN
+        RAISE EXCEPTION 'tenancy: organization name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a display name.';
+    END IF;
+    IF v_slug IS NOT NULL AND v_slug !~ '^[a-z0-9][a-z0-9_-]{0,62}$' THEN
+        RAISE EXCEPTION 'tenancy: invalid slug "%"', v_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A slug is 1-63 characters of a-z, 0-9, "-" and "_", starting with a letter or digit.';
+    END IF;
+    IF v_slug IS NOT NULL AND EXISTS (SELECT 1 FROM tenancy.organizations WHERE slug = v_slug AND id <> v_org) THEN
+        RAISE EXCEPTION 'tenancy: slug "%" is already used by another organization', v_slug
+            USING ERRCODE = 'unique_violation', HINT = 'Choose another slug.';
+    END IF;
+    IF v_slug IS NOT NULL AND v_slug <> o.slug
+       AND EXISTS (SELECT 1 FROM tenancy.tenant_tables WHERE column_type = 'text') THEN
+        RAISE EXCEPTION 'tenancy: cannot change the slug of organization %: text tenant columns store slugs', v_org
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Rename without a new slug, or migrate the text tenant columns first.';
+    END IF;
+    UPDATE tenancy.organizations
+       SET name = v_name, slug = coalesce(v_slug, slug), updated_at = now()
+     WHERE id = v_org;
+    PERFORM tenancy._log('rename_organization', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_org, 'name', v_name, 'slug', coalesce(v_slug, o.slug)));
+    RETURN jsonb_build_object('id', v_org);
+END $$;
+
+CREATE FUNCTION tenancy._op_deactivate_organization(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+BEGIN
+    PERFORM tenancy._authorize(v_org, 'manage_organization', is_admin, actor);
+    PERFORM tenancy._organization(v_org, false);
+    UPDATE tenancy.organizations SET is_active = false, updated_at = now()
+     WHERE id = v_org AND is_active;
+    IF FOUND THEN
+        PERFORM tenancy._log('deactivate_organization', NULL, 'succeeded', jsonb_build_object('organization_id', v_org));
+    END IF;
+    RETURN jsonb_build_object('id', v_org);
+END $$;
+
+CREATE FUNCTION tenancy._op_add_member(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org     uuid    := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+    v_user    uuid    := tenancy._require('user_id', (a->>'user_id')::uuid);
+    v_default boolean := coalesce((a->>'is_default')::boolean, false);
+    v_rank    integer;
+    r         tenancy.roles;
+    m         tenancy.memberships;
+BEGIN
+    v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
+    PERFORM tenancy._organization(v_org, true);
+    r := tenancy._role(coalesce(a->>'role', 'member'));
+    PERFORM tenancy._check_rank(v_rank, r);
+
+    SELECT * INTO m FROM tenancy.memberships WHERE organization_id = v_org AND user_id = v_user FOR UPDATE;
+    IF FOUND AND m.is_active AND m.role <> r.name THEN
+        RAISE EXCEPTION 'tenancy: user % is already a member of organization % with role "%"', v_user, v_org, m.role
+            USING ERRCODE = 'unique_violation', HINT = 'Use tenancy.change_role to change the role.';
+    END IF;
+    IF v_default THEN
+        UPDATE tenancy.memberships SET is_default = false
+         WHERE user_id = v_user AND is_default AND organization_id <> v_org;
+    END IF;
+    IF FOUND AND m.is_active THEN
+        -- Idempotent: the same membership again only updates the default flag when asked.
+        IF v_default AND NOT m.is_default THEN
+            UPDATE tenancy.memberships SET is_default = true WHERE organization_id = v_org AND user_id = v_user;
+        END IF;
+        RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'added', false);
+    END IF;
+    INSERT INTO tenancy.memberships AS mm (organization_id, user_id, role, is_default, is_active)
+    VALUES (v_org, v_user, r.name, v_default, true)
+    ON CONFLICT (organization_id, user_id)
+    DO UPDATE SET role = excluded.role, is_active = true, is_default = mm.is_default OR excluded.is_default;
+    PERFORM tenancy._log('add_member', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name));
+    RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'added', true);
+END $$;
+
+CREATE FUNCTION tenancy._membership(p_org uuid, p_user uuid) RETURNS tenancy.memberships
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE m tenancy.memberships;
+BEGIN
+    SELECT * INTO m FROM tenancy.memberships WHERE organization_id = p_org AND user_id = p_user FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: user % is not a member of organization %', p_user, p_org
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List the members with SELECT * FROM tenancy.memberships WHERE organization_id = ...';
+    END IF;
+    RETURN m;
+END $$;
+
+CREATE FUNCTION tenancy._op_remove_member(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org  uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+    v_user uuid := tenancy._require('user_id', (a->>'user_id')::uuid);
+    v_rank integer;
+    m tenancy.memberships;
+BEGIN
+    v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
+    PERFORM tenancy._organization(v_org, false);
+    m := tenancy._membership(v_org, v_user);
+    PERFORM tenancy._check_rank(v_rank, tenancy._role(m.role));
+    PERFORM tenancy._keep_an_owner(v_org, v_user);
+    DELETE FROM tenancy.memberships WHERE organization_id = v_org AND user_id = v_user;
+    PERFORM tenancy._log('remove_member', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', m.role));
+    RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user);
+END $$;
+
+CREATE FUNCTION tenancy._op_change_role(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org  uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+    v_user uuid := tenancy._require('user_id', (a->>'user_id')::uuid);
+    v_rank integer;
+    r tenancy.roles;
+    m tenancy.memberships;
+BEGIN
+    v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
+    PERFORM tenancy._organization(v_org, false);
+    r := tenancy._role(a->>'role');
+    m := tenancy._membership(v_org, v_user);
+    PERFORM tenancy._check_rank(v_rank, tenancy._role(m.role));
+    PERFORM tenancy._check_rank(v_rank, r);
+    IF m.role = r.name THEN
+        RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'changed', false);
+    END IF;
+    IF r.name <> 'owner' THEN
+        PERFORM tenancy._keep_an_owner(v_org, v_user);
+    END IF;
+    UPDATE tenancy.memberships SET role = r.name WHERE organization_id = v_org AND user_id = v_user;
+    PERFORM tenancy._log('change_role', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'from', m.role, 'to', r.name));
+    RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'changed', true);
+END $$;
+
+CREATE FUNCTION tenancy._op_create_invitation(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org     uuid     := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+    v_email   text     := lower(btrim(tenancy._require('email', a->>'email')));
+    v_expires interval := coalesce((a->>'expires_in')::interval, interval '7 days');
+    v_rank    integer;
+    v_token   text;
+    v_id      uuid;
+    v_at      timestamptz;
+    r tenancy.roles;
+BEGIN
+    v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
+    PERFORM tenancy._organization(v_org, true);
+    r := tenancy._role(coalesce(a->>'role', 'member'));
+    PERFORM tenancy._check_rank(v_rank, r);
+    IF v_email !~ '^[^@[:space:]]+@[^@[:space:]]+$' THEN
+        RAISE EXCEPTION 'tenancy: invalid email address "%"', v_email
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass an address like user@example.com.';
+    END IF;
+    IF v_expires <= interval '0' THEN
+        RAISE EXCEPTION 'tenancy: expires_in must be positive, not %', v_expires
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass e.g. interval ''7 days''.';
+    END IF;
+    -- 244 bits from the server's strong random source (gen_random_uuid uses pg_strong_random).
+    v_token := replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+    INSERT INTO tenancy.invitations (organization_id, email, role, token_sha256, invited_by, expires_at)
+    VALUES (v_org, v_email, r.name, sha256(convert_to(v_token, 'UTF8')), actor, now() + v_expires)
+    RETURNING id, expires_at INTO v_id, v_at;
+    PERFORM tenancy._log('create_invitation', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_org, 'invitation_id', v_id, 'email', v_email, 'role', r.name));
+    RETURN jsonb_build_object('id', v_id, 'token', v_token, 'expires_at', v_at);
+END $$;
+
+CREATE FUNCTION tenancy._op_accept_invitation(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_token text := tenancy._require('token', a->>'token');
+    i tenancy.invitations;
+BEGIN
+    IF actor IS NULL THEN
+        RAISE EXCEPTION 'tenancy: no acting user to accept the invitation for'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Set the user with SET LOCAL tenancy.user_id = ''<uuid>'' (or a JWT sub claim) first.';
+    END IF;
+    SELECT * INTO i FROM tenancy.invitations WHERE token_sha256 = sha256(convert_to(v_token, 'UTF8')) FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: unknown invitation token'
+            USING ERRCODE = 'undefined_object', HINT = 'Check the token; ask for a new invitation if it was lost.';
+    END IF;
+    IF i.accepted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy: invitation % was already accepted at %', i.id, i.accepted_at
+            USING ERRCODE = 'unique_violation', HINT = 'An invitation can be used once; ask for a new one.';
+    END IF;
+    IF i.expires_at <= now() THEN
+        RAISE EXCEPTION 'tenancy: invitation % expired at %', i.id, i.expires_at
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Ask the organization for a new invitation.';
+    END IF;
+    PERFORM tenancy._organization(i.organization_id, true);
+    INSERT INTO tenancy.memberships AS m (organization_id, user_id, role, is_default, is_active)
+    VALUES (i.organization_id, actor, i.role,
+            NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = actor AND is_default), true)
+    ON CONFLICT (organization_id, user_id) DO UPDATE SET is_active = true;
+    UPDATE tenancy.invitations SET accepted_at = now(), accepted_by = actor WHERE id = i.id;
+    PERFORM tenancy._log('accept_invitation', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', i.organization_id, 'invitation_id', i.id, 'user_id', actor));
+    RETURN jsonb_build_object('organization_id', i.organization_id);
+END $$;
+
+CREATE FUNCTION tenancy._op_register_table(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel    oid  := tenancy._require('tbl', (a->>'relid')::oid);
+    v_col    text := tenancy._require('tenant_column', a->>'tenant_column');
+    v_kind   "char";
+    v_owner  oid;
+    v_name   text;
+    v_type   regtype;
+    v_ctype  text;
+BEGIN
+    SELECT c.relkind, c.relowner, c.oid::regclass::text INTO v_kind, v_owner, v_name
+      FROM pg_class c WHERE c.oid = v_rel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: no table with oid %', v_rel
+            USING ERRCODE = 'undefined_table', HINT = 'Pass the table name, e.g. ''public.shipments''.';
+    END IF;
+    IF NOT pg_has_role(caller, v_owner, 'USAGE') THEN
+        RAISE EXCEPTION 'tenancy: must be owner of table % to register it', v_name
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Run this as the table''s owner.';
+    END IF;
+    IF v_kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'tenancy: % is not a table (it is a %)', v_name,
+              CASE v_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
+                          WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' ELSE 'relation of kind ' || v_kind END
+            USING ERRCODE = 'wrong_object_type', HINT = 'Register the table the view or foreign table reads from.';
+    END IF;
+    SELECT a2.atttypid::regtype INTO v_type
+      FROM pg_attribute a2 WHERE a2.attrelid = v_rel AND a2.attname = v_col AND a2.attnum > 0 AND NOT a2.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: column "%" does not exist in %', v_col, v_name
+            USING ERRCODE = 'undefined_column', HINT = 'Add the column first, or name the tenant column of this table.';
+    END IF;
+    v_ctype := CASE WHEN v_type = 'uuid'::regtype THEN 'uuid'
+                    WHEN v_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text'
+               END;
+    IF v_ctype IS NULL THEN
+        RAISE EXCEPTION 'tenancy: tenant column %.% has type %, which tenancy does not support', v_name, v_col, v_type
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Use uuid (organization id) or text/varchar (organization slug).';
+    END IF;
+    INSERT INTO tenancy.tenant_tables AS t (relid, tenant_column, column_type)
+    VALUES (v_rel, v_col, v_ctype)
+    ON CONFLICT (relid) DO UPDATE
+       SET tenant_column = excluded.tenant_column, column_type = excluded.column_type, updated_at = now()
+     WHERE (t.tenant_column, t.column_type) IS DISTINCT FROM (excluded.tenant_column, excluded.column_type);
+    PERFORM tenancy._log('register_table', v_name, 'succeeded',
+                         jsonb_build_object('tenant_column', v_col, 'column_type', v_ctype));
+    RETURN jsonb_build_object('table', v_name, 'tenant_column', v_col, 'column_type', v_ctype);
+END $$;
+
+CREATE FUNCTION tenancy._op_log(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN jsonb_build_object('id', tenancy._log(
+        tenancy._require('operation', a->>'operation'), a->>'table_name',
+        tenancy._require('status', a->>'status'),
+        coalesce(a->'details', '{}') || jsonb_build_object('caller', caller::regrole::text, 'actor', actor)));
+END $$;
+
+----------------------------------------------------------------------------------------------
+-- Public management API (SECURITY INVOKER wrappers around tenancy._privileged)
+----------------------------------------------------------------------------------------------
+
+CREATE FUNCTION tenancy.create_organization(name text, slug text, id uuid DEFAULT NULL,
+                                            settings jsonb DEFAULT '{}', owner_user_id uuid DEFAULT NULL)
+RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('create_organization',
+              jsonb_build_object('name', $1, 'slug', $2, 'id', $3, 'settings', $4, 'owner_user_id', $5))->>'id')::uuid
+$$;
+
+CREATE FUNCTION tenancy.rename_organization(organization_id uuid, name text, slug text DEFAULT NULL)
+RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('rename_organization',
+              jsonb_build_object('organization_id', $1, 'name', $2, 'slug', $3))->>'id')::uuid
+$$;
+
+CREATE FUNCTION tenancy.deactivate_organization(organization_id uuid)
+RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('deactivate_organization', jsonb_build_object('organization_id', $1))->>'id')::uuid
+$$;
+
+CREATE FUNCTION tenancy.add_member(organization_id uuid, user_id uuid, role text DEFAULT 'member',
+                                   is_default boolean DEFAULT false)
+RETURNS boolean LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('add_member',
+              jsonb_build_object('organization_id', $1, 'user_id', $2, 'role', $3, 'is_default', $4))->>'added')::boolean
+$$;
+
+CREATE FUNCTION tenancy.remove_member(organization_id uuid, user_id uuid)
+RETURNS void LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT FROM tenancy._privileged('remove_member', jsonb_build_object('organization_id', $1, 'user_id', $2))
+$$;
+
+CREATE FUNCTION tenancy.change_role(organization_id uuid, user_id uuid, role text)
+RETURNS boolean LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('change_role',
+              jsonb_build_object('organization_id', $1, 'user_id', $2, 'role', $3))->>'changed')::boolean
+$$;
+
+CREATE FUNCTION tenancy.create_invitation(organization_id uuid, email text, role text DEFAULT 'member',
+                                          expires_in interval DEFAULT interval '7 days')
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._privileged('create_invitation',
+              jsonb_build_object('organization_id', $1, 'email', $2, 'role', $3, 'expires_in', $4))->>'token'
+$$;
+
+CREATE FUNCTION tenancy.accept_invitation(token text)
+RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('accept_invitation', jsonb_build_object('token', $1))->>'organization_id')::uuid
+$$;
+
+CREATE FUNCTION tenancy.register_table(tbl regclass, tenant_column name DEFAULT 'organization_id')
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._privileged('register_table',
+              jsonb_build_object('relid', $1::oid, 'tenant_column', $2))->>'column_type'
+$$;
+
+CREATE FUNCTION tenancy.validate_client_data_integrity(tbl regclass)
+RETURNS TABLE (table_name text, tenant_column text, total_rows bigint, null_rows bigint,
+               orphan_rows bigint, ok boolean)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM tenancy._table_integrity(tenancy._require('tbl', $1)::oid)
+$$;
+
+----------------------------------------------------------------------------------------------
+-- Comments: \df+ tenancy.* and \dx+ tenancy explain themselves
+----------------------------------------------------------------------------------------------
+
+COMMENT ON FUNCTION tenancy.current_user_id() IS
+  'The acting user: tenancy.user_id, else the sub claim of request.jwt.claims, each only when written in this transaction. NULL when there is none.';
+COMMENT ON FUNCTION tenancy.current_organization_id() IS
+  'The organization this transaction acts for: set_organization(), else the JWT organization_id claim, else the user''s default; only if the user is an active member. NULL otherwise (matches no rows).';
+COMMENT ON FUNCTION tenancy.current_organization_slug() IS
+  'The slug of current_organization_id(), for tenant columns that store slugs (text).';
+COMMENT ON FUNCTION tenancy.set_organization(uuid) IS
+  'Choose the organization for the rest of this transaction. Refuses (42501) unless the current user is an active member.';
+COMMENT ON FUNCTION tenancy.get_user_organization_id(uuid) IS
+  'The user''s default active organization, else the earliest active one, else NULL.';
+COMMENT ON FUNCTION tenancy.validate_client_access(uuid, uuid) IS
+  'True only when the user is an active member of the organization and the organization is active.';
+COMMENT ON FUNCTION tenancy.validate_client_data_integrity() IS
+  'One row per registered tenant table: total rows, NULL tenant values, tenant values naming no organization, ok.';
+COMMENT ON FUNCTION tenancy.validate_client_data_integrity(regclass) IS
+  'validate_client_data_integrity() for one registered tenant table.';
+COMMENT ON FUNCTION tenancy.create_organization(text, text, uuid, jsonb, uuid) IS
+  'Create an organization (tenancy administrators only); optionally with a fixed id and an owner. Idempotent for the same id, slug and name.';
+COMMENT ON FUNCTION tenancy.rename_organization(uuid, text, text) IS
+  'Rename an organization, and change its slug when given. Needs the manage_organization right.';
+COMMENT ON FUNCTION tenancy.deactivate_organization(uuid) IS
+  'Deactivate an organization: its members lose access to its rows. Needs the manage_organization right.';
+COMMENT ON FUNCTION tenancy.add_member(uuid, uuid, text, boolean) IS
+  'Add a user to an organization with a role. Returns false when the same membership already existed. Needs manage_members.';
+COMMENT ON FUNCTION tenancy.remove_member(uuid, uuid) IS
+  'Remove a user from an organization (never its last owner). Needs manage_members.';
+COMMENT ON FUNCTION tenancy.change_role(uuid, uuid, text) IS
+  'Change a member''s role (never demoting the last owner). Returns false when unchanged. Needs manage_members.';
+COMMENT ON FUNCTION tenancy.create_invitation(uuid, text, text, interval) IS
+  'Invite an email address to an organization. Returns the token once; only its SHA-256 is stored.';
+COMMENT ON FUNCTION tenancy.accept_invitation(text) IS
+  'Accept an invitation token as the current user; returns the organization id. A token works once, before it expires.';
+COMMENT ON FUNCTION tenancy.register_table(regclass, name) IS
+  'Register a table under tenancy with its tenant column (uuid organization id, or text slug). Table owners only.';
+COMMENT ON FUNCTION tenancy._privileged(text, jsonb) IS
+  'Internal: the door through which the management functions change the catalog as its owner.';
+
+----------------------------------------------------------------------------------------------
+-- Privileges. Callers read the catalog through RLS: a role that does not own it sees its own
+-- memberships and the organizations it belongs to, nothing else.
+----------------------------------------------------------------------------------------------
+
+GRANT USAGE ON SCHEMA tenancy TO PUBLIC;
+GRANT SELECT ON tenancy.roles, tenancy.organizations, tenancy.memberships, tenancy.tenant_tables TO PUBLIC;
+
+ALTER TABLE tenancy.memberships ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.organizations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY memberships_of_current_user ON tenancy.memberships FOR SELECT
+    USING (user_id = (SELECT tenancy.current_user_id())
+           OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
+CREATE POLICY organizations_of_current_user ON tenancy.organizations FOR SELECT
+    USING (EXISTS (SELECT 1 FROM tenancy.memberships m
+                    WHERE m.organization_id = organizations.id
+                      AND m.user_id = (SELECT tenancy.current_user_id()))
+           OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
+
+DO $$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace = 'tenancy'::regnamespace AND p.proname LIKE '\_op\_%'
+    LOOP
+        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE format('ALTER FUNCTION %s OWNER TO @extowner@', f);
+    END LOOP;
+END $$;
+
+-- The installing role owns the catalog (on a trusted install the script runs as the bootstrap
+-- superuser): it administers tenants without needing superuser, and the management functions
+-- act as this role, never as a superuser it is not.
+ALTER TABLE tenancy.roles OWNER TO @extowner@;
+ALTER TABLE tenancy.organizations OWNER TO @extowner@;
+ALTER TABLE tenancy.memberships OWNER TO @extowner@;
+ALTER TABLE tenancy.invitations OWNER TO @extowner@;
+ALTER TABLE tenancy.tenant_tables OWNER TO @extowner@;
+ALTER TABLE tenancy.migration_log OWNER TO @extowner@;

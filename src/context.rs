@@ -1,0 +1,214 @@
+//! The tenant context: who is acting, and for which organization, in this transaction.
+//!
+//! Fail-closed rules:
+//! * a setting counts only when it was written in the *current* transaction: a value left behind
+//!   by a session-level `SET` in an earlier transaction (a pooled connection handed to another
+//!   client) is ignored;
+//! * the organization is taken only when the current user is an active member of it (or the
+//!   calling role is a tenancy administrator); anything else gives NULL;
+//! * NULL matches no tenant row in the generated policies.
+use std::ffi::CStr;
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, PgSqlErrorCode, Uuid};
+
+use crate::errors::{raise, spi};
+use crate::lookups;
+
+/// Written by the application server with `SET LOCAL` / `set_config(..., true)`.
+pub const USER_SETTING: &CStr = c"tenancy.user_id";
+/// Written by `tenancy.set_organization()`.
+pub const ORG_SETTING: &CStr = c"tenancy.organization_id";
+/// Written by PostgREST / Supabase for every request.
+pub const JWT_CLAIMS_SETTING: &CStr = c"request.jwt.claims";
+/// Older PostgREST versions write the subject claim on its own.
+pub const JWT_SUB_SETTING: &CStr = c"request.jwt.claim.sub";
+
+/// Find a configuration variable (placeholders included) without creating it.
+unsafe fn find_guc(name: &CStr) -> *mut pg_sys::config_generic {
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+    {
+        let vars = pg_sys::get_guc_variables();
+        let n = pg_sys::GetNumConfigOptions().max(0) as usize;
+        let wanted = name.to_bytes();
+        for i in 0..n {
+            let g = *vars.add(i);
+            if !g.is_null() && CStr::from_ptr((*g).name).to_bytes().eq_ignore_ascii_case(wanted) {
+                return g;
+            }
+        }
+        std::ptr::null_mut()
+    }
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+    {
+        pg_sys::find_option(name.as_ptr(), false, true, pg_sys::ERROR as _)
+    }
+}
+
+/// The value of setting `name` if, and only if, it was written during the current transaction
+/// (it then has an entry on the GUC stack, which Postgres pops at every COMMIT or ROLLBACK).
+/// Empty values count as unset.
+pub fn setting_of_this_transaction(name: &CStr) -> Option<String> {
+    // SAFETY: read-only access to the backend's GUC table, on the backend's own thread.
+    unsafe {
+        let g = find_guc(name);
+        if g.is_null() || (*g).stack.is_null() {
+            return None;
+        }
+        let v = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        if v.is_null() {
+            return None;
+        }
+        let s = CStr::from_ptr(v).to_str().ok()?.trim();
+        (!s.is_empty()).then(|| s.to_owned())
+    }
+}
+
+/// Parse a UUID in the forms Postgres accepts most often (with or without hyphens or braces).
+pub fn parse_uuid(s: &str) -> Option<Uuid> {
+    let s = s.trim();
+    let s = s.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(s);
+    let hex: String = s.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(Uuid::from_bytes(bytes))
+}
+
+fn jwt_claims() -> Option<serde_json::Value> {
+    setting_of_this_transaction(JWT_CLAIMS_SETTING).and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// The acting user: `tenancy.user_id`, else the JWT `sub` claim, each only when written in this
+/// transaction. A malformed `tenancy.user_id` is an error (the application wrote garbage); a
+/// non-UUID JWT subject means "no user".
+#[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn current_user_id() -> Option<Uuid> {
+    if let Some(v) = setting_of_this_transaction(USER_SETTING) {
+        return match parse_uuid(&v) {
+            Some(u) => Some(u),
+            None => raise(
+                PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+                format!("tenancy.user_id is not a uuid: {v:?}"),
+                "Set it with SET LOCAL tenancy.user_id = '<uuid>' (or set_config('tenancy.user_id', <uuid>, true)).",
+            ),
+        };
+    }
+    if let Some(sub) = jwt_claims().and_then(|c| c.get("sub").and_then(|s| s.as_str().map(str::to_owned))) {
+        return parse_uuid(&sub);
+    }
+    setting_of_this_transaction(JWT_SUB_SETTING).and_then(|s| parse_uuid(&s))
+}
+
+/// The organization named by the transaction (set_organization), or by the JWT
+/// (`organization_id`, or `app_metadata.organization_id`), before any check.
+fn requested_organization() -> Option<Uuid> {
+    if let Some(v) = setting_of_this_transaction(ORG_SETTING) {
+        // A value that is not a uuid was not written by set_organization(): fail closed.
+        return parse_uuid(&v);
+    }
+    let claims = jwt_claims()?;
+    let claim = claims
+        .get("organization_id")
+        .or_else(|| claims.get("app_metadata").and_then(|m| m.get("organization_id")))?;
+    claim.as_str().and_then(parse_uuid)
+}
+
+/// True when the calling role is a tenancy administrator: a role that may UPDATE
+/// `tenancy.organizations` (its owner, a superuser, or a role the DBA granted that to).
+pub fn caller_is_admin() -> bool {
+    let Some(relid) = lookups::organizations_relid() else { return false };
+    // SAFETY: plain catalog lookups for the current user.
+    unsafe {
+        pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_UPDATE as pg_sys::AclMode)
+            == pg_sys::AclResult::ACLCHECK_OK
+    }
+}
+
+/// The organization this transaction acts for: the one chosen with `set_organization`, else the
+/// JWT's organization claim, else the current user's default organization, else NULL. A chosen
+/// organization the current user is not an active member of gives NULL.
+#[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn current_organization_id() -> Option<Uuid> {
+    let user = current_user_id();
+    match requested_organization() {
+        Some(org) => {
+            if let Some(u) = user {
+                if lookups::is_active_member(u, org) {
+                    return Some(org);
+                }
+            }
+            if caller_is_admin() && lookups::organization_state(org) == Some(true) {
+                return Some(org);
+            }
+            None
+        }
+        None => user.and_then(lookups::default_organization),
+    }
+}
+
+/// The slug of `current_organization_id()`, for tenant columns that hold slugs (text).
+#[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn current_organization_slug() -> Option<String> {
+    current_organization_id().and_then(lookups::organization_slug)
+}
+
+/// Choose the organization for the rest of this transaction (transaction-local, like SET LOCAL).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
+    let Some(org) = organization_id else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenancy.set_organization: organization_id must not be NULL",
+            "Pass the id of an organization the current user belongs to (see tenancy.memberships).",
+        )
+    };
+    let admin = caller_is_admin();
+    let user = current_user_id();
+    let allowed = match user {
+        Some(u) if lookups::is_active_member(u, org) => true,
+        _ => admin && lookups::organization_state(org) == Some(true),
+    };
+    if !allowed {
+        match (admin, lookups::organization_state(org)) {
+            (true, None) => raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("tenancy.set_organization: organization {org} does not exist"),
+                "List organizations with SELECT id, slug FROM tenancy.organizations.",
+            ),
+            (_, Some(false)) => raise(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("tenancy.set_organization: organization {org} is deactivated"),
+                "Reactivate it (UPDATE tenancy.organizations SET is_active = true) or choose another one.",
+            ),
+            _ => raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                match user {
+                    Some(u) => format!(
+                        "tenancy.set_organization: user {u} is not an active member of organization {org}"
+                    ),
+                    None => "tenancy.set_organization: no current user in this transaction".to_string(),
+                },
+                "Set the acting user first (SET LOCAL tenancy.user_id = '<uuid>', or a JWT with a sub claim), \
+                 and choose an organization that user belongs to.",
+            ),
+        }
+    }
+    spi(Spi::connect_mut(|c| {
+        c.update(
+            "SELECT pg_catalog.set_config('tenancy.organization_id', $1, true)",
+            Some(1),
+            &[org.to_string().into()],
+        )
+        .map(|_| ())
+    }));
+    org
+}

@@ -1,0 +1,114 @@
+//! Membership lookups used by the context and by RLS policies, and the seed functions
+//! `get_user_organization_id` and `validate_client_access`.
+//!
+//! Each lookup is a statement prepared once per backend and kept (SPI_keepplan): no SQL is
+//! parsed or planned per call, Postgres revalidates the plan when the catalog changes, and it
+//! runs under the caller's snapshot, so a revoked membership is never served from a cache.
+//! The catalog tables carry RLS: a role that does not own them sees only the memberships of
+//! the current user, so these functions cannot be used to probe other users' memberships.
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{pg_sys, PgOid, Uuid};
+
+use crate::errors::spi;
+
+type Slot = RefCell<Option<OwnedPreparedStatement>>;
+
+thread_local! {
+    static IS_MEMBER: Slot = const { RefCell::new(None) };
+    static DEFAULT_ORG: Slot = const { RefCell::new(None) };
+    static ORG_STATE: Slot = const { RefCell::new(None) };
+    static ORG_SLUG: Slot = const { RefCell::new(None) };
+}
+
+const IS_MEMBER_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenancy.memberships m \
+     JOIN tenancy.organizations o ON o.id = m.organization_id \
+     WHERE m.user_id = $1 AND m.organization_id = $2 AND m.is_active AND o.is_active)";
+const DEFAULT_ORG_SQL: &str = "SELECT m.organization_id FROM tenancy.memberships m \
+     JOIN tenancy.organizations o ON o.id = m.organization_id \
+     WHERE m.user_id = $1 AND m.is_active AND o.is_active \
+     ORDER BY m.is_default DESC, m.created_at, m.organization_id LIMIT 1";
+const ORG_STATE_SQL: &str = "SELECT o.is_active FROM tenancy.organizations o WHERE o.id = $1";
+const ORG_SLUG_SQL: &str = "SELECT o.slug FROM tenancy.organizations o WHERE o.id = $1 AND o.is_active";
+
+fn uuid_oid() -> PgOid {
+    PgOid::from(pg_sys::UUIDOID)
+}
+
+/// Run a kept statement (prepared on first use) and return the first column of its first row.
+fn kept_one<T: FromDatum + IntoDatum>(
+    slot: &'static LocalKey<Slot>,
+    sql: &str,
+    types: &[PgOid],
+    args: &[DatumWithOid],
+) -> Option<T> {
+    Spi::connect(|client| {
+        slot.with(|cell| {
+            if cell.borrow().is_none() {
+                let stmt = spi(client.prepare(sql, types)).keep();
+                *cell.borrow_mut() = Some(stmt);
+            }
+            let guard = cell.borrow();
+            let stmt = guard.as_ref().expect("prepared above");
+            let table = spi(client.select(stmt, Some(1), args));
+            if table.is_empty() {
+                None
+            } else {
+                spi(table.first().get_one::<T>())
+            }
+        })
+    })
+}
+
+pub fn is_active_member(user: Uuid, org: Uuid) -> bool {
+    kept_one::<bool>(&IS_MEMBER, IS_MEMBER_SQL, &[uuid_oid(), uuid_oid()], &[user.into(), org.into()])
+        .unwrap_or(false)
+}
+
+pub fn default_organization(user: Uuid) -> Option<Uuid> {
+    kept_one::<Uuid>(&DEFAULT_ORG, DEFAULT_ORG_SQL, &[uuid_oid()], &[user.into()])
+}
+
+/// Some(is_active) for an organization the caller can see, None when there is none.
+pub fn organization_state(org: Uuid) -> Option<bool> {
+    kept_one::<bool>(&ORG_STATE, ORG_STATE_SQL, &[uuid_oid()], &[org.into()])
+}
+
+pub fn organization_slug(org: Uuid) -> Option<String> {
+    kept_one::<String>(&ORG_SLUG, ORG_SLUG_SQL, &[uuid_oid()], &[org.into()])
+}
+
+/// OID of tenancy.organizations, when the extension's schema is there.
+pub fn organizations_relid() -> Option<pg_sys::Oid> {
+    // SAFETY: syscache lookups by name.
+    unsafe {
+        let nsp = pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true);
+        if nsp == pg_sys::InvalidOid {
+            return None;
+        }
+        let rel = pg_sys::get_relname_relid(c"organizations".as_ptr(), nsp);
+        (rel != pg_sys::InvalidOid).then_some(rel)
+    }
+}
+
+/// The user's default active organization, else the earliest active one, else NULL.
+#[pg_extern(stable, strict, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn get_user_organization_id(user_id: Uuid) -> Option<Uuid> {
+    default_organization(user_id)
+}
+
+/// True only when the user is an active member of the organization and the organization is
+/// active. NULL arguments give false.
+#[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn validate_client_access(user_id: Option<Uuid>, organization_id: Option<Uuid>) -> bool {
+    match (user_id, organization_id) {
+        (Some(u), Some(o)) => is_active_member(u, o),
+        _ => false,
+    }
+}
