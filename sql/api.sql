@@ -245,6 +245,7 @@ DECLARE
     v_user    uuid    := tenancy._require('user_id', (a->>'user_id')::uuid);
     v_default boolean := coalesce((a->>'is_default')::boolean, false);
     v_rank    integer;
+    v_exists  boolean;
     r         tenancy.roles;
     m         tenancy.memberships;
 BEGIN
@@ -254,7 +255,8 @@ BEGIN
     PERFORM tenancy._check_rank(v_rank, r);
 
     SELECT * INTO m FROM tenancy.memberships WHERE organization_id = v_org AND user_id = v_user FOR UPDATE;
-    IF FOUND AND m.is_active AND m.role <> r.name THEN
+    v_exists := FOUND AND m.is_active;
+    IF v_exists AND m.role <> r.name THEN
         RAISE EXCEPTION 'tenancy: user % is already a member of organization % with role "%"', v_user, v_org, m.role
             USING ERRCODE = 'unique_violation', HINT = 'Use tenancy.change_role to change the role.';
     END IF;
@@ -262,7 +264,7 @@ BEGIN
         UPDATE tenancy.memberships SET is_default = false
          WHERE user_id = v_user AND is_default AND organization_id <> v_org;
     END IF;
-    IF FOUND AND m.is_active THEN
+    IF v_exists THEN
         -- Idempotent: the same membership again only updates the default flag when asked.
         IF v_default AND NOT m.is_default THEN
             UPDATE tenancy.memberships SET is_default = true WHERE organization_id = v_org AND user_id = v_user;
@@ -430,7 +432,7 @@ BEGIN
     IF v_kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION 'tenancy: % is not a table (it is a %)', v_name,
               CASE v_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
-                          WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' ELSE 'relation of kind ' || v_kind END
+                          WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' ELSE 'relation of kind ' || v_kind::text END
             USING ERRCODE = 'wrong_object_type', HINT = 'Register the table the view or foreign table reads from.';
     END IF;
     SELECT a2.atttypid::regtype INTO v_type
@@ -452,8 +454,10 @@ BEGIN
     ON CONFLICT (relid) DO UPDATE
        SET tenant_column = excluded.tenant_column, column_type = excluded.column_type, updated_at = now()
      WHERE (t.tenant_column, t.column_type) IS DISTINCT FROM (excluded.tenant_column, excluded.column_type);
-    PERFORM tenancy._log('register_table', v_name, 'succeeded',
-                         jsonb_build_object('tenant_column', v_col, 'column_type', v_ctype));
+    IF FOUND THEN  -- registering the same table the same way again changes nothing and logs nothing
+        PERFORM tenancy._log('register_table', v_name, 'succeeded',
+                             jsonb_build_object('tenant_column', v_col, 'column_type', v_ctype));
+    END IF;
     RETURN jsonb_build_object('table', v_name, 'tenant_column', v_col, 'column_type', v_ctype);
 END $$;
 

@@ -105,18 +105,31 @@ pub fn current_user_id() -> Option<Uuid> {
     setting_of_this_transaction(JWT_SUB_SETTING).and_then(|s| parse_uuid(&s))
 }
 
+/// What the transaction asked for: nothing, something unusable, or an organization.
+enum Requested {
+    Nothing,
+    Invalid,
+    Organization(Uuid),
+}
+
 /// The organization named by the transaction (set_organization), or by the JWT
-/// (`organization_id`, or `app_metadata.organization_id`), before any check.
-fn requested_organization() -> Option<Uuid> {
+/// (`organization_id`, or `app_metadata.organization_id`), before any check. A value that is
+/// present but not a uuid was not written by set_organization() or a sane issuer: it makes the
+/// context NULL rather than falling back to the default organization.
+fn requested_organization() -> Requested {
+    let parsed = |v: &str| parse_uuid(v).map_or(Requested::Invalid, Requested::Organization);
     if let Some(v) = setting_of_this_transaction(ORG_SETTING) {
-        // A value that is not a uuid was not written by set_organization(): fail closed.
-        return parse_uuid(&v);
+        return parsed(&v);
     }
-    let claims = jwt_claims()?;
+    let Some(claims) = jwt_claims() else { return Requested::Nothing };
     let claim = claims
         .get("organization_id")
-        .or_else(|| claims.get("app_metadata").and_then(|m| m.get("organization_id")))?;
-    claim.as_str().and_then(parse_uuid)
+        .or_else(|| claims.get("app_metadata").and_then(|m| m.get("organization_id")));
+    match claim {
+        None | Some(serde_json::Value::Null) => Requested::Nothing,
+        Some(serde_json::Value::String(v)) => parsed(v),
+        Some(_) => Requested::Invalid,
+    }
 }
 
 /// True when the calling role is a tenancy administrator: a role that may UPDATE
@@ -138,7 +151,8 @@ pub fn caller_is_admin() -> bool {
 pub fn current_organization_id() -> Option<Uuid> {
     let user = current_user_id();
     match requested_organization() {
-        Some(org) => {
+        Requested::Invalid => None,
+        Requested::Organization(org) => {
             if let Some(u) = user {
                 if lookups::is_active_member(u, org) {
                     return Some(org);
@@ -149,7 +163,7 @@ pub fn current_organization_id() -> Option<Uuid> {
             }
             None
         }
-        None => user.and_then(lookups::default_organization),
+        Requested::Nothing => user.and_then(lookups::default_organization),
     }
 }
 

@@ -19,9 +19,90 @@ pub mod privileged;
 extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
 extension_sql_file!("../sql/api.sql", name = "api", finalize);
 
+/// In-database tests (`cargo pgrx test`): each runs inside one transaction that is rolled back.
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
-mod tests;
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn parse_uuid_accepts_common_forms_and_rejects_garbage() {
+        use crate::context::parse_uuid;
+        let a = parse_uuid("00000000-0000-0000-0000-000000000001").unwrap();
+        assert_eq!(a.to_string(), "00000000-0000-0000-0000-000000000001");
+        assert_eq!(parse_uuid("{00000000000000000000000000000001}"), Some(a));
+        assert_eq!(parse_uuid(""), None);
+        assert_eq!(parse_uuid("not-a-uuid"), None);
+        assert_eq!(parse_uuid("00000000-0000-0000-0000-00000000000g"), None);
+    }
+
+    fn one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(sql: &str) -> Option<T> {
+        Spi::get_one::<T>(sql).expect(sql)
+    }
+
+    #[pg_test]
+    fn without_any_setting_there_is_no_user_and_no_organization() {
+        assert_eq!(crate::context::current_user_id(), None);
+        assert_eq!(crate::context::current_organization_id(), None);
+        assert_eq!(one::<bool>("SELECT tenancy.current_organization_id() IS NULL"), Some(true));
+    }
+
+    #[pg_test]
+    fn a_setting_written_in_this_transaction_counts_and_an_empty_one_does_not() {
+        use crate::context::{setting_of_this_transaction, USER_SETTING};
+        assert_eq!(setting_of_this_transaction(USER_SETTING), None);
+        Spi::run("SET LOCAL tenancy.user_id = 'a0000000-0000-0000-0000-00000000000a'").unwrap();
+        assert_eq!(setting_of_this_transaction(USER_SETTING).as_deref(), Some("a0000000-0000-0000-0000-00000000000a"));
+        assert_eq!(
+            crate::context::current_user_id().map(|u| u.to_string()).as_deref(),
+            Some("a0000000-0000-0000-0000-00000000000a")
+        );
+        Spi::run("SET LOCAL tenancy.user_id = ''").unwrap();
+        assert_eq!(crate::context::current_user_id(), None);
+    }
+
+    #[pg_test]
+    fn the_jwt_subject_is_the_user_when_no_tenancy_user_is_set() {
+        Spi::run("SELECT set_config('request.jwt.claims', '{\"sub\":\"b0000000-0000-0000-0000-00000000000b\"}', true)")
+            .unwrap();
+        assert_eq!(
+            one::<String>("SELECT tenancy.current_user_id()::text").as_deref(),
+            Some("b0000000-0000-0000-0000-00000000000b")
+        );
+        Spi::run("SELECT set_config('request.jwt.claims', '{\"sub\":\"anonymous\"}', true)").unwrap();
+        assert_eq!(crate::context::current_user_id(), None, "a non-uuid subject is no user");
+    }
+
+    #[pg_test]
+    fn membership_decides_access_and_the_default_organization() {
+        Spi::run(
+            "SELECT tenancy.create_organization('A', 'a', '00000000-0000-0000-0000-00000000000a', '{}', 'a0000000-0000-0000-0000-00000000000a');
+             SELECT tenancy.create_organization('B', 'b', '00000000-0000-0000-0000-00000000000b');
+             SELECT tenancy.add_member('00000000-0000-0000-0000-00000000000b', 'a0000000-0000-0000-0000-00000000000a', 'viewer');",
+        )
+        .unwrap();
+        assert_eq!(
+            one::<bool>("SELECT tenancy.validate_client_access('a0000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-00000000000b')"),
+            Some(true)
+        );
+        assert_eq!(
+            one::<String>("SELECT tenancy.get_user_organization_id('a0000000-0000-0000-0000-00000000000a')::text").as_deref(),
+            Some("00000000-0000-0000-0000-00000000000a"),
+            "the owner membership created with the organization is the default"
+        );
+        Spi::run("UPDATE tenancy.memberships SET is_active = false WHERE organization_id = '00000000-0000-0000-0000-00000000000b'").unwrap();
+        assert_eq!(
+            one::<bool>("SELECT tenancy.validate_client_access('a0000000-0000-0000-0000-00000000000a', '00000000-0000-0000-0000-00000000000b')"),
+            Some(false),
+            "an inactive membership gives no access, in the very next statement"
+        );
+    }
+
+    #[pg_test(error = "tenancy.set_organization: organization_id must not be NULL")]
+    fn set_organization_refuses_null() {
+        Spi::run("SELECT tenancy.set_organization(NULL)").unwrap();
+    }
+}
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

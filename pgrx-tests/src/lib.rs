@@ -1,1 +1,65 @@
-//! Client-side tests live in tests/; this crate has no library code.
+//! Shared harness for the client tests: real connections to a throwaway cluster started by
+//! `scripts/test.sh` (port in TENANCY_TEST_PORT), with the extension installed on the server.
+use postgres::{Client, NoTls};
+
+pub fn port() -> u16 {
+    std::env::var("TENANCY_TEST_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(28819)
+}
+
+pub fn connect(user: &str, db: &str) -> Client {
+    let conn = format!("host=127.0.0.1 port={} user={user} dbname={db}", port());
+    Client::connect(&conn, NoTls).unwrap_or_else(|e| panic!("connect {conn}: {e}"))
+}
+
+/// A superuser connection to the maintenance database.
+pub fn superuser() -> Client {
+    connect("postgres", "postgres")
+}
+
+/// Create (or recreate) login role `role`, not superuser.
+pub fn role(role: &str, extra: &str) {
+    let mut su = superuser();
+    su.batch_execute(&format!(
+        "DO $$ BEGIN CREATE ROLE \"{role}\" LOGIN {extra}; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
+    ))
+    .unwrap();
+}
+
+/// A fresh database owned by `owner` (a non-superuser), with tenancy installed by that owner.
+pub fn fresh_db(db: &str, owner: &str) -> Client {
+    role(owner, "");
+    let mut su = superuser();
+    su.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).unwrap();
+    su.batch_execute(&format!("CREATE DATABASE \"{db}\" OWNER \"{owner}\"")).unwrap();
+    let mut c = connect(owner, db);
+    c.batch_execute("CREATE EXTENSION tenancy").unwrap();
+    c
+}
+
+/// Let `member` SET ROLE to `granted` (done by the superuser).
+pub fn grant_role(granted: &str, member: &str) {
+    superuser().batch_execute(&format!("GRANT \"{granted}\" TO \"{member}\"")).unwrap();
+}
+
+/// The SQLSTATE of the error `r` carries, or "ok".
+pub fn sqlstate<T>(r: Result<T, postgres::Error>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no sqlstate: {e}")),
+    }
+}
+
+pub const ORG_A: &str = "00000000-0000-0000-0000-00000000000a";
+pub const ORG_B: &str = "00000000-0000-0000-0000-00000000000b";
+pub const USER_A: &str = "aaaaaaaa-0000-0000-0000-000000000001";
+pub const USER_B: &str = "bbbbbbbb-0000-0000-0000-000000000002";
+
+/// Two organizations, A and B, each with one member; `app` may SET ROLE to `app_role`.
+pub fn two_tenants(c: &mut Client, app_role: &str) {
+    role(app_role, "");
+    c.batch_execute(&format!(
+        "SELECT tenancy.create_organization('Org A', 'org-a', '{ORG_A}', '{{}}', '{USER_A}');
+         SELECT tenancy.create_organization('Org B', 'org-b', '{ORG_B}', '{{}}', '{USER_B}');"
+    ))
+    .unwrap();
+}

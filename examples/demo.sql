@@ -1,0 +1,62 @@
+-- tenancy demo: a single-tenant shipment-tracking app (after seed 000, TraceHub) becomes
+-- multi-tenant. Run by scripts/demo.sh as the database owner, who is NOT a superuser.
+\set ON_ERROR_STOP 1
+\pset footer off
+\echo '== 1. The single-tenant app: shipments, documents and products of one company'
+CREATE TABLE public.shipments (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, reference text NOT NULL UNIQUE, status text NOT NULL);
+CREATE TABLE public.documents (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, shipment_id bigint NOT NULL REFERENCES public.shipments, kind text NOT NULL);
+CREATE TABLE public.products  (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, sku text NOT NULL UNIQUE, name text NOT NULL);
+INSERT INTO public.shipments (reference, status) SELECT 'VBT-' || g, (ARRAY['booked','in_transit','delivered'])[1 + g % 3] FROM generate_series(1, 300) g;
+INSERT INTO public.documents (shipment_id, kind) SELECT 1 + g % 300, (ARRAY['bill_of_lading','invoice','eudr_certificate'])[1 + g % 3] FROM generate_series(1, 900) g;
+INSERT INTO public.products (sku, name) SELECT 'SKU-' || g, 'Product ' || g FROM generate_series(1, 50) g;
+SELECT (SELECT count(*) FROM public.shipments) AS shipments, (SELECT count(*) FROM public.documents) AS documents,
+       (SELECT count(*) FROM public.products) AS products;
+
+\echo '== 2. CREATE EXTENSION tenancy (done by the database owner); the organizations'
+SELECT tenancy.create_organization('VIBOTAJ GmbH', 'vibotaj', '00000000-0000-0000-0000-000000000001',
+                                   '{"timezone": "Europe/Berlin", "currency": "EUR"}',
+                                   owner_user_id => '11111111-1111-1111-1111-111111111111') AS vibotaj;
+SELECT tenancy.create_organization('Acme Imports', 'acme', '00000000-0000-0000-0000-000000000002',
+                                   owner_user_id => '22222222-2222-2222-2222-222222222222') AS acme;
+SELECT tenancy.add_member('00000000-0000-0000-0000-000000000001', '33333333-3333-3333-3333-333333333333', 'viewer') AS viewer_added;
+SELECT tenancy.create_invitation('00000000-0000-0000-0000-000000000001', 'new.buyer@vibotaj.com', 'member') IS NOT NULL AS invitation_created;
+SELECT o.slug, m.user_id, m.role, m.is_default FROM tenancy.memberships m JOIN tenancy.organizations o ON o.id = m.organization_id ORDER BY 1, 3;
+
+\echo '== 3. Existing rows move to the default organization (the online, batched backfill is tenancy issue 4;'
+\echo '      here: plain DDL on a small table), and the tables are registered'
+ALTER TABLE public.shipments ADD COLUMN organization_id uuid;
+ALTER TABLE public.documents ADD COLUMN organization_id uuid;
+ALTER TABLE public.products  ADD COLUMN organization_id uuid;
+UPDATE public.shipments SET organization_id = '00000000-0000-0000-0000-000000000001';
+UPDATE public.documents d SET organization_id = s.organization_id FROM public.shipments s WHERE s.id = d.shipment_id;
+SELECT tenancy.register_table(t) AS column_type FROM unnest(ARRAY['public.shipments', 'public.documents', 'public.products']::regclass[]) t;
+
+\echo '== 4. tenancy.validate_client_data_integrity(): products were forgotten (NULL tenant)'
+SELECT * FROM tenancy.validate_client_data_integrity();
+UPDATE public.products SET organization_id = '00000000-0000-0000-0000-000000000001';
+\echo '   ...fixed:'
+SELECT * FROM tenancy.validate_client_data_integrity();
+
+\echo '== 5. The seed functions, as called from psql'
+SELECT tenancy.get_user_organization_id('11111111-1111-1111-1111-111111111111') AS owner_org,
+       tenancy.validate_client_access('33333333-3333-3333-3333-333333333333', '00000000-0000-0000-0000-000000000001') AS viewer_may_access_vibotaj,
+       tenancy.validate_client_access('22222222-2222-2222-2222-222222222222', '00000000-0000-0000-0000-000000000001') AS acme_may_access_vibotaj;
+
+\echo '== 6. The tenant context of a request (what the application server does per transaction)'
+BEGIN;
+SET LOCAL tenancy.user_id = '22222222-2222-2222-2222-222222222222';
+SELECT tenancy.current_user_id() AS acting_user, tenancy.current_organization_slug() AS acting_for;
+\echo '   Acme''s user forges the organization setting to VIBOTAJ: the context becomes NULL (matches nothing)'
+SELECT set_config('tenancy.organization_id', '00000000-0000-0000-0000-000000000001', true) IS NOT NULL AS forged;
+SELECT tenancy.current_organization_id() AS context_after_forgery;
+\echo '   ...and set_organization refuses it:'
+SAVEPOINT s;
+\set ON_ERROR_STOP 0
+SELECT tenancy.set_organization('00000000-0000-0000-0000-000000000001');
+\set ON_ERROR_STOP 1
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+SELECT tenancy.current_user_id() IS NULL AS no_context_after_commit;
+
+\echo '== 7. What tenancy logged'
+SELECT operation, coalesce(table_name, '') AS table_name, status FROM tenancy.migration_log ORDER BY id;

@@ -1,0 +1,227 @@
+//! The tenant context over real connections: non-superuser install, context per transaction,
+//! fail-closed, forged settings, reuse of a pooled connection, revocation.
+use tenancy_client_tests::*;
+
+fn uuid_or_null(c: &mut postgres::Client, sql: &str) -> Option<String> {
+    c.query_one(&format!("SELECT ({sql})::text"), &[]).unwrap().get(0)
+}
+
+#[test]
+fn a_database_owner_who_is_not_superuser_installs_tenancy_and_gains_nothing() {
+    let mut c = fresh_db("ctx_install", "ctx_install_owner");
+    let superuser: bool = c.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[]).unwrap().get(0);
+    assert!(!superuser, "the installing role must not be superuser for this test to mean anything");
+    // The catalog belongs to the installing role, so it administers tenants without superuser.
+    let not_owned: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'tenancy'::regnamespace
+               AND relkind IN ('r', 'S') AND relowner <> current_user::regrole",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(not_owned, 0, "every catalog table and sequence is owned by the installer");
+    // Nothing installed runs as its (superuser) owner on behalf of the caller.
+    let definers: i64 = c
+        .query_one("SELECT count(*) FROM pg_proc WHERE pronamespace = 'tenancy'::regnamespace AND prosecdef", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(definers, 0, "no SECURITY DEFINER functions");
+    let unpinned: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_proc WHERE pronamespace = 'tenancy'::regnamespace
+               AND NOT coalesce(array_to_string(proconfig, ','), '') LIKE 'search_path=%'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(unpinned, 0, "every function pins its search_path");
+    // The internal operations are closed to the installer's own users.
+    role("ctx_install_app", "");
+    grant_role("ctx_install_app", "ctx_install_owner");
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SET LOCAL ROLE ctx_install_app").unwrap();
+    let r = tx.batch_execute("SELECT tenancy._op_create_organization('{}', 0, true, NULL)");
+    assert_eq!(sqlstate(r), "42501");
+    drop(tx);
+    // The owner administers tenants.
+    two_tenants(&mut c, "ctx_install_app");
+    let n: i64 = c.query_one("SELECT count(*) FROM tenancy.organizations", &[]).unwrap().get(0);
+    assert_eq!(n, 2);
+    // ...but an ordinary role cannot create organizations.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SET LOCAL ROLE ctx_install_app").unwrap();
+    assert_eq!(sqlstate(tx.batch_execute("SELECT tenancy.create_organization('X', 'x')")), "42501");
+}
+
+#[test]
+fn context_lasts_one_transaction_and_no_context_means_null() {
+    let mut c = fresh_db("ctx_xact", "ctx_xact_owner");
+    two_tenants(&mut c, "ctx_xact_app");
+    grant_role("ctx_xact_app", "ctx_xact_owner");
+    c.batch_execute("SET ROLE ctx_xact_app").unwrap();
+
+    assert_eq!(uuid_or_null(&mut c, "tenancy.current_user_id()"), None);
+    assert_eq!(uuid_or_null(&mut c, "tenancy.current_organization_id()"), None);
+
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+    let (u, o): (Option<String>, Option<String>) = {
+        let r = tx
+            .query_one("SELECT tenancy.current_user_id()::text, tenancy.current_organization_id()::text", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(u.as_deref(), Some(USER_A));
+    assert_eq!(o.as_deref(), Some(ORG_A), "the user's default organization");
+    tx.commit().unwrap();
+
+    assert_eq!(uuid_or_null(&mut c, "tenancy.current_user_id()"), None, "gone after COMMIT");
+    assert_eq!(uuid_or_null(&mut c, "tenancy.current_organization_id()"), None);
+}
+
+#[test]
+fn hand_written_settings_cannot_reach_another_organization() {
+    let mut c = fresh_db("ctx_forge", "ctx_forge_owner");
+    two_tenants(&mut c, "ctx_forge_app");
+    grant_role("ctx_forge_app", "ctx_forge_owner");
+    c.batch_execute("SET ROLE ctx_forge_app").unwrap();
+
+    let forgeries = [
+        format!("SELECT set_config('tenancy.organization_id', '{ORG_B}', true)"),
+        format!("SET LOCAL tenancy.organization_id = '{ORG_B}'"),
+        format!("SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_A}\", \"organization_id\": \"{ORG_B}\"}}', true)"),
+        format!("SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_A}\", \"app_metadata\": {{\"organization_id\": \"{ORG_B}\"}}}}', true)"),
+        "SET LOCAL tenancy.organization_id = 'not-a-uuid'".to_string(),
+    ];
+    for forgery in &forgeries {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+        tx.batch_execute(forgery).unwrap();
+        let org: Option<String> = tx.query_one("SELECT tenancy.current_organization_id()::text", &[]).unwrap().get(0);
+        assert_eq!(org, None, "forged with {forgery}: must be NULL, not another tenant");
+        tx.rollback().unwrap();
+    }
+    // The legitimate paths work, and set_organization refuses the other tenant.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+    let org: Option<String> = tx
+        .query_one(&format!("SELECT tenancy.set_organization('{ORG_A}')::text"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(org.as_deref(), Some(ORG_A));
+    assert_eq!(sqlstate(tx.batch_execute(&format!("SELECT tenancy.set_organization('{ORG_B}')"))), "42501");
+    drop(tx);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_A}\", \"organization_id\": \"{ORG_A}\"}}', true)"
+    ))
+    .unwrap();
+    let org: Option<String> = tx.query_one("SELECT tenancy.current_organization_id()::text", &[]).unwrap().get(0);
+    assert_eq!(org.as_deref(), Some(ORG_A));
+}
+
+#[test]
+fn a_reused_pooled_connection_carries_no_context_to_the_next_client() {
+    let mut c = fresh_db("ctx_pool", "ctx_pool_owner");
+    two_tenants(&mut c, "ctx_pool_app");
+    grant_role("ctx_pool_app", "ctx_pool_owner");
+    c.batch_execute("SET ROLE ctx_pool_app").unwrap();
+
+    // Client 1 misbehaves: session-level settings that outlive its transaction.
+    c.batch_execute(&format!(
+        "SET tenancy.user_id = '{USER_A}';
+         SELECT set_config('tenancy.organization_id', '{ORG_A}', false);
+         SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_A}\"}}', false);"
+    ))
+    .unwrap();
+    let leftover: Option<String> = c.query_one("SHOW tenancy.user_id", &[]).unwrap().get(0);
+    assert_eq!(leftover.as_deref(), Some(USER_A), "the stale value is really there");
+
+    // Client 2 gets the same server connection.
+    let mut tx = c.transaction().unwrap();
+    let r = tx
+        .query_one(
+            "SELECT tenancy.current_user_id()::text, tenancy.current_organization_id()::text,
+                    (SELECT count(*) FROM tenancy.memberships)",
+            &[],
+        )
+        .unwrap();
+    let (u, o, visible): (Option<String>, Option<String>, i64) = (r.get(0), r.get(1), r.get(2));
+    assert_eq!(u, None, "stale user is not this transaction's context");
+    assert_eq!(o, None, "stale organization is not this transaction's context");
+    assert_eq!(visible, 0, "no catalog rows without a context");
+    // Its own transaction-local context works and wins.
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_B}'")).unwrap();
+    let o: Option<String> = tx.query_one("SELECT tenancy.current_organization_id()::text", &[]).unwrap().get(0);
+    assert_eq!(o.as_deref(), Some(ORG_B));
+}
+
+#[test]
+fn a_revoked_membership_is_seen_by_the_very_next_statement() {
+    let mut owner = fresh_db("ctx_revoke", "ctx_revoke_owner");
+    two_tenants(&mut owner, "ctx_revoke_app");
+    grant_role("ctx_revoke_app", "ctx_revoke_owner");
+    owner
+        .batch_execute(&format!("SELECT tenancy.add_member('{ORG_A}', '{USER_B}', 'member')"))
+        .unwrap();
+
+    let mut app = connect("ctx_revoke_owner", "ctx_revoke");
+    app.batch_execute("SET ROLE ctx_revoke_app").unwrap();
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_B}'")).unwrap();
+    tx.batch_execute(&format!("SELECT tenancy.set_organization('{ORG_A}')")).unwrap();
+    let access = format!("SELECT tenancy.validate_client_access('{USER_B}', '{ORG_A}')");
+    assert!(tx.query_one(&access, &[]).unwrap().get::<_, bool>(0));
+
+    // Another session revokes and commits while this transaction is open.
+    owner.batch_execute(&format!("SELECT tenancy.remove_member('{ORG_A}', '{USER_B}')")).unwrap();
+
+    assert!(!tx.query_one(&access, &[]).unwrap().get::<_, bool>(0), "revocation seen at once");
+    let org: Option<String> = tx.query_one("SELECT tenancy.current_organization_id()::text", &[]).unwrap().get(0);
+    assert_eq!(org, None, "the chosen organization is re-checked, not cached");
+}
+
+#[test]
+fn users_cannot_probe_other_users_memberships() {
+    let mut c = fresh_db("ctx_probe", "ctx_probe_owner");
+    two_tenants(&mut c, "ctx_probe_app");
+    grant_role("ctx_probe_app", "ctx_probe_owner");
+    c.batch_execute("SET ROLE ctx_probe_app").unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+    let r = tx
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM tenancy.memberships),
+                        (SELECT count(*) FROM tenancy.organizations),
+                        tenancy.validate_client_access('{USER_B}', '{ORG_B}'),
+                        tenancy.get_user_organization_id('{USER_B}')::text"
+            ),
+            &[],
+        )
+        .unwrap();
+    let (members, orgs, probe, other_default): (i64, i64, bool, Option<String>) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert_eq!(members, 1, "only the user's own membership");
+    assert_eq!(orgs, 1, "only the user's own organization");
+    assert!(!probe, "another user's membership is invisible");
+    assert_eq!(other_default, None);
+}
+
+#[test]
+fn a_garbage_jwt_organization_claim_gives_no_context_not_the_default() {
+    let mut c = fresh_db("ctx_garbage", "ctx_garbage_owner");
+    two_tenants(&mut c, "ctx_garbage_app");
+    grant_role("ctx_garbage_app", "ctx_garbage_owner");
+    c.batch_execute("SET ROLE ctx_garbage_app").unwrap();
+    for claim in ["\"x\"", "42", "{\"id\": 1}"] {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&format!(
+            "SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_A}\", \"organization_id\": {claim}}}', true)"
+        ))
+        .unwrap();
+        let org: Option<String> = tx.query_one("SELECT tenancy.current_organization_id()::text", &[]).unwrap().get(0);
+        assert_eq!(org, None, "organization_id claim {claim}");
+    }
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test of tenancy against real PostgreSQL servers:
+#   1. in-database tests   (cargo pgrx test: #[pg_test] functions, each in a rolled-back transaction)
+#   2. golden SQL tests    (tests/sql/*.sql in psql, compared with tests/expected/*.out)
+#   3. client tests        (pgrx-tests/: real roles, real COMMITs, real connections)
+# This is the README's test command, and .ci/run runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+echo "== in-database tests (cargo pgrx test)"
+if [ "$(id -u)" = 0 ]; then
+  # initdb refuses root: the test cluster runs as "postgres".
+  cargo pgrx test pg15 --runas postgres --pgdata /tmp/tenancy-pgrx-test-data
+else
+  cargo pgrx test pg15
+fi
+
+# cargo pgrx test installed its own build (with the test functions); put the real one back.
+bash scripts/setup.sh
+
+echo "== golden SQL tests"
+bash scripts/golden.sh
+
+echo "== client tests"
+source scripts/cluster.sh
+port="${TENANCY_TEST_PORT:-28819}"
+cluster_start /tmp/tenancy-client-tests "$port"
+trap 'cluster_stop /tmp/tenancy-client-tests' EXIT
+TENANCY_TEST_PORT="$port" cargo test -p tenancy-client-tests -- --test-threads=2
