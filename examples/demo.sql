@@ -42,8 +42,9 @@ SELECT tenancy.get_user_organization_id('11111111-1111-1111-1111-111111111111') 
        tenancy.validate_client_access('33333333-3333-3333-3333-333333333333', '00000000-0000-0000-0000-000000000001') AS viewer_may_access_vibotaj,
        tenancy.validate_client_access('22222222-2222-2222-2222-222222222222', '00000000-0000-0000-0000-000000000001') AS acme_may_access_vibotaj;
 
-\echo '== 6. The tenant context of a request (what the application server does per transaction)'
+\echo '== 6. The tenant context of a request, as the application role (not the owner, who administers tenants)'
 BEGIN;
+SET LOCAL ROLE tracehub_app;
 SET LOCAL tenancy.user_id = '22222222-2222-2222-2222-222222222222';
 SELECT tenancy.current_user_id() AS acting_user, tenancy.current_organization_slug() AS acting_for;
 \echo '   Acme''s user forges the organization setting to VIBOTAJ: the context becomes NULL (matches nothing)'
