@@ -50,7 +50,7 @@ SELECT tenancy.current_user_id() AS acting_user, tenancy.current_organization_sl
 \echo '   Acme''s user forges the organization setting to VIBOTAJ: the context becomes NULL (matches nothing)'
 SELECT set_config('tenancy.organization_id', '00000000-0000-0000-0000-000000000001', true) IS NOT NULL AS forged;
 SELECT tenancy.current_organization_id() AS context_after_forgery;
-\echo '   ...and set_organization refuses it:'
+\echo '   ...and set_organization refuses it (the ERROR below is the point: SQLSTATE 42501, insufficient_privilege):'
 SAVEPOINT s;
 \set ON_ERROR_STOP 0
 SELECT tenancy.set_organization('00000000-0000-0000-0000-000000000001');

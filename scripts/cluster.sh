@@ -2,7 +2,7 @@
 # Throwaway PostgreSQL clusters for the demo, the tests and the benchmark.
 # Source it, then: cluster_start DIR PORT; cluster_psql PORT [psql args]; cluster_stop DIR.
 # Postgres refuses to run as root: as root, the cluster runs as the "postgres" user.
-PG_BIN="${PG_BIN:-$(dirname "$(command -v pg_config >/dev/null 2>&1 && pg_config --bindir >/dev/null 2>&1 && echo "$(pg_config --bindir)/x" || echo /usr/lib/postgresql/15/bin/x)")}"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 
 as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
