@@ -14,7 +14,7 @@ passed=0; failed=0
 for f in tests/sql/*.sql; do
   name=$(basename "$f" .sql)
   db="golden_${name}"
-  PGOPTIONS="-c client_min_messages=warning" cluster_psql "$port" -q -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
+  PGOPTIONS="-c client_min_messages=warning" cluster_psql "$port" -q -c "DROP DATABASE IF EXISTS \"$db\"" -c "CREATE DATABASE \"$db\"" >/dev/null
   # -a echoes the statements; errors are part of the expected output (ON_ERROR_STOP off).
   PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p "$port" -U postgres -d "$db" -X -a -q \
     -v VERBOSITY=default -f "$f" > "target/golden/$name.out" 2>&1

@@ -100,8 +100,11 @@ pub fn _table_integrity(tbl: pg_sys::Oid) -> TableIterator<
 > {
     let rows = registered(Some(tbl));
     if rows.is_empty() {
-        let name = spi(Spi::get_one_with_args::<String>("SELECT $1::pg_catalog.regclass::text", &[tbl.into()]))
-            .unwrap_or_default();
+        // Read-only SPI: this function is STABLE, so it must not assign a transaction id.
+        let name: String = spi(Spi::connect(|c| {
+            c.select("SELECT $1::pg_catalog.regclass::text", Some(1), &[tbl.into()])?.first().get_one::<String>()
+        }))
+        .unwrap_or_default();
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!("{name} is not a registered tenant table"),

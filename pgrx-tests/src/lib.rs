@@ -54,12 +54,25 @@ pub const ORG_B: &str = "00000000-0000-0000-0000-00000000000b";
 pub const USER_A: &str = "aaaaaaaa-0000-0000-0000-000000000001";
 pub const USER_B: &str = "bbbbbbbb-0000-0000-0000-000000000002";
 
-/// Two organizations, A and B, each with one member; `app` may SET ROLE to `app_role`.
-pub fn two_tenants(c: &mut Client, app_role: &str) {
-    role(app_role, "");
+/// A fresh database `name`, owned by the non-superuser `<name>_owner` who installed tenancy, with
+/// organizations A (owner USER_A) and B (owner USER_B), and an application role `<name>_app`
+/// the owner may SET ROLE to. Returns the owner's connection.
+pub fn two_tenant_db(name: &str) -> Client {
+    let (owner, app) = (format!("{name}_owner"), format!("{name}_app"));
+    let mut c = fresh_db(name, &owner);
+    role(&app, "");
+    grant_role(&app, &owner);
     c.batch_execute(&format!(
         "SELECT tenancy.create_organization('Org A', 'org-a', '{ORG_A}', '{{}}', '{USER_A}');
          SELECT tenancy.create_organization('Org B', 'org-b', '{ORG_B}', '{{}}', '{USER_B}');"
     ))
     .unwrap();
+    c
+}
+
+/// A new connection to `two_tenant_db(name)` acting as the ordinary application role.
+pub fn app_session(name: &str) -> Client {
+    let mut c = connect(&format!("{name}_owner"), name);
+    c.batch_execute(&format!("SET ROLE \"{name}_app\"")).unwrap();
+    c
 }

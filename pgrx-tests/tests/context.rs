@@ -8,7 +8,7 @@ fn uuid_or_null(c: &mut postgres::Client, sql: &str) -> Option<String> {
 
 #[test]
 fn a_database_owner_who_is_not_superuser_installs_tenancy_and_gains_nothing() {
-    let mut c = fresh_db("ctx_install", "ctx_install_owner");
+    let mut c = two_tenant_db("ctx_install");
     let superuser: bool = c.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[]).unwrap().get(0);
     assert!(!superuser, "the installing role must not be superuser for this test to mean anything");
     // The catalog belongs to the installing role, so it administers tenants without superuser.
@@ -37,15 +37,12 @@ fn a_database_owner_who_is_not_superuser_installs_tenancy_and_gains_nothing() {
         .get(0);
     assert_eq!(unpinned, 0, "every function pins its search_path");
     // The internal operations are closed to the installer's own users.
-    role("ctx_install_app", "");
-    grant_role("ctx_install_app", "ctx_install_owner");
     let mut tx = c.transaction().unwrap();
     tx.batch_execute("SET LOCAL ROLE ctx_install_app").unwrap();
     let r = tx.batch_execute("SELECT tenancy._op_create_organization('{}', 0, true, NULL)");
     assert_eq!(sqlstate(r), "42501");
     drop(tx);
-    // The owner administers tenants.
-    two_tenants(&mut c, "ctx_install_app");
+    // The owner administers tenants (two_tenant_db created A and B as this owner).
     let n: i64 = c.query_one("SELECT count(*) FROM tenancy.organizations", &[]).unwrap().get(0);
     assert_eq!(n, 2);
     // ...but an ordinary role cannot create organizations.
@@ -56,10 +53,8 @@ fn a_database_owner_who_is_not_superuser_installs_tenancy_and_gains_nothing() {
 
 #[test]
 fn context_lasts_one_transaction_and_no_context_means_null() {
-    let mut c = fresh_db("ctx_xact", "ctx_xact_owner");
-    two_tenants(&mut c, "ctx_xact_app");
-    grant_role("ctx_xact_app", "ctx_xact_owner");
-    c.batch_execute("SET ROLE ctx_xact_app").unwrap();
+    two_tenant_db("ctx_xact");
+    let mut c = app_session("ctx_xact");
 
     assert_eq!(uuid_or_null(&mut c, "tenancy.current_user_id()"), None);
     assert_eq!(uuid_or_null(&mut c, "tenancy.current_organization_id()"), None);
@@ -82,10 +77,8 @@ fn context_lasts_one_transaction_and_no_context_means_null() {
 
 #[test]
 fn hand_written_settings_cannot_reach_another_organization() {
-    let mut c = fresh_db("ctx_forge", "ctx_forge_owner");
-    two_tenants(&mut c, "ctx_forge_app");
-    grant_role("ctx_forge_app", "ctx_forge_owner");
-    c.batch_execute("SET ROLE ctx_forge_app").unwrap();
+    two_tenant_db("ctx_forge");
+    let mut c = app_session("ctx_forge");
 
     let forgeries = [
         format!("SELECT set_config('tenancy.organization_id', '{ORG_B}', true)"),
@@ -123,10 +116,8 @@ fn hand_written_settings_cannot_reach_another_organization() {
 
 #[test]
 fn a_reused_pooled_connection_carries_no_context_to_the_next_client() {
-    let mut c = fresh_db("ctx_pool", "ctx_pool_owner");
-    two_tenants(&mut c, "ctx_pool_app");
-    grant_role("ctx_pool_app", "ctx_pool_owner");
-    c.batch_execute("SET ROLE ctx_pool_app").unwrap();
+    two_tenant_db("ctx_pool");
+    let mut c = app_session("ctx_pool");
 
     // Client 1 misbehaves: session-level settings that outlive its transaction.
     c.batch_execute(&format!(
@@ -159,15 +150,12 @@ fn a_reused_pooled_connection_carries_no_context_to_the_next_client() {
 
 #[test]
 fn a_revoked_membership_is_seen_by_the_very_next_statement() {
-    let mut owner = fresh_db("ctx_revoke", "ctx_revoke_owner");
-    two_tenants(&mut owner, "ctx_revoke_app");
-    grant_role("ctx_revoke_app", "ctx_revoke_owner");
+    let mut owner = two_tenant_db("ctx_revoke");
     owner
         .batch_execute(&format!("SELECT tenancy.add_member('{ORG_A}', '{USER_B}', 'member')"))
         .unwrap();
 
-    let mut app = connect("ctx_revoke_owner", "ctx_revoke");
-    app.batch_execute("SET ROLE ctx_revoke_app").unwrap();
+    let mut app = app_session("ctx_revoke");
     let mut tx = app.transaction().unwrap();
     tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_B}'")).unwrap();
     tx.batch_execute(&format!("SELECT tenancy.set_organization('{ORG_A}')")).unwrap();
@@ -184,10 +172,8 @@ fn a_revoked_membership_is_seen_by_the_very_next_statement() {
 
 #[test]
 fn users_cannot_probe_other_users_memberships() {
-    let mut c = fresh_db("ctx_probe", "ctx_probe_owner");
-    two_tenants(&mut c, "ctx_probe_app");
-    grant_role("ctx_probe_app", "ctx_probe_owner");
-    c.batch_execute("SET ROLE ctx_probe_app").unwrap();
+    two_tenant_db("ctx_probe");
+    let mut c = app_session("ctx_probe");
     let mut tx = c.transaction().unwrap();
     tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
     let r = tx
@@ -211,10 +197,8 @@ fn users_cannot_probe_other_users_memberships() {
 
 #[test]
 fn a_garbage_jwt_organization_claim_gives_no_context_not_the_default() {
-    let mut c = fresh_db("ctx_garbage", "ctx_garbage_owner");
-    two_tenants(&mut c, "ctx_garbage_app");
-    grant_role("ctx_garbage_app", "ctx_garbage_owner");
-    c.batch_execute("SET ROLE ctx_garbage_app").unwrap();
+    two_tenant_db("ctx_garbage");
+    let mut c = app_session("ctx_garbage");
     for claim in ["\"x\"", "42", "{\"id\": 1}"] {
         let mut tx = c.transaction().unwrap();
         tx.batch_execute(&format!(
