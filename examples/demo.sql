@@ -59,5 +59,42 @@ ROLLBACK TO SAVEPOINT s;
 COMMIT;
 SELECT tenancy.current_user_id() IS NULL AS no_context_after_commit;
 
-\echo '== 7. What tenancy logged'
+\echo '== 7. Row-level security in one call: every table of the schema that has organization_id'
+SELECT * FROM tenancy.enable_isolation_all('public');
+GRANT SELECT, INSERT, UPDATE, DELETE ON public.shipments, public.documents, public.products TO tracehub_app;
+SELECT policyname, permissive, cmd FROM pg_policies WHERE tablename = 'shipments' ORDER BY cmd, permissive;
+\echo '   VIBOTAJ''s owner sees VIBOTAJ''s 300 shipments; the context is read once per statement (InitPlan), the index still used'
+BEGIN;
+SET LOCAL ROLE tracehub_app;
+SET LOCAL tenancy.user_id = '11111111-1111-1111-1111-111111111111';
+SELECT count(*) AS shipments_visible FROM public.shipments;
+EXPLAIN (COSTS OFF) SELECT * FROM public.shipments WHERE id = 42;
+COMMIT;
+\echo '   Acme''s owner sees none of them; a new row lands in Acme by default'
+BEGIN;
+SET LOCAL ROLE tracehub_app;
+SET LOCAL tenancy.user_id = '22222222-2222-2222-2222-222222222222';
+SELECT count(*) AS shipments_visible FROM public.shipments;
+INSERT INTO public.shipments (reference, status) VALUES ('ACME-1', 'booked');
+SELECT s.reference, o.slug AS organization FROM public.shipments s JOIN tenancy.organizations o ON o.id = s.organization_id;
+\echo '   ...and cannot write into VIBOTAJ (the ERROR below is the point: 42501, new row violates row-level security):'
+SAVEPOINT s;
+\set ON_ERROR_STOP 0
+INSERT INTO public.shipments (reference, status, organization_id) VALUES ('ACME-2', 'booked', '00000000-0000-0000-0000-000000000001');
+\set ON_ERROR_STOP 1
+ROLLBACK TO SAVEPOINT s;
+COMMIT;
+\echo '   A viewer of VIBOTAJ reads, but its updates touch nothing; no context at all reads nothing'
+BEGIN;
+SET LOCAL ROLE tracehub_app;
+SET LOCAL tenancy.user_id = '33333333-3333-3333-3333-333333333333';
+SELECT count(*) AS shipments_visible FROM public.shipments;
+UPDATE public.shipments SET status = 'cancelled';
+COMMIT;
+BEGIN;
+SET LOCAL ROLE tracehub_app;
+SELECT count(*) AS shipments_visible_without_context FROM public.shipments;
+COMMIT;
+
+\echo '== 8. What tenancy logged'
 SELECT operation, coalesce(table_name, '') AS table_name, status FROM tenancy.migration_log ORDER BY id;

@@ -27,4 +27,4 @@ source scripts/cluster.sh
 port="${TENANCY_TEST_PORT:-28819}"
 cluster_start /tmp/tenancy-client-tests "$port"
 trap 'cluster_stop /tmp/tenancy-client-tests' EXIT
-TENANCY_TEST_PORT="$port" cargo test -p tenancy-client-tests --test '*' -- --test-threads=2
+TENANCY_TEST_PORT="$port" cargo test -p tenancy-client-tests --test '*' -- --test-threads=2 --nocapture

@@ -123,6 +123,23 @@ BEGIN
     END IF;
 END $$;
 
+-- The name of table p_rel, which p_caller must own (or be a member of its owner) to p_action it.
+CREATE FUNCTION tenancy._owned_table(p_rel oid, p_caller oid, p_action text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_owner oid; v_name text;
+BEGIN
+    SELECT c.relowner, c.oid::regclass::text INTO v_owner, v_name FROM pg_class c WHERE c.oid = p_rel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: no table with oid %', p_rel
+            USING ERRCODE = 'undefined_table', HINT = 'Pass the table name, e.g. ''public.shipments''.';
+    END IF;
+    IF NOT pg_has_role(p_caller, v_owner, 'USAGE') THEN
+        RAISE EXCEPTION 'tenancy: must be owner of table % to %', v_name, p_action
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Run this as the table''s owner.';
+    END IF;
+    RETURN v_name;
+END $$;
+
 ----------------------------------------------------------------------------------------------
 -- Internal operations: tenancy._op_<name>(args, caller, caller_is_admin, actor).
 -- Only the catalog owner may execute them; tenancy._privileged calls them after establishing
@@ -414,21 +431,12 @@ DECLARE
     v_rel    oid  := tenancy._require('tbl', (a->>'relid')::oid);
     v_col    text := tenancy._require('tenant_column', a->>'tenant_column');
     v_kind   "char";
-    v_owner  oid;
     v_name   text;
     v_type   regtype;
     v_ctype  text;
 BEGIN
-    SELECT c.relkind, c.relowner, c.oid::regclass::text INTO v_kind, v_owner, v_name
-      FROM pg_class c WHERE c.oid = v_rel;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'tenancy: no table with oid %', v_rel
-            USING ERRCODE = 'undefined_table', HINT = 'Pass the table name, e.g. ''public.shipments''.';
-    END IF;
-    IF NOT pg_has_role(caller, v_owner, 'USAGE') THEN
-        RAISE EXCEPTION 'tenancy: must be owner of table % to register it', v_name
-            USING ERRCODE = 'insufficient_privilege', HINT = 'Run this as the table''s owner.';
-    END IF;
+    v_name := tenancy._owned_table(v_rel, caller, 'register it');
+    SELECT c.relkind INTO v_kind FROM pg_class c WHERE c.oid = v_rel;
     IF v_kind NOT IN ('r', 'p') THEN
         RAISE EXCEPTION 'tenancy: % is not a table (it is a %)', v_name,
               CASE v_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
@@ -459,6 +467,39 @@ BEGIN
                              jsonb_build_object('tenant_column', v_col, 'column_type', v_ctype));
     END IF;
     RETURN jsonb_build_object('table', v_name, 'tenant_column', v_col, 'column_type', v_ctype);
+END $$;
+
+-- Record what enable_isolation created on a table the caller owns (a.isolation), or forget it
+-- (a.isolation null: disable_isolation), and log the operation.
+CREATE FUNCTION tenancy._op_record_isolation(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel   oid   := tenancy._require('relid', (a->>'relid')::oid);
+    v_iso   jsonb := nullif(a->'isolation', 'null'::jsonb);
+    v_name  text;
+BEGIN
+    v_name := tenancy._owned_table(v_rel, caller, 'change its isolation');
+    IF v_iso IS NULL THEN
+        IF (SELECT (t.details->'isolation'->>'was_registered')::boolean
+              FROM tenancy.tenant_tables t WHERE t.relid = v_rel::regclass) IS FALSE THEN
+            DELETE FROM tenancy.tenant_tables WHERE relid = v_rel::regclass;
+        ELSE
+            UPDATE tenancy.tenant_tables
+               SET mode = NULL, state = 'registered', details = details - 'isolation', updated_at = now()
+             WHERE relid = v_rel::regclass;
+        END IF;
+    ELSE
+        INSERT INTO tenancy.tenant_tables AS t (relid, tenant_column, column_type, mode, state, details)
+        VALUES (v_rel::regclass, a->>'tenant_column', a->>'column_type', a->>'mode', 'isolated',
+                jsonb_build_object('isolation', v_iso))
+        ON CONFLICT (relid) DO UPDATE
+           SET tenant_column = excluded.tenant_column, column_type = excluded.column_type,
+               mode = excluded.mode, state = 'isolated',
+               details = t.details || excluded.details, updated_at = now();
+    END IF;
+    PERFORM tenancy._log(tenancy._require('operation', a->>'operation'), v_name, 'succeeded',
+                         coalesce(a->'log_details', '{}') || jsonb_build_object('actor', actor));
+    RETURN jsonb_build_object('table', v_name);
 END $$;
 
 CREATE FUNCTION tenancy._op_log(a jsonb, caller oid, is_admin boolean, actor uuid)
@@ -528,6 +569,91 @@ RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
               jsonb_build_object('relid', $1::oid, 'tenant_column', $2))->>'column_type'
 $$;
 
+CREATE FUNCTION tenancy.isolation_sql(tbl regclass, tenant_column name DEFAULT 'organization_id',
+                                      mode text DEFAULT 'membership', roles name[] DEFAULT '{public}')
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._isolation($1::oid, $2::text, $3, $4::text[], false)
+$$;
+
+CREATE FUNCTION tenancy.enable_isolation(tbl regclass, tenant_column name DEFAULT 'organization_id',
+                                         mode text DEFAULT 'membership', roles name[] DEFAULT '{public}')
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._isolation($1::oid, $2::text, $3, $4::text[], true)
+$$;
+
+CREATE FUNCTION tenancy.disable_isolation(tbl regclass)
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._disable_isolation($1::oid)
+$$;
+
+-- Every table of a schema that has the tenant column, in one transaction: either all of them
+-- are isolated or, on the first error, none (the error names the table).
+CREATE FUNCTION tenancy.enable_isolation_all(schema name DEFAULT 'public',
+                                             tenant_column name DEFAULT 'organization_id',
+                                             mode text DEFAULT 'membership',
+                                             roles name[] DEFAULT '{public}')
+RETURNS TABLE (table_name text, action text, detail text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p_schema name   := tenancy._require('schema', $1);
+    p_column name   := tenancy._require('tenant_column', $2);
+    p_mode   text   := $3;
+    p_roles  name[] := $4;
+    r        record;
+    v_ddl    text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = p_schema) THEN
+        RAISE EXCEPTION 'tenancy: schema % does not exist', quote_ident(p_schema)
+            USING ERRCODE = 'invalid_schema_name', HINT = 'Pass the schema of your tables, e.g. ''public''.';
+    END IF;
+    FOR r IN
+        SELECT c.oid, c.oid::regclass::text AS rel, c.relkind, c.relispartition,
+               (SELECT pc.oid::regclass::text FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+                 WHERE i.inhrelid = c.oid LIMIT 1) AS parent,
+               EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = p_column
+                          AND a.attnum > 0 AND NOT a.attisdropped) AS has_column
+          FROM pg_class c
+         WHERE c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = p_schema)
+           AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+         ORDER BY c.relname
+    LOOP
+        table_name := r.rel;
+        IF NOT r.has_column THEN
+            action := 'skipped';
+            detail := format('no column %I', p_column);
+        ELSIF r.relkind IN ('v', 'm', 'f') THEN
+            action := 'skipped';
+            detail := CASE r.relkind
+                        WHEN 'v' THEN 'a view: isolate the tables it reads, and create it WITH (security_invoker = true)'
+                        WHEN 'm' THEN 'a materialized view: row-level security cannot apply; do not grant it to tenants'
+                        ELSE 'a foreign table: row-level security cannot apply to it' END;
+        ELSIF r.relispartition THEN
+            action := 'skipped';
+            detail := format('a partition of %s: isolated with its parent', r.parent);
+        ELSE
+            BEGIN
+                v_ddl := tenancy.enable_isolation(r.oid::regclass, p_column, p_mode, p_roles);
+            EXCEPTION WHEN OTHERS THEN
+                DECLARE v_state text; v_msg text; v_hint text;
+                BEGIN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT;
+                    RAISE EXCEPTION 'tenancy: enable_isolation_all stopped at %: %', r.rel, v_msg
+                        USING ERRCODE = v_state, HINT = coalesce(v_hint, '') || ' Nothing was changed.';
+                END;
+            END;
+            IF v_ddl ~ '(^|\n)[^-\n]' THEN
+                action := 'isolated';
+                detail := (SELECT count(*) FROM regexp_split_to_table(v_ddl, E'\n') l WHERE l !~ '^(--|$)')
+                          || ' statement(s)';
+            ELSE
+                action := 'unchanged';
+                detail := 'already isolated as requested';
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
 CREATE FUNCTION tenancy.validate_client_data_integrity(tbl regclass)
 RETURNS TABLE (table_name text, tenant_column text, total_rows bigint, null_rows bigint,
                orphan_rows bigint, ok boolean)
@@ -555,6 +681,26 @@ COMMENT ON FUNCTION tenancy.validate_client_data_integrity() IS
   'One row per registered tenant table: total rows, NULL tenant values, tenant values naming no organization, ok.';
 COMMENT ON FUNCTION tenancy.validate_client_data_integrity(regclass) IS
   'validate_client_data_integrity() for one registered tenant table.';
+COMMENT ON FUNCTION tenancy.policy_organization_id(text) IS
+  'For context-mode policies: current_organization_id() if the user''s role there grants the privilege (read, write, delete); else NULL (no rows).';
+COMMENT ON FUNCTION tenancy.policy_organization_slug(text) IS
+  'policy_organization_id(privilege) as the organization''s slug, for text tenant columns.';
+COMMENT ON FUNCTION tenancy.policy_organization_ids(text) IS
+  'For membership-mode policies: the organization chosen for the transaction, else every active organization of the user, where the user''s role grants the privilege. Empty: no rows.';
+COMMENT ON FUNCTION tenancy.policy_organization_slugs(text) IS
+  'policy_organization_ids(privilege) as slugs, for text tenant columns.';
+COMMENT ON FUNCTION tenancy.isolation_sql(regclass, name, text, name[]) IS
+  'The DDL enable_isolation would run now for these arguments, without running it: for review or a migration file.';
+COMMENT ON FUNCTION tenancy.enable_isolation(regclass, name, text, name[]) IS
+  'Isolate a table by its tenant column: enable and force RLS, boundary and access policies for every command, a default for the column; registers and logs it. Returns the DDL it ran. Idempotent. Modes: membership, context.';
+COMMENT ON FUNCTION tenancy.disable_isolation(regclass) IS
+  'Remove exactly what enable_isolation created on a table (policies, RLS flags it set, the default); hand-written policies stay. Returns the DDL it ran.';
+COMMENT ON FUNCTION tenancy.enable_isolation_all(name, name, text, name[]) IS
+  'enable_isolation for every table of a schema that has the tenant column, all or nothing; one row per relation saying what was done or skipped, and why.';
+COMMENT ON FUNCTION tenancy._isolation(oid, text, text, text[], boolean) IS
+  'Internal: the work of isolation_sql and enable_isolation.';
+COMMENT ON FUNCTION tenancy._disable_isolation(oid) IS
+  'Internal: the work of disable_isolation.';
 COMMENT ON FUNCTION tenancy.create_organization(text, text, uuid, jsonb, uuid) IS
   'Create an organization (tenancy administrators only); optionally with a fixed id and an owner. Idempotent for the same id, slug and name.';
 COMMENT ON FUNCTION tenancy.rename_organization(uuid, text, text) IS

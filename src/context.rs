@@ -143,27 +143,126 @@ pub fn caller_is_admin() -> bool {
     }
 }
 
+/// What a policy asks the context for: the right to read, write or delete rows. The role a
+/// user holds in an organization grants rights as listed in `tenancy.roles`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Right {
+    Read,
+    Write,
+    Delete,
+}
+
+impl Right {
+    pub fn parse(s: &str) -> Right {
+        match s {
+            "read" => Right::Read,
+            "write" => Right::Write,
+            "delete" => Right::Delete,
+            other => raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("tenancy: unknown privilege {other:?}"),
+                "Use 'read', 'write' or 'delete'.",
+            ),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Right::Read => "read",
+            Right::Write => "write",
+            Right::Delete => "delete",
+        }
+    }
+}
+
+/// May this transaction act in `org` with `right` (None: merely act there)? Yes when the current
+/// user is an active member whose role grants it, or the calling role is a tenancy
+/// administrator and the organization is active.
+fn may_act_in(user: Option<Uuid>, org: Uuid, right: Option<Right>) -> bool {
+    if let Some(u) = user {
+        if lookups::member_has_right(u, org, right.map_or("", Right::as_str)) {
+            return true;
+        }
+    }
+    caller_is_admin() && lookups::organization_state(org) == Some(true)
+}
+
+/// The organization this transaction acts for, when the transaction may act there with `right`:
+/// the one chosen (set_organization, JWT claim), else the current user's default organization.
+fn organization_for(right: Option<Right>) -> Option<Uuid> {
+    let user = current_user_id();
+    match requested_organization() {
+        Requested::Invalid => None,
+        Requested::Organization(org) => may_act_in(user, org, right).then_some(org),
+        Requested::Nothing => {
+            let u = user?;
+            let org = lookups::default_organization(u)?;
+            // default_organization() already requires an active membership.
+            (right.is_none() || lookups::member_has_right(u, org, right.map_or("", Right::as_str))).then_some(org)
+        }
+    }
+}
+
 /// The organization this transaction acts for: the one chosen with `set_organization`, else the
 /// JWT's organization claim, else the current user's default organization, else NULL. A chosen
 /// organization the current user is not an active member of gives NULL.
 #[pg_extern(stable, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn current_organization_id() -> Option<Uuid> {
+    organization_for(None)
+}
+
+/// Context-mode policies: the organization this transaction acts for, if the current user's
+/// role there grants `privilege` ('read', 'write' or 'delete'); else NULL, which matches no row.
+#[pg_extern(stable, strict, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn policy_organization_id(privilege: &str) -> Option<Uuid> {
+    organization_for(Some(Right::parse(privilege)))
+}
+
+/// `policy_organization_id`, as the organization's slug (for text tenant columns).
+#[pg_extern(stable, strict, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn policy_organization_slug(privilege: &str) -> Option<String> {
+    organization_for(Some(Right::parse(privilege))).and_then(lookups::organization_slug)
+}
+
+/// Membership-mode policies: the organizations whose rows this transaction may touch with
+/// `privilege`. When an organization is chosen (set_organization, JWT claim): that one alone, if
+/// allowed. Otherwise: every active organization where the current user's role grants it.
+/// Empty when there is no user: no rows.
+fn organizations_for(right: Right) -> Vec<Uuid> {
     let user = current_user_id();
     match requested_organization() {
-        Requested::Invalid => None,
+        Requested::Invalid => Vec::new(),
         Requested::Organization(org) => {
-            if let Some(u) = user {
-                if lookups::is_active_member(u, org) {
-                    return Some(org);
-                }
+            if may_act_in(user, org, Some(right)) {
+                vec![org]
+            } else {
+                Vec::new()
             }
-            if caller_is_admin() && lookups::organization_state(org) == Some(true) {
-                return Some(org);
-            }
-            None
         }
-        Requested::Nothing => user.and_then(lookups::default_organization),
+        Requested::Nothing => user.map(|u| lookups::organizations_with_right(u, right.as_str())).unwrap_or_default(),
+    }
+}
+
+#[pg_extern(stable, strict, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn policy_organization_ids(privilege: &str) -> Vec<Uuid> {
+    organizations_for(Right::parse(privilege))
+}
+
+/// `policy_organization_ids`, as slugs (for text tenant columns).
+#[pg_extern(stable, strict, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn policy_organization_slugs(privilege: &str) -> Vec<String> {
+    let right = Right::parse(privilege);
+    let user = current_user_id();
+    match requested_organization() {
+        Requested::Nothing => {
+            user.map(|u| lookups::organization_slugs_with_right(u, right.as_str())).unwrap_or_default()
+        }
+        _ => organizations_for(right).into_iter().filter_map(lookups::organization_slug).collect(),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod context;
 pub mod errors;
 pub mod integrity;
 pub mod lookups;
+pub mod policies;
 pub mod privileged;
 
 ::pgrx::pg_module_magic!();
@@ -96,6 +97,24 @@ mod tests {
             Some(false),
             "an inactive membership gives no access, in the very next statement"
         );
+    }
+
+    #[pg_test]
+    fn enable_isolation_creates_a_boundary_and_an_access_policy_per_command_once() {
+        Spi::run("CREATE TABLE t (id int PRIMARY KEY, organization_id uuid NOT NULL)").unwrap();
+        let first = one::<String>("SELECT tenancy.enable_isolation('t')").unwrap();
+        assert!(first.contains("FORCE ROW LEVEL SECURITY"), "{first}");
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_policy WHERE polrelid = 't'::regclass"), Some(8));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM pg_policy WHERE polrelid = 't'::regclass AND NOT polpermissive"),
+            Some(4),
+            "one restrictive boundary per command"
+        );
+        let second = one::<String>("SELECT tenancy.enable_isolation('t')").unwrap();
+        assert!(second.contains("nothing to do"), "{second}");
+        Spi::run("SELECT tenancy.disable_isolation('t')").unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_policy WHERE polrelid = 't'::regclass"), Some(0));
+        assert_eq!(one::<bool>("SELECT relrowsecurity FROM pg_class WHERE oid = 't'::regclass"), Some(false));
     }
 
     #[pg_test(error = "tenancy.set_organization: organization_id must not be NULL")]

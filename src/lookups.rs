@@ -23,6 +23,9 @@ thread_local! {
     static DEFAULT_ORG: Slot = const { RefCell::new(None) };
     static ORG_STATE: Slot = const { RefCell::new(None) };
     static ORG_SLUG: Slot = const { RefCell::new(None) };
+    static MEMBER_RIGHT: Slot = const { RefCell::new(None) };
+    static MEMBER_ORG_IDS: Slot = const { RefCell::new(None) };
+    static MEMBER_ORG_SLUGS: Slot = const { RefCell::new(None) };
 }
 
 const IS_MEMBER_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenancy.memberships m \
@@ -34,6 +37,30 @@ const DEFAULT_ORG_SQL: &str = "SELECT m.organization_id FROM tenancy.memberships
      ORDER BY m.is_default DESC, m.created_at, m.organization_id LIMIT 1";
 const ORG_STATE_SQL: &str = "SELECT o.is_active FROM tenancy.organizations o WHERE o.id = $1";
 const ORG_SLUG_SQL: &str = "SELECT o.slug FROM tenancy.organizations o WHERE o.id = $1 AND o.is_active";
+
+/// The right named by $3 ('read', 'write', 'delete'; '' for mere membership) of the role the
+/// user holds in an organization.
+const RIGHT_OF_ROLE: &str = "CASE $3 WHEN 'read' THEN r.can_read WHEN 'write' THEN r.can_write \
+     WHEN 'delete' THEN r.can_delete WHEN '' THEN true ELSE false END";
+
+fn member_right_sql() -> String {
+    format!(
+        "SELECT {RIGHT_OF_ROLE} FROM tenancy.memberships m \
+         JOIN tenancy.organizations o ON o.id = m.organization_id \
+         JOIN tenancy.roles r ON r.name = m.role \
+         WHERE m.user_id = $1 AND m.organization_id = $2 AND m.is_active AND o.is_active"
+    )
+}
+
+fn member_orgs_sql(what: &str) -> String {
+    format!(
+        "SELECT coalesce(array_agg({what} ORDER BY {what}), '{{}}') FROM tenancy.memberships m \
+         JOIN tenancy.organizations o ON o.id = m.organization_id \
+         JOIN tenancy.roles r ON r.name = m.role \
+         WHERE m.user_id = $1 AND m.is_active AND o.is_active AND {}",
+        RIGHT_OF_ROLE.replace("$3", "$2")
+    )
+}
 
 fn uuid_oid() -> PgOid {
     PgOid::from(pg_sys::UUIDOID)
@@ -67,6 +94,40 @@ fn kept_one<T: FromDatum + IntoDatum>(
 pub fn is_active_member(user: Uuid, org: Uuid) -> bool {
     kept_one::<bool>(&IS_MEMBER, IS_MEMBER_SQL, &[uuid_oid(), uuid_oid()], &[user.into(), org.into()])
         .unwrap_or(false)
+}
+
+/// True when the user is an active member of the active organization and their role there
+/// grants `right` ("" for membership alone).
+pub fn member_has_right(user: Uuid, org: Uuid, right: &str) -> bool {
+    kept_one::<bool>(
+        &MEMBER_RIGHT,
+        &member_right_sql(),
+        &[uuid_oid(), uuid_oid(), PgOid::from(pg_sys::TEXTOID)],
+        &[user.into(), org.into(), right.into()],
+    )
+    .unwrap_or(false)
+}
+
+/// The active organizations in which the user's role grants `right`, by id.
+pub fn organizations_with_right(user: Uuid, right: &str) -> Vec<Uuid> {
+    kept_one::<Vec<Uuid>>(
+        &MEMBER_ORG_IDS,
+        &member_orgs_sql("m.organization_id"),
+        &[uuid_oid(), PgOid::from(pg_sys::TEXTOID)],
+        &[user.into(), right.into()],
+    )
+    .unwrap_or_default()
+}
+
+/// The active organizations in which the user's role grants `right`, by slug.
+pub fn organization_slugs_with_right(user: Uuid, right: &str) -> Vec<String> {
+    kept_one::<Vec<String>>(
+        &MEMBER_ORG_SLUGS,
+        &member_orgs_sql("o.slug"),
+        &[uuid_oid(), PgOid::from(pg_sys::TEXTOID)],
+        &[user.into(), right.into()],
+    )
+    .unwrap_or_default()
 }
 
 pub fn default_organization(user: Uuid) -> Option<Uuid> {

@@ -23,6 +23,7 @@ pub const OPERATIONS: &[&str] = &[
     "create_invitation",
     "accept_invitation",
     "register_table",
+    "record_isolation",
     "log",
 ];
 

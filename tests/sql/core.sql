@@ -18,14 +18,7 @@ SELECT count(*) AS internal_functions_without_pinned_search_path
 SELECT name, rank, can_read, can_write, can_delete, can_manage_members, can_manage_organization
   FROM tenancy.roles ORDER BY rank DESC;
 
--- Catches an error and shows its SQLSTATE and message.
-CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE q;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\ir helpers/try.psql
 
 -- Organizations: seed 000's fixed id, idempotent creation.
 SELECT tenancy.create_organization('VIBOTAJ GmbH', 'vibotaj', '00000000-0000-0000-0000-000000000001',

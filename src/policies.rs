@@ -1,0 +1,821 @@
+//! Policy generators: `enable_isolation`, `isolation_sql`, `disable_isolation`.
+//!
+//! For every command a tenant table gets two policies:
+//! * `tenancy_<cmd>_boundary`, RESTRICTIVE: AND-ed with every other policy, so no permissive
+//!   policy (present or added later, hand-written or generated) can reach another organization;
+//! * `tenancy_<cmd>_access`, PERMISSIVE with the same expression: grants access inside the
+//!   boundary. It is left out for a command the table already has its own permissive policies for:
+//!   those then decide which rows of the organization a user gets, and the boundary bounds them.
+//!
+//! The context is read once per statement: every expression compares the tenant column with a
+//! scalar sub-select of a STABLE lookup (`(SELECT tenancy.policy_organization_ids('read'))`),
+//! which Postgres runs as an InitPlan, and the comparison (`=` / `= ANY`) stays indexable.
+//!
+//! What was created is recorded in `tenancy.tenant_tables.details->'isolation'` (DDL and the
+//! catalog state of each policy, the RLS flags the table had before, the default that was set),
+//! so that a second call changes only what differs and `disable_isolation` removes exactly
+//! that, never a policy somebody wrote by hand.
+use std::collections::BTreeMap;
+
+use pgrx::prelude::*;
+use pgrx::spi::{quote_identifier, quote_literal};
+use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
+use serde_json::{json, Map, Value};
+
+use crate::context::Right;
+use crate::errors::{raise, spi};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Membership,
+    Context,
+}
+
+impl Mode {
+    fn parse(s: &str) -> Mode {
+        match s {
+            "membership" => Mode::Membership,
+            "context" => Mode::Context,
+            other => raise(
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("tenancy: unknown isolation mode {other:?}"),
+                "Use 'membership' (rows of every organization the user belongs to) or 'context' \
+                 (rows of the organization chosen for the transaction).",
+            ),
+        }
+    }
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Membership => "membership",
+            Mode::Context => "context",
+        }
+    }
+}
+
+/// How the tenant column refers to an organization.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Column {
+    /// uuid: the organization id
+    Id,
+    /// text or varchar: the organization slug
+    Slug,
+    /// character(n): the slug, compared as bpchar so an index on the column stays usable
+    PaddedSlug,
+}
+
+impl Column {
+    fn registry_type(self) -> &'static str {
+        match self {
+            Column::Id => "uuid",
+            Column::Slug | Column::PaddedSlug => "text",
+        }
+    }
+    fn default_expr(self) -> &'static str {
+        match self {
+            Column::Id => "tenancy.current_organization_id()",
+            Column::Slug | Column::PaddedSlug => "tenancy.current_organization_slug()",
+        }
+    }
+}
+
+/// The table asked for, checked.
+struct Target {
+    relid: pg_sys::Oid,
+    name: String,
+    owner: pg_sys::Oid,
+    partitioned: bool,
+    column: String,
+    kind: Column,
+    default_expr: Option<String>,
+    not_null: bool,
+}
+
+/// A relation that gets policies: the table, and each partition of a partitioned table.
+struct Relation {
+    relid: pg_sys::Oid,
+    name: String,
+    rls: bool,
+    force: bool,
+}
+
+/// A policy as the catalog has it.
+struct Existing {
+    name: String,
+    cmd: String,
+    permissive: bool,
+    state: String,
+}
+
+const COMMANDS: [(&str, &str); 4] = [("select", "r"), ("insert", "a"), ("update", "w"), ("delete", "d")];
+
+fn relkind_noun(kind: &str) -> &'static str {
+    match kind {
+        "v" => "a view",
+        "m" => "a materialized view",
+        "f" => "a foreign table",
+        "S" => "a sequence",
+        "i" | "I" => "an index",
+        "c" => "a composite type",
+        "t" => "a TOAST table",
+        _ => "not a table",
+    }
+}
+
+fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
+    let row = spi(Spi::connect(|c| {
+        let t = c.select(
+            "SELECT c.relkind::text, c.oid::regclass::text, c.relowner, n.nspname::text, \
+                    a.attnum IS NOT NULL, a.atttypid, pg_catalog.pg_get_expr(d.adbin, d.adrelid), \
+                    coalesce(a.attnotnull, false) \
+               FROM pg_catalog.pg_class c \
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+               LEFT JOIN pg_catalog.pg_attribute a \
+                      ON a.attrelid = c.oid AND a.attname = $2::name AND a.attnum > 0 AND NOT a.attisdropped \
+               LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
+              WHERE c.oid = $1",
+            Some(1),
+            &[relid.into(), column.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(None);
+        }
+        let r = t.first();
+        Ok::<_, pgrx::spi::SpiError>(Some((
+            r.get::<String>(1)?.unwrap_or_default(),
+            r.get::<String>(2)?.unwrap_or_default(),
+            r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
+            r.get::<String>(4)?.unwrap_or_default(),
+            r.get::<bool>(5)?.unwrap_or(false),
+            r.get::<pg_sys::Oid>(6)?,
+            r.get::<String>(7)?,
+            r.get::<bool>(8)?.unwrap_or(false),
+        )))
+    }));
+    let Some((kind, name, owner, schema, has_column, type_oid, default_expr, not_null)) = row else {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("tenancy: no relation with oid {}", relid.to_u32()),
+            "Pass the table by name, e.g. 'public.shipments'.",
+        )
+    };
+    if kind != "r" && kind != "p" {
+        raise(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("tenancy: {name} is {}, not a table", relkind_noun(&kind)),
+            "Isolate the tables it reads from: row-level security lives on tables. A view should be \
+             created WITH (security_invoker = true) so that their policies apply to its callers.",
+        )
+    }
+    if matches!(schema.as_str(), "tenancy" | "pg_catalog" | "information_schema" | "pg_toast") {
+        raise(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("tenancy: {name} is in schema {schema}, whose tables tenancy does not isolate"),
+            "Isolate your own tables; tenancy's catalog has its own row-level security.",
+        )
+    }
+    if !has_column {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!("tenancy: column {} does not exist in {name}", quote_identifier(column)),
+            "Add the tenant column first (tenancy.backfill does it online), or name the column this table uses.",
+        )
+    }
+    let type_oid = type_oid.unwrap_or(pg_sys::InvalidOid);
+    // SAFETY: syscache lookup; resolves domains to the type they are based on.
+    let base = unsafe { pg_sys::getBaseType(type_oid) };
+    let kind_of_column = match base {
+        pg_sys::UUIDOID => Column::Id,
+        pg_sys::TEXTOID | pg_sys::VARCHAROID => Column::Slug,
+        pg_sys::BPCHAROID => Column::PaddedSlug,
+        _ => {
+            let type_name = spi(Spi::get_one_with_args::<String>(
+                "SELECT pg_catalog.format_type($1, NULL)",
+                &[type_oid.into()],
+            ))
+            .unwrap_or_default();
+            raise(
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!("tenancy: tenant column {}.{} has type {type_name}, which tenancy does not support", name, quote_identifier(column)),
+                "Use uuid (the organization id) or text/varchar (the organization slug).",
+            )
+        }
+    };
+    Target {
+        relid,
+        name,
+        owner,
+        partitioned: kind == "p",
+        column: column.to_owned(),
+        kind: kind_of_column,
+        default_expr,
+        not_null,
+    }
+}
+
+/// The table, then its partitions (all levels), each with its row-level security flags.
+fn relations(t: &Target) -> Vec<Relation> {
+    spi(Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity \
+               FROM pg_catalog.pg_class c WHERE c.oid = $1 \
+             UNION ALL \
+             SELECT * FROM (SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity \
+               FROM pg_catalog.pg_partition_tree($1) p JOIN pg_catalog.pg_class c ON c.oid = p.relid \
+              WHERE p.level > 0 AND c.relkind IN ('r', 'p') ORDER BY p.level, 2) parts",
+            None,
+            &[t.relid.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(Relation {
+                relid: r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                name: r.get::<String>(2)?.unwrap_or_default(),
+                rls: r.get::<bool>(3)?.unwrap_or(false),
+                force: r.get::<bool>(4)?.unwrap_or(false),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    }))
+}
+
+/// Partitions that row-level security cannot cover (foreign tables).
+fn uncovered_partitions(t: &Target) -> Vec<String> {
+    if !t.partitioned {
+        return Vec::new();
+    }
+    spi(Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT c.oid::regclass::text FROM pg_catalog.pg_partition_tree($1) p \
+               JOIN pg_catalog.pg_class c ON c.oid = p.relid WHERE c.relkind = 'f' ORDER BY 1",
+            None,
+            &[t.relid.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r.get::<String>(1)?.unwrap_or_default());
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    }))
+}
+
+/// The catalog state of a policy, as one comparable string.
+const POLICY_STATE: &str = "pg_catalog.concat_ws(' | ', p.polcmd, p.polpermissive, \
+      (SELECT pg_catalog.string_agg(CASE WHEN r = 0 THEN 'public' ELSE r::regrole::text END, ',' ORDER BY 1) \
+         FROM pg_catalog.unnest(p.polroles) r), \
+      pg_catalog.pg_get_expr(p.polqual, p.polrelid), pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid))";
+
+fn existing_policies(relid: pg_sys::Oid) -> Vec<Existing> {
+    spi(Spi::connect(|c| {
+        let rows = c.select(
+            &format!(
+                "SELECT p.polname::text, p.polcmd::text, p.polpermissive, {POLICY_STATE} \
+                   FROM pg_catalog.pg_policy p WHERE p.polrelid = $1 ORDER BY 1"
+            ),
+            None,
+            &[relid.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(Existing {
+                name: r.get::<String>(1)?.unwrap_or_default(),
+                cmd: r.get::<String>(2)?.unwrap_or_default(),
+                permissive: r.get::<bool>(3)?.unwrap_or(true),
+                state: r.get::<String>(4)?.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    }))
+}
+
+/// The registry row, if any: (registered at all, the recorded isolation).
+fn recorded(relid: pg_sys::Oid) -> (bool, Option<Value>) {
+    let row = spi(Spi::connect(|c| {
+        let t = c.select(
+            "SELECT t.details->'isolation' FROM tenancy.tenant_tables t WHERE t.relid = $1::oid::regclass",
+            Some(1),
+            &[relid.into()],
+        )?;
+        if t.is_empty() {
+            return Ok::<_, pgrx::spi::SpiError>(None);
+        }
+        Ok(Some(t.first().get::<JsonB>(1)?.map(|j| j.0)))
+    }));
+    match row {
+        None => (false, None),
+        Some(iso) => (true, iso.filter(Value::is_object)),
+    }
+}
+
+fn roles_clause(roles: &[String]) -> String {
+    roles
+        .iter()
+        .map(|r| if r == "public" { "PUBLIC".to_owned() } else { quote_identifier(r) })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Check and normalize the roles the policies apply to.
+fn check_roles(roles: Vec<Option<String>>) -> Vec<String> {
+    if roles.is_empty() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "tenancy: roles must not be empty",
+            "Pass the roles the policies restrict, e.g. '{authenticated}', or leave the default '{public}'.",
+        )
+    }
+    let mut out: Vec<String> = Vec::new();
+    for r in roles {
+        let Some(r) = r else {
+            raise(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "tenancy: roles must not contain NULL",
+                "Pass role names, e.g. '{authenticated}'.",
+            )
+        };
+        let r = if r.eq_ignore_ascii_case("public") { "public".to_owned() } else { r };
+        if r != "public" {
+            let exists = spi(Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+                &[r.clone().into()],
+            ))
+            .unwrap_or(false);
+            if !exists {
+                raise(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                    format!("tenancy: role {} does not exist", quote_identifier(&r)),
+                    "Create the role first, or pass '{public}' to restrict every role.",
+                )
+            }
+        }
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    if out.len() > 1 && out.contains(&"public".to_owned()) {
+        out.retain(|r| r == "public");
+    }
+    out
+}
+
+/// The expression a policy checks: the tenant column against the organizations (membership
+/// mode) or the organization (context mode) in which the transaction holds `right`.
+fn expression(column: &str, kind: Column, mode: Mode, right: Right) -> String {
+    let col = quote_identifier(column);
+    let r = quote_literal(right.as_str());
+    match (mode, kind) {
+        (Mode::Context, Column::Id) => format!("{col} = (SELECT tenancy.policy_organization_id({r}))"),
+        (Mode::Context, Column::Slug) => format!("{col} = (SELECT tenancy.policy_organization_slug({r}))"),
+        (Mode::Context, Column::PaddedSlug) => {
+            format!("{col} = (SELECT tenancy.policy_organization_slug({r}))::bpchar")
+        }
+        (Mode::Membership, Column::Id) => format!("{col} = ANY ((SELECT tenancy.policy_organization_ids({r}))::uuid[])"),
+        (Mode::Membership, Column::Slug) => {
+            format!("{col} = ANY ((SELECT tenancy.policy_organization_slugs({r}))::text[])")
+        }
+        (Mode::Membership, Column::PaddedSlug) => {
+            format!("{col} = ANY ((SELECT tenancy.policy_organization_slugs({r}))::bpchar[])")
+        }
+    }
+}
+
+/// The policy a command gets: name and CREATE POLICY statement.
+fn policy_ddl(rel: &str, cmd: &str, restrictive: bool, roles: &str, t: &Target, mode: Mode) -> (String, String) {
+    let name = format!("tenancy_{cmd}_{}", if restrictive { "boundary" } else { "access" });
+    let e = |right| expression(&t.column, t.kind, mode, right);
+    let clauses = match cmd {
+        "select" => format!("USING ({})", e(Right::Read)),
+        "insert" => format!("WITH CHECK ({})", e(Right::Write)),
+        "update" => format!("USING ({}) WITH CHECK ({})", e(Right::Write), e(Right::Write)),
+        _ => format!("USING ({})", e(Right::Delete)),
+    };
+    let ddl = format!(
+        "CREATE POLICY {} ON {rel} AS {} FOR {} TO {roles} {clauses}",
+        quote_identifier(&name),
+        if restrictive { "RESTRICTIVE" } else { "PERMISSIVE" },
+        cmd.to_uppercase()
+    );
+    (name, ddl)
+}
+
+/// A relation as enable_isolation leaves it: the RLS flags it had before, and its policies.
+struct Planned {
+    name: String,
+    relid: pg_sys::Oid,
+    rls_was_enabled: bool,
+    rls_was_forced: bool,
+    /// (policy name, CREATE POLICY statement)
+    policies: Vec<(String, String)>,
+}
+
+/// What enable_isolation does for a table: the statements, and what to record once they ran.
+struct Plan {
+    comments: Vec<String>,
+    statements: Vec<String>,
+    relations: Vec<Planned>,
+    default_column: Option<String>,
+}
+
+fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
+    let roles_sql = roles_clause(roles);
+    let rec_rel = |name: &str| rec.and_then(|r| r.get("relations")).and_then(|r| r.get(name));
+    // The table itself is found under the name it had when it was isolated (it may have been renamed).
+    let rec_table = rec.and_then(|r| r.get("table")).and_then(Value::as_str).and_then(rec_rel);
+    let mut comments = vec![
+        format!(
+            "-- tenancy: isolate {} by {} ({}), mode {}, for {}",
+            t.name,
+            quote_identifier(&t.column),
+            match t.kind {
+                Column::Id => "uuid: the organization id",
+                _ => "text: the organization slug",
+            },
+            mode.as_str(),
+            roles_sql
+        ),
+        match mode {
+            Mode::Membership => "-- Rows are visible and writable in the organizations the current user is an active member of \
+                                 (only in the one chosen with tenancy.set_organization() or the JWT, when one is chosen), \
+                                 as far as the user's role there allows (tenancy.roles: can_read, can_write, can_delete).".into(),
+            Mode::Context => "-- Rows are visible and writable only in the organization this transaction acts for \
+                              (tenancy.set_organization(), the JWT, or the user's default organization), \
+                              as far as the user's role there allows (tenancy.roles: can_read, can_write, can_delete).".into(),
+        },
+        "-- The context is read once per statement (an InitPlan), and the comparison keeps an index on the column usable. \
+         No context: no rows."
+            .into(),
+        "-- Superusers and roles with BYPASSRLS (e.g. Supabase's service_role) bypass these policies, as always; \
+         FORCE ROW LEVEL SECURITY makes them apply to the table owner too."
+            .into(),
+        "-- Each command gets a RESTRICTIVE boundary policy, AND-ed with every other policy, so that no permissive \
+         policy can reach another organization, and a PERMISSIVE access policy within it."
+            .into(),
+    ];
+    if !t.not_null {
+        comments.push(format!(
+            "-- WARNING: {}.{} is nullable: rows without an organization are visible to nobody the policies apply to. \
+             Backfill them and SET NOT NULL (tenancy.validate_client_data_integrity() counts them).",
+            t.name,
+            quote_identifier(&t.column)
+        ));
+    }
+    let mut statements = Vec::new();
+    let mut rels_out = Vec::new();
+    let rels = relations(t);
+    if t.partitioned {
+        comments.push(format!(
+            "-- {} is partitioned: its {} partition(s) get the same policies, so querying a partition directly is \
+             isolated too. Partitions added later are not covered until enable_isolation({}) runs again.",
+            t.name,
+            rels.len() - 1,
+            quote_literal(&t.name)
+        ));
+        for f in uncovered_partitions(t) {
+            comments.push(format!(
+                "-- WARNING: partition {f} is a foreign table; row-level security cannot cover it when queried directly."
+            ));
+        }
+    }
+    for rel in &rels {
+        let prev = if rel.relid == t.relid { rec_table } else { rec_rel(&rel.name) };
+        let was_enabled = prev.and_then(|p| p.get("rls_was_enabled")).and_then(Value::as_bool).unwrap_or(rel.rls);
+        let was_forced = prev.and_then(|p| p.get("rls_was_forced")).and_then(Value::as_bool).unwrap_or(rel.force);
+        let prev_policies = prev.and_then(|p| p.get("policies")).and_then(Value::as_object);
+        let ours = |name: &str| prev_policies.is_some_and(|m| m.contains_key(name));
+        if !rel.rls {
+            statements.push(format!("ALTER TABLE {} ENABLE ROW LEVEL SECURITY", rel.name));
+        }
+        if !rel.force {
+            statements.push(format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY", rel.name));
+        }
+        let existing = existing_policies(rel.relid);
+        let mut desired: Vec<(String, String)> = Vec::new();
+        for (cmd, code) in COMMANDS {
+            desired.push(policy_ddl(&rel.name, cmd, true, &roles_sql, t, mode));
+            let access = policy_ddl(&rel.name, cmd, false, &roles_sql, t, mode);
+            let theirs: Vec<&str> = existing
+                .iter()
+                .filter(|p| {
+                    p.permissive
+                        && (p.cmd == code || p.cmd == "*")
+                        && !ours(&p.name)
+                        && !p.name.starts_with("tenancy_")
+                })
+                .map(|p| p.name.as_str())
+                .collect();
+            if theirs.is_empty() {
+                desired.push(access);
+            } else {
+                comments.push(format!(
+                    "-- {} has its own permissive {} policies ({}): they decide which rows of the organization a user \
+                     gets; tenancy adds only the boundary.",
+                    rel.name,
+                    cmd.to_uppercase(),
+                    theirs.iter().map(quote_identifier).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        for (name, ddl) in &desired {
+            match existing.iter().find(|p| &p.name == name) {
+                None => statements.push(ddl.clone()),
+                Some(ex) if ours(name) => {
+                    let p = &prev_policies.expect("ours() implies a record")[name];
+                    let same_ddl = p.get("ddl").and_then(Value::as_str) == Some(ddl.as_str());
+                    let same_state = p.get("state").and_then(Value::as_str) == Some(ex.state.as_str());
+                    if !(same_ddl && same_state) {
+                        statements.push(format!("DROP POLICY {} ON {}", quote_identifier(name), rel.name));
+                        statements.push(ddl.clone());
+                    }
+                }
+                Some(_) => raise(
+                    PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                    format!(
+                        "tenancy: {} already has a policy named {} that tenancy did not create",
+                        rel.name,
+                        quote_identifier(name)
+                    ),
+                    "Rename or drop that policy (tenancy names its own policies tenancy_<command>_boundary and \
+                     tenancy_<command>_access), then call enable_isolation again.",
+                ),
+            }
+        }
+        if let Some(m) = prev_policies {
+            for name in m.keys() {
+                if !desired.iter().any(|(n, _)| n == name) && existing.iter().any(|p| &p.name == name) {
+                    statements.push(format!("DROP POLICY {} ON {}", quote_identifier(name), rel.name));
+                }
+            }
+        }
+        rels_out.push(Planned {
+            name: rel.name.clone(),
+            relid: rel.relid,
+            rls_was_enabled: was_enabled,
+            rls_was_forced: was_forced,
+            policies: desired,
+        });
+    }
+
+    // The column default: new rows land in the organization the transaction acts for.
+    let rec_default_col = rec.and_then(|r| r.get("default_column")).and_then(Value::as_str);
+    let rec_default_expr = rec.and_then(|r| r.get("default_expr")).and_then(Value::as_str);
+    let mut default_column = None;
+    if let Some(old) = rec_default_col.filter(|c| *c != t.column) {
+        // The tenant column changed: take our default off the old one, if it is still ours.
+        if column_default(t.relid, old).as_deref() == rec_default_expr && rec_default_expr.is_some() {
+            statements.push(format!("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT", t.name, quote_identifier(old)));
+        }
+    }
+    match (&t.default_expr, rec_default_col == Some(t.column.as_str())) {
+        (None, _) => {
+            statements.push(format!(
+                "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}",
+                t.name,
+                quote_identifier(&t.column),
+                t.kind.default_expr()
+            ));
+            default_column = Some(t.column.clone());
+        }
+        (Some(cur), true) if Some(cur.as_str()) == rec_default_expr => default_column = Some(t.column.clone()),
+        (Some(cur), _) => comments.push(format!(
+            "-- {}.{} keeps its own default ({cur}); tenancy sets one only where there is none.",
+            t.name,
+            quote_identifier(&t.column)
+        )),
+    }
+    Plan { comments, statements, relations: rels_out, default_column }
+}
+
+fn column_default(relid: pg_sys::Oid, column: &str) -> Option<String> {
+    spi(Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attrdef d \
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+          WHERE d.adrelid = $1 AND a.attname = $2::name",
+        &[relid.into(), column.into()],
+    ))
+}
+
+fn policy_state(relid: pg_sys::Oid, name: &str) -> Option<String> {
+    spi(Spi::get_one_with_args::<String>(
+        &format!("SELECT {POLICY_STATE} FROM pg_catalog.pg_policy p WHERE p.polrelid = $1 AND p.polname = $2::name"),
+        &[relid.into(), name.into()],
+    ))
+}
+
+fn must_own(t: &Target, what: &str) {
+    let owns = spi(Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.pg_has_role(current_user, $1, 'USAGE')",
+        &[t.owner.into()],
+    ))
+    .unwrap_or(false);
+    if !owns {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy: must be owner of table {} to {what}", t.name),
+            "Run this as the table's owner (or a role that is a member of it).",
+        )
+    }
+}
+
+fn render(comments: &[String], statements: &[String]) -> String {
+    let mut out = String::new();
+    for c in comments {
+        out.push_str(c);
+        out.push('\n');
+    }
+    for s in statements {
+        out.push_str(s);
+        out.push_str(";\n");
+    }
+    out
+}
+
+fn record(op: &str, relid: pg_sys::Oid, args: Value) {
+    let mut args = args;
+    args["relid"] = json!(relid.to_u32());
+    args["operation"] = json!(op);
+    spi(Spi::connect_mut(|c| {
+        c.update("SELECT tenancy._privileged('record_isolation', $1)", Some(1), &[JsonB(args).into()]).map(|_| ())
+    }));
+}
+
+fn required<T>(name: &str, v: Option<T>) -> T {
+    v.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("tenancy: {name} must not be NULL"),
+            format!("Pass a value for {name}."),
+        )
+    })
+}
+
+/// Internal: the work of `enable_isolation` (apply) and `isolation_sql` (not apply).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _isolation(
+    tbl: Option<pg_sys::Oid>,
+    tenant_column: Option<&str>,
+    mode: Option<&str>,
+    roles: Option<Vec<Option<String>>>,
+    apply: Option<bool>,
+) -> String {
+    let relid = required("tbl", tbl);
+    let column = required("tenant_column", tenant_column);
+    let mode = Mode::parse(required("mode", mode));
+    let roles = check_roles(required("roles", roles));
+    let apply = apply.unwrap_or(false);
+    let t = load_target(relid, column);
+    if apply {
+        must_own(&t, "isolate it");
+        // Serialize concurrent calls on the table (and its partitions) before reading its state;
+        // this lock does not block reads or writes.
+        spi(Spi::run(&format!("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE", t.name)));
+    }
+    let (was_registered, rec) = recorded(relid);
+    let p = plan(&t, mode, &roles, rec.as_ref());
+    if p.statements.is_empty() {
+        return format!("-- tenancy: {} is already isolated as requested; nothing to do.\n", t.name);
+    }
+    let text = render(&p.comments, &p.statements);
+    if !apply {
+        return text;
+    }
+    for s in &p.statements {
+        spi(Spi::run(s));
+    }
+    // Record what now exists, as the catalog has it, for the next call and for disable_isolation.
+    let mut relations = Map::new();
+    for rel in &p.relations {
+        let mut policies = Map::new();
+        for (policy, ddl) in &rel.policies {
+            policies.insert(policy.clone(), json!({ "ddl": ddl, "state": policy_state(rel.relid, policy) }));
+        }
+        relations.insert(
+            rel.name.clone(),
+            json!({ "rls_was_enabled": rel.rls_was_enabled, "rls_was_forced": rel.rls_was_forced, "policies": policies }),
+        );
+    }
+    let was_registered = rec
+        .as_ref()
+        .and_then(|r| r.get("was_registered"))
+        .and_then(Value::as_bool)
+        .unwrap_or(was_registered);
+    let default_expr = p.default_column.as_ref().and_then(|c| column_default(relid, c));
+    let isolation = json!({
+        "table": t.name,
+        "mode": mode.as_str(),
+        "tenant_column": t.column,
+        "roles": roles,
+        "was_registered": was_registered,
+        "default_column": p.default_column,
+        "default_expr": default_expr,
+        "relations": relations,
+    });
+    record(
+        "enable_isolation",
+        relid,
+        json!({
+            "tenant_column": t.column,
+            "column_type": t.kind.registry_type(),
+            "mode": mode.as_str(),
+            "isolation": isolation,
+            "log_details": { "mode": mode.as_str(), "tenant_column": t.column, "roles": roles,
+                             "statements": p.statements.len(), "ddl": text },
+        }),
+    );
+    text
+}
+
+/// Internal: the work of `disable_isolation`.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
+    let relid = required("tbl", tbl);
+    let (_, rec) = recorded(relid);
+    let name = spi(Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])).unwrap_or_default();
+    let Some(rec) = rec else {
+        return format!("-- tenancy: {name} has no isolation created by tenancy; nothing to do.\n");
+    };
+    let column = rec.get("tenant_column").and_then(Value::as_str).unwrap_or("organization_id").to_owned();
+    let owner = spi(Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
+        &[relid.into()],
+    ))
+    .unwrap_or(pg_sys::InvalidOid);
+    let t = Target {
+        relid,
+        name: name.clone(),
+        owner,
+        partitioned: false,
+        column,
+        kind: Column::Id,
+        default_expr: None,
+        not_null: true,
+    };
+    must_own(&t, "remove its isolation");
+    spi(Spi::run(&format!("LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE")));
+
+    let comments = vec![format!(
+        "-- tenancy: remove the isolation tenancy created on {name}; policies written by hand stay."
+    )];
+    let mut statements = Vec::new();
+    let empty = Map::new();
+    let rels = rec.get("relations").and_then(Value::as_object).unwrap_or(&empty);
+    let mut by_name: BTreeMap<&str, &Value> = BTreeMap::new();
+    for (k, v) in rels {
+        by_name.insert(k.as_str(), v);
+    }
+    let table_key = rec.get("table").and_then(Value::as_str).unwrap_or(name.as_str());
+    // Partitions first, the table last: the reverse of how they were isolated.
+    let mut order: Vec<&str> = by_name.keys().copied().filter(|k| *k != table_key).collect();
+    order.push(table_key);
+    for key in order {
+        let Some(v) = by_name.get(key) else { continue };
+        let rel_oid = if key == table_key {
+            Some(relid)
+        } else {
+            spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[key.into()]))
+        };
+        let Some(rel_oid) = rel_oid else { continue }; // dropped since: nothing of ours is left on it
+        let rel = spi(Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[rel_oid.into()])).unwrap_or_default();
+        let existing = existing_policies(rel_oid);
+        if let Some(policies) = v.get("policies").and_then(Value::as_object) {
+            for policy in policies.keys() {
+                if existing.iter().any(|p| &p.name == policy) {
+                    statements.push(format!("DROP POLICY {} ON {rel}", quote_identifier(policy)));
+                }
+            }
+        }
+        let (rls, force) = spi(Spi::connect(|c| {
+            let r = c.select(
+                "SELECT relrowsecurity, relforcerowsecurity FROM pg_catalog.pg_class WHERE oid = $1",
+                Some(1),
+                &[rel_oid.into()],
+            )?;
+            let row = r.first();
+            Ok::<_, pgrx::spi::SpiError>((row.get::<bool>(1)?.unwrap_or(false), row.get::<bool>(2)?.unwrap_or(false)))
+        }));
+        if force && v.get("rls_was_forced") == Some(&Value::Bool(false)) {
+            statements.push(format!("ALTER TABLE {rel} NO FORCE ROW LEVEL SECURITY"));
+        }
+        if rls && v.get("rls_was_enabled") == Some(&Value::Bool(false)) {
+            statements.push(format!("ALTER TABLE {rel} DISABLE ROW LEVEL SECURITY"));
+        }
+    }
+    if let (Some(col), Some(expr)) = (
+        rec.get("default_column").and_then(Value::as_str),
+        rec.get("default_expr").and_then(Value::as_str),
+    ) {
+        if column_default(relid, col).as_deref() == Some(expr) {
+            statements.push(format!("ALTER TABLE {name} ALTER COLUMN {} DROP DEFAULT", quote_identifier(col)));
+        }
+    }
+    for s in &statements {
+        spi(Spi::run(s));
+    }
+    let text = render(&comments, &statements);
+    record(
+        "disable_isolation",
+        relid,
+        json!({ "isolation": Value::Null, "log_details": { "statements": statements.len(), "ddl": text } }),
+    );
+    text
+}
