@@ -96,5 +96,8 @@ SET LOCAL ROLE tracehub_app;
 SELECT count(*) AS shipments_visible_without_context FROM public.shipments;
 COMMIT;
 
-\echo '== 8. What tenancy logged'
+\echo '== 8. tenancy.lint(): is the database safely multi-tenant yet? What is left, and the SQL that fixes each'
+SELECT level, code, object, fix FROM tenancy.lint();
+
+\echo '== 9. What tenancy logged'
 SELECT operation, coalesce(table_name, '') AS table_name, status FROM tenancy.migration_log ORDER BY id;

@@ -4,13 +4,15 @@
 //! Load order of the extension script:
 //! 1. `sql/catalog.sql` (bootstrap): the catalog tables in schema `tenancy`;
 //! 2. the Rust functions of the modules below;
-//! 3. `sql/api.sql` (finalize): the SQL API that wraps them, comments, grants, and the
+//! 3. `sql/lint.sql`: tenancy.lint(), once the Rust helpers it calls exist;
+//! 4. `sql/api.sql` (finalize): the SQL API that wraps them, comments, grants, and the
 //!    hand-over of the catalog to the installing role.
 use pgrx::prelude::*;
 
 pub mod context;
 pub mod errors;
 pub mod integrity;
+pub mod lint;
 pub mod lookups;
 pub mod policies;
 pub mod privileged;
@@ -18,6 +20,11 @@ pub mod privileged;
 ::pgrx::pg_module_magic!();
 
 extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
+extension_sql_file!(
+    "../sql/lint.sql",
+    name = "lint",
+    requires = ["catalog", lint::_policy_calls, lint::_wrap_policy_calls]
+);
 extension_sql_file!("../sql/api.sql", name = "api", finalize);
 
 /// In-database tests (`cargo pgrx test`): each runs inside one transaction that is rolled back.
