@@ -17,12 +17,14 @@ struct Call {
     end: usize,
 }
 
-/// The index just past the string literal starting at `i` (a `'`).
-fn skip_literal(b: &[u8], mut i: usize) -> usize {
+/// The index just past the string literal (`'...'`) or quoted identifier (`"..."`) starting at
+/// `i`; a doubled delimiter inside stands for itself.
+fn skip_delimited(b: &[u8], mut i: usize) -> usize {
+    let delim = b[i];
     i += 1;
     while i < b.len() {
-        if b[i] == b'\'' {
-            if b.get(i + 1) == Some(&b'\'') {
+        if b[i] == delim {
+            if b.get(i + 1) == Some(&delim) {
                 i += 2;
                 continue;
             }
@@ -39,11 +41,11 @@ fn skip_group(b: &[u8], mut i: usize) -> usize {
     while i < b.len() {
         match b[i] {
             b'\'' => {
-                i = skip_literal(b, i);
+                i = skip_delimited(b, i);
                 continue;
             }
             b'"' => {
-                i = skip_quoted(b, i);
+                i = skip_delimited(b, i);
                 continue;
             }
             b'(' => depth += 1,
@@ -54,21 +56,6 @@ fn skip_group(b: &[u8], mut i: usize) -> usize {
                 }
             }
             _ => {}
-        }
-        i += 1;
-    }
-    i
-}
-
-fn skip_quoted(b: &[u8], mut i: usize) -> usize {
-    i += 1;
-    while i < b.len() {
-        if b[i] == b'"' {
-            if b.get(i + 1) == Some(&b'"') {
-                i += 2;
-                continue;
-            }
-            return i + 1;
         }
         i += 1;
     }
@@ -89,7 +76,7 @@ fn read_name(s: &str, mut i: usize) -> (Vec<String>, usize) {
     let mut parts = Vec::new();
     loop {
         if i < b.len() && b[i] == b'"' {
-            let end = skip_quoted(b, i);
+            let end = skip_delimited(b, i);
             parts.push(s[i + 1..end.saturating_sub(1)].replace("\"\"", "\""));
             i = end;
         } else if i < b.len() && is_ident_start(b[i]) {
@@ -137,7 +124,7 @@ fn constant_args(args: &str) -> bool {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'\'' => i = skip_literal(b, i),
+            b'\'' => i = skip_delimited(b, i),
             b':' if b.get(i + 1) == Some(&b':') => i = skip_type(args, i + 2),
             b' ' | b',' | b'(' | b')' | b'-' | b'.' => i += 1,
             c if c.is_ascii_digit() => i += 1,
@@ -161,7 +148,7 @@ fn calls(expr: &str) -> Vec<Call> {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'\'' => i = skip_literal(b, i),
+            b'\'' => i = skip_delimited(b, i),
             b'(' => {
                 let rest = expr[i + 1..].trim_start();
                 if rest.len() >= 6 && rest[..6].eq_ignore_ascii_case("select") {
