@@ -231,39 +231,31 @@ pub fn policy_organization_slug(privilege: &str) -> Option<String> {
 /// `privilege`. When an organization is chosen (set_organization, JWT claim): that one alone, if
 /// allowed. Otherwise: every active organization where the current user's role grants it.
 /// Empty when there is no user: no rows.
-fn organizations_for(right: Right) -> Vec<Uuid> {
+fn organizations_for<T>(
+    right: Right,
+    all_of_user: fn(Uuid, &str) -> Vec<T>,
+    chosen: fn(Uuid) -> Option<T>,
+) -> Vec<T> {
     let user = current_user_id();
     match requested_organization() {
         Requested::Invalid => Vec::new(),
-        Requested::Organization(org) => {
-            if may_act_in(user, org, Some(right)) {
-                vec![org]
-            } else {
-                Vec::new()
-            }
-        }
-        Requested::Nothing => user.map(|u| lookups::organizations_with_right(u, right.as_str())).unwrap_or_default(),
+        Requested::Organization(org) if may_act_in(user, org, Some(right)) => chosen(org).into_iter().collect(),
+        Requested::Organization(_) => Vec::new(),
+        Requested::Nothing => user.map(|u| all_of_user(u, right.as_str())).unwrap_or_default(),
     }
 }
 
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn policy_organization_ids(privilege: &str) -> Vec<Uuid> {
-    organizations_for(Right::parse(privilege))
+    organizations_for(Right::parse(privilege), lookups::organizations_with_right, Some)
 }
 
 /// `policy_organization_ids`, as slugs (for text tenant columns).
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn policy_organization_slugs(privilege: &str) -> Vec<String> {
-    let right = Right::parse(privilege);
-    let user = current_user_id();
-    match requested_organization() {
-        Requested::Nothing => {
-            user.map(|u| lookups::organization_slugs_with_right(u, right.as_str())).unwrap_or_default()
-        }
-        _ => organizations_for(right).into_iter().filter_map(lookups::organization_slug).collect(),
-    }
+    organizations_for(Right::parse(privilege), lookups::organization_slugs_with_right, lookups::organization_slug)
 }
 
 /// The slug of `current_organization_id()`, for tenant columns that hold slugs (text).

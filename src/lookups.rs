@@ -108,26 +108,24 @@ pub fn member_has_right(user: Uuid, org: Uuid, right: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// The active organizations in which the user's role grants `right`: `column` of each
+/// (m.organization_id or o.slug), through the statement kept in `slot`.
+fn organizations_where<T>(slot: &'static LocalKey<Slot>, column: &str, user: Uuid, right: &str) -> Vec<T>
+where
+    Vec<T>: FromDatum + IntoDatum,
+{
+    kept_one::<Vec<T>>(slot, &member_orgs_sql(column), &[uuid_oid(), PgOid::from(pg_sys::TEXTOID)], &[user.into(), right.into()])
+        .unwrap_or_default()
+}
+
 /// The active organizations in which the user's role grants `right`, by id.
 pub fn organizations_with_right(user: Uuid, right: &str) -> Vec<Uuid> {
-    kept_one::<Vec<Uuid>>(
-        &MEMBER_ORG_IDS,
-        &member_orgs_sql("m.organization_id"),
-        &[uuid_oid(), PgOid::from(pg_sys::TEXTOID)],
-        &[user.into(), right.into()],
-    )
-    .unwrap_or_default()
+    organizations_where(&MEMBER_ORG_IDS, "m.organization_id", user, right)
 }
 
 /// The active organizations in which the user's role grants `right`, by slug.
 pub fn organization_slugs_with_right(user: Uuid, right: &str) -> Vec<String> {
-    kept_one::<Vec<String>>(
-        &MEMBER_ORG_SLUGS,
-        &member_orgs_sql("o.slug"),
-        &[uuid_oid(), PgOid::from(pg_sys::TEXTOID)],
-        &[user.into(), right.into()],
-    )
-    .unwrap_or_default()
+    organizations_where(&MEMBER_ORG_SLUGS, "o.slug", user, right)
 }
 
 pub fn default_organization(user: Uuid) -> Option<Uuid> {

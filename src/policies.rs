@@ -15,8 +15,6 @@
 //! catalog state of each policy, the RLS flags the table had before, the default that was set),
 //! so that a second call changes only what differs and `disable_isolation` removes exactly
 //! that, never a policy somebody wrote by hand.
-use std::collections::BTreeMap;
-
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
 use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
@@ -82,7 +80,6 @@ impl Column {
 struct Target {
     relid: pg_sys::Oid,
     name: String,
-    owner: pg_sys::Oid,
     partitioned: bool,
     column: String,
     kind: Column,
@@ -124,7 +121,7 @@ fn relkind_noun(kind: &str) -> &'static str {
 fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
     let row = spi(Spi::connect(|c| {
         let t = c.select(
-            "SELECT c.relkind::text, c.oid::regclass::text, c.relowner, n.nspname::text, \
+            "SELECT c.relkind::text, c.oid::regclass::text, n.nspname::text, \
                     a.attnum IS NOT NULL, a.atttypid, pg_catalog.pg_get_expr(d.adbin, d.adrelid), \
                     coalesce(a.attnotnull, false) \
                FROM pg_catalog.pg_class c \
@@ -143,15 +140,14 @@ fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
         Ok::<_, pgrx::spi::SpiError>(Some((
             r.get::<String>(1)?.unwrap_or_default(),
             r.get::<String>(2)?.unwrap_or_default(),
-            r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
-            r.get::<String>(4)?.unwrap_or_default(),
-            r.get::<bool>(5)?.unwrap_or(false),
-            r.get::<pg_sys::Oid>(6)?,
-            r.get::<String>(7)?,
-            r.get::<bool>(8)?.unwrap_or(false),
+            r.get::<String>(3)?.unwrap_or_default(),
+            r.get::<bool>(4)?.unwrap_or(false),
+            r.get::<pg_sys::Oid>(5)?,
+            r.get::<String>(6)?,
+            r.get::<bool>(7)?.unwrap_or(false),
         )))
     }));
-    let Some((kind, name, owner, schema, has_column, type_oid, default_expr, not_null)) = row else {
+    let Some((kind, name, schema, has_column, type_oid, default_expr, not_null)) = row else {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             format!("tenancy: no relation with oid {}", relid.to_u32()),
@@ -203,7 +199,6 @@ fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
     Target {
         relid,
         name,
-        owner,
         partitioned: kind == "p",
         column: column.to_owned(),
         kind: kind_of_column,
@@ -214,17 +209,31 @@ fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
 
 /// The table, then its partitions (all levels), each with its row-level security flags.
 fn relations(t: &Target) -> Vec<Relation> {
+    read_relations(
+        // pg_partition_tree() lists nothing for a table outside any partition tree: the table first, by itself.
+        "SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity \
+           FROM pg_catalog.pg_class c WHERE c.oid = $1 \
+         UNION ALL \
+         SELECT * FROM (SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity \
+           FROM pg_catalog.pg_partition_tree($1) p JOIN pg_catalog.pg_class c ON c.oid = p.relid \
+          WHERE p.level > 0 AND c.relkind IN ('r', 'p') ORDER BY p.level, 2) partitions",
+        t.relid,
+    )
+}
+
+/// One relation with its row-level security flags, if it (still) exists.
+fn relation(relid: pg_sys::Oid) -> Option<Relation> {
+    read_relations(
+        "SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity \
+           FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        relid,
+    )
+    .pop()
+}
+
+fn read_relations(sql: &str, relid: pg_sys::Oid) -> Vec<Relation> {
     spi(Spi::connect(|c| {
-        let rows = c.select(
-            "SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity \
-               FROM pg_catalog.pg_class c WHERE c.oid = $1 \
-             UNION ALL \
-             SELECT * FROM (SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity \
-               FROM pg_catalog.pg_partition_tree($1) p JOIN pg_catalog.pg_class c ON c.oid = p.relid \
-              WHERE p.level > 0 AND c.relkind IN ('r', 'p') ORDER BY p.level, 2) parts",
-            None,
-            &[t.relid.into()],
-        )?;
+        let rows = c.select(sql, None, &[relid.into()])?;
         let mut out = Vec::new();
         for r in rows {
             out.push(Relation {
@@ -600,16 +609,16 @@ fn policy_state(relid: pg_sys::Oid, name: &str) -> Option<String> {
     ))
 }
 
-fn must_own(t: &Target, what: &str) {
+fn must_own(relid: pg_sys::Oid, name: &str, what: &str) {
     let owns = spi(Spi::get_one_with_args::<bool>(
-        "SELECT pg_catalog.pg_has_role(current_user, $1, 'USAGE')",
-        &[t.owner.into()],
+        "SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[relid.into()],
     ))
     .unwrap_or(false);
     if !owns {
         raise(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("tenancy: must be owner of table {} to {what}", t.name),
+            format!("tenancy: must be owner of table {name} to {what}"),
             "Run this as the table's owner (or a role that is a member of it).",
         )
     }
@@ -664,7 +673,7 @@ pub fn _isolation(
     let apply = apply.unwrap_or(false);
     let t = load_target(relid, column);
     if apply {
-        must_own(&t, "isolate it");
+        must_own(relid, &t.name, "isolate it");
         // Serialize concurrent calls on the table (and its partitions) before reading its state;
         // this lock does not block reads or writes.
         spi(Spi::run(&format!("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE", t.name)));
@@ -730,27 +739,18 @@ pub fn _isolation(
 pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
     let relid = required("tbl", tbl);
     let (_, rec) = recorded(relid);
-    let name = spi(Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[relid.into()])).unwrap_or_default();
+    let Some(table) = relation(relid) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("tenancy: no relation with oid {}", relid.to_u32()),
+            "Pass the table by name, e.g. 'public.shipments'.",
+        )
+    };
+    let name = table.name.clone();
     let Some(rec) = rec else {
         return format!("-- tenancy: {name} has no isolation created by tenancy; nothing to do.\n");
     };
-    let column = rec.get("tenant_column").and_then(Value::as_str).unwrap_or("organization_id").to_owned();
-    let owner = spi(Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
-        &[relid.into()],
-    ))
-    .unwrap_or(pg_sys::InvalidOid);
-    let t = Target {
-        relid,
-        name: name.clone(),
-        owner,
-        partitioned: false,
-        column,
-        kind: Column::Id,
-        default_expr: None,
-        not_null: true,
-    };
-    must_own(&t, "remove its isolation");
+    must_own(relid, &name, "remove its isolation");
     spi(Spi::run(&format!("LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE")));
 
     let comments = vec![format!(
@@ -758,46 +758,30 @@ pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
     )];
     let mut statements = Vec::new();
     let empty = Map::new();
-    let rels = rec.get("relations").and_then(Value::as_object).unwrap_or(&empty);
-    let mut by_name: BTreeMap<&str, &Value> = BTreeMap::new();
-    for (k, v) in rels {
-        by_name.insert(k.as_str(), v);
-    }
+    let recorded_relations = rec.get("relations").and_then(Value::as_object).unwrap_or(&empty);
+    // The table is recorded under the name it had when it was isolated.
     let table_key = rec.get("table").and_then(Value::as_str).unwrap_or(name.as_str());
     // Partitions first, the table last: the reverse of how they were isolated.
-    let mut order: Vec<&str> = by_name.keys().copied().filter(|k| *k != table_key).collect();
-    order.push(table_key);
-    for key in order {
-        let Some(v) = by_name.get(key) else { continue };
-        let rel_oid = if key == table_key {
-            Some(relid)
-        } else {
-            spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[key.into()]))
-        };
-        let Some(rel_oid) = rel_oid else { continue }; // dropped since: nothing of ours is left on it
-        let rel = spi(Spi::get_one_with_args::<String>("SELECT $1::regclass::text", &[rel_oid.into()])).unwrap_or_default();
-        let existing = existing_policies(rel_oid);
+    let partitions = recorded_relations.iter().filter(|(k, _)| k.as_str() != table_key).map(|(k, v)| {
+        let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[k.as_str().into()]));
+        (oid.and_then(relation), v)
+    });
+    let table_entry = recorded_relations.get(table_key).map(|v| (Some(table), v));
+    for (rel, v) in partitions.collect::<Vec<_>>().into_iter().chain(table_entry) {
+        let Some(rel) = rel else { continue }; // dropped since: nothing of ours is left on it
+        let existing = existing_policies(rel.relid);
         if let Some(policies) = v.get("policies").and_then(Value::as_object) {
             for policy in policies.keys() {
                 if existing.iter().any(|p| &p.name == policy) {
-                    statements.push(format!("DROP POLICY {} ON {rel}", quote_identifier(policy)));
+                    statements.push(format!("DROP POLICY {} ON {}", quote_identifier(policy), rel.name));
                 }
             }
         }
-        let (rls, force) = spi(Spi::connect(|c| {
-            let r = c.select(
-                "SELECT relrowsecurity, relforcerowsecurity FROM pg_catalog.pg_class WHERE oid = $1",
-                Some(1),
-                &[rel_oid.into()],
-            )?;
-            let row = r.first();
-            Ok::<_, pgrx::spi::SpiError>((row.get::<bool>(1)?.unwrap_or(false), row.get::<bool>(2)?.unwrap_or(false)))
-        }));
-        if force && v.get("rls_was_forced") == Some(&Value::Bool(false)) {
-            statements.push(format!("ALTER TABLE {rel} NO FORCE ROW LEVEL SECURITY"));
+        if rel.force && v.get("rls_was_forced") == Some(&Value::Bool(false)) {
+            statements.push(format!("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY", rel.name));
         }
-        if rls && v.get("rls_was_enabled") == Some(&Value::Bool(false)) {
-            statements.push(format!("ALTER TABLE {rel} DISABLE ROW LEVEL SECURITY"));
+        if rel.rls && v.get("rls_was_enabled") == Some(&Value::Bool(false)) {
+            statements.push(format!("ALTER TABLE {} DISABLE ROW LEVEL SECURITY", rel.name));
         }
     }
     if let (Some(col), Some(expr)) = (
