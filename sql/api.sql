@@ -729,6 +729,8 @@ COMMENT ON FUNCTION tenancy._privileged(text, jsonb) IS
 
 GRANT USAGE ON SCHEMA tenancy TO PUBLIC;
 GRANT SELECT ON tenancy.roles, tenancy.organizations, tenancy.memberships, tenancy.tenant_tables TO PUBLIC;
+-- Tenant tables reference organizations (tenancy.backfill adds the foreign key as the table's owner).
+GRANT REFERENCES (id, slug) ON tenancy.organizations TO PUBLIC;
 
 ALTER TABLE tenancy.memberships ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenancy.organizations ENABLE ROW LEVEL SECURITY;

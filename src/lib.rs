@@ -5,7 +5,9 @@
 //! 1. `sql/catalog.sql` (bootstrap): the catalog tables in schema `tenancy`;
 //! 2. the Rust functions of the modules below;
 //! 3. `sql/lint.sql`: tenancy.lint(), once the Rust helpers it calls exist;
-//! 4. `sql/api.sql` (finalize): the SQL API that wraps them, comments, grants, and the
+//! 4. `sql/backfill.sql`: the online backfill (tenancy.backfill and its steps), rollback,
+//!    adopt_users;
+//! 5. `sql/api.sql` (finalize): the SQL API that wraps them, comments, grants, and the
 //!    hand-over of the catalog to the installing role.
 use pgrx::prelude::*;
 
@@ -24,6 +26,11 @@ extension_sql_file!(
     "../sql/lint.sql",
     name = "lint",
     requires = ["catalog", lint::_policy_calls, lint::_wrap_policy_calls]
+);
+extension_sql_file!(
+    "../sql/backfill.sql",
+    name = "backfill",
+    requires = ["lint", privileged::_privileged, lookups::get_user_organization_id]
 );
 extension_sql_file!("../sql/api.sql", name = "api", finalize);
 

@@ -573,6 +573,9 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
             statements.push(format!("ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT", t.name, quote_identifier(old)));
         }
     }
+    // A default tenancy.backfill set (the fixed organization, for the single-tenant application
+    // while it converted the table) gives way to the tenant context.
+    let backfill_default = backfill_default(t.relid);
     match (&t.default_expr, rec_default_col == Some(t.column.as_str())) {
         (None, _) => {
             statements.push(format!(
@@ -584,6 +587,15 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
             default_column = Some(t.column.clone());
         }
         (Some(cur), true) if Some(cur.as_str()) == rec_default_expr => default_column = Some(t.column.clone()),
+        (Some(cur), _) if Some(cur) == backfill_default.as_ref() => {
+            statements.push(format!(
+                "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}",
+                t.name,
+                quote_identifier(&t.column),
+                t.kind.default_expr()
+            ));
+            default_column = Some(t.column.clone());
+        }
         (Some(cur), _) => comments.push(format!(
             "-- {}.{} keeps its own default ({cur}); tenancy sets one only where there is none.",
             t.name,
@@ -591,6 +603,14 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
         )),
     }
     Plan { comments, statements, relations: rels_out, default_column }
+}
+
+/// The default tenancy.backfill gave the tenant column, if it did.
+fn backfill_default(relid: pg_sys::Oid) -> Option<String> {
+    spi(Spi::get_one_with_args::<String>(
+        "SELECT (SELECT t.details->'backfill'->>'default_expr' FROM tenancy.tenant_tables t WHERE t.relid = $1::oid::regclass)",
+        &[relid.into()],
+    ))
 }
 
 fn column_default(relid: pg_sys::Oid, column: &str) -> Option<String> {

@@ -24,6 +24,8 @@ pub const OPERATIONS: &[&str] = &[
     "accept_invitation",
     "register_table",
     "record_isolation",
+    "record_backfill",
+    "adopt_users",
     "log",
 ];
 

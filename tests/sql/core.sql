@@ -12,8 +12,12 @@ SELECT p.oid::regprocedure AS function, obj_description(p.oid, 'pg_proc') IS NOT
   FROM pg_proc p WHERE p.pronamespace = 'tenancy'::regnamespace AND p.proname !~ '^_'
  ORDER BY p.oid::regprocedure::text;
 SELECT count(*) AS internal_functions_without_pinned_search_path
-  FROM pg_proc p WHERE p.pronamespace = 'tenancy'::regnamespace
+  FROM pg_proc p WHERE p.pronamespace = 'tenancy'::regnamespace AND p.prokind <> 'p'
    AND NOT coalesce(array_to_string(p.proconfig, ','), '') LIKE 'search_path=%';
+-- The procedures that COMMIT can have no SET clause (and are not SECURITY DEFINER): they
+-- schema-qualify every name instead.
+SELECT p.oid::regprocedure AS procedure, p.proconfig IS NULL AS no_set_clause, NOT p.prosecdef AS invoker
+  FROM pg_proc p WHERE p.pronamespace = 'tenancy'::regnamespace AND p.prokind = 'p' ORDER BY 1;
 
 SELECT name, rank, can_read, can_write, can_delete, can_manage_members, can_manage_organization
   FROM tenancy.roles ORDER BY rank DESC;
