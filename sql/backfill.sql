@@ -372,7 +372,7 @@ BEGIN
                                                    'columns', to_jsonb(v_cols), 'kind', 'pkey');
         END IF;
         IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = p_rel AND a.attnum = r.conkey[1]
-                          AND cardinality(r.conkey) = 1 AND (a.attidentity <> '' OR a.atthasdef)) THEN
+                          AND cardinality(r.conkey) = 1 AND (a.attidentity <> '' OR a.atthasdef OR a.atttypid = 'uuid'::regtype)) THEN
             v_skipped := v_skipped || jsonb_build_object('object', r.conname,
                 'reason', 'the primary key is kept as it is (other tables may reference it); it is a natural key, so tenants share its values (lint TEN010)');
         END IF;
