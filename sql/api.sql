@@ -656,7 +656,9 @@ END $$;
 
 CREATE FUNCTION tenancy.validate_client_data_integrity(tbl regclass)
 RETURNS TABLE (table_name text, tenant_column text, total_rows bigint, null_rows bigint,
-               orphan_rows bigint, ok boolean)
+               orphan_rows bigint, cross_tenant_rows bigint, not_null boolean, fk_validated boolean,
+               tenant_index boolean, rls_enabled boolean, rls_forced boolean, policies_complete boolean,
+               ok boolean)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM tenancy._table_integrity(tenancy._require('tbl', $1)::oid)
 $$;
@@ -678,7 +680,7 @@ COMMENT ON FUNCTION tenancy.get_user_organization_id(uuid) IS
 COMMENT ON FUNCTION tenancy.validate_client_access(uuid, uuid) IS
   'True only when the user is an active member of the organization and the organization is active.';
 COMMENT ON FUNCTION tenancy.validate_client_data_integrity() IS
-  'One row per registered tenant table: total rows, NULL tenant values, tenant values naming no organization, ok.';
+  'One row per registered tenant table, each read once: total rows, NULL tenant values, tenant values naming no organization, rows pointing at another tenant''s row through a foreign key; NOT NULL, validated FK to organizations, index leading with the tenant column, RLS enabled and forced, a policy for every command; ok when all hold.';
 COMMENT ON FUNCTION tenancy.validate_client_data_integrity(regclass) IS
   'validate_client_data_integrity() for one registered tenant table.';
 COMMENT ON FUNCTION tenancy.policy_organization_id(text) IS

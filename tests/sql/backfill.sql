@@ -79,6 +79,12 @@ CALL tenancy.backfill_all('{container_events,documents,shipments}',
 -- The document without a shipment got no organization: reported, and no NOT NULL over it.
 SELECT table_name, phase, rows_done, fill_percent FROM tenancy.backfill_progress ORDER BY 1;
 
+-- The integrity report sees a document moved to another organization than its shipment's.
+UPDATE documents SET organization_id = '00000000-0000-0000-0000-000000000002' WHERE id = 1;
+SELECT table_name, total_rows, null_rows, orphan_rows, cross_tenant_rows, not_null, fk_validated, tenant_index, ok
+  FROM tenancy.validate_client_data_integrity() ORDER BY 1;
+UPDATE documents SET organization_id = '00000000-0000-0000-0000-000000000001' WHERE id = 1;
+
 -- 3. Fix the reported row and CALL again: it resumes where it stopped.
 -- (Batch size, pause, lock timeout, retries and build_indexes are options of each CALL.)
 UPDATE documents SET organization_id = '00000000-0000-0000-0000-000000000002' WHERE organization_id IS NULL;
@@ -106,6 +112,7 @@ SELECT details->'phase' AS logged_phase, details->'next' AS next FROM tenancy.mi
 DROP TABLE legacy;
 SELECT action FROM tenancy.enable_isolation_all('public') WHERE table_name IN ('public.shipments', 'public.documents', 'public.container_events');
 SELECT code, object FROM tenancy.lint() WHERE object ~ '^public\.(shipments|documents|container_events)' ORDER BY 1, 2;
+SELECT * FROM tenancy.validate_client_data_integrity() ORDER BY 1;
 
 -- 5. Rollback: the three tables return to their exact pre-backfill shape.
 SELECT tenancy.rollback('container_events', drop_column => true) IS NOT NULL AS rolled_back;
