@@ -574,33 +574,25 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
         }
     }
     // A default tenancy.backfill set (the fixed organization, for the single-tenant application
-    // while it converted the table) gives way to the tenant context.
-    let backfill_default = backfill_default(t.relid);
-    match (&t.default_expr, rec_default_col == Some(t.column.as_str())) {
-        (None, _) => {
-            statements.push(format!(
-                "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}",
-                t.name,
-                quote_identifier(&t.column),
-                t.kind.default_expr()
-            ));
-            default_column = Some(t.column.clone());
-        }
-        (Some(cur), true) if Some(cur.as_str()) == rec_default_expr => default_column = Some(t.column.clone()),
-        (Some(cur), _) if Some(cur) == backfill_default.as_ref() => {
-            statements.push(format!(
-                "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}",
-                t.name,
-                quote_identifier(&t.column),
-                t.kind.default_expr()
-            ));
-            default_column = Some(t.column.clone());
-        }
-        (Some(cur), _) => comments.push(format!(
+    // while it converted the table) gives way to the tenant context, as no default at all does.
+    let ours = rec_default_col == Some(t.column.as_str()) && rec_default_expr.is_some()
+        && t.default_expr.as_deref() == rec_default_expr;
+    if ours {
+        default_column = Some(t.column.clone());
+    } else if t.default_expr.is_none() || t.default_expr == backfill_default(t.relid) {
+        statements.push(format!(
+            "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {}",
+            t.name,
+            quote_identifier(&t.column),
+            t.kind.default_expr()
+        ));
+        default_column = Some(t.column.clone());
+    } else if let Some(cur) = &t.default_expr {
+        comments.push(format!(
             "-- {}.{} keeps its own default ({cur}); tenancy sets one only where there is none.",
             t.name,
             quote_identifier(&t.column)
-        )),
+        ));
     }
     Plan { comments, statements, relations: rels_out, default_column }
 }
