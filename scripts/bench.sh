@@ -85,13 +85,11 @@ mkdir -p "$RUN"
 q() { cluster_psql "$PORT" -d "$DB" -qAt "$@"; }                     # as postgres (catalog owner)
 q_app() { cluster_psql "$PORT" -d "$DB" -U bench_app -qAt "$@"; }    # as the application's role
 
-# pgbench; prints its tps, its "latency average" in ms, or (mix: several -f scripts) the mean
-# latency of each script in order. Any failed transaction aborts the benchmark.
-pgb() { # tps|latency USER SCRIPT [pgbench args...]  |  mix USER [pgbench args with -f ...]
-  local what="$1" user="$2"; shift 2
-  local out rc=0 files=()
-  [ "$what" = mix ] || { files=(-f "$1"); shift; }
-  out=$("$PGBENCH" -h 127.0.0.1 -p "$PORT" -U "$user" -n "$@" "${files[@]}" "$DB" 2>&1) || rc=$?
+# pgbench; prints its tps or its "latency average" in ms. Any failed transaction aborts the run.
+pgb() { # tps|latency USER SCRIPT [pgbench args...]
+  local what="$1" user="$2" script="$3"; shift 3
+  local out rc=0
+  out=$("$PGBENCH" -h 127.0.0.1 -p "$PORT" -U "$user" -n "$@" -f "$script" "$DB" 2>&1) || rc=$?
   if [ "$rc" != 0 ] || ! grep -q '^number of failed transactions: 0 ' <<<"$out"; then
     printf '%s\n' "$out" >&2
     die "pgbench failed (exit $rc): $*"
@@ -99,7 +97,6 @@ pgb() { # tps|latency USER SCRIPT [pgbench args...]  |  mix USER [pgbench args w
   case "$what" in
     tps) awk '/^tps = / { print $3 }' <<<"$out" ;;
     latency) awk '/^latency average = / { print $4 }' <<<"$out" ;;
-    mix) awk '/^ - latency average = / { printf "%s%s", sep, $5; sep = " " } END { print "" }' <<<"$out" ;;
   esac
 }
 
@@ -151,17 +148,20 @@ declare -A S_DESC=([point]="point lookup by id" [range]="range scan, 30 days, OR
                    [agg]="per-tenant aggregate, GROUP BY status")
 TENANT_FILTER="organization_id = 'bbbbbbbb-0000-4000-8000-:og'"
 
-# One transaction: the variables, BEGIN, the context, the query, END.
-script_of() { # VARIANT SHAPE
+# A variant's transaction: BEGIN, the context, the query, END.
+block_of() { # VARIANT SHAPE
   local v="$1" s="$2" tenant=true
   [ "$v" = a ] && tenant="$TENANT_FILTER"
-  {
-    cat bench/policy/vars.pgbench
-    echo "BEGIN;"
-    cat "bench/policy/set-${V_SET[$v]}.sql"
-    sed -e "s/@TABLE@/${V_TABLE[$v]}/" -e "s/@TENANT@/$tenant/" "bench/policy/$s.sql"
-    echo "END;"
-  } >"$RUN/policy-$v-$s.pgbench"
+  echo "BEGIN;"
+  cat "bench/policy/set-${V_SET[$v]}.sql"
+  sed -e "s/@TABLE@/${V_TABLE[$v]}/" -e "s/@TENANT@/$tenant/" "bench/policy/$s.sql"
+  echo "END;"
+}
+# A pgbench script: the variables (one tenant, user, row and day), then one transaction per
+# variant given, in that order.
+script_of() { # FILE SHAPE VARIANT...
+  local f="$1" s="$2" v; shift 2
+  { cat bench/policy/vars.pgbench; for v in "$@"; do block_of "$v" "$s"; done; } >"$f"
 }
 
 # The same transaction with fixed values, run once in psql as bench_app; the query's rows go to OUT.
@@ -201,48 +201,62 @@ for s in "${SHAPES[@]}"; do
   log "  $s: every variant returns the baseline's $base_n row(s)"
 done
 
-# Measuring. Variants (a), (b), (c) run *mixed* in one pgbench run per shape: every transaction
-# picks one of their scripts at random (pgbench -f ... -f ...), so the three always run under the
-# same conditions (other work on the machine, caches), and pgbench reports each script's mean
-# latency. (d1) and (d2) take up to seconds per transaction on the range and aggregate shapes
-# (they scan the whole table): there they run in runs of their own, alternating with (a), for
-# SLOW_ROUNDS rounds, compared by tps; on the point lookup they join the mixed run.
-# A variant's figure is the median over rounds of its ratio to (a) within the round.
-for s in "${SHAPES[@]}"; do for v in "${VARIANTS[@]}"; do script_of "$v" "$s"; done; done
-declare -A LATS=() TPS=() RAT=()
-log "policy overhead: $ROUNDS rounds x ${#SHAPES[@]} shapes, ${SECS} s per run (pgbench -c 2 -j 2 -M simple, the variants' scripts mixed)"
+# Measuring. Each pgbench transaction of the main runs picks one tenant (user, row, day) and runs
+# the transactions of (a), (b), (c) for it back to back (and of (d1), (d2) on the point lookup),
+# in an order rotated round by round; pgbench -r gives the mean latency of every statement, and a
+# variant's time is the sum over its five statements (BEGIN ... END). So the variants are measured
+# at the same moments (other work on the machine hits them alike) and on the same tenants (the
+# few huge ones weigh the same in each). A variant's figure is the median over the rounds of
+# time(variant) / time(a).
+# (d1) and (d2) take up to seconds per transaction on the range and aggregate shapes, where they
+# read the whole table: there they run alone, SLOW_ROUNDS rounds, and are compared with the
+# median time of (a) in the main runs.
+paired() { # SHAPE ROUND VARIANT... -> the time (ms) of each variant, in the order given
+  local s="$1" r="$2" f out rc=0; shift 2
+  f="$RUN/policy-$s-round$r.pgbench"
+  script_of "$f" "$s" "$@"
+  out=$("$PGBENCH" -h 127.0.0.1 -p "$PORT" -U bench_app -n -M simple -c 2 -j 2 -T "$SECS" -r "${PGB_VARS[@]}" -f "$f" "$DB" 2>&1) || rc=$?
+  if [ "$rc" != 0 ] || ! grep -q '^number of failed transactions: 0 ' <<<"$out"; then
+    printf '%s\n' "$out" >&2; die "pgbench $f failed (exit $rc)"
+  fi
+  # statement lines: "<latency ms> <failures> <command>"; SQL commands only (not \set)
+  awk -v n="$#" '/^ +[0-9.]+ +[0-9]+ +[^\\ ]/ && $3 !~ /^\\/ { t[int(k / 5)] += $1; k++ }
+                 END { if (k != 5 * n) { print "bad"; exit } for (i = 0; i < n; i++) printf "%s%.4f", (i ? " " : ""), t[i]; print "" }' <<<"$out"
+}
+declare -A LATS=() RAT=() DLAT=()
+log "policy overhead: $ROUNDS rounds x ${#SHAPES[@]} shapes, ${SECS} s per run (pgbench -c 2 -j 2 -M simple -r, the variants paired per tenant)"
 for (( r = 0; r < ROUNDS; r++ )); do
   for s in "${SHAPES[@]}"; do
-    mix=(a b c); [ "$s" = point ] && mix=(a b c d1 d2)
-    files=(); for v in "${mix[@]}"; do files+=(-f "$RUN/policy-$v-$s.pgbench"); done
-    read -r -a lat < <(pgb mix bench_app "${files[@]}" -M simple -c 2 -j 2 -T "$SECS" "${PGB_VARS[@]}")
+    set_=(a b c); [ "$s" = point ] && set_=(a b c d1 d2)
+    n=${#set_[@]}; order=(); for (( i = 0; i < n; i++ )); do order+=("${set_[$(( (i + r) % n ))]}"); done
+    read -r -a lat < <(paired "$s" "$r" "${order[@]}")
+    [ "${lat[0]}" != bad ] || die "could not read pgbench's per-statement latencies for $s"
     line=""
-    for (( i = 0; i < ${#mix[@]}; i++ )); do
-      v="${mix[$i]}"; LATS[$v-$s,$r]="${lat[$i]}"; line+=" $v=${lat[$i]}"
-      [ "$v" = a ] || RAT[$v-$s,$r]=$(ratio "${lat[$i]}" "${lat[0]}")
-    done
+    for (( i = 0; i < n; i++ )); do LATS[${order[$i]}-$s,$r]="${lat[$i]}"; line+=" ${order[$i]}=${lat[$i]}"; done
+    for v in "${set_[@]:1}"; do RAT[$v-$s,$r]=$(ratio "${LATS[$v-$s,$r]}" "${LATS[a-$s,$r]}"); done
     if [ "$s" != point ] && (( r < SLOW_ROUNDS )); then
-      slow=(a d1 d2); (( r % 2 )) && slow=(d2 d1 a)
-      for v in "${slow[@]}"; do
-        TPS[$v-$s,$r]=$(pgb tps bench_app "$RUN/policy-$v-$s.pgbench" -M simple -c 2 -j 2 -T "$SECS" "${PGB_VARS[@]}")
+      for v in d1 d2; do
+        script_of "$RUN/policy-$v-$s.pgbench" "$s" "$v"
+        DLAT[$v-$s,$r]=$(pgb latency bench_app "$RUN/policy-$v-$s.pgbench" -M simple -c 2 -j 2 -T "$SECS" "${PGB_VARS[@]}")
       done
-      for v in d1 d2; do RAT[$v-$s,$r]=$(ratio "${TPS[a-$s,$r]}" "${TPS[$v-$s,$r]}"); done
-      line+="; alone (tps): a=$(fmt "${TPS[a-$s,$r]}" 1) d1=$(fmt "${TPS[d1-$s,$r]}" 2) d2=$(fmt "${TPS[d2-$s,$r]}" 2)"
+      line+="; alone: d1=${DLAT[d1-$s,$r]} d2=${DLAT[d2-$s,$r]}"
     fi
-    log "  round $(( r + 1 ))/$ROUNDS $s, mean latency (ms):$line"
+    log "  round $(( r + 1 ))/$ROUNDS $s, ms per transaction:$line"
   done
 done
-
-# Where (b)'s time goes: per-statement latencies on the point lookup (pgbench -r, (a) and (b) mixed).
-BREAK=$("$PGBENCH" -h 127.0.0.1 -p "$PORT" -U bench_app -n -M simple -c 2 -j 2 -T "$SECS" -r "${PGB_VARS[@]}" \
-          -f "$RUN/policy-a-point.pgbench" -f "$RUN/policy-b-point.pgbench" "$DB" 2>&1 |
-        awk '/^SQL script / { n++ }
-             /^ +[0-9.]+ +[0-9]+ +SELECT (set_config|tenancy.set_organization)/ { s[n] = $1 }
-             /^ +[0-9.]+ +[0-9]+ +SELECT id, / { q[n] = $1 } END { print s[1], q[1], s[2], q[2] }')
+for s in range agg; do
+  a_med=$(med LATS "a-$s" "$ROUNDS")
+  for v in d1 d2; do for (( r = 0; r < SLOW_ROUNDS; r++ )); do RAT[$v-$s,$r]=$(ratio "${DLAT[$v-$s,$r]}" "$a_med"); done; done
+done
+# Where (b)'s time goes on the point lookup: its statements vs (a)'s, from the last round.
+BREAK=$(awk '/^ +[0-9.]+ +[0-9]+ +SELECT (set_config|tenancy.set_organization)/ { k = ($0 ~ /tenancy/); if (!(k in s)) s[k] = $1 }
+             /^ +[0-9.]+ +[0-9]+ +SELECT id, .* FROM t_a / { qa = $1 } /^ +[0-9.]+ +[0-9]+ +SELECT id, .* FROM t_ctx / { qb = $1 }
+             END { print s[0], qa, s[1], qb }' < <("$PGBENCH" -h 127.0.0.1 -p "$PORT" -U bench_app -n -M simple -c 2 -j 2 -T "$SECS" -r \
+               "${PGB_VARS[@]}" -f "$RUN/policy-point-round0.pgbench" "$DB" 2>&1))
 read -r BA_SET BA_Q BB_SET BB_Q <<<"$BREAK"
 
 say ""
-say "== 1. Policy overhead: mean time per transaction relative to (a); lower is better"
+say "== 1. Policy overhead: time per transaction relative to (a); lower is better"
 md "## 1. Policy overhead"
 md ""
 md "Every pgbench transaction (\`-c 2 -j 2 -M simple\`) picks a tenant uniformly at random (small and large tenants alike), a member or viewer"
@@ -255,10 +269,12 @@ md "- (d2) **unwrapped auth.uid()**, Supabase's guide form: \`USING (organizatio
 md "  (d1) and (d2) set \`app.user_id\` and the organization like (a); the query has no tenant filter."
 md ""
 md "Each variant has its own identical copy of the table (same rows and physical order, primary key, \`(organization_id, created_at)\` index), and"
-md "returned exactly the baseline's rows for a sample tenant (checked before measuring). (a), (b), (c) run **mixed in the same pgbench run** (each"
-md "transaction picks one of their scripts at random), ${SECS} s per shape and round, $ROUNDS rounds; a figure is the median over the rounds of"
-md "mean latency(variant) / mean latency(a) — a **time ratio**: 1.00 = as fast as (a), lower is better. On the point lookup (d1) and (d2) join the"
-md "mixed run; on the other shapes, where they read the whole table, they run alone, alternating with (a), $SLOW_ROUNDS rounds, and the ratio is tps(a) / tps(d)."
+md "returned exactly the baseline's rows for a sample tenant (checked before measuring). Each pgbench transaction picks one tenant and runs the"
+md "transactions of (a), (b), (c) — and (d1), (d2) on the point lookup — for it back to back, in an order rotated round by round; \`pgbench -r\`"
+md "gives each statement's mean latency, and a variant's time is the sum over its five statements. So the variants are measured at the same"
+md "moments and on the same tenants. ${SECS} s per shape and round, $ROUNDS rounds; a figure is the median over the rounds of time(variant) / time(a),"
+md "a **time ratio**: 1.00 = as fast as (a), lower is better. On the range and aggregate shapes, where they read the whole table, (d1) and (d2)"
+md "run alone ($SLOW_ROUNDS rounds), and their mean latency is divided by (a)'s median time."
 md ""
 md "| query | (a) ms per transaction | (b)/(a) context | target | (c)/(a) membership | target | (d1)/(a) | (d2)/(a) |"
 md "|---|---:|---:|---|---:|---|---:|---:|"
@@ -273,7 +289,7 @@ for s in "${SHAPES[@]}"; do
 done
 md ""
 say "where (b)'s time goes on the point lookup (pgbench -r, ms): set_config $BA_SET vs tenancy.set_organization $BB_SET; query $BA_Q (a) vs $BB_Q (b)"
-md "Where (b)'s extra time goes on the point lookup (pgbench \`-r\`, mean latency per statement, (a) and (b) mixed in one run): choosing the"
+md "Where (b)'s extra time goes on the point lookup (pgbench \`-r\`, mean latency per statement, one more paired run): choosing the"
 md "organization takes $BA_SET ms with \`set_config\` (a) and $BB_SET ms with \`tenancy.set_organization\` (b); the query $BA_Q ms (a) and $BB_Q ms (b),"
 md "the difference being the policy's \`(SELECT tenancy.policy_organization_id('read'))\`, run once per statement."
 md ""
