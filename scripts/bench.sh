@@ -1,0 +1,575 @@
+#!/usr/bin/env bash
+# The benchmark suite (issue 6). Builds its own data set on a throwaway cluster and prints, as
+# ratios measured side by side in the same run (the variants alternate round by round; medians):
+#   1. policy overhead   tenancy's context and membership policies, and two hand-written policies
+#                        from the guides, vs no RLS and a hand-written WHERE organization_id = ...
+#   2. backfill          tenancy.backfill vs ALTER TABLE + one UPDATE, and the latency of a
+#                        concurrent writer
+#   3. integrity         validate_client_data_integrity() vs the hand-written queries
+#   4. function cost     get_user_organization_id / validate_client_access vs plain SQL functions
+# then writes the figures to BENCHMARKS.md.
+#
+#   bash scripts/bench.sh            # 1,000 organizations, 10,000 users, 5M rows (< 30 min on 2 cores)
+#   bash scripts/bench.sh --quick    # 100 organizations, 1,000 users, 200k rows (a few minutes)
+#
+# It uses the tenancy installed in the system PostgreSQL 15 (scripts/setup.sh installs it) and
+# needs only psql, pgbench (both come with postgresql-15) and awk. Environment:
+# TENANCY_BENCH_PORT (28840), TENANCY_BENCH_DIR (/tmp/tn-bench), TENANCY_BENCH_OUT (BENCHMARKS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+source scripts/cluster.sh
+
+SIZE=full
+for arg in "$@"; do
+  case "$arg" in
+    --quick) SIZE=quick ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "bench: unknown argument $arg (use --quick)" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$SIZE" = quick ]; then
+  N_ORGS=100; N_USERS=1000; N_ROWS=200000
+  ROUNDS=5; SECS=1          # policy overhead and function cost: rounds, seconds per pgbench run
+  SLOW_ROUNDS=2             # rounds of (d1), (d2) on the shapes where they scan the whole table
+  FN_CALLS=20000            # function cost: calls in one statement
+  FN_ROUNDS=3
+  BF_ROUNDS=2               # backfill: rounds (fresh copies each)
+  WRITER_BASE_SECS=3        # backfill: the writer alone, seconds per copy
+  INTEGRITY_ROUNDS=3
+else
+  N_ORGS=1000; N_USERS=10000; N_ROWS=5000000
+  ROUNDS=9; SECS=2
+  SLOW_ROUNDS=2
+  FN_CALLS=100000
+  FN_ROUNDS=5
+  BF_ROUNDS=2
+  WRITER_BASE_SECS=10
+  INTEGRITY_ROUNDS=3
+fi
+K_MAX=$(( N_USERS / N_ORGS - 1 ))
+PORT="${TENANCY_BENCH_PORT:-28840}"
+DIR="${TENANCY_BENCH_DIR:-/tmp/tn-bench}"
+OUT="${TENANCY_BENCH_OUT:-$ROOT/BENCHMARKS.md}"
+RUN="$DIR/run"
+PGBENCH="$PG_BIN/pgbench"
+DB=postgres
+START_TS=$(date +%s)
+
+log() { printf '[bench %4ss] %s\n' "$(( $(date +%s) - START_TS ))" "$*" >&2; }
+die() { printf 'bench: FAILED: %s\n' "$*" >&2; exit 1; }
+say() { printf '%s\n' "$*"; }
+
+# --- the cluster ---------------------------------------------------------------------------------
+# fsync = off comes from scripts/cluster.sh (a throwaway cluster). shared_buffers holds the five
+# copies of the tenant table with their indexes (4.4 GB at full size), which are loaded into it
+# before measuring: the figures are CPU costs, not the luck of which copy the OS cache kept.
+# Autovacuum is off: every table is vacuumed and analyzed after loading, and nothing measured
+# should race with it.
+SHARED_BUFFERS=6GB; [ "$SIZE" = quick ] && SHARED_BUFFERS=1GB
+CLUSTER_CONF=("shared_buffers = $SHARED_BUFFERS" "effective_cache_size = 8GB" "work_mem = 16MB"
+              "maintenance_work_mem = 512MB" "max_wal_size = 8GB" "checkpoint_timeout = 30min"
+              "autovacuum = off")
+log "starting a cluster in $DIR on port $PORT ($SIZE size)"
+cluster_start "$DIR" "$PORT" "${CLUSTER_CONF[@]}" || die "could not start the cluster"
+WRITER_PID=""
+cleanup() {
+  [ -n "$WRITER_PID" ] && kill "$WRITER_PID" 2>/dev/null
+  cluster_stop "$DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+mkdir -p "$RUN"
+
+q() { cluster_psql "$PORT" -d "$DB" -qAt "$@"; }                     # as postgres (catalog owner)
+q_app() { cluster_psql "$PORT" -d "$DB" -U bench_app -qAt "$@"; }    # as the application's role
+
+# pgbench; prints its tps or its "latency average" in ms. Any failed transaction aborts the run.
+pgb() { # tps|latency USER SCRIPT [pgbench args...]
+  local what="$1" user="$2" script="$3"; shift 3
+  local out rc=0
+  out=$("$PGBENCH" -h 127.0.0.1 -p "$PORT" -U "$user" -n "$@" -f "$script" "$DB" 2>&1) || rc=$?
+  if [ "$rc" != 0 ] || ! grep -q '^number of failed transactions: 0 ' <<<"$out"; then
+    printf '%s\n' "$out" >&2
+    die "pgbench failed (exit $rc): $*"
+  fi
+  case "$what" in
+    tps) awk '/^tps = / { print $3 }' <<<"$out" ;;
+    latency) awk '/^latency average = / { print $4 }' <<<"$out" ;;
+  esac
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "inf"; else printf "%.4f\n", a / b }'; }
+verdict() { awk -v v="$1" -v t="$2" -v op="${3:-<=}" 'BEGIN { if (v == "" || v == "nan") { print "n/a"; exit }
+  ok = (op == "<=") ? (v + 0 <= t + 0) : (v + 0 >= t + 0); print ok ? "PASS" : "MISS" }'; }
+fmt() { awk -v v="$1" -v d="${2:-2}" 'BEGIN { if (v == "" || v == "nan") print "n/a"; else printf "%.*f\n", d, v }'; }
+num() { awk -v v="$1" 'BEGIN { s = sprintf("%d", v); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", s); print s }'; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", b - a }'; }
+# the median of the values of an associative array over rounds: med ARRAY KEY_PREFIX ROUNDS
+med() { local -n arr="$1"; local r; for (( r = 0; r < $3; r++ )); do if [ -n "${arr[$2,$r]:-}" ]; then echo "${arr[$2,$r]}"; fi; done | median; }
+
+# The report, one markdown section per part (the parts run in the order 1, 3, 4, 2: the backfill
+# registers and drops tables, which the integrity part must not see).
+declare -a MD1=() MD2=() MD3=() MD4=()
+SECTION=1
+md() { local -n sec="MD$SECTION"; sec+=("$*"); }
+
+# --- the data set --------------------------------------------------------------------------------
+log "creating the data set: $N_ORGS organizations, $N_USERS users, $(num "$N_ROWS") rows"
+q -c "CREATE EXTENSION tenancy" >/dev/null
+q -v n_orgs="$N_ORGS" -v n_users="$N_USERS" -v n_rows="$N_ROWS" -f bench/setup.sql >/dev/null
+log "one copy of the tenant table per policy variant, indexes, policies"
+q -f bench/variants.sql >/dev/null
+H=$(q -c "SELECT h FROM bench_meta")
+ACTUAL_ROWS=$(q -c "SELECT actual_rows FROM bench_meta")
+[ "$ACTUAL_ROWS" = "$N_ROWS" ] || die "t_a has $ACTUAL_ROWS rows, expected $N_ROWS"
+# The pgbench scripts compute each tenant's last row from n_rows and h: check that it exists.
+missing=$(q -c "SELECT count(*) FROM generate_series(1, $N_ORGS) o
+                 WHERE NOT EXISTS (SELECT 1 FROM t_a WHERE id = greatest(1, floor($N_ROWS::float8 / ($H::float8 * o)))::bigint * 10000 + o)")
+[ "$missing" = 0 ] || die "$missing tenants lack the row the pgbench scripts compute as their last one"
+TABLE_MB=$(q -c "SELECT pg_total_relation_size('t_a') / 1048576")
+SKEW=$(q -c "SELECT format('largest tenant %s rows, median %s, smallest %s',
+                max(n), percentile_disc(0.5) WITHIN GROUP (ORDER BY n), min(n)) FROM bench_sizes")
+log "data set ready: t_a is ${TABLE_MB} MB with its indexes; $SKEW"
+PGB_VARS=(-D "n_orgs=$N_ORGS" -D "k_max=$K_MAX" -D "n_rows=$N_ROWS" -D "h=$H")
+
+# ==================================================================================================
+# 1. Policy overhead
+# ==================================================================================================
+SECTION=1
+VARIANTS=(a b c d1 d2)
+declare -A V_TABLE=([a]=t_a [b]=t_ctx [c]=t_mem [d1]=t_fn [d2]=t_uid)
+declare -A V_SET=([a]=plain [b]=tenancy [c]=tenancy [d1]=plain [d2]=plain)
+SHAPES=(point range agg)
+declare -A S_DESC=([point]="point lookup by id" [range]="range scan, 30 days, ORDER BY created_at DESC LIMIT 20"
+                   [agg]="per-tenant aggregate, GROUP BY status")
+TENANT_FILTER="organization_id = 'bbbbbbbb-0000-4000-8000-:og'"
+
+# A variant's transaction: BEGIN, the context, the query, END.
+block_of() { # VARIANT SHAPE
+  local v="$1" s="$2" tenant=true
+  [ "$v" = a ] && tenant="$TENANT_FILTER"
+  echo "BEGIN;"
+  cat "bench/policy/set-${V_SET[$v]}.sql"
+  sed -e "s/@TABLE@/${V_TABLE[$v]}/" -e "s/@TENANT@/$tenant/" "bench/policy/$s.sql"
+  echo "END;"
+}
+# A pgbench script: the variables (one tenant, user, row and day), then one transaction per
+# variant given, in that order.
+script_of() { # FILE SHAPE VARIANT...
+  local f="$1" s="$2" v; shift 2
+  { cat bench/policy/vars.pgbench; for v in "$@"; do block_of "$v" "$s"; done; } >"$f"
+}
+
+# The same transaction with fixed values, run once in psql as bench_app; the query's rows go to OUT.
+check_rows() { # VARIANT SHAPE OUT
+  local v="$1" s="$2" out="$3" tenant=true
+  [ "$v" = a ] && tenant="$TENANT_FILTER"
+  local subst=(-e "s/:ug\b/$SAMPLE_UG/g" -e "s/:og\b/$SAMPLE_OG/g" -e "s/:id\b/$SAMPLE_ID/g" -e "s/:d\b/$SAMPLE_D/g")
+  {
+    echo "BEGIN;"
+    echo "\\o /dev/null"
+    sed "${subst[@]}" "bench/policy/set-${V_SET[$v]}.sql"
+    echo "\\o $out"
+    sed -e "s/@TABLE@/${V_TABLE[$v]}/" -e "s/@TENANT@/$tenant/" "bench/policy/$s.sql" | sed "${subst[@]}"
+    echo "\\o"
+    echo "END;"
+  } | q_app -F '|' >/dev/null || die "the check transaction of variant $v, $s failed"
+}
+
+SAMPLE_O=$(( N_ORGS >= 7 ? 7 : 1 ))
+SAMPLE_OG=$(( 100000000000 + SAMPLE_O ))
+SAMPLE_UG=$(( 100000000000 + SAMPLE_O + N_ORGS ))      # k = 1: a member
+SAMPLE_N=$(q -c "SELECT n FROM bench_sizes WHERE o = $SAMPLE_O")
+SAMPLE_ID=$(( (SAMPLE_N / 2) * 10000 + SAMPLE_O ))
+SAMPLE_D=100
+log "policy overhead: does every variant return the baseline's rows? (tenant $SAMPLE_O, $SAMPLE_N rows)"
+for s in "${SHAPES[@]}"; do
+  check_rows a "$s" "$RUN/check-a-$s.out"
+  base_n=$(wc -l <"$RUN/check-a-$s.out")
+  [ "$base_n" -gt 0 ] || die "the baseline returns no rows for $s: the benchmark would measure an empty result"
+  for v in "${VARIANTS[@]:1}"; do
+    check_rows "$v" "$s" "$RUN/check-$v-$s.out"
+    if ! cmp -s "$RUN/check-a-$s.out" "$RUN/check-$v-$s.out"; then
+      diff "$RUN/check-a-$s.out" "$RUN/check-$v-$s.out" | head -20 >&2
+      die "variant $v returns other rows than the baseline (a) for $s (tenant $SAMPLE_O): see $RUN/check-*-$s.out"
+    fi
+  done
+  log "  $s: every variant returns the baseline's $base_n row(s)"
+done
+
+# Measuring. Each pgbench transaction of the main runs picks one tenant (user, row, day) and runs
+# the transactions of (a), (b), (c) for it back to back (and of (d1), (d2) on the point lookup),
+# in an order rotated round by round; pgbench -r gives the mean latency of every statement, and a
+# variant's time is the sum over its five statements (BEGIN ... END). So the variants are measured
+# at the same moments (other work on the machine hits them alike) and on the same tenants (the
+# few huge ones weigh the same in each). A variant's figure is the median over the rounds of
+# time(variant) / time(a).
+# (d1) and (d2) take up to seconds per transaction on the range and aggregate shapes, where they
+# read the whole table: there they run alone, SLOW_ROUNDS rounds, and are compared with the
+# median time of (a) in the main runs.
+paired() { # SHAPE ROUND VARIANT... -> the time (ms) of each variant, in the order given
+  local s="$1" r="$2" f out rc=0; shift 2
+  f="$RUN/policy-$s-round$r.pgbench"
+  script_of "$f" "$s" "$@"
+  out=$("$PGBENCH" -h 127.0.0.1 -p "$PORT" -U bench_app -n -M simple -c 2 -j 2 -T "$SECS" -r "${PGB_VARS[@]}" -f "$f" "$DB" 2>&1) || rc=$?
+  if [ "$rc" != 0 ] || ! grep -q '^number of failed transactions: 0 ' <<<"$out"; then
+    printf '%s\n' "$out" >&2; die "pgbench $f failed (exit $rc)"
+  fi
+  # statement lines: "<latency ms> <failures> <command>"; SQL commands only (not \set)
+  awk -v n="$#" '/^ +[0-9.]+ +[0-9]+ +[^\\ ]/ && $3 !~ /^\\/ { t[int(k / 5)] += $1; k++ }
+                 END { if (k != 5 * n) { print "bad"; exit } for (i = 0; i < n; i++) printf "%s%.4f", (i ? " " : ""), t[i]; print "" }' <<<"$out"
+}
+declare -A LATS=() RAT=() DLAT=()
+log "policy overhead: $ROUNDS rounds x ${#SHAPES[@]} shapes, ${SECS} s per run (pgbench -c 2 -j 2 -M simple -r, the variants paired per tenant)"
+for (( r = 0; r < ROUNDS; r++ )); do
+  for s in "${SHAPES[@]}"; do
+    set_=(a b c); [ "$s" = point ] && set_=(a b c d1 d2)
+    n=${#set_[@]}; order=(); for (( i = 0; i < n; i++ )); do order+=("${set_[$(( (i + r) % n ))]}"); done
+    read -r -a lat < <(paired "$s" "$r" "${order[@]}")
+    [ "${lat[0]}" != bad ] || die "could not read pgbench's per-statement latencies for $s"
+    line=""
+    for (( i = 0; i < n; i++ )); do LATS[${order[$i]}-$s,$r]="${lat[$i]}"; line+=" ${order[$i]}=${lat[$i]}"; done
+    for v in "${set_[@]:1}"; do RAT[$v-$s,$r]=$(ratio "${LATS[$v-$s,$r]}" "${LATS[a-$s,$r]}"); done
+    if [ "$s" != point ] && (( r < SLOW_ROUNDS )); then
+      for v in d1 d2; do
+        script_of "$RUN/policy-$v-$s.pgbench" "$s" "$v"
+        DLAT[$v-$s,$r]=$(pgb latency bench_app "$RUN/policy-$v-$s.pgbench" -M simple -c 2 -j 2 -T "$SECS" "${PGB_VARS[@]}")
+      done
+      line+="; alone: d1=${DLAT[d1-$s,$r]} d2=${DLAT[d2-$s,$r]}"
+    fi
+    log "  round $(( r + 1 ))/$ROUNDS $s, ms per transaction:$line"
+  done
+done
+for s in range agg; do
+  a_med=$(med LATS "a-$s" "$ROUNDS")
+  for v in d1 d2; do for (( r = 0; r < SLOW_ROUNDS; r++ )); do RAT[$v-$s,$r]=$(ratio "${DLAT[$v-$s,$r]}" "$a_med"); done; done
+done
+# Where (b)'s time goes on the point lookup: its statements vs (a)'s, from the last round.
+BREAK=$(awk '/^ +[0-9.]+ +[0-9]+ +SELECT (set_config|tenancy.set_organization)/ { k = ($0 ~ /tenancy/); if (!(k in s)) s[k] = $1 }
+             /^ +[0-9.]+ +[0-9]+ +SELECT id, .* FROM t_a / { qa = $1 } /^ +[0-9.]+ +[0-9]+ +SELECT id, .* FROM t_ctx / { qb = $1 }
+             END { print s[0], qa, s[1], qb }' < <("$PGBENCH" -h 127.0.0.1 -p "$PORT" -U bench_app -n -M simple -c 2 -j 2 -T "$SECS" -r \
+               "${PGB_VARS[@]}" -f "$RUN/policy-point-round0.pgbench" "$DB" 2>&1))
+read -r BA_SET BA_Q BB_SET BB_Q <<<"$BREAK"
+
+say ""
+say "== 1. Policy overhead: time per transaction relative to (a); lower is better"
+md "## 1. Policy overhead"
+md ""
+md "Every pgbench transaction (\`-c 2 -j 2 -M simple\`) picks a tenant uniformly at random (small and large tenants alike), a member or viewer"
+md "of it, and one of its rows or days, and runs \`BEGIN; SET LOCAL <user>; SELECT <organization>; <query>; END;\` as \`bench_app\`, which owns no table:"
+md ""
+md "- (a) **no RLS**: \`SET LOCAL app.user_id\`, \`SELECT set_config('app.organization_id', ..., true)\`, the query with a hand-written \`WHERE organization_id = '<org>'\`;"
+md "- (b) **tenancy, \`mode => 'context'\`** and (c) **tenancy, \`mode => 'membership'\`**: \`SET LOCAL tenancy.user_id\`, \`SELECT tenancy.set_organization(...)\`, the query without a tenant filter;"
+md "- (d1) **per-row membership function**, basejump's form: \`USING (public.has_role_on_account(organization_id))\`, a SQL function (SECURITY DEFINER, pinned search_path) checking a memberships table for \`current_setting('app.user_id')::uuid\`;"
+md "- (d2) **unwrapped auth.uid()**, Supabase's guide form: \`USING (organization_id IN (SELECT organization_id FROM members WHERE user_id = public.uid()))\`;"
+md "  (d1) and (d2) set \`app.user_id\` and the organization like (a); the query has no tenant filter."
+md ""
+md "Each variant has its own identical copy of the table (same rows and physical order, primary key, \`(organization_id, created_at)\` index), and"
+md "returned exactly the baseline's rows for a sample tenant (checked before measuring). Each pgbench transaction picks one tenant and runs the"
+md "transactions of (a), (b), (c) — and (d1), (d2) on the point lookup — for it back to back, in an order rotated round by round; \`pgbench -r\`"
+md "gives each statement's mean latency, and a variant's time is the sum over its five statements. So the variants are measured at the same"
+md "moments and on the same tenants. ${SECS} s per shape and round, $ROUNDS rounds; a figure is the median over the rounds of time(variant) / time(a),"
+md "a **time ratio**: 1.00 = as fast as (a), lower is better. On the range and aggregate shapes, where they read the whole table, (d1) and (d2)"
+md "run alone ($SLOW_ROUNDS rounds), and their mean latency is divided by (a)'s median time."
+md ""
+md "| query | (a) ms per transaction | (b)/(a) context | target | (c)/(a) membership | target | (d1)/(a) | (d2)/(a) |"
+md "|---|---:|---:|---|---:|---|---:|---:|"
+declare -A RATIO=()
+for s in "${SHAPES[@]}"; do
+  a_med=$(med LATS "a-$s" "$ROUNDS")
+  for v in "${VARIANTS[@]:1}"; do RATIO[$v,$s]=$(med RAT "$v-$s" "$ROUNDS"); done
+  vb=$(verdict "${RATIO[b,$s]}" 1.05); vc=$(verdict "${RATIO[c,$s]}" 1.15)
+  say "$(printf '%-56s (a) %7.3f ms  (b)/(a) %6.3f [<= 1.05 %s]  (c)/(a) %6.3f [<= 1.15 %s]  (d1)/(a) %8.1f  (d2)/(a) %7.1f' \
+    "${S_DESC[$s]}" "$a_med" "${RATIO[b,$s]}" "$vb" "${RATIO[c,$s]}" "$vc" "${RATIO[d1,$s]}" "${RATIO[d2,$s]}")"
+  md "| ${S_DESC[$s]} | $(fmt "$a_med" 3) | $(fmt "${RATIO[b,$s]}" 3) | ≤ 1.05 **$vb** | $(fmt "${RATIO[c,$s]}" 3) | ≤ 1.15 **$vc** | $(fmt "${RATIO[d1,$s]}" 1) | $(fmt "${RATIO[d2,$s]}" 1) |"
+done
+md ""
+say "where (b)'s time goes on the point lookup (pgbench -r, ms): set_config $BA_SET vs tenancy.set_organization $BB_SET; query $BA_Q (a) vs $BB_Q (b)"
+md "Where (b)'s extra time goes on the point lookup (pgbench \`-r\`, mean latency per statement, one more paired run): choosing the"
+md "organization takes $BA_SET ms with \`set_config\` (a) and $BB_SET ms with \`tenancy.set_organization\` (b); the query $BA_Q ms (a) and $BB_Q ms (b),"
+md "the difference being the policy's \`(SELECT tenancy.policy_organization_id('read'))\`, run once per statement."
+md ""
+md "Scripts: \`bench/policy/\` (assembled per variant by \`scripts/bench.sh\`), tables, functions and policies: \`bench/variants.sql\`, data: \`bench/setup.sql\`."
+md ""
+
+# ==================================================================================================
+# 3. Integrity
+# ==================================================================================================
+SECTION=3
+log "integrity: t_integrity, a copy with a nullable tenant column and some NULL and orphaned rows"
+q -f bench/integrity/setup.sql >/dev/null
+TABLES=$(q -c "SELECT c.oid::regclass::text FROM tenancy.tenant_tables t JOIN pg_class c ON c.oid = t.relid::oid ORDER BY 1")
+echo "SELECT * FROM tenancy.validate_client_data_integrity('public.t_integrity');" >"$RUN/integrity-tenancy-one.sql"
+sed "s/@TABLE@/public.t_integrity/g" bench/integrity/hand.sql >"$RUN/integrity-hand-one.sql"
+echo "SELECT * FROM tenancy.validate_client_data_integrity();" >"$RUN/integrity-tenancy-all.sql"
+for t in $TABLES; do sed "s/@TABLE@/$t/g" bench/integrity/hand.sql; done >"$RUN/integrity-hand-all.sql"
+MINE=$(q -F ' ' -c "SELECT total_rows, null_rows, orphan_rows FROM tenancy.validate_client_data_integrity('public.t_integrity')")
+THEIRS=$(q -f "$RUN/integrity-hand-one.sql" | paste -sd' ')
+[ "$MINE" = "$THEIRS" ] || die "validate_client_data_integrity says '$MINE', the hand-written queries '$THEIRS'"
+read -r _ n_null n_orphan <<<"$MINE"
+[ "$n_null" -gt 0 ] && [ "$n_orphan" -gt 0 ] || die "t_integrity should have NULL and orphaned rows: $MINE"
+N_TABLES=$(wc -w <<<"$TABLES")
+log "integrity: both count total/NULL/orphaned = $MINE; $INTEGRITY_ROUNDS rounds"
+declare -A LAT=() IRAT=()
+for (( r = 0; r < INTEGRITY_ROUNDS; r++ )); do
+  order=(tenancy-one hand-one tenancy-all hand-all)
+  (( r % 2 )) && order=(hand-one tenancy-one hand-all tenancy-all)
+  for w in "${order[@]}"; do LAT[$w,$r]=$(pgb latency postgres "$RUN/integrity-$w.sql" -c 1 -t 1); done
+  IRAT[one,$r]=$(ratio "${LAT[tenancy-one,$r]}" "${LAT[hand-one,$r]}")
+  IRAT[all,$r]=$(ratio "${LAT[tenancy-all,$r]}" "${LAT[hand-all,$r]}")
+  log "  round $(( r + 1 ))/$INTEGRITY_ROUNDS (ms): one table ${LAT[tenancy-one,$r]} vs ${LAT[hand-one,$r]}; all ${LAT[tenancy-all,$r]} vs ${LAT[hand-all,$r]}"
+done
+I_ONE=$(med IRAT one "$INTEGRITY_ROUNDS"); I_ALL=$(med IRAT all "$INTEGRITY_ROUNDS")
+say ""
+say "== 3. Integrity: time of validate_client_data_integrity / time of the hand-written queries; lower is better"
+say "one table ($(num "$N_ROWS") rows):  $(fmt "$I_ONE" 3) [<= 1.1 $(verdict "$I_ONE" 1.1)]  ($(fmt "$(med LAT tenancy-one "$INTEGRITY_ROUNDS")" 0) ms vs $(fmt "$(med LAT hand-one "$INTEGRITY_ROUNDS")" 0) ms)"
+say "all $N_TABLES registered tables:  $(fmt "$I_ALL" 3) [<= 1.1 $(verdict "$I_ALL" 1.1)]  ($(fmt "$(med LAT tenancy-all "$INTEGRITY_ROUNDS")" 0) ms vs $(fmt "$(med LAT hand-all "$INTEGRITY_ROUNDS")" 0) ms)"
+md "## 3. Integrity"
+md ""
+md "\`tenancy.validate_client_data_integrity(...)\` vs the three queries it replaces (\`bench/integrity/hand.sql\`: \`count(*)\`,"
+md "\`count(*) WHERE organization_id IS NULL\`, and the anti-join counting rows whose organization is not in \`tenancy.organizations\`), each side"
+md "run by pgbench (\`-c 1 -t 1\`), $INTEGRITY_ROUNDS rounds alternating; median of the per-round time ratios (lower is better). Both count the"
+md "same (checked): total, NULL, orphaned = \`$MINE\` on \`t_integrity\`, a $(num "$N_ROWS")-row copy with a nullable tenant column."
+md ""
+md "| scope | tenancy | hand-written | ratio | target |"
+md "|---|---:|---:|---:|---|"
+md "| one table: \`validate_client_data_integrity('t_integrity')\` | $(fmt "$(med LAT tenancy-one "$INTEGRITY_ROUNDS")" 0) ms | $(fmt "$(med LAT hand-one "$INTEGRITY_ROUNDS")" 0) ms | $(fmt "$I_ONE" 3) | ≤ 1.1 **$(verdict "$I_ONE" 1.1)** |"
+md "| all $N_TABLES registered tables ($(num "$N_ROWS") rows each): \`validate_client_data_integrity()\` | $(fmt "$(med LAT tenancy-all "$INTEGRITY_ROUNDS")" 0) ms | $(fmt "$(med LAT hand-all "$INTEGRITY_ROUNDS")" 0) ms | $(fmt "$I_ALL" 3) | ≤ 1.1 **$(verdict "$I_ALL" 1.1)** |"
+md ""
+
+# ==================================================================================================
+# 4. Function cost
+# ==================================================================================================
+SECTION=4
+log "function cost: plain SQL equivalents; $(num "$FN_CALLS") calls per statement, and one per statement"
+q -v n_users="$N_USERS" -v n_orgs="$N_ORGS" -v n_calls="$FN_CALLS" -f bench/functions/setup.sql >/dev/null
+DIFF=$(q -c "SELECT count(*) FROM public.bench_calls
+              WHERE tenancy.get_user_organization_id(u) IS DISTINCT FROM public.sql_get_user_organization_id(u)
+                 OR tenancy.validate_client_access(u, o) IS DISTINCT FROM public.sql_validate_client_access(u, o)")
+[ "$DIFF" = 0 ] || die "the plain SQL functions disagree with tenancy's on $DIFF of the calls"
+read -r FN_ORGS FN_GRANTED FN_NULLS < <(q -F ' ' -c "SELECT count(DISTINCT tenancy.get_user_organization_id(u)),
+    count(*) FILTER (WHERE tenancy.validate_client_access(u, o)), count(*) FILTER (WHERE tenancy.get_user_organization_id(u) IS NULL) FROM public.bench_calls")
+log "function cost: both agree on all calls ($FN_ORGS distinct organizations, $FN_GRANTED accesses granted, $FN_NULLS users without one)"
+declare -A FN=() FRAT=()
+for (( r = 0; r < FN_ROUNDS; r++ )); do
+  for f in get access; do
+    order=(tenancy sql); (( r % 2 )) && order=(sql tenancy)
+    for w in "${order[@]}"; do
+      ms=$(pgb latency postgres "bench/functions/$f-$w-loop.sql" -c 1 -t 1)
+      FN[$f-$w-loop,$r]=$(awk -v n="$FN_CALLS" -v ms="$ms" 'BEGIN { printf "%.0f", n / (ms / 1000) }')
+      FN[$f-$w-stmt,$r]=$(pgb tps postgres "bench/functions/$f-$w.pgbench" -M prepared -c 2 -j 2 -T "$SECS" -D "n_users=$N_USERS" -D "n_orgs=$N_ORGS")
+    done
+    for how in loop stmt; do FRAT[$f-$how,$r]=$(ratio "${FN[$f-tenancy-$how,$r]}" "${FN[$f-sql-$how,$r]}"); done
+  done
+  log "  round $(( r + 1 ))/$FN_ROUNDS calls/s, tenancy vs SQL: get ${FN[get-tenancy-loop,$r]} vs ${FN[get-sql-loop,$r]} (in a statement), $(fmt "${FN[get-tenancy-stmt,$r]}" 0) vs $(fmt "${FN[get-sql-stmt,$r]}" 0) (per statement);" \
+      "access ${FN[access-tenancy-loop,$r]} vs ${FN[access-sql-loop,$r]}, $(fmt "${FN[access-tenancy-stmt,$r]}" 0) vs $(fmt "${FN[access-sql-stmt,$r]}" 0)"
+done
+say ""
+say "== 4. Function cost: calls per second, tenancy / plain SQL (> 1: tenancy is faster)"
+md "## 4. Function cost"
+md ""
+md "Calls per second of tenancy's two lookup functions and of plain \`LANGUAGE sql STABLE\` functions with the same semantics"
+md "(\`bench/functions/setup.sql\`: default active membership in an active organization, else the earliest active one; an active membership"
+md "in an active organization), checked to agree on all $(num "$FN_CALLS") (user, organization) pairs of the test, as the catalog owner:"
+md "$(num "$FN_CALLS") calls in one statement (\`SELECT count(f(u)) FROM bench_calls\`, the cost of the function itself), and one call per statement"
+md "(pgbench \`-M prepared -c 2 -j 2\`, random users, what an application sees). $FN_ROUNDS rounds alternating; medians of the per-round ratios."
+md ""
+md "| function | calls | tenancy calls/s | plain SQL calls/s | tenancy / SQL |"
+md "|---|---|---:|---:|---:|"
+for f in get access; do
+  label="tenancy.get_user_organization_id(uuid)"; [ "$f" = access ] && label="tenancy.validate_client_access(uuid, uuid)"
+  for how in loop stmt; do
+    hw="$(num "$FN_CALLS") in one statement"; [ "$how" = stmt ] && hw="one per statement"
+    tn=$(med FN "$f-tenancy-$how" "$FN_ROUNDS"); sq=$(med FN "$f-sql-$how" "$FN_ROUNDS"); rt=$(med FRAT "$f-$how" "$FN_ROUNDS")
+    say "$(printf '%-44s %-26s tenancy %9.0f/s  SQL %9.0f/s  tenancy/SQL %6.3f' "$label" "$hw" "$tn" "$sq" "$rt")"
+    md "| \`$label\` | $hw | $(fmt "$tn" 0) | $(fmt "$sq" 0) | $(fmt "$rt" 3) |"
+  done
+done
+md ""
+
+# ==================================================================================================
+# 2. Backfill
+# ==================================================================================================
+SECTION=2
+BACKFILL_SIG='tenancy.backfill(regclass,uuid,name,text,regclass,name,integer,interval,interval,integer,boolean)'
+BF_ORG=$(q -c "SELECT bench_org(1)")
+WRITER_RATE=100          # writer transactions per second, over 2 clients
+
+# Latencies (ms) of the writer's transactions that started in [T0, T1] (epoch seconds), from
+# pgbench --log lines "client tx latency_us script epoch_s epoch_us [lag_us]": the time stamp is
+# the end of the transaction, the latency counted from its scheduled start (-R).
+writer_stats() { # T0 T1 LOGFILE... -> "n p50 p99 max"
+  local t0="$1" t1="$2"; shift 2
+  cat "$@" | awk -v t0="$t0" -v t1="$t1" 'NF >= 6 && $3 ~ /^[0-9]+$/ { end = $5 + $6 / 1e6; start = end - $3 / 1e6;
+      if (start >= t0 && start <= t1) print $3 / 1000 }' | sort -g |
+    awk '{ v[NR] = $1 } END { if (NR == 0) { print "0 nan nan nan"; exit }
+      i50 = int(0.50 * NR + 0.999999); i99 = int(0.99 * NR + 0.999999);
+      printf "%d %.1f %.1f %.1f\n", NR, v[i50], v[i99], v[NR] }'
+}
+writer_start() { # TABLE LOGPREFIX SECONDS
+  sed "s/@TABLE@/$1/" bench/backfill/writer.pgbench >"$RUN/writer-$1.pgbench"
+  rm -f "$2".*
+  ( cd "$RUN" && exec "$PGBENCH" -h 127.0.0.1 -p "$PORT" -U postgres -n -M simple -c 2 -j 2 -R "$WRITER_RATE" -T "$3" \
+      -l --log-prefix="$2" "${PGB_VARS[@]}" -f "$RUN/writer-$1.pgbench" "$DB" >"$2-stdout.txt" 2>&1 ) &
+  WRITER_PID=$!
+}
+# A writer started for longer than needed is interrupted a few seconds after the migration ended
+# (pgbench then loses its last buffered log lines, which are outside the measured window).
+writer_stop() {
+  sleep 3
+  kill -INT "$WRITER_PID" 2>/dev/null || true
+  wait "$WRITER_PID" 2>/dev/null || true
+  WRITER_PID=""
+}
+writer_alone() { # TABLE ROUND KIND: the writer alone on a fresh copy, no migration running
+  local t0 t1
+  t0=$(now)
+  writer_start "$1" "$RUN/wlog-alone-$3-$2" "$WRITER_BASE_SECS"
+  wait "$WRITER_PID" || { cat "$RUN/wlog-alone-$3-$2-stdout.txt" >&2; die "the writer failed on $1"; }
+  WRITER_PID=""
+  t1=$(now)
+}
+
+# MIGRATION (backfill | hand | fast) on TABLE with the writer running; timings into BF[...].
+declare -A BF=()
+migrate() { # MIGRATION TABLE ROUND
+  local m="$1" tbl="$2" r="$3" t0 t1 rc=0
+  writer_start "$tbl" "$RUN/wlog-$m-$r" 3600
+  sleep 1
+  t0=$(now)
+  case "$m" in
+    backfill) q -c "CALL tenancy.backfill('public.$tbl', '$BF_ORG')" >"$RUN/$m-$r.out" 2>&1 || rc=$? ;;
+    hand) { echo '\timing on'; cat bench/backfill/hand.sql; } | q -v tbl="$tbl" -v org="$BF_ORG" >"$RUN/$m-$r.out" 2>&1 || rc=$? ;;
+    fast) q -v tbl="$tbl" -v org="$BF_ORG" -f bench/backfill/fast_default.sql >"$RUN/$m-$r.out" 2>&1 || rc=$? ;;
+  esac
+  t1=$(now)
+  writer_stop
+  [ "$rc" = 0 ] || { cat "$RUN/$m-$r.out" >&2; die "migration '$m' of $tbl failed"; }
+  BF[$m-time,$r]=$(elapsed "$t0" "$t1")
+  read -r BF[$m-n,$r] BF[$m-p50,$r] BF[$m-p99,$r] BF[$m-max,$r] < <(writer_stats "$t0" "$t1" "$RUN/wlog-$m-$r".*)
+  case "$m" in
+    hand)  # \timing prints one "Time: <ms> ms" per statement; the third is the UPDATE
+      BF[update-time,$r]=$(awk '/^Time: / { n++; if (n == 3) printf "%.3f", $2 / 1000 }' "$RUN/$m-$r.out") ;;
+    backfill)
+      BF_NOTICE=$(grep -m1 -B1 'pending_statements' "$RUN/$m-$r.out" | paste -sd' ' || true)
+      # tenancy.migration_log: one 'backfill' row per phase that ended (details.phase), timed
+      q -F '|' -c "SELECT details->>'phase', status, round(extract(epoch FROM finished_at - started_at)::numeric, 3), details
+                     FROM tenancy.migration_log WHERE operation = 'backfill' AND table_name IN ('public.$tbl', '$tbl') ORDER BY id" \
+        >"$RUN/$m-$r.log"
+      BF[fill-time,$r]=$(awk -F'|' '$1 == "filling" && $3 != "" { s += $3; n++ } END { if (n) printf "%.3f", s }' "$RUN/$m-$r.log")
+      BF_PHASES=$(awk -F'|' '$3 != "" && $3 + 0 >= 0.05 { printf "%s%s %.1f s", sep, $1, $3; sep = ", " }' "$RUN/$m-$r.log")
+      # Finish as the NOTICE says: the index statements (CONCURRENTLY), then a second CALL.
+      BF_PENDING=$(q -c "SELECT statement FROM tenancy.pending_statements()" | paste -sd';')
+      t0=$(now)
+      { echo "SELECT statement FROM tenancy.pending_statements() \\gexec"; echo "CALL tenancy.backfill('public.$tbl');"; } |
+        q >"$RUN/$m-finish-$r.out" 2>&1 || { cat "$RUN/$m-finish-$r.out" >&2; die "finishing the backfill of $tbl failed"; }
+      BF[finish-time,$r]=$(elapsed "$t0" "$(now)")
+      ;;
+  esac
+  # Every row has the organization, and the column is NOT NULL.
+  local bad
+  bad=$(q -c "SELECT count(*) FROM public.$tbl WHERE organization_id IS DISTINCT FROM '$BF_ORG'")
+  [ "$bad" = 0 ] || die "after migration '$m', $bad rows of $tbl lack organization $BF_ORG"
+  [ "$(q -c "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'public.$tbl'::regclass AND attname = 'organization_id'")" = t ] ||
+    die "after migration '$m', $tbl.organization_id is nullable"
+}
+
+say ""
+say "== 2. Backfill"
+md "## 2. Backfill"
+md ""
+if [ "$(q -c "SELECT to_regprocedure('$BACKFILL_SIG') IS NOT NULL")" != t ]; then
+  say "backfill: tenancy.backfill not installed, skipped"
+  log "backfill: tenancy.backfill not installed, skipped"
+  md "backfill: tenancy.backfill not installed, skipped (the installed tenancy has no \`$BACKFILL_SIG\`)."
+  md ""
+else
+  log "backfill: copies of the single-tenant table ($(num "$N_ROWS") rows, no organization_id), $BF_ROUNDS rounds"
+  q -f bench/backfill/setup.sql >/dev/null
+  for (( r = 0; r < BF_ROUNDS; r++ )); do
+    for m in backfill hand fast; do
+      q -v tbl="bf_${m}_$r" -f bench/backfill/copy.sql >/dev/null
+      writer_alone "bf_${m}_$r" "$r" "$m"
+    done
+    read -r BF[alone-n,$r] BF[alone-p50,$r] BF[alone-p99,$r] BF[alone-max,$r] < <(writer_stats 0 1e12 "$RUN"/wlog-alone-*-"$r".*)
+    order=(backfill hand fast); (( r % 2 )) && order=(hand backfill fast)
+    for m in "${order[@]}"; do migrate "$m" "bf_${m}_$r" "$r"; done
+    BF[thr,$r]=$(ratio "${BF[hand-time,$r]}" "${BF[backfill-time,$r]}")
+    if [ -n "${BF[fill-time,$r]:-}" ]; then BF[fillthr,$r]=$(ratio "${BF[update-time,$r]}" "${BF[fill-time,$r]}"); fi
+    log "  round $(( r + 1 ))/$BF_ROUNDS: first CALL ${BF[backfill-time,$r]} s (fill ${BF[fill-time,$r]:-?} s), hand-written ${BF[hand-time,$r]} s (UPDATE ${BF[update-time,$r]} s), fast default ${BF[fast-time,$r]} s;" \
+        "writer p50/p99/max ms: alone ${BF[alone-p50,$r]}/${BF[alone-p99,$r]}/${BF[alone-max,$r]}, backfill ${BF[backfill-p50,$r]}/${BF[backfill-p99,$r]}/${BF[backfill-max,$r]}," \
+        "hand-written ${BF[hand-p50,$r]}/${BF[hand-p99,$r]}/${BF[hand-max,$r]}, fast default ${BF[fast-p50,$r]}/${BF[fast-p99,$r]}/${BF[fast-max,$r]}"
+    q -c "DROP TABLE public.bf_backfill_$r, public.bf_hand_$r, public.bf_fast_$r" >/dev/null
+  done
+  THR=$(med BF thr "$BF_ROUNDS"); FILLTHR=$(med BF fillthr "$BF_ROUNDS"); W99=$(med BF backfill-p99 "$BF_ROUNDS")
+  V_THR=$(verdict "$THR" 0.8 '>='); V_FILL=$(verdict "$FILLTHR" 0.8 '>='); V_W99=$(verdict "$W99" 50)
+  say "throughput, backfill / one UPDATE (hand-written steps' time / first CALL's time): $(fmt "$THR" 3) [>= 0.8 $V_THR]"
+  say "throughput, fill phase (migration_log) / the UPDATE statement alone:             $(fmt "$FILLTHR" 3) [>= 0.8 $V_FILL]"
+  say "concurrent writer p99 during the backfill: $W99 ms [<= 50 ms $V_W99] (alone: $(med BF alone-p99 "$BF_ROUNDS") ms; during the hand-written UPDATE: $(med BF hand-p99 "$BF_ROUNDS") ms)"
+  wl() { echo "$(med BF "$1-p50" "$BF_ROUNDS") / ${2:-}$(med BF "$1-p99" "$BF_ROUNDS")${2:-} / $(med BF "$1-max" "$BF_ROUNDS") ms ($(med BF "$1-n" "$BF_ROUNDS") transactions)"; }
+  md "$(num "$N_ROWS") rows (the tenant table before multi-tenancy: no \`organization_id\`), every row set to one organization. The first"
+  md "\`CALL tenancy.backfill('t', '<org>')\` (defaults: batch_size 10000, build_indexes false: it stops at \`awaiting_indexes\`) on one copy, vs the"
+  md "hand-written runbook on an identical copy (\`bench/backfill/hand.sql\`: ADD COLUMN, SET DEFAULT, \`UPDATE t SET organization_id = '<org>'\`,"
+  md "SET NOT NULL, ADD FOREIGN KEY, each in its own transaction). During each, a writer (\`bench/backfill/writer.pgbench\`: UPDATE one row and"
+  md "INSERT one per transaction, pgbench \`-c 2 -R $WRITER_RATE\`, latency counted from the scheduled start) writes to the table being migrated;"
+  md "\"alone\" is the same writer for $WRITER_BASE_SECS s on each fresh copy before its migration. $BF_ROUNDS rounds, the order of the two alternating; medians."
+  md ""
+  md "| figure | value | target |"
+  md "|---|---:|---|"
+  md "| throughput, backfill / one UPDATE: all hand-written steps $(fmt "$(med BF hand-time "$BF_ROUNDS")" 1) s / first CALL $(fmt "$(med BF backfill-time "$BF_ROUNDS")" 1) s | $(fmt "$THR" 3) | ≥ 0.8 **$V_THR** |"
+  md "| throughput, fill phase only: the UPDATE statement $(fmt "$(med BF update-time "$BF_ROUNDS")" 1) s / the \`filling\` phase in \`tenancy.migration_log\` $(fmt "$(med BF fill-time "$BF_ROUNDS")" 1) s | $(fmt "$FILLTHR" 3) | ≥ 0.8 **$V_FILL** |"
+  md "| writer p50 / p99 / max, alone | $(wl alone) | |"
+  md "| writer p50 / p99 / max, during the backfill's first CALL | $(wl backfill '**') | p99 ≤ 50 ms **$V_W99** |"
+  md "| writer p50 / p99 / max, during the hand-written migration | $(wl hand) | |"
+  md "| the index statements of \`pending_statements()\` + the second CALL (not timed against anything) | $(fmt "$(med BF finish-time "$BF_ROUNDS")" 1) s | |"
+  md "| for comparison: \`ADD COLUMN ... NOT NULL DEFAULT '<org>'\` + FK \`NOT VALID\` + \`VALIDATE\` (\`bench/backfill/fast_default.sql\`) | $(fmt "$(med BF fast-time "$BF_ROUNDS")" 2) s, writer $(wl fast) | |"
+  md ""
+  md "Phases of the last first CALL taking 0.05 s or more (\`tenancy.migration_log\`): $BF_PHASES."
+  if [ -n "${BF_NOTICE:-}" ]; then md "It ended with: \`${BF_NOTICE}\`"; fi
+  md "\`pending_statements()\` then gave: \`${BF_PENDING:-none}\`."
+  md ""
+fi
+
+# ==================================================================================================
+# BENCHMARKS.md
+# ==================================================================================================
+ELAPSED=$(( $(date +%s) - START_TS ))
+CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+RAM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+PGV=$(q -c "SHOW server_version")
+EXTV=$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'tenancy'")
+SO="$("$PG_BIN/pg_config" --pkglibdir)/tenancy.so"
+SO_BUILD="tenancy.so of $(date -u -r "$SO" '+%Y-%m-%d %H:%M UTC')"
+grep -qa '\.debug_info' "$SO" &&
+  SO_BUILD+=", **with debug info: cargo's dev profile, unoptimized** (what \`scripts/setup.sh\` installs unless \`TENANCY_RELEASE=1\`)"
+CMD="bash scripts/bench.sh"; [ "$SIZE" = quick ] && CMD+=" --quick"
+{
+  echo "# Benchmarks"
+  echo ""
+  if [ "$SIZE" = quick ]; then
+    echo "**Quick run** (reduced data set, few rounds: a smoke test, not the reference figures). Written by \`$CMD\`."
+  else
+    echo "Written by \`$CMD\`. Every figure is a ratio of variants measured side by side in the same run, alternating round by round."
+  fi
+  echo ""
+  echo '```bash'
+  echo "bash scripts/setup.sh   # PostgreSQL 15 with pgbench, tenancy installed"
+  echo "$CMD"
+  echo '```'
+  echo ""
+  echo "| | |"
+  echo "|---|---|"
+  echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC'); the run took $(( ELAPSED / 60 )) min $(( ELAPSED % 60 )) s |"
+  echo "| machine | $(nproc) CPUs ($CPU), $RAM RAM; other work was running on it |"
+  echo "| PostgreSQL | $PGV; a throwaway cluster with **fsync = off** (scripts/cluster.sh), $(printf '%s, ' "${CLUSTER_CONF[@]}" | sed 's/, $//'), synchronous_commit on; the rest default (JIT on, 2 parallel workers per gather) |"
+  echo "| tenancy | $EXTV; $SO_BUILD |"
+  echo "| data | $N_ORGS organizations, $(num "$N_USERS") users (+20 with deactivated or inactive memberships), $(num "$N_ROWS") rows in the tenant table with Zipf-sized tenants ($SKEW), ${TABLE_MB} MB with its indexes; one copy per variant |"
+  echo ""
+  printf '%s\n' "${MD1[@]}" "${MD2[@]}" "${MD3[@]}" "${MD4[@]}"
+} >"$OUT"
+log "wrote $OUT"
+log "done in $(( ELAPSED / 60 )) min $(( ELAPSED % 60 )) s"
