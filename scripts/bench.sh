@@ -421,7 +421,7 @@ writer_start() { # TABLE LOGPREFIX SECONDS
 # (pgbench then loses its last buffered log lines, which are outside the measured window).
 writer_stop() {
   sleep 3
-  kill -INT "$WRITER_PID" 2>/dev/null || true
+  kill -TERM "$WRITER_PID" 2>/dev/null || true
   wait "$WRITER_PID" 2>/dev/null || true
   WRITER_PID=""
 }
