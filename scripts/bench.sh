@@ -14,7 +14,8 @@
 #
 # It uses the tenancy installed in the system PostgreSQL 15 (scripts/setup.sh installs it) and
 # needs only psql, pgbench (both come with postgresql-15) and awk. Environment:
-# TENANCY_BENCH_PORT (28840), TENANCY_BENCH_DIR (/tmp/tn-bench), TENANCY_BENCH_OUT (BENCHMARKS.md).
+# TENANCY_BENCH_PORT (28840), TENANCY_BENCH_DIR (/tmp/tn-bench; the copy of PostgreSQL goes to
+# <dir>-pg), TENANCY_BENCH_OUT (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -24,7 +25,7 @@ SIZE=full
 for arg in "$@"; do
   case "$arg" in
     --quick) SIZE=quick ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $arg (use --quick)" >&2; exit 2 ;;
   esac
 done
@@ -53,13 +54,48 @@ PORT="${TENANCY_BENCH_PORT:-28840}"
 DIR="${TENANCY_BENCH_DIR:-/tmp/tn-bench}"
 OUT="${TENANCY_BENCH_OUT:-$ROOT/BENCHMARKS.md}"
 RUN="$DIR/run"
-PGBENCH="$PG_BIN/pgbench"
+PGCOPY="$DIR-pg"
 DB=postgres
 START_TS=$(date +%s)
 
 log() { printf '[bench %4ss] %s\n' "$(( $(date +%s) - START_TS ))" "$*" >&2; }
 die() { printf 'bench: FAILED: %s\n' "$*" >&2; exit 1; }
 say() { printf '%s\n' "$*"; }
+
+WRITER_PID=""
+cleanup() {
+  [ -n "$WRITER_PID" ] && kill "$WRITER_PID" 2>/dev/null
+  cluster_stop "$DIR"
+  rm -rf "$PGCOPY"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- a copy of PostgreSQL and tenancy, taken now -----------------------------------------------
+# scripts/setup.sh may reinstall tenancy while the benchmark runs (on a shared development
+# machine, a new build replacing tenancy.so under a running server breaks it): the cluster runs
+# from a private copy of the installed PostgreSQL 15 with tenancy, so the whole run measures one
+# build. PostgreSQL finds its lib and share directories relative to its binaries.
+snapshot_pg() {
+  local bindir libdir sharedir d stamp try
+  bindir=$("$PG_BIN/pg_config" --bindir); libdir=$("$PG_BIN/pg_config" --pkglibdir); sharedir=$("$PG_BIN/pg_config" --sharedir)
+  [ -f "$libdir/tenancy.so" ] || die "tenancy is not installed in $libdir: run scripts/setup.sh first"
+  for try in 1 2 3 4 5 6; do
+    stamp=$(stat -c '%Y %s' "$libdir/tenancy.so" "$sharedir"/extension/tenancy--*.sql)
+    rm -rf "$PGCOPY"
+    for d in "$bindir" "$libdir" "$sharedir"; do mkdir -p "$PGCOPY$(dirname "$d")"; cp -a "$d" "$PGCOPY$(dirname "$d")/"; done
+    if [ "$stamp" = "$(stat -c '%Y %s' "$libdir/tenancy.so" "$sharedir"/extension/tenancy--*.sql)" ] &&
+       cmp -s "$libdir/tenancy.so" "$PGCOPY$libdir/tenancy.so"; then
+      PG_BIN="$PGCOPY$bindir"
+      return 0
+    fi
+    log "tenancy is being reinstalled; copying again in 10 s"
+    sleep 10
+  done
+  die "tenancy kept changing while it was copied"
+}
+snapshot_pg
+PGBENCH="$PG_BIN/pgbench"
 
 # --- the cluster ---------------------------------------------------------------------------------
 # fsync = off comes from scripts/cluster.sh (a throwaway cluster). shared_buffers holds the five
@@ -73,13 +109,6 @@ CLUSTER_CONF=("shared_buffers = $SHARED_BUFFERS" "effective_cache_size = 8GB" "w
               "autovacuum = off")
 log "starting a cluster in $DIR on port $PORT ($SIZE size)"
 cluster_start "$DIR" "$PORT" "${CLUSTER_CONF[@]}" || die "could not start the cluster"
-WRITER_PID=""
-cleanup() {
-  [ -n "$WRITER_PID" ] && kill "$WRITER_PID" 2>/dev/null
-  cluster_stop "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 mkdir -p "$RUN"
 
 q() { cluster_psql "$PORT" -d "$DB" -qAt "$@"; }                     # as postgres (catalog owner)
@@ -543,7 +572,7 @@ RAM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 PGV=$(q -c "SHOW server_version")
 EXTV=$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'tenancy'")
 SO="$("$PG_BIN/pg_config" --pkglibdir)/tenancy.so"
-SO_BUILD="tenancy.so of $(date -u -r "$SO" '+%Y-%m-%d %H:%M UTC')"
+SO_BUILD="tenancy.so installed $(date -u -r "$SO" '+%Y-%m-%d %H:%M UTC') (the run used a copy taken at its start)"
 grep -qa '\.debug_info' "$SO" &&
   SO_BUILD+=", **with debug info: cargo's dev profile, unoptimized** (what \`scripts/setup.sh\` installs unless \`TENANCY_RELEASE=1\`)"
 CMD="bash scripts/bench.sh"; [ "$SIZE" = quick ] && CMD+=" --quick"
