@@ -160,8 +160,8 @@ missing=$(q -c "SELECT count(*) FROM generate_series(1, $N_ORGS) o
                  WHERE NOT EXISTS (SELECT 1 FROM t_a WHERE id = greatest(1, floor($N_ROWS::float8 / ($H::float8 * o)))::bigint * 10000 + o)")
 [ "$missing" = 0 ] || die "$missing tenants lack the row the pgbench scripts compute as their last one"
 TABLE_MB=$(q -c "SELECT pg_total_relation_size('t_a') / 1048576")
-SKEW=$(q -c "SELECT format('largest tenant %s rows, median %s, smallest %s',
-                max(n), percentile_disc(0.5) WITHIN GROUP (ORDER BY n), min(n)) FROM bench_sizes")
+SKEW=$(q -c "SELECT format('largest tenant %s rows, median %s, smallest %s', to_char(max(n), 'FM999,999,999'),
+                to_char(percentile_disc(0.5) WITHIN GROUP (ORDER BY n), 'FM999,999,999'), to_char(min(n), 'FM999,999,999')) FROM bench_sizes")
 log "data set ready: t_a is ${TABLE_MB} MB with its indexes; $SKEW"
 PGB_VARS=(-D "n_orgs=$N_ORGS" -D "k_max=$K_MAX" -D "n_rows=$N_ROWS" -D "h=$H")
 
@@ -547,8 +547,8 @@ else
   say "throughput, backfill / one UPDATE (time of the hand-written steps / of the first CALL): $(fmt "$THR" 3) [>= 0.8 $V_THR]"
   say "throughput, fill phase only (UPDATE statement / 'filling' in migration_log):          $(fmt "$FILLTHR" 3) [>= 0.8 $V_FILL]"
   say "throughput with the writer running:                                                    $(fmt "$WTHR" 3)"
-  say "concurrent writer p99 during the backfill: $W99 ms [<= 50 ms $V_W99] (alone: $(med BF alone-p99 "$BF_ROUNDS") ms; during the hand-written UPDATE: $(med BF wl-hand-p99 "$BF_ROUNDS") ms)"
-  wl() { echo "$(med BF "$1-p50" "$BF_ROUNDS") / ${2:-}$(med BF "$1-p99" "$BF_ROUNDS")${2:-} / $(med BF "$1-max" "$BF_ROUNDS") ms ($(med BF "$1-n" "$BF_ROUNDS") transactions)"; }
+  say "concurrent writer p99 during the backfill: $(fmt "$W99" 1) ms [<= 50 ms $V_W99] (alone: $(med BF alone-p99 "$BF_ROUNDS") ms; during the hand-written UPDATE: $(med BF wl-hand-p99 "$BF_ROUNDS") ms)"
+  wl() { echo "$(fmt "$(med BF "$1-p50" "$BF_ROUNDS")" 1) / ${2:-}$(fmt "$(med BF "$1-p99" "$BF_ROUNDS")" 1)${2:-} / $(fmt "$(med BF "$1-max" "$BF_ROUNDS")" 1) ms ($(fmt "$(med BF "$1-n" "$BF_ROUNDS")" 0) transactions)"; }
   md "$(num "$N_ROWS") rows (the tenant table before multi-tenancy: no \`organization_id\`), every row set to one organization, on fresh identical"
   md "copies: the first \`CALL tenancy.backfill('t', '<org>')\` (defaults: batch_size 10000, build_indexes false, so it stops at \`awaiting_indexes\`)"
   md "vs the hand-written runbook (\`bench/backfill/hand.sql\`: ADD COLUMN, SET DEFAULT, \`UPDATE t SET organization_id = '<org>'\`, SET NOT NULL,"
@@ -606,7 +606,7 @@ CMD="bash scripts/bench.sh"; [ "$SIZE" = quick ] && CMD+=" --quick"
   echo "| machine | $(nproc) CPUs ($CPU), $RAM RAM; other work was running on it |"
   echo "| PostgreSQL | $PGV; a throwaway cluster with **fsync = off** (scripts/cluster.sh), $(printf '%s, ' "${CLUSTER_CONF[@]}" | sed 's/, $//'), synchronous_commit on; the rest default (JIT on, 2 parallel workers per gather) |"
   echo "| tenancy | $EXTV; $SO_BUILD |"
-  echo "| data | $N_ORGS organizations, $(num "$N_USERS") users (+20 with deactivated or inactive memberships), $(num "$N_ROWS") rows in the tenant table with Zipf-sized tenants ($SKEW), ${TABLE_MB} MB with its indexes; one copy per variant |"
+  echo "| data | $(num "$N_ORGS") organizations, $(num "$N_USERS") users (+20 with deactivated or inactive memberships), $(num "$N_ROWS") rows in the tenant table with Zipf-sized tenants ($SKEW), ${TABLE_MB} MB with its indexes; one copy per variant |"
   echo ""
   printf '%s\n' "${MD1[@]}" "${MD2[@]}" "${MD3[@]}" "${MD4[@]}"
 } >"$OUT"
