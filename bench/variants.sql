@@ -30,9 +30,6 @@ BEGIN
     END LOOP;
 END $$;
 
--- Registered first: enable_isolation would register them too, but a development build of
--- tenancy (2026-11-22) fails in enable_isolation on a table that is not registered yet.
-SELECT tenancy.register_table('public.t_ctx') IS NOT NULL, tenancy.register_table('public.t_mem') IS NOT NULL;
 SELECT tenancy.enable_isolation('public.t_ctx', mode => 'context') IS NOT NULL AS ctx_isolated;
 SELECT tenancy.enable_isolation('public.t_mem', mode => 'membership') IS NOT NULL AS mem_isolated;
 

@@ -14,7 +14,8 @@
 #
 # It uses the tenancy installed in the system PostgreSQL 15 (scripts/setup.sh installs it) and
 # needs only psql, pgbench (both come with postgresql-15) and awk. Environment:
-# TENANCY_BENCH_PORT (28840), TENANCY_BENCH_DIR (/tmp/tn-bench), TENANCY_BENCH_OUT (BENCHMARKS.md).
+# TENANCY_BENCH_PORT (28840), TENANCY_BENCH_DIR (/tmp/tn-bench; the copy of PostgreSQL goes to
+# <dir>-pg), TENANCY_BENCH_OUT (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -24,7 +25,7 @@ SIZE=full
 for arg in "$@"; do
   case "$arg" in
     --quick) SIZE=quick ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $arg (use --quick)" >&2; exit 2 ;;
   esac
 done
@@ -40,26 +41,61 @@ if [ "$SIZE" = quick ]; then
   INTEGRITY_ROUNDS=3
 else
   N_ORGS=1000; N_USERS=10000; N_ROWS=5000000
-  ROUNDS=9; SECS=2
+  ROUNDS=9; SECS=3
   SLOW_ROUNDS=2
   FN_CALLS=100000
   FN_ROUNDS=5
   BF_ROUNDS=2
   WRITER_BASE_SECS=10
-  INTEGRITY_ROUNDS=3
+  INTEGRITY_ROUNDS=5
 fi
 K_MAX=$(( N_USERS / N_ORGS - 1 ))
 PORT="${TENANCY_BENCH_PORT:-28840}"
 DIR="${TENANCY_BENCH_DIR:-/tmp/tn-bench}"
 OUT="${TENANCY_BENCH_OUT:-$ROOT/BENCHMARKS.md}"
 RUN="$DIR/run"
-PGBENCH="$PG_BIN/pgbench"
+PGCOPY="$DIR-pg"
 DB=postgres
 START_TS=$(date +%s)
 
 log() { printf '[bench %4ss] %s\n' "$(( $(date +%s) - START_TS ))" "$*" >&2; }
 die() { printf 'bench: FAILED: %s\n' "$*" >&2; exit 1; }
 say() { printf '%s\n' "$*"; }
+
+WRITER_PID=""
+cleanup() {
+  [ -n "$WRITER_PID" ] && kill "$WRITER_PID" 2>/dev/null
+  cluster_stop "$DIR"
+  rm -rf "$PGCOPY"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- a copy of PostgreSQL and tenancy, taken now -----------------------------------------------
+# scripts/setup.sh may reinstall tenancy while the benchmark runs (on a shared development
+# machine, a new build replacing tenancy.so under a running server breaks it): the cluster runs
+# from a private copy of the installed PostgreSQL 15 with tenancy, so the whole run measures one
+# build. PostgreSQL finds its lib and share directories relative to its binaries.
+snapshot_pg() {
+  local bindir libdir sharedir d stamp try
+  bindir=$("$PG_BIN/pg_config" --bindir); libdir=$("$PG_BIN/pg_config" --pkglibdir); sharedir=$("$PG_BIN/pg_config" --sharedir)
+  [ -f "$libdir/tenancy.so" ] || die "tenancy is not installed in $libdir: run scripts/setup.sh first"
+  for try in 1 2 3 4 5 6; do
+    stamp=$(stat -c '%Y %s' "$libdir/tenancy.so" "$sharedir"/extension/tenancy--*.sql)
+    rm -rf "$PGCOPY"
+    for d in "$bindir" "$libdir" "$sharedir"; do mkdir -p "$PGCOPY$(dirname "$d")"; cp -a "$d" "$PGCOPY$(dirname "$d")/"; done
+    if [ "$stamp" = "$(stat -c '%Y %s' "$libdir/tenancy.so" "$sharedir"/extension/tenancy--*.sql)" ] &&
+       cmp -s "$libdir/tenancy.so" "$PGCOPY$libdir/tenancy.so"; then
+      PG_BIN="$PGCOPY$bindir"
+      return 0
+    fi
+    log "tenancy is being reinstalled; copying again in 10 s"
+    sleep 10
+  done
+  die "tenancy kept changing while it was copied"
+}
+snapshot_pg
+PGBENCH="$PG_BIN/pgbench"
 
 # --- the cluster ---------------------------------------------------------------------------------
 # fsync = off comes from scripts/cluster.sh (a throwaway cluster). shared_buffers holds the five
@@ -73,13 +109,6 @@ CLUSTER_CONF=("shared_buffers = $SHARED_BUFFERS" "effective_cache_size = 8GB" "w
               "autovacuum = off")
 log "starting a cluster in $DIR on port $PORT ($SIZE size)"
 cluster_start "$DIR" "$PORT" "${CLUSTER_CONF[@]}" || die "could not start the cluster"
-WRITER_PID=""
-cleanup() {
-  [ -n "$WRITER_PID" ] && kill "$WRITER_PID" 2>/dev/null
-  cluster_stop "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 mkdir -p "$RUN"
 
 q() { cluster_psql "$PORT" -d "$DB" -qAt "$@"; }                     # as postgres (catalog owner)
@@ -131,8 +160,8 @@ missing=$(q -c "SELECT count(*) FROM generate_series(1, $N_ORGS) o
                  WHERE NOT EXISTS (SELECT 1 FROM t_a WHERE id = greatest(1, floor($N_ROWS::float8 / ($H::float8 * o)))::bigint * 10000 + o)")
 [ "$missing" = 0 ] || die "$missing tenants lack the row the pgbench scripts compute as their last one"
 TABLE_MB=$(q -c "SELECT pg_total_relation_size('t_a') / 1048576")
-SKEW=$(q -c "SELECT format('largest tenant %s rows, median %s, smallest %s',
-                max(n), percentile_disc(0.5) WITHIN GROUP (ORDER BY n), min(n)) FROM bench_sizes")
+SKEW=$(q -c "SELECT format('largest tenant %s rows, median %s, smallest %s', to_char(max(n), 'FM999,999,999'),
+                to_char(percentile_disc(0.5) WITHIN GROUP (ORDER BY n), 'FM999,999,999'), to_char(min(n), 'FM999,999,999')) FROM bench_sizes")
 log "data set ready: t_a is ${TABLE_MB} MB with its indexes; $SKEW"
 PGB_VARS=(-D "n_orgs=$N_ORGS" -D "k_max=$K_MAX" -D "n_rows=$N_ROWS" -D "h=$H")
 
@@ -426,48 +455,54 @@ writer_stop() {
   WRITER_PID=""
 }
 writer_alone() { # TABLE ROUND KIND: the writer alone on a fresh copy, no migration running
-  local t0 t1
-  t0=$(now)
   writer_start "$1" "$RUN/wlog-alone-$3-$2" "$WRITER_BASE_SECS"
   wait "$WRITER_PID" || { cat "$RUN/wlog-alone-$3-$2-stdout.txt" >&2; die "the writer failed on $1"; }
   WRITER_PID=""
-  t1=$(now)
 }
 
-# MIGRATION (backfill | hand | fast) on TABLE with the writer running; timings into BF[...].
+# MIGRATION (backfill | hand | fast) on a fresh copy, with or without the writer; figures go to
+# BF[<key>-...,ROUND], key = tp-<migration> (no writer) or wl-<migration> (writer running).
 declare -A BF=()
-migrate() { # MIGRATION TABLE ROUND
-  local m="$1" tbl="$2" r="$3" t0 t1 rc=0
-  writer_start "$tbl" "$RUN/wlog-$m-$r" 3600
-  sleep 1
+migrate() { # MIGRATION ROUND WRITER(yes|no)
+  local m="$1" r="$2" w="$3" key tbl t0 t1 rc=0
+  key=$([ "$w" = yes ] && echo "wl-$m" || echo "tp-$m"); tbl="bf_${key//-/_}_$r"
+  q -v tbl="$tbl" -f bench/backfill/copy.sql >/dev/null
+  if [ "$w" = yes ]; then
+    writer_alone "$tbl" "$r" "$m"
+    writer_start "$tbl" "$RUN/wlog-$key-$r" 1800
+    sleep 1
+  fi
   t0=$(now)
   case "$m" in
-    backfill) q -c "CALL tenancy.backfill('public.$tbl', '$BF_ORG')" >"$RUN/$m-$r.out" 2>&1 || rc=$? ;;
-    hand) { echo '\timing on'; cat bench/backfill/hand.sql; } | q -v tbl="$tbl" -v org="$BF_ORG" >"$RUN/$m-$r.out" 2>&1 || rc=$? ;;
-    fast) q -v tbl="$tbl" -v org="$BF_ORG" -f bench/backfill/fast_default.sql >"$RUN/$m-$r.out" 2>&1 || rc=$? ;;
+    backfill) q -c "CALL tenancy.backfill('public.$tbl', '$BF_ORG')" >"$RUN/$key-$r.out" 2>&1 || rc=$? ;;
+    hand) { echo '\timing on'; cat bench/backfill/hand.sql; } | q -v tbl="$tbl" -v org="$BF_ORG" >"$RUN/$key-$r.out" 2>&1 || rc=$? ;;
+    fast) q -v tbl="$tbl" -v org="$BF_ORG" -f bench/backfill/fast_default.sql >"$RUN/$key-$r.out" 2>&1 || rc=$? ;;
   esac
   t1=$(now)
-  writer_stop
-  [ "$rc" = 0 ] || { cat "$RUN/$m-$r.out" >&2; die "migration '$m' of $tbl failed"; }
-  BF[$m-time,$r]=$(elapsed "$t0" "$t1")
-  read -r BF[$m-n,$r] BF[$m-p50,$r] BF[$m-p99,$r] BF[$m-max,$r] < <(writer_stats "$t0" "$t1" "$RUN/wlog-$m-$r".*)
+  [ "$w" = yes ] && writer_stop
+  [ "$rc" = 0 ] || { cat "$RUN/$key-$r.out" >&2; die "migration '$m' of $tbl failed"; }
+  BF[$key-time,$r]=$(elapsed "$t0" "$t1")
+  if [ "$w" = yes ]; then
+    read -r BF[$key-n,$r] BF[$key-p50,$r] BF[$key-p99,$r] BF[$key-max,$r] < <(writer_stats "$t0" "$t1" "$RUN/wlog-$key-$r".*)
+  fi
   case "$m" in
     hand)  # \timing prints one "Time: <ms> ms" per statement; the third is the UPDATE
-      BF[update-time,$r]=$(awk '/^Time: / { n++; if (n == 3) printf "%.3f", $2 / 1000 }' "$RUN/$m-$r.out") ;;
+      BF[$key-update,$r]=$(awk '/^Time: / { n++; if (n == 3) printf "%.3f", $2 / 1000 }' "$RUN/$key-$r.out") ;;
     backfill)
-      BF_NOTICE=$(grep -m1 -B1 'pending_statements' "$RUN/$m-$r.out" | paste -sd' ' || true)
+      BF_NOTICE=$(grep -m1 -B1 'pending_statements' "$RUN/$key-$r.out" | paste -sd' ' || true)
       # tenancy.migration_log: one 'backfill' row per phase that ended (details.phase), timed
       q -F '|' -c "SELECT details->>'phase', status, round(extract(epoch FROM finished_at - started_at)::numeric, 3), details
                      FROM tenancy.migration_log WHERE operation = 'backfill' AND table_name IN ('public.$tbl', '$tbl') ORDER BY id" \
-        >"$RUN/$m-$r.log"
-      BF[fill-time,$r]=$(awk -F'|' '$1 == "filling" && $3 != "" { s += $3; n++ } END { if (n) printf "%.3f", s }' "$RUN/$m-$r.log")
-      BF_PHASES=$(awk -F'|' '$3 != "" && $3 + 0 >= 0.05 { printf "%s%s %.1f s", sep, $1, $3; sep = ", " }' "$RUN/$m-$r.log")
+        >"$RUN/$key-$r.log"
+      BF[$key-fill,$r]=$(awk -F'|' '$1 == "filling" && $3 != "" { s += $3; n++ } END { if (n) printf "%.3f", s }' "$RUN/$key-$r.log")
+      BF[$key-batches,$r]=$(awk -F'|' '$1 == "filling" { if (match($4, /"batches": [0-9]+/)) print substr($4, RSTART + 11, RLENGTH - 11) }' "$RUN/$key-$r.log")
+      [ "$w" = no ] && BF_PHASES=$(awk -F'|' '$3 != "" && $3 + 0 >= 0.05 { printf "%s%s %.1f s", sep, $1, $3; sep = ", " }' "$RUN/$key-$r.log")
       # Finish as the NOTICE says: the index statements (CONCURRENTLY), then a second CALL.
       BF_PENDING=$(q -c "SELECT statement FROM tenancy.pending_statements()" | paste -sd';')
       t0=$(now)
       { echo "SELECT statement FROM tenancy.pending_statements() \\gexec"; echo "CALL tenancy.backfill('public.$tbl');"; } |
-        q >"$RUN/$m-finish-$r.out" 2>&1 || { cat "$RUN/$m-finish-$r.out" >&2; die "finishing the backfill of $tbl failed"; }
-      BF[finish-time,$r]=$(elapsed "$t0" "$(now)")
+        q >"$RUN/$key-finish-$r.out" 2>&1 || { cat "$RUN/$key-finish-$r.out" >&2; die "finishing the backfill of $tbl failed"; }
+      BF[$key-finish,$r]=$(elapsed "$t0" "$(now)")
       ;;
   esac
   # Every row has the organization, and the column is NOT NULL.
@@ -476,6 +511,7 @@ migrate() { # MIGRATION TABLE ROUND
   [ "$bad" = 0 ] || die "after migration '$m', $bad rows of $tbl lack organization $BF_ORG"
   [ "$(q -c "SELECT attnotnull FROM pg_attribute WHERE attrelid = 'public.$tbl'::regclass AND attname = 'organization_id'")" = t ] ||
     die "after migration '$m', $tbl.organization_id is nullable"
+  q -c "DROP TABLE public.$tbl" >/dev/null
 }
 
 say ""
@@ -488,47 +524,50 @@ if [ "$(q -c "SELECT to_regprocedure('$BACKFILL_SIG') IS NOT NULL")" != t ]; the
   md "backfill: tenancy.backfill not installed, skipped (the installed tenancy has no \`$BACKFILL_SIG\`)."
   md ""
 else
-  log "backfill: copies of the single-tenant table ($(num "$N_ROWS") rows, no organization_id), $BF_ROUNDS rounds"
+  log "backfill: fresh copies of the single-tenant table ($(num "$N_ROWS") rows, no organization_id), $BF_ROUNDS rounds"
   q -f bench/backfill/setup.sql >/dev/null
   for (( r = 0; r < BF_ROUNDS; r++ )); do
-    for m in backfill hand fast; do
-      q -v tbl="bf_${m}_$r" -f bench/backfill/copy.sql >/dev/null
-      writer_alone "bf_${m}_$r" "$r" "$m"
-    done
+    # throughput: the two alone, order alternating
+    order=(backfill hand); (( r % 2 )) && order=(hand backfill)
+    for m in "${order[@]}"; do migrate "$m" "$r" no; done
+    BF[thr,$r]=$(ratio "${BF[tp-hand-time,$r]}" "${BF[tp-backfill-time,$r]}")
+    BF[fillthr,$r]=$(ratio "${BF[tp-hand-update,$r]}" "${BF[tp-backfill-fill,$r]}")
+    # latency: the writer alone on each copy, then during each migration
+    for m in "${order[@]}" fast; do migrate "$m" "$r" yes; done
     read -r BF[alone-n,$r] BF[alone-p50,$r] BF[alone-p99,$r] BF[alone-max,$r] < <(writer_stats 0 1e12 "$RUN"/wlog-alone-*-"$r".*)
-    order=(backfill hand fast); (( r % 2 )) && order=(hand backfill fast)
-    for m in "${order[@]}"; do migrate "$m" "bf_${m}_$r" "$r"; done
-    BF[thr,$r]=$(ratio "${BF[hand-time,$r]}" "${BF[backfill-time,$r]}")
-    if [ -n "${BF[fill-time,$r]:-}" ]; then BF[fillthr,$r]=$(ratio "${BF[update-time,$r]}" "${BF[fill-time,$r]}"); fi
-    log "  round $(( r + 1 ))/$BF_ROUNDS: first CALL ${BF[backfill-time,$r]} s (fill ${BF[fill-time,$r]:-?} s), hand-written ${BF[hand-time,$r]} s (UPDATE ${BF[update-time,$r]} s), fast default ${BF[fast-time,$r]} s;" \
-        "writer p50/p99/max ms: alone ${BF[alone-p50,$r]}/${BF[alone-p99,$r]}/${BF[alone-max,$r]}, backfill ${BF[backfill-p50,$r]}/${BF[backfill-p99,$r]}/${BF[backfill-max,$r]}," \
-        "hand-written ${BF[hand-p50,$r]}/${BF[hand-p99,$r]}/${BF[hand-max,$r]}, fast default ${BF[fast-p50,$r]}/${BF[fast-p99,$r]}/${BF[fast-max,$r]}"
-    q -c "DROP TABLE public.bf_backfill_$r, public.bf_hand_$r, public.bf_fast_$r" >/dev/null
+    BF[wthr,$r]=$(ratio "${BF[wl-hand-time,$r]}" "${BF[wl-backfill-time,$r]}")
+    log "  round $(( r + 1 ))/$BF_ROUNDS: alone: first CALL ${BF[tp-backfill-time,$r]} s (fill ${BF[tp-backfill-fill,$r]} s in ${BF[tp-backfill-batches,$r]} batches), hand-written ${BF[tp-hand-time,$r]} s (UPDATE ${BF[tp-hand-update,$r]} s);" \
+        "with the writer: first CALL ${BF[wl-backfill-time,$r]} s, hand-written ${BF[wl-hand-time,$r]} s, fast default ${BF[wl-fast-time,$r]} s;" \
+        "writer p50/p99/max ms: alone ${BF[alone-p50,$r]}/${BF[alone-p99,$r]}/${BF[alone-max,$r]}, backfill ${BF[wl-backfill-p50,$r]}/${BF[wl-backfill-p99,$r]}/${BF[wl-backfill-max,$r]}," \
+        "hand-written ${BF[wl-hand-p50,$r]}/${BF[wl-hand-p99,$r]}/${BF[wl-hand-max,$r]}, fast default ${BF[wl-fast-p50,$r]}/${BF[wl-fast-p99,$r]}/${BF[wl-fast-max,$r]}"
   done
-  THR=$(med BF thr "$BF_ROUNDS"); FILLTHR=$(med BF fillthr "$BF_ROUNDS"); W99=$(med BF backfill-p99 "$BF_ROUNDS")
+  THR=$(med BF thr "$BF_ROUNDS"); FILLTHR=$(med BF fillthr "$BF_ROUNDS"); WTHR=$(med BF wthr "$BF_ROUNDS"); W99=$(med BF wl-backfill-p99 "$BF_ROUNDS")
   V_THR=$(verdict "$THR" 0.8 '>='); V_FILL=$(verdict "$FILLTHR" 0.8 '>='); V_W99=$(verdict "$W99" 50)
-  say "throughput, backfill / one UPDATE (hand-written steps' time / first CALL's time): $(fmt "$THR" 3) [>= 0.8 $V_THR]"
-  say "throughput, fill phase (migration_log) / the UPDATE statement alone:             $(fmt "$FILLTHR" 3) [>= 0.8 $V_FILL]"
-  say "concurrent writer p99 during the backfill: $W99 ms [<= 50 ms $V_W99] (alone: $(med BF alone-p99 "$BF_ROUNDS") ms; during the hand-written UPDATE: $(med BF hand-p99 "$BF_ROUNDS") ms)"
-  wl() { echo "$(med BF "$1-p50" "$BF_ROUNDS") / ${2:-}$(med BF "$1-p99" "$BF_ROUNDS")${2:-} / $(med BF "$1-max" "$BF_ROUNDS") ms ($(med BF "$1-n" "$BF_ROUNDS") transactions)"; }
-  md "$(num "$N_ROWS") rows (the tenant table before multi-tenancy: no \`organization_id\`), every row set to one organization. The first"
-  md "\`CALL tenancy.backfill('t', '<org>')\` (defaults: batch_size 10000, build_indexes false: it stops at \`awaiting_indexes\`) on one copy, vs the"
-  md "hand-written runbook on an identical copy (\`bench/backfill/hand.sql\`: ADD COLUMN, SET DEFAULT, \`UPDATE t SET organization_id = '<org>'\`,"
-  md "SET NOT NULL, ADD FOREIGN KEY, each in its own transaction). During each, a writer (\`bench/backfill/writer.pgbench\`: UPDATE one row and"
-  md "INSERT one per transaction, pgbench \`-c 2 -R $WRITER_RATE\`, latency counted from the scheduled start) writes to the table being migrated;"
-  md "\"alone\" is the same writer for $WRITER_BASE_SECS s on each fresh copy before its migration. $BF_ROUNDS rounds, the order of the two alternating; medians."
+  BATCH_MS=$(awk -v f="$(med BF tp-backfill-fill "$BF_ROUNDS")" -v b="$(med BF tp-backfill-batches "$BF_ROUNDS")" 'BEGIN { if (b > 0) printf "%.0f", 1000 * f / b }')
+  say "throughput, backfill / one UPDATE (time of the hand-written steps / of the first CALL): $(fmt "$THR" 3) [>= 0.8 $V_THR]"
+  say "throughput, fill phase only (UPDATE statement / 'filling' in migration_log):          $(fmt "$FILLTHR" 3) [>= 0.8 $V_FILL]"
+  say "throughput with the writer running:                                                    $(fmt "$WTHR" 3)"
+  say "concurrent writer p99 during the backfill: $(fmt "$W99" 1) ms [<= 50 ms $V_W99] (alone: $(med BF alone-p99 "$BF_ROUNDS") ms; during the hand-written UPDATE: $(med BF wl-hand-p99 "$BF_ROUNDS") ms)"
+  wl() { echo "$(fmt "$(med BF "$1-p50" "$BF_ROUNDS")" 1) / ${2:-}$(fmt "$(med BF "$1-p99" "$BF_ROUNDS")" 1)${2:-} / $(fmt "$(med BF "$1-max" "$BF_ROUNDS")" 1) ms ($(fmt "$(med BF "$1-n" "$BF_ROUNDS")" 0) transactions)"; }
+  md "$(num "$N_ROWS") rows (the tenant table before multi-tenancy: no \`organization_id\`), every row set to one organization, on fresh identical"
+  md "copies: the first \`CALL tenancy.backfill('t', '<org>')\` (defaults: batch_size 10000, build_indexes false, so it stops at \`awaiting_indexes\`)"
+  md "vs the hand-written runbook (\`bench/backfill/hand.sql\`: ADD COLUMN, SET DEFAULT, \`UPDATE t SET organization_id = '<org>'\`, SET NOT NULL,"
+  md "ADD FOREIGN KEY, each in its own transaction). Throughput: the two alone, order alternating. Latency: a writer (\`bench/backfill/writer.pgbench\`:"
+  md "UPDATE one row and INSERT one per transaction, pgbench \`-c 2 -R $WRITER_RATE\`, latency counted from the scheduled start) writes to the table"
+  md "while it is migrated; \"alone\" is the same writer for $WRITER_BASE_SECS s on each copy before its migration. $BF_ROUNDS rounds; medians."
   md ""
   md "| figure | value | target |"
   md "|---|---:|---|"
-  md "| throughput, backfill / one UPDATE: all hand-written steps $(fmt "$(med BF hand-time "$BF_ROUNDS")" 1) s / first CALL $(fmt "$(med BF backfill-time "$BF_ROUNDS")" 1) s | $(fmt "$THR" 3) | ≥ 0.8 **$V_THR** |"
-  md "| throughput, fill phase only: the UPDATE statement $(fmt "$(med BF update-time "$BF_ROUNDS")" 1) s / the \`filling\` phase in \`tenancy.migration_log\` $(fmt "$(med BF fill-time "$BF_ROUNDS")" 1) s | $(fmt "$FILLTHR" 3) | ≥ 0.8 **$V_FILL** |"
+  md "| throughput, backfill / one UPDATE: all hand-written steps $(fmt "$(med BF tp-hand-time "$BF_ROUNDS")" 1) s / first CALL $(fmt "$(med BF tp-backfill-time "$BF_ROUNDS")" 1) s | $(fmt "$THR" 3) | ≥ 0.8 **$V_THR** |"
+  md "| throughput, fill phase only: the UPDATE statement $(fmt "$(med BF tp-hand-update "$BF_ROUNDS")" 1) s / the \`filling\` phase in \`tenancy.migration_log\` $(fmt "$(med BF tp-backfill-fill "$BF_ROUNDS")" 1) s ($(med BF tp-backfill-batches "$BF_ROUNDS") batches, ${BATCH_MS} ms each) | $(fmt "$FILLTHR" 3) | ≥ 0.8 **$V_FILL** |"
+  md "| throughput with the writer running: $(fmt "$(med BF wl-hand-time "$BF_ROUNDS")" 1) s / $(fmt "$(med BF wl-backfill-time "$BF_ROUNDS")" 1) s (the hand-written UPDATE blocks the writer; the backfill shares the machine with it) | $(fmt "$WTHR" 3) | |"
   md "| writer p50 / p99 / max, alone | $(wl alone) | |"
-  md "| writer p50 / p99 / max, during the backfill's first CALL | $(wl backfill '**') | p99 ≤ 50 ms **$V_W99** |"
-  md "| writer p50 / p99 / max, during the hand-written migration | $(wl hand) | |"
-  md "| the index statements of \`pending_statements()\` + the second CALL (not timed against anything) | $(fmt "$(med BF finish-time "$BF_ROUNDS")" 1) s | |"
-  md "| for comparison: \`ADD COLUMN ... NOT NULL DEFAULT '<org>'\` + FK \`NOT VALID\` + \`VALIDATE\` (\`bench/backfill/fast_default.sql\`) | $(fmt "$(med BF fast-time "$BF_ROUNDS")" 2) s, writer $(wl fast) | |"
+  md "| writer p50 / p99 / max, during the backfill's first CALL | $(wl wl-backfill '**') | p99 ≤ 50 ms **$V_W99** |"
+  md "| writer p50 / p99 / max, during the hand-written migration | $(wl wl-hand) | |"
+  md "| the index statements of \`pending_statements()\` + the second CALL | $(fmt "$(med BF tp-backfill-finish "$BF_ROUNDS")" 1) s | |"
+  md "| for comparison: \`ADD COLUMN ... NOT NULL DEFAULT '<org>'\` + FK \`NOT VALID\` + \`VALIDATE\` (\`bench/backfill/fast_default.sql\`), with the writer | $(fmt "$(med BF wl-fast-time "$BF_ROUNDS")" 2) s, writer $(wl wl-fast) | |"
   md ""
-  md "Phases of the last first CALL taking 0.05 s or more (\`tenancy.migration_log\`): $BF_PHASES."
+  md "Phases of a first CALL taking 0.05 s or more (\`tenancy.migration_log\`): $BF_PHASES."
   if [ -n "${BF_NOTICE:-}" ]; then md "It ended with: \`${BF_NOTICE}\`"; fi
   md "\`pending_statements()\` then gave: \`${BF_PENDING:-none}\`."
   md ""
@@ -543,7 +582,7 @@ RAM=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 PGV=$(q -c "SHOW server_version")
 EXTV=$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'tenancy'")
 SO="$("$PG_BIN/pg_config" --pkglibdir)/tenancy.so"
-SO_BUILD="tenancy.so of $(date -u -r "$SO" '+%Y-%m-%d %H:%M UTC')"
+SO_BUILD="tenancy.so installed $(date -u -r "$SO" '+%Y-%m-%d %H:%M UTC') (the run used a copy taken at its start)"
 grep -qa '\.debug_info' "$SO" &&
   SO_BUILD+=", **with debug info: cargo's dev profile, unoptimized** (what \`scripts/setup.sh\` installs unless \`TENANCY_RELEASE=1\`)"
 CMD="bash scripts/bench.sh"; [ "$SIZE" = quick ] && CMD+=" --quick"
@@ -567,7 +606,7 @@ CMD="bash scripts/bench.sh"; [ "$SIZE" = quick ] && CMD+=" --quick"
   echo "| machine | $(nproc) CPUs ($CPU), $RAM RAM; other work was running on it |"
   echo "| PostgreSQL | $PGV; a throwaway cluster with **fsync = off** (scripts/cluster.sh), $(printf '%s, ' "${CLUSTER_CONF[@]}" | sed 's/, $//'), synchronous_commit on; the rest default (JIT on, 2 parallel workers per gather) |"
   echo "| tenancy | $EXTV; $SO_BUILD |"
-  echo "| data | $N_ORGS organizations, $(num "$N_USERS") users (+20 with deactivated or inactive memberships), $(num "$N_ROWS") rows in the tenant table with Zipf-sized tenants ($SKEW), ${TABLE_MB} MB with its indexes; one copy per variant |"
+  echo "| data | $(num "$N_ORGS") organizations, $(num "$N_USERS") users (+20 with deactivated or inactive memberships), $(num "$N_ROWS") rows in the tenant table with Zipf-sized tenants ($SKEW), ${TABLE_MB} MB with its indexes; one copy per variant |"
   echo ""
   printf '%s\n' "${MD1[@]}" "${MD2[@]}" "${MD3[@]}" "${MD4[@]}"
 } >"$OUT"
