@@ -123,6 +123,15 @@ BEGIN
     END IF;
 END $$;
 
+-- What a relation of kind p_kind is, for error messages.
+CREATE FUNCTION tenancy._relkind_noun(p_kind "char") RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE p_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
+                       WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' WHEN 'I' THEN 'partitioned index'
+                       WHEN 'c' THEN 'composite type' WHEN 't' THEN 'TOAST table'
+                       ELSE 'relation of kind ' || p_kind::text END
+$$;
+
 -- The name of table p_rel, which p_caller must own (or be a member of its owner) to p_action it.
 CREATE FUNCTION tenancy._owned_table(p_rel oid, p_caller oid, p_action text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -438,9 +447,7 @@ BEGIN
     v_name := tenancy._owned_table(v_rel, caller, 'register it');
     SELECT c.relkind INTO v_kind FROM pg_class c WHERE c.oid = v_rel;
     IF v_kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'tenancy: % is not a table (it is a %)', v_name,
-              CASE v_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
-                          WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' ELSE 'relation of kind ' || v_kind::text END
+        RAISE EXCEPTION 'tenancy: % is not a table (it is a %)', v_name, tenancy._relkind_noun(v_kind)
             USING ERRCODE = 'wrong_object_type', HINT = 'Register the table the view or foreign table reads from.';
     END IF;
     SELECT a2.atttypid::regtype INTO v_type

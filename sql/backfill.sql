@@ -111,6 +111,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                END)
 $$;
 
+-- The schema of relation p_rel, quoted: for names (indexes) that live in the table's schema.
+CREATE FUNCTION tenancy._schema_of(p_rel oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel
+$$;
+
 CREATE FUNCTION tenancy._backfill_record(p_rel oid) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT t.details->'backfill' FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass
@@ -178,9 +184,7 @@ BEGIN
     SELECT c.oid::regclass::text, c.relkind, c.relispartition INTO v_name, v_kind, v_ispart
       FROM pg_class c WHERE c.oid = p_rel;
     IF v_kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'tenancy.backfill: % is not a table (it is a %)', v_name,
-              CASE v_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
-                          ELSE 'relation of kind ' || v_kind::text END
+        RAISE EXCEPTION 'tenancy.backfill: % is not a table (it is a %)', v_name, tenancy._relkind_noun(v_kind)
             USING ERRCODE = 'wrong_object_type', HINT = 'Backfill the table the view reads from.';
     END IF;
     IF v_ispart THEN
@@ -324,7 +328,7 @@ BEGIN
     END IF;
 
     v_rec := jsonb_build_object(
-        'table', v_name, 'relid', p_rel, 'partitioned', v_kind = 'p',
+        'table', v_name, 'partitioned', v_kind = 'p',
         'tenant_column', p_col, 'column_type', p_type, 'source', v_source, 'lookup', v_lookup,
         'options', v_options,
         'was_registered', EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass),
@@ -445,7 +449,7 @@ LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_cols   text := tenancy._idents(ARRAY(SELECT jsonb_array_elements_text(p_ix->'columns')));
     v_conc   text := CASE WHEN p_concurrently THEN ' CONCURRENTLY' ELSE '' END;
-    v_schema text := (SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel);
+    v_schema text := tenancy._schema_of(p_rel);
     v_leaf   record;
 BEGIN
     IF (SELECT relkind FROM pg_class WHERE oid = p_rel) = 'p' THEN
@@ -754,7 +758,7 @@ BEGIN
                 EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_ix->'replaces'->>'constraint');
             ELSIF v_ix->'replaces'->>'index' IS NOT NULL THEN
                 EXECUTE format('DROP INDEX IF EXISTS %s.%I',
-                               (SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel),
+                               tenancy._schema_of(p_rel),
                                v_ix->'replaces'->>'index');
             END IF;
         END LOOP;
@@ -1031,7 +1035,7 @@ DECLARE
     v_ix    jsonb;
     v_fk    jsonb;
     v_leaf  oid;
-    v_schema text := (SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_rel);
+    v_schema text := tenancy._schema_of(v_rel);
 BEGIN
     PERFORM tenancy._owned_table(v_rel, (SELECT oid FROM pg_roles WHERE rolname = current_user), 'roll its backfill back');
     IF v_rec IS NULL THEN

@@ -125,7 +125,8 @@ fn check(t: &Registered) -> IntegrityRow {
         tbl = t.label
     );
     let (total, nulls, orphans, crossing) = spi(Spi::connect(|c| {
-        let row = c.select(&sql, Some(1), &[])?.first();
+        // No row limit: with one, Postgres runs the query without parallel workers.
+        let row = c.select(&sql, None, &[])?.first();
         Ok((row.get::<i64>(1)?, row.get::<i64>(2)?, row.get::<i64>(3)?, row.get::<i64>(4)?))
     }));
     let (total, nulls, orphans, crossing) =
