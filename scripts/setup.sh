@@ -39,4 +39,11 @@ if [ -w "$("$PG_CONFIG" --pkglibdir)" ] && [ -w "$("$PG_CONFIG" --sharedir)/exte
 else
   cargo pgrx install --pg-config "$PG_CONFIG" "${profile_flag[@]}" --sudo >/dev/null
 fi
+# Earlier versions' install scripts and the upgrade scripts (ALTER EXTENSION tenancy UPDATE).
+ext_dir="$("$PG_CONFIG" --sharedir)/extension"
+if [ -w "$ext_dir" ]; then
+  cp sql/versions/tenancy--*.sql "$ext_dir/"
+else
+  sudo cp sql/versions/tenancy--*.sql "$ext_dir/"
+fi
 echo "setup: tenancy $(grep -m1 '^version' Cargo.toml | cut -d'"' -f2) installed into $("$PG_CONFIG" --sharedir)/extension"

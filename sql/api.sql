@@ -674,6 +674,10 @@ $$;
 -- Comments: \df+ tenancy.* and \dx+ tenancy explain themselves
 ----------------------------------------------------------------------------------------------
 
+COMMENT ON FUNCTION tenancy.lookup_cache_size() IS
+  'How many membership answers this session holds in memory. They are forgotten whenever a change to memberships, organizations or roles commits.';
+COMMENT ON FUNCTION tenancy._lookups_changed() IS
+  'Internal: makes every session forget its memoized membership answers when the current transaction commits (called by the lookups_changed triggers).';
 COMMENT ON FUNCTION tenancy.current_user_id() IS
   'The acting user: tenancy.user_id, else the sub claim of request.jwt.claims, each only when written in this transaction. NULL when there is none.';
 COMMENT ON FUNCTION tenancy.current_organization_id() IS
@@ -751,6 +755,25 @@ CREATE POLICY organizations_of_current_user ON tenancy.organizations FOR SELECT
                     WHERE m.organization_id = organizations.id
                       AND m.user_id = (SELECT tenancy.current_user_id()))
            OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
+
+-- The membership lookups behind the context and the policies are memoized per session. Any
+-- change to these tables makes every session forget them when the change commits:
+-- tenancy._lookups_changed() queues a relcache invalidation of the three tables, which Postgres
+-- delivers to every backend (and replays locally at the next command, or on rollback).
+CREATE FUNCTION tenancy._lookups_changed_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tenancy._lookups_changed();
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION tenancy._lookups_changed_trigger() IS
+  'Internal: statement trigger on memberships, organizations and roles; makes every session forget its memoized membership answers when the change commits.';
+CREATE TRIGGER lookups_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.memberships
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._lookups_changed_trigger();
+CREATE TRIGGER lookups_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.organizations
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._lookups_changed_trigger();
+CREATE TRIGGER lookups_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.roles
+    FOR EACH STATEMENT EXECUTE FUNCTION tenancy._lookups_changed_trigger();
 
 DO $$
 DECLARE f regprocedure;

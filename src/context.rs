@@ -12,7 +12,7 @@ use std::ffi::CStr;
 use pgrx::prelude::*;
 use pgrx::{pg_sys, PgSqlErrorCode, Uuid};
 
-use crate::errors::{raise, spi};
+use crate::errors::raise;
 use crate::lookups;
 
 /// Written by the application server with `SET LOCAL` / `set_config(..., true)`.
@@ -24,24 +24,37 @@ pub const JWT_CLAIMS_SETTING: &CStr = c"request.jwt.claims";
 /// Older PostgREST versions write the subject claim on its own.
 pub const JWT_SUB_SETTING: &CStr = c"request.jwt.claim.sub";
 
-/// Find a configuration variable (placeholders included) without creating it.
+/// Postgres' order of setting names (`guc_name_compare`): byte-wise, ASCII letters folded.
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+fn guc_name_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.iter().map(u8::to_ascii_lowercase).cmp(b.iter().map(u8::to_ascii_lowercase))
+}
+
+/// Find a configuration variable (placeholders included) without creating it. Up to PG15 the
+/// variables form an array that Postgres keeps sorted by name (it re-sorts whenever it adds a
+/// placeholder), so this is the binary search `find_option` does; PG16+ exports `find_option`.
 unsafe fn find_guc(name: &CStr) -> *mut pg_sys::config_generic {
     #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
     {
         let vars = pg_sys::get_guc_variables();
         let n = pg_sys::GetNumConfigOptions().max(0) as usize;
-        let wanted = name.to_bytes();
-        for i in 0..n {
-            let g = *vars.add(i);
-            if !g.is_null() && CStr::from_ptr((*g).name).to_bytes().eq_ignore_ascii_case(wanted) {
-                return g;
-            }
+        if vars.is_null() || n == 0 {
+            return std::ptr::null_mut();
         }
-        std::ptr::null_mut()
+        let all = std::slice::from_raw_parts(vars, n);
+        let wanted = name.to_bytes();
+        all.binary_search_by(|g| {
+            if g.is_null() {
+                std::cmp::Ordering::Greater
+            } else {
+                guc_name_order(CStr::from_ptr((**g).name).to_bytes(), wanted)
+            }
+        })
+        .map_or(std::ptr::null_mut(), |i| all[i])
     }
     #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
     {
-        pg_sys::find_option(name.as_ptr(), false, true, pg_sys::ERROR as _)
+        pg_sys::find_option(name.as_ptr(), false, true, pgrx::PgLogLevel::ERROR as _)
     }
 }
 
@@ -307,13 +320,22 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
             ),
         }
     }
-    spi(Spi::connect_mut(|c| {
-        c.update(
-            "SELECT pg_catalog.set_config('tenancy.organization_id', $1, true)",
-            Some(1),
-            &[org.to_string().into()],
-        )
-        .map(|_| ())
-    }));
+    // What set_config(name, value, is_local => true) does, without running a query.
+    let value = std::ffi::CString::new(org.to_string()).expect("a uuid has no NUL");
+    // SAFETY: sets a placeholder setting for the current transaction; errors are raised by
+    // Postgres (elevel ERROR) and unwind through pgrx.
+    unsafe {
+        let context = if pg_sys::superuser() { pg_sys::GucContext::PGC_SUSET } else { pg_sys::GucContext::PGC_USERSET };
+        pg_sys::set_config_option(
+            ORG_SETTING.as_ptr(),
+            value.as_ptr(),
+            context,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pgrx::PgLogLevel::ERROR as _,
+            false,
+        );
+    }
     org
 }

@@ -11,6 +11,7 @@
 //!    hand-over of the catalog to the installing role.
 use pgrx::prelude::*;
 
+pub mod cache;
 pub mod context;
 pub mod errors;
 pub mod integrity;

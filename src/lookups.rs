@@ -2,8 +2,10 @@
 //! `get_user_organization_id` and `validate_client_access`.
 //!
 //! Each lookup is a statement prepared once per backend and kept (SPI_keepplan): no SQL is
-//! parsed or planned per call, Postgres revalidates the plan when the catalog changes, and it
-//! runs under the caller's snapshot, so a revoked membership is never served from a cache.
+//! parsed or planned per call, and Postgres revalidates the plan when the catalog changes.
+//! Answers are memoized per backend (`crate::cache`) and forgotten whenever a transaction that
+//! changed memberships, organizations or roles commits, so a revoked membership stops counting
+//! at the next statement of every session.
 //! The catalog tables carry RLS: a role that does not own them sees only the memberships of
 //! the current user, so these functions cannot be used to probe other users' memberships.
 use std::cell::RefCell;
@@ -14,12 +16,13 @@ use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{pg_sys, PgOid, Uuid};
 
+use crate::cache::memo;
+use crate::context::current_user_id;
 use crate::errors::spi;
 
 type Slot = RefCell<Option<OwnedPreparedStatement>>;
 
 thread_local! {
-    static IS_MEMBER: Slot = const { RefCell::new(None) };
     static DEFAULT_ORG: Slot = const { RefCell::new(None) };
     static ORG_STATE: Slot = const { RefCell::new(None) };
     static ORG_SLUG: Slot = const { RefCell::new(None) };
@@ -28,9 +31,13 @@ thread_local! {
     static MEMBER_ORG_SLUGS: Slot = const { RefCell::new(None) };
 }
 
-const IS_MEMBER_SQL: &str = "SELECT EXISTS (SELECT 1 FROM tenancy.memberships m \
+/// The rights of the user's active membership in an active organization, as bits (1 read,
+/// 2 write, 4 delete); no row when there is none.
+const MEMBERSHIP_SQL: &str = "SELECT (r.can_read::int | (r.can_write::int << 1) | (r.can_delete::int << 2)) \
+     FROM tenancy.memberships m \
      JOIN tenancy.organizations o ON o.id = m.organization_id \
-     WHERE m.user_id = $1 AND m.organization_id = $2 AND m.is_active AND o.is_active)";
+     JOIN tenancy.roles r ON r.name = m.role \
+     WHERE m.user_id = $1 AND m.organization_id = $2 AND m.is_active AND o.is_active";
 const DEFAULT_ORG_SQL: &str = "SELECT m.organization_id FROM tenancy.memberships m \
      JOIN tenancy.organizations o ON o.id = m.organization_id \
      WHERE m.user_id = $1 AND m.is_active AND o.is_active \
@@ -42,15 +49,6 @@ const ORG_SLUG_SQL: &str = "SELECT o.slug FROM tenancy.organizations o WHERE o.i
 /// user holds in an organization.
 const RIGHT_OF_ROLE: &str = "CASE $3 WHEN 'read' THEN r.can_read WHEN 'write' THEN r.can_write \
      WHEN 'delete' THEN r.can_delete WHEN '' THEN true ELSE false END";
-
-fn member_right_sql() -> String {
-    format!(
-        "SELECT {RIGHT_OF_ROLE} FROM tenancy.memberships m \
-         JOIN tenancy.organizations o ON o.id = m.organization_id \
-         JOIN tenancy.roles r ON r.name = m.role \
-         WHERE m.user_id = $1 AND m.organization_id = $2 AND m.is_active AND o.is_active"
-    )
-}
 
 fn member_orgs_sql(what: &str) -> String {
     format!(
@@ -91,31 +89,49 @@ fn kept_one<T: FromDatum + IntoDatum>(
     })
 }
 
+/// The user's membership in the organization, when it is active and so is the organization:
+/// the rights (bits) of its role. One lookup answers both membership and every right, so that
+/// choosing an organization (set_organization) and the policies' checks share one memoized
+/// answer.
+fn membership(user: Uuid, org: Uuid) -> Option<i32> {
+    memo("membership", current_user_id(), &[user.as_bytes(), org.as_bytes()], || {
+        kept_one::<i32>(&MEMBER_RIGHT, MEMBERSHIP_SQL, &[uuid_oid(), uuid_oid()], &[user.into(), org.into()])
+    })
+}
+
 pub fn is_active_member(user: Uuid, org: Uuid) -> bool {
-    kept_one::<bool>(&IS_MEMBER, IS_MEMBER_SQL, &[uuid_oid(), uuid_oid()], &[user.into(), org.into()])
-        .unwrap_or(false)
+    membership(user, org).is_some()
 }
 
 /// True when the user is an active member of the active organization and their role there
 /// grants `right` ("" for membership alone).
 pub fn member_has_right(user: Uuid, org: Uuid, right: &str) -> bool {
-    kept_one::<bool>(
-        &MEMBER_RIGHT,
-        &member_right_sql(),
-        &[uuid_oid(), uuid_oid(), PgOid::from(pg_sys::TEXTOID)],
-        &[user.into(), org.into(), right.into()],
-    )
-    .unwrap_or(false)
+    let bit = match right {
+        "" => 0,
+        "read" => 1,
+        "write" => 2,
+        "delete" => 4,
+        _ => return false,
+    };
+    membership(user, org).is_some_and(|bits| bits & bit == bit)
 }
 
 /// The active organizations in which the user's role grants `right`: `column` of each
 /// (m.organization_id or o.slug), through the statement kept in `slot`.
-fn organizations_where<T>(slot: &'static LocalKey<Slot>, column: &str, user: Uuid, right: &str) -> Vec<T>
+fn organizations_where<T>(
+    slot: &'static LocalKey<Slot>,
+    column: &'static str,
+    user: Uuid,
+    right: &str,
+) -> Vec<T>
 where
+    T: Clone + 'static,
     Vec<T>: FromDatum + IntoDatum,
 {
-    kept_one::<Vec<T>>(slot, &member_orgs_sql(column), &[uuid_oid(), PgOid::from(pg_sys::TEXTOID)], &[user.into(), right.into()])
-        .unwrap_or_default()
+    memo(column, current_user_id(), &[user.as_bytes(), right.as_bytes()], || {
+        kept_one::<Vec<T>>(slot, &member_orgs_sql(column), &[uuid_oid(), PgOid::from(pg_sys::TEXTOID)], &[user.into(), right.into()])
+            .unwrap_or_default()
+    })
 }
 
 /// The active organizations in which the user's role grants `right`, by id.
@@ -129,16 +145,22 @@ pub fn organization_slugs_with_right(user: Uuid, right: &str) -> Vec<String> {
 }
 
 pub fn default_organization(user: Uuid) -> Option<Uuid> {
-    kept_one::<Uuid>(&DEFAULT_ORG, DEFAULT_ORG_SQL, &[uuid_oid()], &[user.into()])
+    memo("default_org", current_user_id(), &[user.as_bytes()], || {
+        kept_one::<Uuid>(&DEFAULT_ORG, DEFAULT_ORG_SQL, &[uuid_oid()], &[user.into()])
+    })
 }
 
 /// Some(is_active) for an organization the caller can see, None when there is none.
 pub fn organization_state(org: Uuid) -> Option<bool> {
-    kept_one::<bool>(&ORG_STATE, ORG_STATE_SQL, &[uuid_oid()], &[org.into()])
+    memo("org_state", current_user_id(), &[org.as_bytes()], || {
+        kept_one::<bool>(&ORG_STATE, ORG_STATE_SQL, &[uuid_oid()], &[org.into()])
+    })
 }
 
 pub fn organization_slug(org: Uuid) -> Option<String> {
-    kept_one::<String>(&ORG_SLUG, ORG_SLUG_SQL, &[uuid_oid()], &[org.into()])
+    memo("org_slug", current_user_id(), &[org.as_bytes()], || {
+        kept_one::<String>(&ORG_SLUG, ORG_SLUG_SQL, &[uuid_oid()], &[org.into()])
+    })
 }
 
 /// OID of tenancy.organizations, when the extension's schema is there.

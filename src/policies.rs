@@ -594,7 +594,27 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
             quote_identifier(&t.column)
         ));
     }
+    // The backfill's fill trigger put rows written without a tenant into the migration's
+    // organization while the application was single-tenant. Once the conversion is complete
+    // (the column is NOT NULL), isolation means such a write fails instead.
+    if let Some(trigger) = finished_fill_trigger(t.relid) {
+        comments.push(
+            "-- The backfill's fill trigger is dropped: a row written without a tenant now fails instead of joining the migration's organization."
+                .to_string(),
+        );
+        statements.push(format!("DROP TRIGGER IF EXISTS {} ON {}", quote_identifier(&trigger), t.name));
+    }
     Plan { comments, statements, relations: rels_out, default_column }
+}
+
+/// The fill trigger of a completed tenancy.backfill of the table, if it is still there.
+fn finished_fill_trigger(relid: pg_sys::Oid) -> Option<String> {
+    spi(Spi::get_one_with_args::<String>(
+        "SELECT (SELECT g.tgname::text FROM tenancy.tenant_tables t \
+                   JOIN pg_catalog.pg_trigger g ON g.tgrelid = t.relid AND g.tgname = t.details->'backfill'->>'trigger' \
+                  WHERE t.relid = $1::oid::regclass AND t.details->'backfill'->>'phase' = 'converted')",
+        &[relid.into()],
+    ))
 }
 
 /// The default tenancy.backfill gave the tenant column, if it did.

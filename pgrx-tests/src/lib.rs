@@ -76,3 +76,8 @@ pub fn app_session(name: &str) -> Client {
     c.batch_execute(&format!("SET ROLE \"{name}_app\"")).unwrap();
     c
 }
+
+/// A superuser connection to database `db`.
+pub fn superuser_of(db: &str) -> Client {
+    connect("postgres", db)
+}

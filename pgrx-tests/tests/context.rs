@@ -217,3 +217,47 @@ fn a_garbage_jwt_organization_claim_gives_no_context_not_the_default() {
         assert_eq!(org, None, "organization_id claim {claim}");
     }
 }
+
+#[test]
+fn memoized_membership_answers_are_forgotten_when_the_catalog_changes() {
+    let mut owner = two_tenant_db("ctx_memo");
+    owner
+        .batch_execute(&format!("SELECT tenancy.add_member('{ORG_A}', '{USER_B}', 'member')"))
+        .unwrap();
+    let mut app = app_session("ctx_memo");
+    let read_in_a = |app: &mut postgres::Client| -> (Option<String>, i64) {
+        let mut tx = app.transaction().unwrap();
+        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_B}'; SELECT tenancy.set_organization('{ORG_A}')"))
+            .unwrap();
+        let r = tx
+            .query_one("SELECT tenancy.policy_organization_id('write')::text, tenancy.lookup_cache_size()", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    let (org, kept) = read_in_a(&mut app);
+    assert_eq!(org.as_deref(), Some(ORG_A));
+    assert!(kept > 0, "answers are memoized");
+    // Rights of a role change in another session: the next transaction sees it.
+    owner.batch_execute("UPDATE tenancy.roles SET can_write = false WHERE name = 'member'").unwrap();
+    assert_eq!(read_in_a(&mut app).0, None, "members may no longer write");
+    owner.batch_execute("UPDATE tenancy.roles SET can_write = true WHERE name = 'member'").unwrap();
+    assert_eq!(read_in_a(&mut app).0.as_deref(), Some(ORG_A));
+    // A deactivated organization stops counting at once.
+    owner.batch_execute(&format!("UPDATE tenancy.organizations SET is_active = false WHERE id = '{ORG_A}'")).unwrap();
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_B}'")).unwrap();
+    let deactivated = sqlstate(tx.batch_execute(&format!("SELECT tenancy.set_organization('{ORG_A}')")));
+    assert_eq!(deactivated, "55000", "organization is deactivated");
+    drop(tx);
+    owner.batch_execute(&format!("UPDATE tenancy.organizations SET is_active = true WHERE id = '{ORG_A}'")).unwrap();
+    assert_eq!(read_in_a(&mut app).0.as_deref(), Some(ORG_A));
+    // Without the invalidating triggers (turned off by a DBA), nothing is memoized.
+    superuser_of("ctx_memo").batch_execute("ALTER TABLE tenancy.memberships DISABLE TRIGGER lookups_changed").unwrap();
+    let (org, kept) = read_in_a(&mut app);
+    assert_eq!((org.as_deref(), kept), (Some(ORG_A), 0), "no memo without the triggers");
+    owner.batch_execute(&format!("SELECT tenancy.remove_member('{ORG_A}', '{USER_B}')")).unwrap();
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_B}'")).unwrap();
+    let revoked = sqlstate(tx.batch_execute(&format!("SELECT tenancy.set_organization('{ORG_A}')")));
+    assert_eq!(revoked, "42501", "revocation seen without the memo too");
+}

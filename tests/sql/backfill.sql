@@ -113,6 +113,10 @@ DROP TABLE legacy;
 SELECT action FROM tenancy.enable_isolation_all('public') WHERE table_name IN ('public.shipments', 'public.documents', 'public.container_events');
 SELECT code, object FROM tenancy.lint() WHERE object ~ '^public\.(shipments|documents|container_events)' ORDER BY 1, 2;
 SELECT * FROM tenancy.validate_client_data_integrity() ORDER BY 1;
+-- Isolation retires the fill triggers: a write without a tenant now fails (here as the
+-- superuser, whom RLS does not stop) instead of joining the migration's organization.
+SELECT count(*) AS fill_triggers_left FROM pg_trigger WHERE tgname LIKE 'tenancy\_fill%';
+SELECT pg_temp.try($$INSERT INTO shipments (reference) VALUES ('S-no-tenant')$$) AS insert_without_tenant;
 
 -- 5. Rollback: the three tables return to their exact pre-backfill shape.
 SELECT tenancy.rollback('container_events', drop_column => true) IS NOT NULL AS rolled_back;

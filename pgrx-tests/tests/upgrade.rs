@@ -1,0 +1,178 @@
+//! Upgrades: a database on the previous release, with tenants and an isolated table, runs
+//! `ALTER EXTENSION tenancy UPDATE`; its extension objects must then equal a fresh install's,
+//! and its tenants stay isolated.
+use std::process::Command;
+
+use tenancy_client_tests::*;
+
+/// The previous release, whose install script ships in sql/versions/.
+const PREVIOUS: &str = "0.1.0";
+
+/// Everything about the extension's objects that an upgrade must reproduce, one line each,
+/// sorted: members, function definitions with their comments, owners and grants, columns,
+/// constraints, indexes, triggers, policies, views, table flags, grants and comments, and the
+/// tables pg_dump keeps.
+const SHAPE: &str = r#"
+WITH ext AS (SELECT oid, extconfig, extcondition FROM pg_extension WHERE extname = 'tenancy'),
+rels AS (SELECT c.* FROM pg_class c WHERE c.relnamespace = 'tenancy'::regnamespace)
+SELECT line FROM (
+  SELECT 'member ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+    FROM pg_depend d, ext WHERE d.refclassid = 'pg_extension'::regclass AND d.refobjid = ext.oid AND d.deptype = 'e'
+  UNION ALL
+  SELECT 'function ' || p.oid::regprocedure || ' owner=' || p.proowner::regrole || ' acl=' || coalesce(p.proacl::text, '-')
+         || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '-') || E'\n' || pg_get_functiondef(p.oid)
+    FROM pg_proc p WHERE p.pronamespace = 'tenancy'::regnamespace
+  UNION ALL
+  SELECT 'column ' || r.oid::regclass || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+         || ' notnull=' || a.attnotnull || ' default=' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '-')
+         || ' comment=' || coalesce(col_description(r.oid, a.attnum), '-') || ' acl=' || coalesce(a.attacl::text, '-')
+    FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
+    LEFT JOIN pg_attrdef ad ON ad.adrelid = r.oid AND ad.adnum = a.attnum
+  UNION ALL
+  SELECT 'relation ' || r.oid::regclass || ' kind=' || r.relkind::text || ' owner=' || r.relowner::regrole
+         || ' acl=' || coalesce(r.relacl::text, '-') || ' rls=' || r.relrowsecurity || '/' || r.relforcerowsecurity
+         || ' comment=' || coalesce(obj_description(r.oid, 'pg_class'), '-')
+         || CASE WHEN r.relkind = 'v' THEN E'\n' || pg_get_viewdef(r.oid) ELSE '' END
+    FROM rels r
+  UNION ALL
+  SELECT 'constraint ' || c.conrelid::regclass || ' ' || c.conname || ' ' || pg_get_constraintdef(c.oid)
+    FROM pg_constraint c JOIN rels r ON r.oid = c.conrelid
+  UNION ALL
+  SELECT 'index ' || pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN rels r ON r.oid = i.indrelid
+  UNION ALL
+  SELECT 'trigger ' || pg_get_triggerdef(t.oid) || ' enabled=' || t.tgenabled::text
+    FROM pg_trigger t JOIN rels r ON r.oid = t.tgrelid WHERE NOT t.tgisinternal
+  UNION ALL
+  SELECT 'policy ' || p.tablename || ' ' || p.policyname || ' ' || p.permissive || ' ' || p.roles::text || ' ' || p.cmd
+         || ' using=' || coalesce(p.qual, '-') || ' check=' || coalesce(p.with_check, '-')
+    FROM pg_policies p WHERE p.schemaname = 'tenancy'
+  UNION ALL
+  SELECT 'type ' || t.oid::regtype FROM pg_type t WHERE t.typnamespace = 'tenancy'::regnamespace AND t.typtype <> 'b'
+     AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.reltype = t.oid)
+  UNION ALL
+  SELECT 'dumped ' || (SELECT string_agg(x::regclass::text || ' ' || coalesce(y, ''), ', ' ORDER BY x::regclass::text)
+                         FROM unnest(ext.extconfig, ext.extcondition) u(x, y)) FROM ext
+  UNION ALL
+  SELECT 'schema acl=' || coalesce(nspacl::text, '-') || ' owner=' || nspowner::regrole FROM pg_namespace WHERE nspname = 'tenancy'
+) s(line) ORDER BY line
+"#;
+
+fn shape(c: &mut postgres::Client) -> Vec<String> {
+    c.query(SHAPE, &[]).unwrap().iter().map(|r| r.get(0)).collect()
+}
+
+fn version(c: &mut postgres::Client) -> String {
+    c.query_one("SELECT extversion FROM pg_extension WHERE extname = 'tenancy'", &[]).unwrap().get(0)
+}
+
+/// A database `db` owned by `owner` (not superuser), with tenancy at `version` (None: default).
+fn db_with(db: &str, owner: &str, version: Option<&str>) -> postgres::Client {
+    role(owner, "");
+    let mut su = superuser();
+    su.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).unwrap();
+    su.batch_execute(&format!("CREATE DATABASE \"{db}\" OWNER \"{owner}\"")).unwrap();
+    let mut c = connect(owner, db);
+    match version {
+        Some(v) => c.batch_execute(&format!("CREATE EXTENSION tenancy VERSION '{v}'")).unwrap(),
+        None => c.batch_execute("CREATE EXTENSION tenancy").unwrap(),
+    }
+    c
+}
+
+#[test]
+fn alter_extension_update_gives_a_fresh_install_and_tenants_stay_isolated() {
+    let owner = "upg_owner";
+    let mut old = db_with("upg_old", owner, Some(PREVIOUS));
+    assert_eq!(version(&mut old), PREVIOUS);
+    let default: String = old
+        .query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'tenancy'", &[])
+        .unwrap()
+        .get(0);
+    assert_ne!(default, PREVIOUS, "the build under test is a newer version than {PREVIOUS}");
+
+    // Life on the previous release: tenants, members, an invitation, an isolated table.
+    role("upg_app", "");
+    grant_role("upg_app", owner);
+    old.batch_execute(&format!(
+        "SELECT tenancy.create_organization('Org A', 'org-a', '{ORG_A}', '{{}}', '{USER_A}');
+         SELECT tenancy.create_organization('Org B', 'org-b', '{ORG_B}', '{{}}', '{USER_B}');
+         SELECT tenancy.create_invitation('{ORG_A}', 'new@example.com', 'member', interval '7 days');
+         CREATE TABLE notes (id bigint PRIMARY KEY, organization_id uuid NOT NULL REFERENCES tenancy.organizations, body text);
+         INSERT INTO notes SELECT g, CASE WHEN g % 3 = 0 THEN '{ORG_B}'::uuid ELSE '{ORG_A}'::uuid END, 'note ' || g
+           FROM generate_series(1, 300) g;
+         CREATE INDEX ON notes (organization_id, id);
+         SELECT tenancy.enable_isolation('notes');
+         GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO upg_app;"
+    ))
+    .unwrap();
+    let before: Vec<String> = old
+        .query("SELECT row(o.*)::text FROM tenancy.organizations o ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    old.batch_execute("ALTER EXTENSION tenancy UPDATE").unwrap();
+    assert_eq!(version(&mut old), default);
+
+    // The upgraded extension is exactly a fresh install of the new version.
+    let mut fresh = db_with("upg_fresh", owner, None);
+    let (got, want) = (shape(&mut old), shape(&mut fresh));
+    let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).collect();
+    let extra: Vec<&String> = got.iter().filter(|l| !want.contains(l)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "upgraded schema differs from a fresh install.\nmissing after the upgrade:\n{missing:#?}\nleft over by the upgrade:\n{extra:#?}"
+    );
+    assert!(want.len() > 100, "the comparison covers the whole extension ({} lines)", want.len());
+
+    // The data came through, and still isolates.
+    let after: Vec<String> = old
+        .query("SELECT row(o.*)::text FROM tenancy.organizations o ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(before, after);
+    let mut app = connect(owner, "upg_old");
+    app.batch_execute("SET ROLE upg_app").unwrap();
+    let mut tx = app.transaction().unwrap();
+    let none: i64 = tx.query_one("SELECT count(*) FROM notes", &[]).unwrap().get(0);
+    assert_eq!(none, 0, "no context, no rows");
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'; SELECT tenancy.set_organization('{ORG_A}')"))
+        .unwrap();
+    let r = tx.query_one("SELECT count(*), count(*) FILTER (WHERE organization_id <> tenancy.current_organization_id()) FROM notes", &[]).unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (200, 0), "organization A sees its 200 notes only");
+    let moved = tx.execute(&format!("UPDATE notes SET organization_id = '{ORG_B}' WHERE id = 1"), &[]);
+    assert_eq!(sqlstate(moved), "42501", "a row cannot be moved to another tenant");
+}
+
+#[test]
+fn upgrade_scripts_refuse_to_run_by_hand() {
+    let sharedir = String::from_utf8(Command::new("pg_config").arg("--sharedir").output().unwrap().stdout).unwrap();
+    let dir = std::path::Path::new(sharedir.trim()).join("extension");
+    let scripts: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("tenancy--{PREVIOUS}--")))
+        .collect();
+    assert!(!scripts.is_empty(), "an upgrade script from {PREVIOUS} is installed in {}", dir.display());
+    let mut su = superuser();
+    su.batch_execute("DROP DATABASE IF EXISTS upg_by_hand WITH (FORCE)").unwrap();
+    su.batch_execute("CREATE DATABASE upg_by_hand").unwrap();
+    for script in scripts {
+        let out = Command::new("psql")
+            .args(["-X", "-h", "127.0.0.1", "-p", &port().to_string(), "-U", "postgres", "-d", "upg_by_hand", "-f"])
+            .arg(&script)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("ALTER EXTENSION tenancy UPDATE"), "{}: {text}", script.display());
+        let mut c = connect("postgres", "upg_by_hand");
+        let created: i64 = c
+            .query_one("SELECT count(*) FROM pg_proc WHERE proname LIKE '%lookup%' OR pronamespace::regnamespace::text = 'tenancy'", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(created, 0, "{} created objects when run by hand", script.display());
+    }
+}
