@@ -678,6 +678,20 @@ COMMENT ON FUNCTION tenancy.lookup_cache_size() IS
   'How many membership answers this session holds in memory. They are forgotten whenever a change to memberships, organizations or roles commits.';
 COMMENT ON FUNCTION tenancy._lookups_changed() IS
   'Internal: makes every session forget its memoized membership answers when the current transaction commits (called by the lookups_changed triggers).';
+COMMENT ON FUNCTION tenancy.distribution_plan(regclass, integer) IS
+  'The statements tenancy.distribute (one table) or distribute_all (tbl NULL: every tenant table) would run on Citus, without running them. Checks that keys include the tenant column.';
+COMMENT ON FUNCTION tenancy.distribute(regclass, integer) IS
+  'Citus: makes the catalog reference tables, switches the table''s policies to the subquery-free signed form, and distributes it by its tenant column, co-located with the other tenant tables. Returns what it ran.';
+COMMENT ON FUNCTION tenancy.distribute_all(integer) IS
+  'tenancy.distribute for every registered tenant table, parents before children. Returns what it ran.';
+COMMENT ON FUNCTION tenancy._distribute(oid, integer, boolean) IS
+  'Internal: the work of distribution_plan (apply false), distribute and distribute_all.';
+COMMENT ON FUNCTION tenancy._is_member_of(uuid) IS
+  'Internal: is the current user a member of the organization? The catalog''s organizations policy on Citus (no subquery).';
+COMMENT ON FUNCTION tenancy.signed_organization_id(text, text) IS
+  'Policies of distributed tables: the organization in the signed context (tenancy.context) if tenancy.set_organization signed it in this transaction for the current user and role, and the role there grants the privilege; else NULL.';
+COMMENT ON FUNCTION tenancy.signed_organization_slug(text, text) IS
+  'signed_organization_id, as the organization''s slug (text tenant columns).';
 COMMENT ON FUNCTION tenancy.current_user_id() IS
   'The acting user: tenancy.user_id, else the sub claim of request.jwt.claims, each only when written in this transaction. NULL when there is none.';
 COMMENT ON FUNCTION tenancy.current_organization_id() IS

@@ -191,7 +191,7 @@ impl Right {
 /// May this transaction act in `org` with `right` (None: merely act there)? Yes when the current
 /// user is an active member whose role grants it, or the calling role is a tenancy
 /// administrator and the organization is active.
-fn may_act_in(user: Option<Uuid>, org: Uuid, right: Option<Right>) -> bool {
+pub(crate) fn may_act_in(user: Option<Uuid>, org: Uuid, right: Option<Right>) -> bool {
     if let Some(u) = user {
         if lookups::member_has_right(u, org, right.map_or("", Right::as_str)) {
             return true;
@@ -337,5 +337,7 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
             false,
         );
     }
+    // The signed context for distributed tables (and, with Citus, the forwarding of SET LOCAL).
+    crate::citus::write_context(org);
     org
 }

@@ -7,11 +7,14 @@
 //! 3. `sql/lint.sql`: tenancy.lint(), once the Rust helpers it calls exist;
 //! 4. `sql/backfill.sql`: the online backfill (tenancy.backfill and its steps), rollback,
 //!    adopt_users;
-//! 5. `sql/api.sql` (finalize): the SQL API that wraps them, comments, grants, and the
+//! 5. `sql/citus.sql`: distribute(), distribute_all(), distribution_plan() (Citus), the
+//!    catalog's subquery-free membership check;
+//! 6. `sql/api.sql` (finalize): the SQL API that wraps them, comments, grants, and the
 //!    hand-over of the catalog to the installing role.
 use pgrx::prelude::*;
 
 pub mod cache;
+pub mod citus;
 pub mod context;
 pub mod errors;
 pub mod integrity;
@@ -32,6 +35,11 @@ extension_sql_file!(
     "../sql/backfill.sql",
     name = "backfill",
     requires = ["lint", privileged::_privileged, lookups::get_user_organization_id]
+);
+extension_sql_file!(
+    "../sql/citus.sql",
+    name = "citus",
+    requires = ["backfill", citus::_distribute, lookups::get_user_organization_id]
 );
 extension_sql_file!("../sql/api.sql", name = "api", finalize);
 

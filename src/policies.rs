@@ -85,6 +85,8 @@ struct Target {
     kind: Column,
     default_expr: Option<String>,
     not_null: bool,
+    /// A Citus table (or about to become one): policies without subqueries (`crate::citus`).
+    distributed: bool,
 }
 
 /// A relation that gets policies: the table, and each partition of a partitioned table.
@@ -204,6 +206,7 @@ fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
         kind: kind_of_column,
         default_expr,
         not_null,
+        distributed: crate::citus::distributed_form(relid),
     }
 }
 
@@ -368,8 +371,12 @@ fn check_roles(roles: Vec<Option<String>>) -> Vec<String> {
 
 /// The expression a policy checks: the tenant column against the organizations (membership
 /// mode) or the organization (context mode) in which the transaction holds `right`.
-fn expression(column: &str, kind: Column, mode: Mode, right: Right) -> String {
+fn expression(column: &str, kind: Column, mode: Mode, right: Right, distributed: bool) -> String {
     let col = quote_identifier(column);
+    if distributed {
+        // Both modes: the organization set_organization() chose and signed on the coordinator.
+        return crate::citus::policy_expression(&col, kind != Column::Id, kind == Column::PaddedSlug, right);
+    }
     let r = quote_literal(right.as_str());
     match (mode, kind) {
         (Mode::Context, Column::Id) => format!("{col} = (SELECT tenancy.policy_organization_id({r}))"),
@@ -390,7 +397,7 @@ fn expression(column: &str, kind: Column, mode: Mode, right: Right) -> String {
 /// The policy a command gets: name and CREATE POLICY statement.
 fn policy_ddl(rel: &str, cmd: &str, restrictive: bool, roles: &str, t: &Target, mode: Mode) -> (String, String) {
     let name = format!("tenancy_{cmd}_{}", if restrictive { "boundary" } else { "access" });
-    let e = |right| expression(&t.column, t.kind, mode, right);
+    let e = |right| expression(&t.column, t.kind, mode, right, t.distributed);
     let clauses = match cmd {
         "select" => format!("USING ({})", e(Right::Read)),
         "insert" => format!("WITH CHECK ({})", e(Right::Write)),
@@ -459,6 +466,13 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
          policy can reach another organization, and a PERMISSIVE access policy within it."
             .into(),
     ];
+    if t.distributed {
+        comments.push(
+            "-- Distributed (Citus): no subqueries; each shard's policy calls a STABLE function that verifies the signed \
+             context tenancy.set_organization() wrote for this transaction (tenancy.context). Without it: no rows."
+                .into(),
+        );
+    }
     if !t.not_null {
         comments.push(format!(
             "-- WARNING: {}.{} is nullable: rows without an organization are visible to nobody the policies apply to. \
