@@ -223,7 +223,9 @@ BEGIN
             RAISE EXCEPTION 'tenancy.backfill: % is already being converted with other options', v_name
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       DETAIL = format('Recorded: tenant column %s, source %s.', v_rec->>'tenant_column', v_rec->'source'),
-                      HINT = format('CALL tenancy.backfill(%L) resumes it; SELECT tenancy.rollback(%L) undoes it.', v_name, v_name);
+                      HINT = format('CALL tenancy.backfill(%L%s) resumes it; SELECT tenancy.rollback(%L) undoes it.', v_name,
+                                    CASE WHEN v_rec->>'tenant_column' <> 'organization_id'
+                                         THEN format(', tenant_column => %L', v_rec->>'tenant_column') ELSE '' END, v_name);
         END IF;
         RETURN tenancy._backfill_save(p_rel, v_rec || jsonb_build_object(
             'options', v_options, 'pid', pg_backend_pid(), 'retries', 0,
