@@ -583,8 +583,14 @@ PGV=$(q -c "SHOW server_version")
 EXTV=$(q -c "SELECT extversion FROM pg_extension WHERE extname = 'tenancy'")
 SO="$("$PG_BIN/pg_config" --pkglibdir)/tenancy.so"
 SO_BUILD="tenancy.so installed $(date -u -r "$SO" '+%Y-%m-%d %H:%M UTC') (the run used a copy taken at its start)"
-grep -qa '\.debug_info' "$SO" &&
-  SO_BUILD+=", **with debug info: cargo's dev profile, unoptimized** (what \`scripts/setup.sh\` installs unless \`TENANCY_RELEASE=1\`)"
+# Which build it was: the copy taken at the start is compared with cargo's outputs.
+if cmp -s "$SO" "$ROOT/target/release/libtenancy.so"; then
+  SO_BUILD+=", cargo's **release** profile (\`TENANCY_RELEASE=1 bash scripts/setup.sh\`)"
+elif cmp -s "$SO" "$ROOT/target/debug/libtenancy.so"; then
+  SO_BUILD+=", **cargo's dev profile, unoptimized** (what \`scripts/setup.sh\` installs unless \`TENANCY_RELEASE=1\`)"
+else
+  SO_BUILD+=", a build that is neither of this checkout's target/release nor target/debug"
+fi
 CMD="bash scripts/bench.sh"; [ "$SIZE" = quick ] && CMD+=" --quick"
 {
   echo "# Benchmarks"

@@ -298,21 +298,7 @@ fn set_local_statement(name: &CStr, value: &str) {
 }
 
 fn set_local(name: &CStr, value: &str) {
-    let v = std::ffi::CString::new(value).expect("no NUL in a token");
-    // SAFETY: as set_config(name, value, true); errors unwind through pgrx.
-    unsafe {
-        let context = if pg_sys::superuser() { pg_sys::GucContext::PGC_SUSET } else { pg_sys::GucContext::PGC_USERSET };
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            v.as_ptr(),
-            context,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            pgrx::PgLogLevel::ERROR as _,
-            false,
-        );
-    }
+    context::set_local(name, value);
 }
 
 /// Called by `set_organization` once it allowed `org`: with Citus, turn on the forwarding of

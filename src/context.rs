@@ -278,6 +278,26 @@ pub fn current_organization_slug() -> Option<String> {
     current_organization_id().and_then(lookups::organization_slug)
 }
 
+/// What `set_config(name, value, is_local => true)` does, without running a query.
+pub(crate) fn set_local(name: &CStr, value: &str) {
+    let value = std::ffi::CString::new(value).expect("a setting value has no NUL");
+    // SAFETY: sets a setting for the current transaction; errors are raised by Postgres (elevel
+    // ERROR) and unwind through pgrx.
+    unsafe {
+        let context = if pg_sys::superuser() { pg_sys::GucContext::PGC_SUSET } else { pg_sys::GucContext::PGC_USERSET };
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            context,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pgrx::PgLogLevel::ERROR as _,
+            false,
+        );
+    }
+}
+
 /// Choose the organization for the rest of this transaction (transaction-local, like SET LOCAL).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
@@ -320,23 +340,7 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
             ),
         }
     }
-    // What set_config(name, value, is_local => true) does, without running a query.
-    let value = std::ffi::CString::new(org.to_string()).expect("a uuid has no NUL");
-    // SAFETY: sets a placeholder setting for the current transaction; errors are raised by
-    // Postgres (elevel ERROR) and unwind through pgrx.
-    unsafe {
-        let context = if pg_sys::superuser() { pg_sys::GucContext::PGC_SUSET } else { pg_sys::GucContext::PGC_USERSET };
-        pg_sys::set_config_option(
-            ORG_SETTING.as_ptr(),
-            value.as_ptr(),
-            context,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
-            true,
-            pgrx::PgLogLevel::ERROR as _,
-            false,
-        );
-    }
+    set_local(ORG_SETTING, &org.to_string());
     // The signed context for distributed tables (and, with Citus, the forwarding of SET LOCAL).
     crate::citus::write_context(org);
     org
