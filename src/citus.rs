@@ -297,10 +297,6 @@ fn set_local_statement(name: &CStr, value: &str) {
     spi(Spi::run(&sql));
 }
 
-fn set_local(name: &CStr, value: &str) {
-    context::set_local(name, value);
-}
-
 /// Called by `set_organization` once it allowed `org`: with Citus, turn on the forwarding of
 /// SET LOCAL and forward the user settings; with a key, write the signed context.
 pub fn write_context(org: Uuid) {
@@ -328,7 +324,7 @@ pub fn write_context(org: Uuid) {
     if citus {
         set_local_statement(CONTEXT_SETTING, &token);
     } else {
-        set_local(CONTEXT_SETTING, &token);
+        context::set_local(CONTEXT_SETTING, &token);
     }
 }
 
@@ -470,10 +466,7 @@ fn foreign_keys(relid: pg_sys::Oid) -> Vec<ForeignKey> {
     spi(Spi::connect(|c| {
         let rows = c.select(
             "SELECT con.conname::text, con.confrelid::regclass::text, con.confrelid, \
-                    ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(con.conkey) WITH ORDINALITY k(n, i) \
-                          JOIN pg_catalog.pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i), \
-                    ARRAY(SELECT a.attname::text FROM pg_catalog.unnest(con.confkey) WITH ORDINALITY k(n, i) \
-                          JOIN pg_catalog.pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i) \
+                    tenancy._att_names(con.conrelid, con.conkey), tenancy._att_names(con.confrelid, con.confkey) \
                FROM pg_catalog.pg_constraint con \
               WHERE con.conrelid = $1 AND con.contype = 'f' AND con.conparentid = 0 ORDER BY 1",
             None,

@@ -168,6 +168,32 @@ const ITEMS: [(i32, &str); 7] =
 const PARTS: [(i32, &str); 5] = [(1, "org-a"), (2, "org-a"), (11, "org-b"), (12, "org-b"), (13, "org-b")];
 
 /// Isolation in a restored database, as the application role.
+/// Tables `items` (uuid tenant column, membership mode) and `parts` (varchar slug column,
+/// context mode), filled with ITEMS and PARTS and isolated by tenancy.
+fn isolated_items_and_parts(c: &mut Client) {
+    c.batch_execute(
+        "CREATE TABLE public.items (id int PRIMARY KEY, organization_id uuid NOT NULL REFERENCES tenancy.organizations,
+                                    body text);
+         CREATE INDEX ON public.items (organization_id, id);
+         CREATE TABLE public.parts (id int PRIMARY KEY,
+                                    tenant_id varchar(255) NOT NULL REFERENCES tenancy.organizations (slug), body text);
+         CREATE INDEX ON public.parts (tenant_id, id);
+         GRANT SELECT, INSERT, UPDATE, DELETE ON public.items, public.parts TO PUBLIC;",
+    )
+    .unwrap();
+    for (id, org) in ITEMS {
+        c.execute("INSERT INTO public.items VALUES ($1, $2::text::uuid, $3)", &[&id, &org, &format!("item {id}")]).unwrap();
+    }
+    for (id, slug) in PARTS {
+        c.execute("INSERT INTO public.parts VALUES ($1, $2, $3)", &[&id, &slug, &format!("part {id}")]).unwrap();
+    }
+    c.batch_execute(
+        "SELECT tenancy.enable_isolation('public.items');
+         SELECT tenancy.enable_isolation('public.parts', 'tenant_id', 'context');",
+    )
+    .unwrap();
+}
+
 fn check_isolation(db: &str, invitation_token: &str) {
     let mut app = connect(&format!("{DUMP_DB}_owner"), db);
     app.batch_execute(&format!("SET ROLE {DUMP_DB}_app")).unwrap();
@@ -301,28 +327,10 @@ fn dump_and_restore_brings_back_tenants_and_isolation() {
         "INSERT INTO tenancy.roles (name, rank, can_read, can_write, can_delete, description)
               VALUES ('estate_auditor', 15, true, false, false, 'reads only; added by the DBA');
          SELECT tenancy.add_member('{ORG_A}', '{USER_C}', 'estate_auditor');
-         INSERT INTO tenancy.lint_ignores (code, object, reason) VALUES ('TEN013', '*', 'estate: reviewed');
-
-         CREATE TABLE public.items (id int PRIMARY KEY, organization_id uuid NOT NULL REFERENCES tenancy.organizations,
-                                    body text);
-         CREATE INDEX ON public.items (organization_id, id);
-         CREATE TABLE public.parts (id int PRIMARY KEY,
-                                    tenant_id varchar(255) NOT NULL REFERENCES tenancy.organizations (slug), body text);
-         CREATE INDEX ON public.parts (tenant_id, id);
-         GRANT SELECT, INSERT, UPDATE, DELETE ON public.items, public.parts TO PUBLIC;"
+         INSERT INTO tenancy.lint_ignores (code, object, reason) VALUES ('TEN013', '*', 'estate: reviewed');"
     ))
     .unwrap();
-    for (id, org) in ITEMS {
-        c.execute("INSERT INTO public.items VALUES ($1, $2::text::uuid, $3)", &[&id, &org, &format!("item {id}")]).unwrap();
-    }
-    for (id, slug) in PARTS {
-        c.execute("INSERT INTO public.parts VALUES ($1, $2, $3)", &[&id, &slug, &format!("part {id}")]).unwrap();
-    }
-    c.batch_execute(
-        "SELECT tenancy.enable_isolation('public.items');
-         SELECT tenancy.enable_isolation('public.parts', 'tenant_id', 'context');",
-    )
-    .unwrap();
+    isolated_items_and_parts(&mut c);
     let token: String = c
         .query_one(
             &format!("SELECT tenancy.create_invitation('{ORG_B}', 'new@example.com', 'member', interval '7 days')"),
@@ -409,27 +417,12 @@ fn drop_extension_keeps_user_tables_and_says_what_it_removed() {
     let db = "estate_drop";
     let mut c = two_tenant_db(db);
     c.batch_execute(
-        "CREATE TABLE public.items (id int PRIMARY KEY, organization_id uuid NOT NULL REFERENCES tenancy.organizations,
-                                    body text);
-         CREATE INDEX ON public.items (organization_id, id);
-         CREATE TABLE public.parts (id int PRIMARY KEY,
-                                    tenant_id varchar(255) NOT NULL REFERENCES tenancy.organizations (slug), body text);
-         CREATE TABLE public.plain (id int PRIMARY KEY, body text);
-         GRANT SELECT, INSERT, UPDATE, DELETE ON public.items, public.parts, public.plain TO PUBLIC;",
+        "CREATE TABLE public.plain (id int PRIMARY KEY, body text);
+         GRANT SELECT, INSERT, UPDATE, DELETE ON public.plain TO PUBLIC;
+         INSERT INTO public.plain SELECT g, 'plain ' || g FROM generate_series(1, 5) g;",
     )
     .unwrap();
-    for (id, org) in ITEMS {
-        c.execute("INSERT INTO public.items VALUES ($1, $2::text::uuid, $3)", &[&id, &org, &format!("item {id}")]).unwrap();
-    }
-    for (id, slug) in PARTS {
-        c.execute("INSERT INTO public.parts VALUES ($1, $2, $3)", &[&id, &slug, &format!("part {id}")]).unwrap();
-    }
-    c.batch_execute(
-        "INSERT INTO public.plain SELECT g, 'plain ' || g FROM generate_series(1, 5) g;
-         SELECT tenancy.enable_isolation('public.items');
-         SELECT tenancy.enable_isolation('public.parts', 'tenant_id', 'context');",
-    )
-    .unwrap();
+    isolated_items_and_parts(&mut c);
 
     let checksums = |su: &mut Client| -> Rows {
         text_rows(
@@ -521,7 +514,7 @@ fn drop_extension_keeps_user_tables_and_says_what_it_removed() {
     let s = |v: &str| Some(v.to_string());
     assert_eq!(
         kept,
-        vec![vec![s("items"), s("t"), s("t"), s("t"), s("2")], vec![s("parts"), s("t"), s("t"), s("t"), s("1")]],
+        vec![vec![s("items"), s("t"), s("t"), s("t"), s("2")], vec![s("parts"), s("t"), s("t"), s("t"), s("2")]],
         "(table, RLS enabled, forced, tenant column NOT NULL, indexes)"
     );
 
