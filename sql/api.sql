@@ -20,13 +20,15 @@ BEGIN
     RETURN p_value;
 END $$;
 
+-- p_caller: the role that asked (operations run as the catalog owner, which is not who acted).
 CREATE FUNCTION tenancy._log(p_operation text, p_table text, p_status text, p_details jsonb,
-                             p_started timestamptz DEFAULT NULL)
+                             p_started timestamptz DEFAULT NULL, p_caller oid DEFAULT NULL)
 RETURNS bigint LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    INSERT INTO tenancy.migration_log (operation, table_name, status, details, started_at, finished_at)
+    INSERT INTO tenancy.migration_log (operation, table_name, status, details, started_at, finished_at, actor)
     VALUES (p_operation, p_table, p_status, coalesce(p_details, '{}'),
             coalesce(p_started, clock_timestamp()),
-            CASE WHEN p_status = 'started' THEN NULL ELSE clock_timestamp() END)
+            CASE WHEN p_status = 'started' THEN NULL ELSE clock_timestamp() END,
+            coalesce((SELECT r.rolname FROM pg_roles r WHERE r.oid = p_caller), current_user))
     RETURNING id
 $$;
 
@@ -208,7 +210,7 @@ BEGIN
                 NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = v_owner AND is_default));
     END IF;
     PERFORM tenancy._log('create_organization', NULL, 'succeeded',
-                         jsonb_build_object('organization_id', v_id, 'slug', v_slug, 'owner_user_id', v_owner));
+                         jsonb_build_object('organization_id', v_id, 'slug', v_slug, 'owner_user_id', v_owner), p_caller => caller);
     RETURN jsonb_build_object('id', v_id, 'created', true);
 END $$;
 
@@ -245,7 +247,7 @@ BEGIN
        SET name = v_name, slug = coalesce(v_slug, slug), updated_at = now()
      WHERE id = v_org;
     PERFORM tenancy._log('rename_organization', NULL, 'succeeded',
-                         jsonb_build_object('organization_id', v_org, 'name', v_name, 'slug', coalesce(v_slug, o.slug)));
+                         jsonb_build_object('organization_id', v_org, 'name', v_name, 'slug', coalesce(v_slug, o.slug)), p_caller => caller);
     RETURN jsonb_build_object('id', v_org);
 END $$;
 
@@ -259,7 +261,7 @@ BEGIN
     UPDATE tenancy.organizations SET is_active = false, updated_at = now()
      WHERE id = v_org AND is_active;
     IF FOUND THEN
-        PERFORM tenancy._log('deactivate_organization', NULL, 'succeeded', jsonb_build_object('organization_id', v_org));
+        PERFORM tenancy._log('deactivate_organization', NULL, 'succeeded', jsonb_build_object('organization_id', v_org), p_caller => caller);
     END IF;
     RETURN jsonb_build_object('id', v_org);
 END $$;
@@ -286,7 +288,15 @@ BEGIN
         RAISE EXCEPTION 'tenancy: user % is already a member of organization % with role "%"', v_user, v_org, m.role
             USING ERRCODE = 'unique_violation', HINT = 'Use tenancy.change_role to change the role.';
     END IF;
-    IF v_default THEN
+    -- An operation in one organization never changes another organization's rows: a user whose
+    -- default organization is another one keeps it, unless a tenancy administrator moves it.
+    IF v_default AND EXISTS (SELECT 1 FROM tenancy.memberships
+                              WHERE user_id = v_user AND is_default AND organization_id <> v_org) THEN
+        IF NOT is_admin THEN
+            RAISE EXCEPTION 'tenancy: user % already has a default organization, which is not %', v_user, v_org
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Add the member without is_default. Only a tenancy administrator changes the default organization of a user who belongs to another organization.';
+        END IF;
         UPDATE tenancy.memberships SET is_default = false
          WHERE user_id = v_user AND is_default AND organization_id <> v_org;
     END IF;
@@ -302,7 +312,7 @@ BEGIN
     ON CONFLICT (organization_id, user_id)
     DO UPDATE SET role = excluded.role, is_active = true, is_default = mm.is_default OR excluded.is_default;
     PERFORM tenancy._log('add_member', NULL, 'succeeded',
-                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name));
+                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name), p_caller => caller);
     RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'added', true);
 END $$;
 
@@ -334,7 +344,7 @@ BEGIN
     PERFORM tenancy._keep_an_owner(v_org, v_user);
     DELETE FROM tenancy.memberships WHERE organization_id = v_org AND user_id = v_user;
     PERFORM tenancy._log('remove_member', NULL, 'succeeded',
-                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', m.role));
+                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', m.role), p_caller => caller);
     RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user);
 END $$;
 
@@ -361,7 +371,7 @@ BEGIN
     END IF;
     UPDATE tenancy.memberships SET role = r.name WHERE organization_id = v_org AND user_id = v_user;
     PERFORM tenancy._log('change_role', NULL, 'succeeded',
-                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'from', m.role, 'to', r.name));
+                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'from', m.role, 'to', r.name), p_caller => caller);
     RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'changed', true);
 END $$;
 
@@ -392,10 +402,13 @@ BEGIN
     -- 244 bits from the server's strong random source (gen_random_uuid uses pg_strong_random).
     v_token := replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
     INSERT INTO tenancy.invitations (organization_id, email, role, token_sha256, invited_by, expires_at)
-    VALUES (v_org, v_email, r.name, sha256(convert_to(v_token, 'UTF8')), actor, now() + v_expires)
+    -- invited_by: the member whose right the invitation rests on (checked again when it is
+    -- accepted); NULL when a tenancy administrator created it.
+    VALUES (v_org, v_email, r.name, sha256(convert_to(v_token, 'UTF8')), CASE WHEN is_admin THEN NULL ELSE actor END,
+            now() + v_expires)
     RETURNING id, expires_at INTO v_id, v_at;
     PERFORM tenancy._log('create_invitation', NULL, 'succeeded',
-                         jsonb_build_object('organization_id', v_org, 'invitation_id', v_id, 'email', v_email, 'role', r.name));
+                         jsonb_build_object('organization_id', v_org, 'invitation_id', v_id, 'email', v_email, 'role', r.name), p_caller => caller);
     RETURN jsonb_build_object('id', v_id, 'token', v_token, 'expires_at', v_at);
 END $$;
 
@@ -424,13 +437,22 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Ask the organization for a new invitation.';
     END IF;
     PERFORM tenancy._organization(i.organization_id, true);
+    -- An invitation speaks for the member who created it: it counts only while that member may
+    -- still manage members with a rank at least the invited role's.
+    IF i.invited_by IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM tenancy.memberships m JOIN tenancy.roles r ON r.name = m.role
+         WHERE m.organization_id = i.organization_id AND m.user_id = i.invited_by AND m.is_active
+           AND r.can_manage_members AND r.rank >= (SELECT r2.rank FROM tenancy.roles r2 WHERE r2.name = i.role)) THEN
+        RAISE EXCEPTION 'tenancy: invitation % is no longer valid: its creator may no longer invite with role "%"', i.id, i.role
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Ask the organization for a new invitation.';
+    END IF;
     INSERT INTO tenancy.memberships AS m (organization_id, user_id, role, is_default, is_active)
     VALUES (i.organization_id, actor, i.role,
             NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = actor AND is_default), true)
     ON CONFLICT (organization_id, user_id) DO UPDATE SET is_active = true;
     UPDATE tenancy.invitations SET accepted_at = now(), accepted_by = actor WHERE id = i.id;
     PERFORM tenancy._log('accept_invitation', NULL, 'succeeded',
-                         jsonb_build_object('organization_id', i.organization_id, 'invitation_id', i.id, 'user_id', actor));
+                         jsonb_build_object('organization_id', i.organization_id, 'invitation_id', i.id, 'user_id', actor), p_caller => caller);
     RETURN jsonb_build_object('organization_id', i.organization_id);
 END $$;
 
@@ -471,7 +493,7 @@ BEGIN
      WHERE (t.tenant_column, t.column_type) IS DISTINCT FROM (excluded.tenant_column, excluded.column_type);
     IF FOUND THEN  -- registering the same table the same way again changes nothing and logs nothing
         PERFORM tenancy._log('register_table', v_name, 'succeeded',
-                             jsonb_build_object('tenant_column', v_col, 'column_type', v_ctype));
+                             jsonb_build_object('tenant_column', v_col, 'column_type', v_ctype), p_caller => caller);
     END IF;
     RETURN jsonb_build_object('table', v_name, 'tenant_column', v_col, 'column_type', v_ctype);
 END $$;
@@ -505,18 +527,10 @@ BEGIN
                details = t.details || excluded.details, updated_at = now();
     END IF;
     PERFORM tenancy._log(tenancy._require('operation', a->>'operation'), v_name, 'succeeded',
-                         coalesce(a->'log_details', '{}') || jsonb_build_object('actor', actor));
+                         coalesce(a->'log_details', '{}') || jsonb_build_object('actor', actor), p_caller => caller);
     RETURN jsonb_build_object('table', v_name);
 END $$;
 
-CREATE FUNCTION tenancy._op_log(a jsonb, caller oid, is_admin boolean, actor uuid)
-RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RETURN jsonb_build_object('id', tenancy._log(
-        tenancy._require('operation', a->>'operation'), a->>'table_name',
-        tenancy._require('status', a->>'status'),
-        coalesce(a->'details', '{}') || jsonb_build_object('caller', caller::regrole::text, 'actor', actor)));
-END $$;
 
 ----------------------------------------------------------------------------------------------
 -- Public management API (SECURITY INVOKER wrappers around tenancy._privileged)
@@ -665,7 +679,7 @@ CREATE FUNCTION tenancy.validate_client_data_integrity(tbl regclass)
 RETURNS TABLE (table_name text, tenant_column text, total_rows bigint, null_rows bigint,
                orphan_rows bigint, cross_tenant_rows bigint, not_null boolean, fk_validated boolean,
                tenant_index boolean, rls_enabled boolean, rls_forced boolean, policies_complete boolean,
-               ok boolean)
+               saw_every_row boolean, ok boolean, note text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT * FROM tenancy._table_integrity(tenancy._require('tbl', $1)::oid)
 $$;
@@ -676,8 +690,6 @@ $$;
 
 COMMENT ON FUNCTION tenancy.lookup_cache_size() IS
   'How many membership answers this session holds in memory. They are forgotten whenever a change to memberships, organizations or roles commits.';
-COMMENT ON FUNCTION tenancy._lookups_changed() IS
-  'Internal: makes every session forget its memoized membership answers when the current transaction commits (called by the lookups_changed triggers).';
 COMMENT ON FUNCTION tenancy.distribution_plan(regclass, integer) IS
   'The statements tenancy.distribute (one table) or distribute_all (tbl NULL: every tenant table) would run on Citus, without running them. Checks that keys include the tenant column.';
 COMMENT ON FUNCTION tenancy.distribute(regclass, integer) IS
@@ -705,7 +717,7 @@ COMMENT ON FUNCTION tenancy.get_user_organization_id(uuid) IS
 COMMENT ON FUNCTION tenancy.validate_client_access(uuid, uuid) IS
   'True only when the user is an active member of the organization and the organization is active.';
 COMMENT ON FUNCTION tenancy.validate_client_data_integrity() IS
-  'One row per registered tenant table, each read once: total rows, NULL tenant values, tenant values naming no organization, rows pointing at another tenant''s row through a foreign key; NOT NULL, validated FK to organizations, index leading with the tenant column, RLS enabled and forced, a policy for every command; ok when all hold.';
+  'One row per registered tenant table, each read once: total rows, NULL tenant values, tenant values naming no organization, rows pointing at another tenant''s row through a foreign key; NOT NULL, validated FK to organizations, index leading with the tenant column, RLS enabled and forced and a policy for every command (on every partition too); saw_every_row: no row was hidden from the scan (an administrator''s scan bypasses RLS when it can run no code of the table''s owner); ok when all hold. A table the caller may not read is reported, not read.';
 COMMENT ON FUNCTION tenancy.validate_client_data_integrity(regclass) IS
   'validate_client_data_integrity() for one registered tenant table.';
 COMMENT ON FUNCTION tenancy.policy_organization_id(text) IS
@@ -751,35 +763,43 @@ COMMENT ON FUNCTION tenancy._privileged(text, jsonb) IS
 
 ----------------------------------------------------------------------------------------------
 -- Privileges. Callers read the catalog through RLS: a role that does not own it sees its own
--- memberships and the organizations it belongs to, nothing else.
+-- memberships, the organizations it belongs to and the tenant tables it owns, nothing else.
+-- Every operator and function in these top-level statements is schema-qualified (they run as
+-- the superuser that runs this script).
 ----------------------------------------------------------------------------------------------
 
 GRANT USAGE ON SCHEMA tenancy TO PUBLIC;
 GRANT SELECT ON tenancy.roles, tenancy.organizations, tenancy.memberships, tenancy.tenant_tables TO PUBLIC;
--- Tenant tables reference organizations (tenancy.backfill adds the foreign key as the table's owner).
-GRANT REFERENCES (id, slug) ON tenancy.organizations TO PUBLIC;
+-- Tenant tables reference organizations by id (tenancy.backfill adds the foreign key as the
+-- table's owner). Not by slug: a foreign key check bypasses row-level security, so REFERENCES
+-- on slug would let any table owner enumerate slugs. A text (slug) tenant column needs an
+-- administrator's GRANT REFERENCES (slug) ON tenancy.organizations TO <table owner>.
+GRANT REFERENCES (id) ON tenancy.organizations TO PUBLIC;
 
 ALTER TABLE tenancy.memberships ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenancy.organizations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.tenant_tables ENABLE ROW LEVEL SECURITY;
 CREATE POLICY memberships_of_current_user ON tenancy.memberships FOR SELECT
-    USING (user_id = (SELECT tenancy.current_user_id())
+    USING (user_id OPERATOR(pg_catalog.=) (SELECT tenancy.current_user_id())
            OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
 CREATE POLICY organizations_of_current_user ON tenancy.organizations FOR SELECT
     USING (EXISTS (SELECT 1 FROM tenancy.memberships m
-                    WHERE m.organization_id = organizations.id
-                      AND m.user_id = (SELECT tenancy.current_user_id()))
+                    WHERE m.organization_id OPERATOR(pg_catalog.=) organizations.id
+                      AND m.user_id OPERATOR(pg_catalog.=) (SELECT tenancy.current_user_id()))
+           OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
+-- A table owner sees its own tables' conversion state; an administrator sees every table.
+CREATE POLICY tenant_tables_of_table_owner ON tenancy.tenant_tables FOR SELECT
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                    WHERE c.oid OPERATOR(pg_catalog.=) tenant_tables.relid::pg_catalog.oid
+                      AND pg_catalog.pg_has_role(c.relowner, 'USAGE'))
            OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
 
 -- The membership lookups behind the context and the policies are memoized per session. Any
--- change to these tables makes every session forget them when the change commits:
--- tenancy._lookups_changed() queues a relcache invalidation of the three tables, which Postgres
--- delivers to every backend (and replays locally at the next command, or on rollback).
-CREATE FUNCTION tenancy._lookups_changed_trigger() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM tenancy._lookups_changed();
-    RETURN NULL;
-END $$;
+-- change to these tables makes every session forget them when the change commits: the trigger
+-- queues a relcache invalidation of the three tables, which Postgres delivers to every backend
+-- (and replays locally at the next command, or on rollback). It is a trigger function, so
+-- nobody can call it to flush every session's memo.
+ALTER FUNCTION tenancy._lookups_changed_trigger() SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION tenancy._lookups_changed_trigger() IS
   'Internal: statement trigger on memberships, organizations and roles; makes every session forget its memoized membership answers when the change commits.';
 CREATE TRIGGER lookups_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.memberships
@@ -789,20 +809,25 @@ CREATE TRIGGER lookups_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON t
 CREATE TRIGGER lookups_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON tenancy.roles
     FOR EACH STATEMENT EXECUTE FUNCTION tenancy._lookups_changed_trigger();
 
+-- The catalog operations run only through their door (tenancy._privileged, as the catalog
+-- owner): nobody else may execute them. (The table operations, tenancy._owner_*, refuse to run
+-- as anybody but the table's owner.)
 DO $$
-DECLARE f regprocedure;
+DECLARE f pg_catalog.regprocedure;
 BEGIN
-    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-              WHERE p.pronamespace = 'tenancy'::regnamespace AND p.proname LIKE '\_op\_%'
+    FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace OPERATOR(pg_catalog.=) 'tenancy'::pg_catalog.regnamespace::pg_catalog.oid
+                AND p.proname OPERATOR(pg_catalog.~~) '\_op\_%'
     LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
-        EXECUTE format('ALTER FUNCTION %s OWNER TO @extowner@', f);
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO @extowner@', f);
     END LOOP;
 END $$;
 
 -- The installing role owns the catalog (on a trusted install the script runs as the bootstrap
 -- superuser): it administers tenants without needing superuser, and the management functions
--- act as this role, never as a superuser it is not.
+-- act as this role, never as a superuser it is not. The schema stays the superuser's (see the
+-- install guard in sql/catalog.sql): the installing role cannot create objects in it.
 ALTER TABLE tenancy.roles OWNER TO @extowner@;
 ALTER TABLE tenancy.organizations OWNER TO @extowner@;
 ALTER TABLE tenancy.memberships OWNER TO @extowner@;

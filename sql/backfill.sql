@@ -65,7 +65,7 @@ BEGIN
     IF a ? 'log' THEN
         PERFORM tenancy._log(a->'log'->>'operation', v_name, a->'log'->>'status',
                              coalesce(a->'log'->'details', '{}') || jsonb_build_object('actor', actor),
-                             (a->'log'->>'started')::timestamptz);
+                             (a->'log'->>'started')::timestamptz, p_caller => caller);
     END IF;
     RETURN jsonb_build_object('table', v_name);
 END $$;
@@ -73,27 +73,6 @@ END $$;
 ----------------------------------------------------------------------------------------------
 -- Helpers
 ----------------------------------------------------------------------------------------------
-
--- The column names of attribute numbers p_atts of p_rel, in that order.
-CREATE FUNCTION tenancy._att_names(p_rel oid, p_atts int2[]) RETURNS text[]
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(array_agg(a.attname::text ORDER BY k.n), '{}')
-      FROM unnest(p_atts) WITH ORDINALITY k(att, n)
-      JOIN pg_attribute a ON a.attrelid = p_rel AND a.attnum = k.att
-$$;
-
--- "a", "b" for a list of column names.
-CREATE FUNCTION tenancy._idents(p_cols text[]) RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT string_agg(quote_ident(c), ', ' ORDER BY n) FROM unnest(p_cols) WITH ORDINALITY u(c, n)
-$$;
-
--- A name of at most 63 bytes made of p_base and p_suffix (Postgres would truncate it silently).
-CREATE FUNCTION tenancy._name(p_base text, p_suffix text) RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN octet_length(p_base || '_' || p_suffix) <= 63 THEN p_base || '_' || p_suffix
-                ELSE left(p_base, 54 - length(p_suffix)) || '_' || left(md5(p_base), 8) || '_' || p_suffix END
-$$;
 
 -- Does a valid, non-partial index on p_rel lead with exactly the columns p_cols (in order), and,
 -- when p_unique, is it unique on exactly that set of columns (what a foreign key can reference)?
@@ -202,6 +181,14 @@ BEGIN
        OR p_pause IS NULL OR p_pause < '0'::interval THEN
         RAISE EXCEPTION 'tenancy.backfill: lock_timeout must be positive, pause and max_retries not negative'
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The foreign key of a text tenant column references tenancy.organizations(slug): that needs
+    -- REFERENCES on slug, which only an administrator grants (it would let a table owner
+    -- enumerate slugs through foreign key checks). Say so before anything is changed.
+    IF p_type = 'text' AND NOT has_column_privilege('tenancy.organizations', 'slug', 'REFERENCES') THEN
+        RAISE EXCEPTION 'tenancy.backfill: % may not reference tenancy.organizations (slug)', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('A tenancy administrator runs GRANT REFERENCES (slug) ON tenancy.organizations TO %I; then CALL tenancy.backfill again.', current_user);
     END IF;
     v_options := jsonb_build_object('batch_size', p_batch, 'pause_s', extract(epoch FROM p_pause),
                                     'lock_timeout_ms', (extract(epoch FROM p_lock_timeout) * 1000)::bigint,
@@ -494,9 +481,13 @@ END $$;
 -- Does one step of the phase p_rel is in, in the caller's transaction, and records it.
 -- Returns done (nothing more to do in this CALL) and sleep (seconds to wait before the next
 -- step: the pause between batches, or the back-off after a lock timeout).
-CREATE FUNCTION tenancy._backfill_step(p_rel oid, OUT done boolean, OUT sleep double precision)
+-- One step as the table's owner (through tenancy._as_owner): whatever the record holds runs with
+-- the owner's rights only, never with those of the administrator or superuser who called.
+CREATE FUNCTION tenancy._owner_backfill_step(p_rel oid, a jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    done     boolean;
+    sleep    double precision;
     v_rec    jsonb := tenancy._backfill_record(p_rel);
     v_phase  text := v_rec->>'phase';
     v_tbl    text := p_rel::regclass::text;
@@ -525,6 +516,8 @@ DECLARE
     v_msg    text;
     v_tpb    double precision;
 BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+  BEGIN
     done := false;
     sleep := NULL;
     IF v_rec IS NULL THEN
@@ -771,7 +764,7 @@ BEGIN
         -- row of its own organization. NOT VALID now, validated in the next step.
         v_fks := coalesce(v_rec->'fk_rewrites', '[]');
         FOR v_fk IN
-            SELECT con.conname, con.confrelid::regclass AS parent, pg_get_constraintdef(con.oid) AS def,
+            SELECT con.oid, con.conname, con.confrelid::regclass AS parent, pg_get_constraintdef(con.oid) AS def,
                    tenancy._att_names(con.conrelid, con.conkey) AS cols, tenancy._att_names(con.confrelid, con.confkey) AS pcols,
                    t.tenant_column::text AS pcol, con.confupdtype, con.confdeltype
               FROM pg_constraint con
@@ -791,16 +784,12 @@ BEGIN
                     'reason', 'ON UPDATE SET NULL/DEFAULT would also clear the tenant column: rewrite it by hand'));
                 CONTINUE;
             END IF;
-            v_sql := regexp_replace(regexp_replace(v_fk.def, '^FOREIGN KEY \(',
-                                                   replace(format('FOREIGN KEY (%I, ', v_col), '\', '\\')),
-                                    '(REFERENCES [^(]+)\(', '\1(' || replace(quote_ident(v_fk.pcol), '\', '\\') || ', ');
-            -- ON DELETE SET NULL / SET DEFAULT clears only the key columns, never the tenant column.
-            v_sql := regexp_replace(v_sql, 'ON DELETE SET (NULL|DEFAULT)( \([^)]*\))?',
-                                    'ON DELETE SET \1 (' || replace(tenancy._idents(v_fk.cols), '\', '\\') || ')');
-            v_sql := regexp_replace(v_sql, ' NOT VALID$', '');
-            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tbl, tenancy._name(left(v_fk.conname, 53), 'tenant'), v_sql);
+            -- Built from the catalog's columns, each quoted, never from the constraint's text. ON
+            -- DELETE SET NULL / SET DEFAULT clears only the key columns, never the tenant column.
+            v_sql := tenancy._fk_definition(v_fk.oid, v_col, v_fk.pcol);
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tbl, tenancy._name(v_fk.conname, 'tenant'), v_sql);
             v_fks := v_fks || jsonb_build_object('old', v_fk.conname, 'old_def', v_fk.def,
-                                                 'new', tenancy._name(left(v_fk.conname, 53), 'tenant'), 'new_def', v_sql);
+                                                 'new', tenancy._name(v_fk.conname, 'tenant'), 'new_def', v_sql);
         END LOOP;
         v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('fk_rewrites', v_fks), 'fks_added');
 
@@ -841,7 +830,15 @@ BEGIN
         RAISE NOTICE 'tenancy.backfill %: lock timeout in phase % (retry % of %), waiting %s', v_tbl, v_phase,
               v_rec->>'retries', v_opt->>'max_retries', round(sleep::numeric, 2);
     END;
+  END;
+    RETURN jsonb_build_object('done', done, 'sleep', sleep);
 END $$;
+
+CREATE FUNCTION tenancy._backfill_step(p_rel oid, OUT done boolean, OUT sleep double precision)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (r->>'done')::boolean, (r->>'sleep')::double precision
+      FROM tenancy._as_owner(p_rel, 'backfill_step', '{}') r
+$$;
 
 -- The trigger that gives rows written during the backfill their organization: TG_ARGV[0] is the
 -- tenant column, TG_ARGV[1] a query that returns the organization (as text) of the row given as
@@ -1023,9 +1020,13 @@ SELECT t.relid::text AS table_name,
 -- Rollback
 ----------------------------------------------------------------------------------------------
 
-CREATE FUNCTION tenancy.rollback(tbl regclass, drop_column boolean DEFAULT false) RETURNS text
+-- The work of tenancy.rollback, as the table's owner (through tenancy._as_owner): the recorded
+-- definitions it puts back run with the owner's rights only.
+CREATE FUNCTION tenancy._owner_rollback(p_rel oid, a jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    tbl     regclass := p_rel::regclass;
+    drop_column boolean := coalesce((a->>'drop_column')::boolean, false);
     v_rel   oid := tenancy._require('tbl', tbl)::oid;
     v_rec   jsonb := tenancy._backfill_record(v_rel);
     v_tbl   text := tbl::text;
@@ -1039,7 +1040,7 @@ DECLARE
     v_leaf  oid;
     v_schema text := tenancy._schema_of(v_rel);
 BEGIN
-    PERFORM tenancy._owned_table(v_rel, (SELECT oid FROM pg_roles WHERE rolname = current_user), 'roll its backfill back');
+    PERFORM tenancy._running_as_owner(v_rel);
     IF v_rec IS NULL THEN
         RAISE EXCEPTION 'tenancy.rollback: no backfill of % is recorded', v_tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
@@ -1123,8 +1124,13 @@ BEGIN
         'log', jsonb_build_object('operation', 'rollback', 'status', 'succeeded',
                                   'details', jsonb_build_object('phase', v_rec->>'phase', 'drop_column', drop_column,
                                                                 'statements', to_jsonb(v_ddl)))));
-    RETURN concat_ws(E'\n', v_iso, nullif(array_to_string(v_ddl, E';\n') || ';', ';'));
+    RETURN jsonb_build_object('ddl', concat_ws(E'\n', v_iso, nullif(array_to_string(v_ddl, E';\n') || ';', ';')));
 END $$;
+
+CREATE FUNCTION tenancy.rollback(tbl regclass, drop_column boolean DEFAULT false) RETURNS text
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._as_owner(tenancy._require('tbl', $1)::oid, 'rollback', jsonb_build_object('drop_column', $2))->>'ddl'
+$$;
 
 ----------------------------------------------------------------------------------------------
 -- Adopting the users of the single-tenant application
@@ -1160,7 +1166,7 @@ BEGIN
     )
     SELECT coalesce(jsonb_object_agg(role, n), '{}') INTO v_added FROM (SELECT role, count(*) AS n FROM added GROUP BY role) s;
     PERFORM tenancy._log('adopt_users', a->>'table_name', 'succeeded',
-                         jsonb_build_object('added', v_added, 'candidates', jsonb_array_length(a->'members'), 'actor', actor));
+                         jsonb_build_object('added', v_added, 'candidates', jsonb_array_length(a->'members'), 'actor', actor), p_caller => caller);
     RETURN jsonb_build_object('added', v_added);
 END $$;
 
@@ -1261,7 +1267,9 @@ COMMENT ON FUNCTION tenancy.adopt_users(regclass, jsonb, uuid, name, name, text)
   'Create memberships for the users of an existing users table, mapping application roles to tenancy roles (role_map jsonb). All or nothing; existing memberships are kept. Needs manage_members in the organization.';
 COMMENT ON VIEW tenancy.backfill_progress IS
   'One row per table converted by tenancy.backfill: phase, rows filled, percent, rate, ETA, lock retries, whether a session is running it. \watch it from another session.';
-COMMENT ON FUNCTION tenancy._backfill_step(oid) IS 'Internal: one step of a backfill, in the caller''s transaction.';
+COMMENT ON FUNCTION tenancy._backfill_step(oid) IS 'Internal: one step of a backfill, in the caller''s transaction, run as the table''s owner.';
+COMMENT ON FUNCTION tenancy._owner_backfill_step(oid, jsonb) IS 'Internal: the work of one backfill step; runs only as the table''s owner (through tenancy._as_owner).';
+COMMENT ON FUNCTION tenancy._owner_rollback(oid, jsonb) IS 'Internal: the work of tenancy.rollback; runs only as the table''s owner (through tenancy._as_owner).';
 COMMENT ON FUNCTION tenancy._backfill_fill() IS 'Internal: trigger giving rows written during a backfill their organization.';
 
 GRANT SELECT ON tenancy.backfill_progress TO PUBLIC;

@@ -1,10 +1,9 @@
--- tenancy catalog. Loaded first (bootstrap): everything else refers to these tables.
--- Every table is an extension configuration table, so pg_dump keeps its rows.
-
+-- tenancy catalog. Loaded right after the install guard: everything else refers to these
+-- tables. Every table is an extension configuration table, so pg_dump keeps its rows.
 CREATE TABLE tenancy.roles (
     name                    text PRIMARY KEY
-                            CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
-    rank                    integer NOT NULL UNIQUE CHECK (rank > 0),
+                            CHECK (name OPERATOR(pg_catalog.~) '^[a-z][a-z0-9_]{0,62}$'),
+    rank                    integer NOT NULL UNIQUE CHECK (rank OPERATOR(pg_catalog.>) 0),
     can_read                boolean NOT NULL DEFAULT true,
     can_write               boolean NOT NULL DEFAULT false,
     can_delete              boolean NOT NULL DEFAULT false,
@@ -26,13 +25,13 @@ VALUES
     ('viewer',  10, true, false, false, false, false, true, 'Reads only');
 
 CREATE TABLE tenancy.organizations (
-    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    name        text NOT NULL CHECK (btrim(name) <> '' AND length(name) <= 200),
-    slug        text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
-    settings    jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(settings) = 'object'),
+    id          uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    name        text NOT NULL CHECK (pg_catalog.btrim(name) OPERATOR(pg_catalog.<>) '' AND pg_catalog.length(name) OPERATOR(pg_catalog.<=) 200),
+    slug        text NOT NULL UNIQUE CHECK (slug OPERATOR(pg_catalog.~) '^[a-z0-9][a-z0-9_-]{0,62}$'),
+    settings    jsonb NOT NULL DEFAULT '{}' CHECK (pg_catalog.jsonb_typeof(settings) OPERATOR(pg_catalog.=) 'object'),
     is_active   boolean NOT NULL DEFAULT true,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE tenancy.organizations IS 'Tenants. Tenant tables point here by id (uuid columns) or by slug (text columns).';
 
@@ -42,7 +41,7 @@ CREATE TABLE tenancy.memberships (
     role            text NOT NULL REFERENCES tenancy.roles (name) ON UPDATE CASCADE,
     is_default      boolean NOT NULL DEFAULT false,
     is_active       boolean NOT NULL DEFAULT true,
-    created_at      timestamptz NOT NULL DEFAULT now(),
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (organization_id, user_id)
 );
 -- Lookups by user (policies, get_user_organization_id) are index-only scans on this.
@@ -53,40 +52,40 @@ CREATE UNIQUE INDEX memberships_one_default_idx ON tenancy.memberships (user_id)
 COMMENT ON TABLE tenancy.memberships IS 'Which user belongs to which organization, with which role.';
 
 CREATE TABLE tenancy.invitations (
-    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    id              uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
     organization_id uuid NOT NULL REFERENCES tenancy.organizations (id) ON DELETE CASCADE,
-    email           text NOT NULL CHECK (email ~ '^[^@[:space:]]+@[^@[:space:]]+$'),
+    email           text NOT NULL CHECK (email OPERATOR(pg_catalog.~) '^[^@[:space:]]+@[^@[:space:]]+$'),
     role            text NOT NULL REFERENCES tenancy.roles (name) ON UPDATE CASCADE,
     token_sha256    bytea NOT NULL UNIQUE,
     invited_by      uuid,
     expires_at      timestamptz NOT NULL,
     accepted_at     timestamptz,
     accepted_by     uuid,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE tenancy.invitations IS 'Invitations to join an organization. Only the SHA-256 of the token is stored; the token is shown once.';
 
 CREATE TABLE tenancy.tenant_tables (
     relid           regclass PRIMARY KEY,
     tenant_column   name NOT NULL,
-    column_type     text NOT NULL CHECK (column_type IN ('uuid', 'text')),
-    mode            text CHECK (mode IN ('membership', 'context')),
+    column_type     text NOT NULL CHECK (column_type OPERATOR(pg_catalog.=) ANY (ARRAY['uuid', 'text'])),
+    mode            text CHECK (mode OPERATOR(pg_catalog.=) ANY (ARRAY['membership', 'context'])),
     state           text NOT NULL DEFAULT 'registered',
     details         jsonb NOT NULL DEFAULT '{}',
-    registered_at   timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    registered_at   timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at      timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE tenancy.tenant_tables IS 'Tables under tenancy: their tenant column, its type, and the state of their conversion.';
 
 CREATE SEQUENCE tenancy.migration_log_id_seq;
 CREATE TABLE tenancy.migration_log (
-    id          bigint PRIMARY KEY DEFAULT nextval('tenancy.migration_log_id_seq'),
+    id          bigint PRIMARY KEY DEFAULT pg_catalog.nextval('tenancy.migration_log_id_seq'::pg_catalog.regclass),
     operation   text NOT NULL,
     table_name  text,
-    status      text NOT NULL CHECK (status IN ('started', 'succeeded', 'failed', 'skipped')),
+    status      text NOT NULL CHECK (status OPERATOR(pg_catalog.=) ANY (ARRAY['started', 'succeeded', 'failed', 'skipped'])),
     details     jsonb NOT NULL DEFAULT '{}',
     actor       name NOT NULL DEFAULT current_user,
-    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    started_at  timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
     finished_at timestamptz
 );
 ALTER SEQUENCE tenancy.migration_log_id_seq OWNED BY tenancy.migration_log.id;

@@ -3,10 +3,10 @@
 -- tenancy.lint_ignores (code, object), or (code, '*') for every object.
 
 CREATE TABLE tenancy.lint_ignores (
-    code        text NOT NULL CHECK (code ~ '^TEN[0-9]{3}$'),
+    code        text NOT NULL CHECK (code OPERATOR(pg_catalog.~) '^TEN[0-9]{3}$'),
     object      text NOT NULL,
     reason      text,
-    created_at  timestamptz NOT NULL DEFAULT now(),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (code, object)
 );
 COMMENT ON TABLE tenancy.lint_ignores IS
@@ -17,9 +17,9 @@ CREATE FUNCTION tenancy.lint()
 RETURNS TABLE (level text, code text, object text, message text, fix text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $lint$
 WITH tt AS (
-    SELECT c.oid, c.oid::regclass::text AS tbl, c.relname, c.relnamespace, c.relkind,
+    SELECT c.oid, c.oid::regclass::text AS tbl, c.relname, c.relnamespace, c.relkind, c.relowner,
            c.relrowsecurity AS rls, c.relforcerowsecurity AS force, c.relacl,
-           t.tenant_column::text AS col, t.column_type, a.attnum, a.attnotnull
+           t.tenant_column::text AS col, t.column_type, a.attnum, a.attnotnull, t.mode, t.details->'isolation' AS isolation
       FROM tenancy.tenant_tables t
       JOIN pg_class c ON c.oid = t.relid
       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = t.tenant_column AND NOT a.attisdropped
@@ -170,12 +170,10 @@ findings AS (
                                 (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n) FROM unnest(fk.confkey) WITH ORDINALITY k(att, n)
                                    JOIN pg_attribute a ON a.attrelid = fk.parent_oid AND a.attnum = k.att))
                END,
+               -- Built from the catalog's columns (tenancy._fk_definition), never from the constraint's text.
                format('ALTER TABLE %1$s ADD CONSTRAINT %2$I %3$s NOT VALID; ALTER TABLE %1$s VALIDATE CONSTRAINT %2$I; ALTER TABLE %1$s DROP CONSTRAINT %4$I;',
-                      fk.child, left(fk.conname, 53) || '_tenant', 
-                      regexp_replace(regexp_replace(fk.def, '^FOREIGN KEY \(',
-                                                    replace(format('FOREIGN KEY (%I, ', fk.child_col), '\', '\\')),
-                                     '(REFERENCES [^(]+)\(', '\1(' || replace(quote_ident(fk.parent_col), '\', '\\') || ', '),
-                      fk.conname))
+                      fk.child, tenancy._name(fk.conname, 'tenant'),
+                      tenancy._fk_definition(fk.oid, fk.child_col, fk.parent_col), fk.conname))
       FROM fk
      WHERE NOT (fk.child_att = ANY (fk.conkey) AND fk.parent_att = ANY (fk.confkey))
     UNION ALL
@@ -231,6 +229,41 @@ findings AS (
           SELECT 'anon' WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon')
                           AND has_table_privilege('anon', tt.oid, 'SELECT')
       ) g
+    UNION ALL
+    -- TEN016: privileges beyond reading and writing rows, granted on a tenant table to a role
+    -- other than its owner: row-level security stops none of them.
+    SELECT 'error', 'TEN016', format('%s grantee %s', tt.tbl, g.grantee),
+           format('%s holds %s on tenant table %s: %s; row-level security stops none of this', g.grantee, g.privs, tt.tbl,
+                  concat_ws('; ',
+                      CASE WHEN g.privs LIKE '%TRUNCATE%' THEN 'TRUNCATE empties every tenant''s rows' END,
+                      CASE WHEN g.privs LIKE '%TRIGGER%' THEN 'TRIGGER runs its own code on every tenant''s writes, and sees them' END,
+                      CASE WHEN g.privs LIKE '%REFERENCES%' THEN 'REFERENCES lets it probe every tenant''s keys with foreign key checks' END)),
+           format('REVOKE %s ON %s FROM %s;', g.privs, tt.tbl, g.grantee)
+      FROM tt
+      CROSS JOIN LATERAL (
+          SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS grantee,
+                 string_agg(DISTINCT x.privilege_type, ', ' ORDER BY x.privilege_type) AS privs
+            FROM aclexplode(tt.relacl) x LEFT JOIN pg_roles r ON r.oid = x.grantee
+           WHERE x.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES') AND x.grantee <> tt.relowner
+           GROUP BY 1) g
+    UNION ALL
+    -- TEN017: a partition of an isolated table without row-level security or tenancy's policies
+    -- (attached or created after enable_isolation): read directly, it is not isolated.
+    SELECT 'error', 'TEN017', pc.oid::regclass::text,
+           format('partition %s of isolated table %s has %s: queried directly, every tenant''s rows in it are reachable',
+                  pc.oid::regclass, tt.tbl,
+                  CASE WHEN NOT pc.relrowsecurity THEN 'row-level security disabled'
+                       WHEN NOT pc.relforcerowsecurity THEN 'row-level security not forced'
+                       ELSE 'not all of tenancy''s boundary policies' END),
+           format('SELECT tenancy.enable_isolation(%L, %L, %L, %L);', tt.tbl, tt.col, tt.mode,
+                  coalesce((SELECT array_agg(r)::text FROM jsonb_array_elements_text(tt.isolation->'roles') r), '{public}'))
+      FROM tt
+      CROSS JOIN LATERAL pg_partition_tree(tt.oid) p
+      JOIN pg_class pc ON pc.oid = p.relid
+     WHERE tt.isolation IS NOT NULL AND p.level > 0 AND pc.relkind IN ('r', 'p')
+       AND (NOT pc.relrowsecurity OR NOT pc.relforcerowsecurity
+            OR (SELECT count(*) FROM pg_policy pp WHERE pp.polrelid = pc.oid AND NOT pp.polpermissive
+                   AND pp.polname LIKE 'tenancy\_%\_boundary') < 4)
 )
 SELECT f.level, f.code, f.object, f.message, f.fix
   FROM findings f
@@ -239,7 +272,7 @@ SELECT f.level, f.code, f.object, f.message, f.fix
 $lint$;
 
 COMMENT ON FUNCTION tenancy.lint() IS
-  'Is this database safely multi-tenant? One row per finding (level, code, object, message, and the SQL that fixes it). Codes TEN001-TEN015 are listed in the README; silence one with INSERT INTO tenancy.lint_ignores.';
+  'Is this database safely multi-tenant? One row per finding (level, code, object, message, and the SQL that fixes it). Codes TEN001-TEN017 are listed in the README; silence one with INSERT INTO tenancy.lint_ignores.';
 COMMENT ON FUNCTION tenancy._policy_calls(text) IS
   'Internal, for lint(): function calls of a policy expression evaluated once per row.';
 COMMENT ON FUNCTION tenancy._wrap_policy_calls(text, text[]) IS

@@ -12,6 +12,11 @@
 //!   are none), so a committed revocation takes effect at the caller's next statement, as it
 //!   would if the lookup ran its query.
 //!
+//! * an answer is stored only when the snapshot it was computed under is newer than the last
+//!   invalidation: a REPEATABLE READ or SERIALIZABLE transaction, a cursor or any statement still
+//!   running on a snapshot taken before a revocation committed recomputes the old answer (as its
+//!   snapshot demands) but never keeps it for later transactions.
+//!
 //! Entries are keyed by everything that changes a lookup's answer: the role running it (catalog
 //! RLS and administrator rights), the acting user of the transaction (catalog RLS shows a
 //! non-administrator only that user's memberships), the lookup and its arguments. The memo is
@@ -40,6 +45,9 @@ thread_local! {
     static MEMO: RefCell<HashMap<Key, Rc<dyn Any>>> = RefCell::new(HashMap::new());
     /// Bumped by every invalidation: an answer computed across one is not stored.
     static GENERATION: Cell<u64> = const { Cell::new(0) };
+    /// How many transactions had completed when the last invalidation was processed: a snapshot
+    /// taken before that count may predate the change that sent it.
+    static INVALIDATED_AT: Cell<u64> = const { Cell::new(0) };
     /// The catalog tables whose invalidation empties the memo (filled outside callbacks, since
     /// an invalidation callback must not read the catalog).
     static WATCHED: Cell<[pg_sys::Oid; 3]> = const { Cell::new([pg_sys::InvalidOid; 3]) };
@@ -50,8 +58,40 @@ thread_local! {
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// The number of transactions completed so far in the cluster (Postgres counts them to know when
+/// a snapshot can be reused). The transaction that sent an invalidation completed before its
+/// message was sent, so the count read after receiving the message includes it.
+fn completed_transactions() -> u64 {
+    // SAFETY: a read of a monotonically increasing 64-bit counter in shared memory (written under
+    // ProcArrayLock); receiving the invalidation message involved a lock, hence a barrier.
+    unsafe {
+        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+        let vars = pg_sys::ShmemVariableCache;
+        #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+        let vars = pg_sys::TransamVariables;
+        if vars.is_null() {
+            u64::MAX
+        } else {
+            std::ptr::read_volatile(std::ptr::addr_of!((*vars).xactCompletionCount))
+        }
+    }
+}
+
+/// Was the active snapshot taken after the last invalidation was processed, so that it sees the
+/// change that caused it? Answers computed under an older one are not kept.
+fn snapshot_is_fresh() -> bool {
+    // SAFETY: reads the active snapshot's header, if there is one.
+    unsafe {
+        let snap = pg_sys::GetActiveSnapshot();
+        !snap.is_null()
+            && (*snap).snapshot_type == pg_sys::SnapshotType::SNAPSHOT_MVCC
+            && (*snap).snapXactCompletionCount >= INVALIDATED_AT.with(Cell::get)
+    }
+}
+
 fn clear() {
     GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
+    INVALIDATED_AT.with(|i| i.set(i.get().max(completed_transactions())));
     // try_borrow_mut: an invalidation can arrive while a lookup reads the memo; that reader
     // holds no borrow across queries (see `memo`), so this only guards against the impossible.
     MEMO.with(|m| {
@@ -145,7 +185,7 @@ pub fn memo<T: Clone + 'static>(
     }
     let generation = GENERATION.with(Cell::get);
     let value = compute();
-    if GENERATION.with(Cell::get) == generation {
+    if GENERATION.with(Cell::get) == generation && snapshot_is_fresh() {
         MEMO.with(|m| {
             let mut m = m.borrow_mut();
             if m.len() >= CAPACITY {
@@ -163,11 +203,8 @@ pub fn size() -> usize {
 }
 
 /// Queue a relcache invalidation of the catalog tables the lookups read: every backend empties
-/// its memo when the current transaction commits, this one at its next command. Called by the
-/// statement triggers on those tables; harmless to call at any time.
-#[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
-pub fn _lookups_changed() {
+/// its memo when the current transaction commits, this one at its next command.
+fn lookups_changed() {
     if let Some(relids) = catalog_relids() {
         for relid in relids {
             // SAFETY: queues an invalidation message in the current transaction.
@@ -175,6 +212,25 @@ pub fn _lookups_changed() {
         }
     }
     clear();
+}
+
+/// The C symbol that the install scripts of 0.1.0 and 0.2.0 (sql/versions) name for their
+/// `tenancy._lookups_changed()`: a database still on one of those releases (before ALTER EXTENSION
+/// UPDATE) keeps its memo exact with this library. This release creates no SQL function for it
+/// (`sql = false`): its trigger is `_lookups_changed_trigger`, which nobody can call directly.
+#[pg_extern(sql = false)]
+pub fn _lookups_changed() {
+    lookups_changed();
+}
+
+/// Internal: the statement trigger on memberships, organizations and roles. A trigger function
+/// cannot be called directly, so nobody can flush every session's memo at will.
+#[pg_trigger]
+pub fn _lookups_changed_trigger<'a>(
+    _trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    lookups_changed();
+    Ok(None)
 }
 
 /// The number of membership answers this backend holds in its memo.

@@ -14,6 +14,7 @@ use pgrx::{pg_sys, PgSqlErrorCode, Uuid};
 
 use crate::errors::raise;
 use crate::lookups;
+use crate::security;
 
 /// Written by the application server with `SET LOCAL` / `set_config(..., true)`.
 pub const USER_SETTING: &CStr = c"tenancy.user_id";
@@ -148,12 +149,26 @@ fn requested_organization() -> Requested {
 /// True when the calling role is a tenancy administrator: a role that may UPDATE
 /// `tenancy.organizations` (its owner, a superuser, or a role the DBA granted that to).
 pub fn caller_is_admin() -> bool {
+    role_is_admin(security::current_role())
+}
+
+fn role_is_admin(role: pg_sys::Oid) -> bool {
     let Some(relid) = lookups::organizations_relid() else { return false };
-    // SAFETY: plain catalog lookups for the current user.
+    // SAFETY: plain catalog lookups.
     unsafe {
-        pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_UPDATE as pg_sys::AclMode)
-            == pg_sys::AclResult::ACLCHECK_OK
+        pg_sys::pg_class_aclcheck(relid, role, pg_sys::ACL_UPDATE as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK
     }
+}
+
+/// May this transaction act in an organization it is not a member of? Only a tenancy
+/// administrator acting as itself, for operations and validation:
+/// * no user is set in this transaction: with a user, membership decides, whoever runs the
+///   statement (the owner of a SECURITY DEFINER function included);
+/// * both the role running the statement and the role outside every SECURITY DEFINER function
+///   (the one the client connected as or SET ROLE to) are administrators: an administrator's
+///   SECURITY DEFINER function called by anybody else acts for nobody.
+pub(crate) fn administrator_without_user(user: Option<Uuid>) -> bool {
+    user.is_none() && role_is_admin(security::current_role()) && role_is_admin(security::outer_role())
 }
 
 /// What a policy asks the context for: the right to read, write or delete rows. The role a
@@ -189,15 +204,13 @@ impl Right {
 }
 
 /// May this transaction act in `org` with `right` (None: merely act there)? Yes when the current
-/// user is an active member whose role grants it, or the calling role is a tenancy
-/// administrator and the organization is active.
+/// user is an active member whose role grants it; without a user, when a tenancy administrator
+/// acts as itself (`administrator_without_user`) and the organization is active.
 pub(crate) fn may_act_in(user: Option<Uuid>, org: Uuid, right: Option<Right>) -> bool {
-    if let Some(u) = user {
-        if lookups::member_has_right(u, org, right.map_or("", Right::as_str)) {
-            return true;
-        }
+    match user {
+        Some(u) => lookups::member_has_right(u, org, right.map_or("", Right::as_str)),
+        None => administrator_without_user(None) && lookups::organization_state(org) == Some(true),
     }
-    caller_is_admin() && lookups::organization_state(org) == Some(true)
 }
 
 /// The organization this transaction acts for, when the transaction may act there with `right`:
@@ -309,11 +322,11 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
             "Pass the id of an organization the current user belongs to (see tenancy.memberships).",
         )
     };
-    let admin = caller_is_admin();
     let user = current_user_id();
+    let admin = administrator_without_user(user);
     let allowed = match user {
-        Some(u) if lookups::is_active_member(u, org) => true,
-        _ => admin && lookups::organization_state(org) == Some(true),
+        Some(u) => lookups::is_active_member(u, org),
+        None => admin && lookups::organization_state(org) == Some(true),
     };
     if !allowed {
         match (admin, lookups::organization_state(org)) {

@@ -2,14 +2,17 @@
 //! database, and keep every tenant's rows isolated with Row-Level Security.
 //!
 //! Load order of the extension script:
-//! 1. `sql/catalog.sql` (bootstrap): the catalog tables in schema `tenancy`;
-//! 2. the Rust functions of the modules below;
-//! 3. `sql/lint.sql`: tenancy.lint(), once the Rust helpers it calls exist;
-//! 4. `sql/backfill.sql`: the online backfill (tenancy.backfill and its steps), rollback,
+//! 1. `sql/guard.sql` (bootstrap): the install guard (the schema is taken over by the superuser
+//!    running the script, and must be new and empty);
+//! 2. `sql/catalog.sql`: the catalog tables in schema `tenancy`;
+//! 3. the Rust functions of the modules below;
+//! 4. `sql/helpers.sql`: identifiers, names and foreign key definitions built from the catalog;
+//! 5. `sql/lint.sql`: tenancy.lint(), once the Rust helpers it calls exist;
+//! 6. `sql/backfill.sql`: the online backfill (tenancy.backfill and its steps), rollback,
 //!    adopt_users;
-//! 5. `sql/citus.sql`: distribute(), distribute_all(), distribution_plan() (Citus), the
+//! 7. `sql/citus.sql`: distribute(), distribute_all(), distribution_plan() (Citus), the
 //!    catalog's subquery-free membership check;
-//! 6. `sql/api.sql` (finalize): the SQL API that wraps them, comments, grants, and the
+//! 8. `sql/api.sql` (finalize): the SQL API that wraps them, comments, grants, and the
 //!    hand-over of the catalog to the installing role.
 use pgrx::prelude::*;
 
@@ -22,19 +25,22 @@ pub mod lint;
 pub mod lookups;
 pub mod policies;
 pub mod privileged;
+pub mod security;
 
 ::pgrx::pg_module_magic!();
 
-extension_sql_file!("../sql/catalog.sql", name = "catalog", bootstrap);
+extension_sql_file!("../sql/guard.sql", name = "guard", bootstrap);
+extension_sql_file!("../sql/catalog.sql", name = "catalog", requires = ["guard"]);
+extension_sql_file!("../sql/helpers.sql", name = "helpers", requires = ["catalog"]);
 extension_sql_file!(
     "../sql/lint.sql",
     name = "lint",
-    requires = ["catalog", lint::_policy_calls, lint::_wrap_policy_calls]
+    requires = ["helpers", lint::_policy_calls, lint::_wrap_policy_calls]
 );
 extension_sql_file!(
     "../sql/backfill.sql",
     name = "backfill",
-    requires = ["lint", privileged::_privileged, lookups::get_user_organization_id]
+    requires = ["lint", privileged::_privileged, security::_as_owner, lookups::get_user_organization_id]
 );
 extension_sql_file!(
     "../sql/citus.sql",

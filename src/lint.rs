@@ -62,6 +62,15 @@ fn skip_group(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// `s[from..to]`, or "" where that is not a range of whole characters (unterminated input): these
+/// helpers read any text a caller passes, and must never panic on it.
+fn part(s: &str, from: usize, to: usize) -> &str {
+    if from > to {
+        return "";
+    }
+    s.get(from..to).unwrap_or("")
+}
+
 fn is_ident_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_'
 }
@@ -77,7 +86,7 @@ fn read_name(s: &str, mut i: usize) -> (Vec<String>, usize) {
     loop {
         if i < b.len() && b[i] == b'"' {
             let end = skip_delimited(b, i);
-            parts.push(s[i + 1..end.saturating_sub(1)].replace("\"\"", "\""));
+            parts.push(part(s, i + 1, end.saturating_sub(1)).replace("\"\"", "\""));
             i = end;
         } else if i < b.len() && is_ident_start(b[i]) {
             let start = i;
@@ -101,18 +110,18 @@ fn read_name(s: &str, mut i: usize) -> (Vec<String>, usize) {
 fn skip_type(s: &str, i: usize) -> usize {
     let (_, mut i) = read_name(s, i);
     for suffix in [" varying", " precision", " with time zone", " without time zone"] {
-        if s[i..].starts_with(suffix) {
+        if s.get(i..).is_some_and(|rest| rest.starts_with(suffix)) {
             i += suffix.len();
         }
     }
     let b = s.as_bytes();
     if i < b.len() && b[i] == b'(' {
         let end = skip_group(b, i);
-        if s[i + 1..end - 1].bytes().all(|c| c.is_ascii_digit() || c == b',' || c == b' ') {
+        if end > i + 1 && part(s, i + 1, end - 1).bytes().all(|c| c.is_ascii_digit() || c == b',' || c == b' ') {
             i = end;
         }
     }
-    while s[i..].starts_with("[]") {
+    while s.get(i..).is_some_and(|rest| rest.starts_with("[]")) {
         i += 2;
     }
     i
@@ -150,8 +159,8 @@ fn calls(expr: &str) -> Vec<Call> {
         match b[i] {
             b'\'' => i = skip_delimited(b, i),
             b'(' => {
-                let rest = expr[i + 1..].trim_start();
-                if rest.len() >= 6 && rest[..6].eq_ignore_ascii_case("select") {
+                let rest = expr.get(i + 1..).unwrap_or("").trim_start();
+                if rest.get(..6).is_some_and(|w| w.eq_ignore_ascii_case("select")) {
                     i = skip_group(b, i); // a sub-select runs once per statement (or is its own query)
                 } else {
                     i += 1;
@@ -170,7 +179,7 @@ fn calls(expr: &str) -> Vec<Call> {
                         out.push(Call {
                             schema: (parts.len() > 1).then(|| parts[parts.len() - 2].clone()),
                             name,
-                            constant_args: constant_args(&expr[i + 1..close - 1]),
+                            constant_args: constant_args(part(expr, i + 1, close.saturating_sub(1))),
                             start,
                             end: close,
                         });
@@ -204,14 +213,14 @@ pub fn _wrap_policy_calls(expr: &str, names: Vec<String>) -> String {
     let mut at = 0;
     for c in calls(expr) {
         if c.constant_args && names.contains(&c.name) {
-            out.push_str(&expr[at..c.start]);
+            out.push_str(part(expr, at, c.start));
             out.push_str("(SELECT ");
-            out.push_str(&expr[c.start..c.end]);
+            out.push_str(part(expr, c.start, c.end));
             out.push(')');
             at = c.end;
         }
     }
-    out.push_str(&expr[at..]);
+    out.push_str(expr.get(at..).unwrap_or(""));
     out
 }
 
@@ -239,6 +248,19 @@ mod tests {
         assert_eq!(names("is_member(organization_id)"), vec![("is_member".into(), false)]);
         assert_eq!(names("(COALESCE(a, b) = NULLIF(c, 'x'::text))"), vec![]);
         assert_eq!(names("(\"My Schema\".\"Odd \"\"fn\"\"\"() = 'f(x)'::text)"), vec![("Odd \"fn\"".into(), true)]);
+    }
+
+    #[pg_test]
+    fn unterminated_and_multibyte_input_never_panics() {
+        let inputs = [
+            "f(", "f('", "x::", "x::character", "x::\"", "\"", "a.\"b", "f(\u{e9}", "\u{e9}(", "x::timestamp with",
+            "(SELECT", "f()::numeric(", "f()::numeric(1,", "\u{f6}::\u{f6}", "a.b.", "x::t[", "'\u{1F600}'(",
+            "\u{1F600}::x(9", "(sel\u{e9}ct 1)", "f(\u{1F600}", "x::numeric(\u{e9}", "\"\u{e9}",
+        ];
+        for s in inputs {
+            let _ = calls(s);
+            let _ = _wrap_policy_calls(s, vec!["f".into(), "x".into()]);
+        }
     }
 
     #[pg_test]

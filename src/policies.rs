@@ -807,10 +807,24 @@ pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
     let recorded_relations = rec.get("relations").and_then(Value::as_object).unwrap_or(&empty);
     // The table is recorded under the name it had when it was isolated.
     let table_key = rec.get("table").and_then(Value::as_str).unwrap_or(name.as_str());
-    // Partitions first, the table last: the reverse of how they were isolated.
+    // Partitions first, the table last: the reverse of how they were isolated. A recorded name
+    // counts only if it is a partition of this table now: the record is never trusted to name
+    // another table (whose policies this would drop, with the caller's rights).
+    let actual_partitions: Vec<pg_sys::Oid> = spi(Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT p.relid::pg_catalog.oid FROM pg_catalog.pg_partition_tree($1::pg_catalog.regclass) p WHERE p.level > 0",
+            None,
+            &[relid.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.extend(r.get::<pg_sys::Oid>(1)?);
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    }));
     let partitions = recorded_relations.iter().filter(|(k, _)| k.as_str() != table_key).map(|(k, v)| {
-        let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[k.as_str().into()]));
-        (oid.and_then(relation), v)
+        let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[k.as_str().into()]));
+        (oid.filter(|o| actual_partitions.contains(o)).and_then(relation), v)
     });
     let table_entry = recorded_relations.get(table_key).map(|v| (Some(table), v));
     for (rel, v) in partitions.collect::<Vec<_>>().into_iter().chain(table_entry) {
@@ -818,7 +832,8 @@ pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
         let existing = existing_policies(rel.relid);
         if let Some(policies) = v.get("policies").and_then(Value::as_object) {
             for policy in policies.keys() {
-                if existing.iter().any(|p| &p.name == policy) {
+                // Only policies named as tenancy names its own.
+                if policy.starts_with("tenancy_") && existing.iter().any(|p| &p.name == policy) {
                     statements.push(format!("DROP POLICY {} ON {}", quote_identifier(policy), rel.name));
                 }
             }

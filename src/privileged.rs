@@ -11,6 +11,7 @@ use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
 use crate::context::{caller_is_admin, current_user_id};
 use crate::errors::{raise, spi};
 use crate::lookups::organizations_relid;
+use crate::security::AsRole;
 
 /// The operations the door opens onto. Anything else is refused.
 pub const OPERATIONS: &[&str] = &[
@@ -26,40 +27,7 @@ pub const OPERATIONS: &[&str] = &[
     "record_isolation",
     "record_backfill",
     "adopt_users",
-    "log",
 ];
-
-/// Restores the previous user id and security context when dropped, also on error unwind.
-struct AsUser {
-    saved_uid: pg_sys::Oid,
-    saved_ctx: i32,
-}
-
-impl AsUser {
-    fn switch_to(uid: pg_sys::Oid) -> Self {
-        let mut saved_uid = pg_sys::InvalidOid;
-        let mut saved_ctx = 0;
-        // SAFETY: the same calls fmgr_security_definer makes; restored in Drop and, on ERROR, by
-        // transaction/subtransaction abort as well.
-        unsafe {
-            pg_sys::GetUserIdAndSecContext(&mut saved_uid, &mut saved_ctx);
-            pg_sys::SetUserIdAndSecContext(
-                uid,
-                saved_ctx
-                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-            );
-        }
-        AsUser { saved_uid, saved_ctx }
-    }
-}
-
-impl Drop for AsUser {
-    fn drop(&mut self) {
-        // SAFETY: restores exactly what switch_to saved.
-        unsafe { pg_sys::SetUserIdAndSecContext(self.saved_uid, self.saved_ctx) }
-    }
-}
 
 fn catalog_owner() -> pg_sys::Oid {
     let Some(relid) = organizations_relid() else {
@@ -95,7 +63,7 @@ pub fn _privileged(op: &str, args: JsonB) -> Option<JsonB> {
     let actor = current_user_id();
     let owner = catalog_owner();
 
-    let _as_owner = AsUser::switch_to(owner);
+    let _as_owner = AsRole::switch_to(owner);
     // `op` is one of OPERATIONS, so the function name is a fixed identifier.
     let sql = format!("SELECT tenancy._op_{op}($1, $2, $3, $4)");
     spi(Spi::connect_mut(|c| {

@@ -5,8 +5,9 @@ use std::process::Command;
 
 use tenancy_client_tests::*;
 
-/// The previous release, whose install script ships in sql/versions/.
-const PREVIOUS: &str = "0.1.0";
+/// The earlier releases, whose install scripts ship in sql/versions/ with an upgrade path to
+/// the current one.
+const PREVIOUS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// Everything about the extension's objects that an upgrade must reproduce, one line each,
 /// sorted: members, function definitions with their comments, owners and grants, columns,
@@ -80,19 +81,31 @@ fn db_with(db: &str, owner: &str, version: Option<&str>) -> postgres::Client {
 }
 
 #[test]
-fn alter_extension_update_gives_a_fresh_install_and_tenants_stay_isolated() {
-    let owner = "upg_owner";
-    let mut old = db_with("upg_old", owner, Some(PREVIOUS));
-    assert_eq!(version(&mut old), PREVIOUS);
+fn alter_extension_update_from_0_1_0_gives_a_fresh_install_and_tenants_stay_isolated() {
+    upgrade_gives_a_fresh_install(PREVIOUS[0]);
+}
+
+#[test]
+fn alter_extension_update_from_0_2_0_gives_a_fresh_install_and_tenants_stay_isolated() {
+    upgrade_gives_a_fresh_install(PREVIOUS[1]);
+}
+
+fn upgrade_gives_a_fresh_install(previous: &str) {
+    let tag = previous.replace('.', "");
+    let (owner, app, old_db, fresh_db) =
+        (format!("upg_owner_{tag}"), format!("upg_app_{tag}"), format!("upg_old_{tag}"), format!("upg_fresh_{tag}"));
+    let owner = owner.as_str();
+    let mut old = db_with(&old_db, owner, Some(previous));
+    assert_eq!(version(&mut old), previous);
     let default: String = old
         .query_one("SELECT default_version FROM pg_available_extensions WHERE name = 'tenancy'", &[])
         .unwrap()
         .get(0);
-    assert_ne!(default, PREVIOUS, "the build under test is a newer version than {PREVIOUS}");
+    assert_ne!(default, previous, "the build under test is a newer version than {previous}");
 
     // Life on the previous release: tenants, members, an invitation, an isolated table.
-    role("upg_app", "");
-    grant_role("upg_app", owner);
+    role(&app, "");
+    grant_role(&app, owner);
     old.batch_execute(&format!(
         "SELECT tenancy.create_organization('Org A', 'org-a', '{ORG_A}', '{{}}', '{USER_A}');
          SELECT tenancy.create_organization('Org B', 'org-b', '{ORG_B}', '{{}}', '{USER_B}');
@@ -102,7 +115,7 @@ fn alter_extension_update_gives_a_fresh_install_and_tenants_stay_isolated() {
            FROM generate_series(1, 300) g;
          CREATE INDEX ON notes (organization_id, id);
          SELECT tenancy.enable_isolation('notes');
-         GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO upg_app;"
+         GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO {app};"
     ))
     .unwrap();
     let before: Vec<String> = old
@@ -116,7 +129,7 @@ fn alter_extension_update_gives_a_fresh_install_and_tenants_stay_isolated() {
     assert_eq!(version(&mut old), default);
 
     // The upgraded extension is exactly a fresh install of the new version.
-    let mut fresh = db_with("upg_fresh", owner, None);
+    let mut fresh = db_with(&fresh_db, owner, None);
     let (got, want) = (shape(&mut old), shape(&mut fresh));
     let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).collect();
     let extra: Vec<&String> = got.iter().filter(|l| !want.contains(l)).collect();
@@ -134,9 +147,9 @@ fn alter_extension_update_gives_a_fresh_install_and_tenants_stay_isolated() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(before, after);
-    let mut app = connect(owner, "upg_old");
-    app.batch_execute("SET ROLE upg_app").unwrap();
-    let mut tx = app.transaction().unwrap();
+    let mut app_conn = connect(owner, &old_db);
+    app_conn.batch_execute(&format!("SET ROLE {app}")).unwrap();
+    let mut tx = app_conn.transaction().unwrap();
     let none: i64 = tx.query_one("SELECT count(*) FROM notes", &[]).unwrap().get(0);
     assert_eq!(none, 0, "no context, no rows");
     tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'; SELECT tenancy.set_organization('{ORG_A}')"))
@@ -154,9 +167,18 @@ fn upgrade_scripts_refuse_to_run_by_hand() {
     let scripts: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&format!("tenancy--{PREVIOUS}--")))
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.starts_with("tenancy--") && name.matches("--").count() == 2
+        })
         .collect();
-    assert!(!scripts.is_empty(), "an upgrade script from {PREVIOUS} is installed in {}", dir.display());
+    for previous in PREVIOUS {
+        assert!(
+            scripts.iter().any(|p| p.to_string_lossy().contains(&format!("tenancy--{previous}--"))),
+            "an upgrade script from {previous} is installed in {}",
+            dir.display()
+        );
+    }
     let mut su = superuser();
     su.batch_execute("DROP DATABASE IF EXISTS upg_by_hand WITH (FORCE)").unwrap();
     su.batch_execute("CREATE DATABASE upg_by_hand").unwrap();

@@ -1,0 +1,946 @@
+//! The attackers of a managed (Supabase-style) install, played over real connections.
+//!
+//! Each case is an attack; it *succeeds* when the attacker gets something the security model
+//! says they cannot have (a superuser bit, a grant, another organization's rows, a lasting
+//! membership, SQL of theirs run by somebody else, a Rust panic). The suite runs every case,
+//! prints one line per case and then `attacks: N cases, K succeeded`, and fails unless K is 0.
+//!
+//! Who attacks:
+//! * `mallory_owner`: a database owner who is not superuser, before and after CREATE EXTENSION
+//!   (on a managed install the extension is trusted: its script runs as the bootstrap superuser);
+//! * `mallory`: a table owner who is not a tenancy administrator;
+//! * members, viewers, non-members and `anon` of PostgREST-style roles;
+//! * anybody who wants an administrator's report, fix or `\gexec` to run their SQL.
+//!
+//! `the_suite_catches_a_planted_weakness` shows that the checks can fail: it plants weaknesses
+//! and asserts that the same checks report the attack as successful.
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+use tenancy_client_tests::*;
+
+const USER_N: &str = "ffffffff-0000-0000-0000-000000000006"; // member of nothing
+const USER_AD: &str = "abababab-0000-0000-0000-000000000007"; // admin of A
+
+/// The result of one attack: Ok = repelled, Err(what the attacker got).
+type Outcome = Result<(), String>;
+
+struct Suite {
+    cases: usize,
+    succeeded: Vec<String>,
+}
+
+impl Suite {
+    fn new() -> Self {
+        Suite { cases: 0, succeeded: Vec::new() }
+    }
+
+    fn case(&mut self, name: &str, attack: impl FnOnce() -> Outcome) {
+        self.cases += 1;
+        let started = Instant::now();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(attack))
+            .unwrap_or_else(|p| Err(format!("the case itself broke: {}", panic_text(&p))));
+        match outcome {
+            Ok(()) => println!("attack {name} ... repelled ({} ms)", started.elapsed().as_millis()),
+            Err(why) => {
+                println!("attack {name} ... SUCCEEDED: {why}");
+                self.succeeded.push(format!("{name}: {why}"));
+            }
+        }
+    }
+
+    fn finish(self) {
+        println!("attacks: {} cases, {} succeeded", self.cases, self.succeeded.len());
+        assert!(self.succeeded.is_empty(), "attacks that succeeded:\n{}", self.succeeded.join("\n"));
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+}
+
+fn one_bool(c: &mut impl postgres::GenericClient, sql: &str) -> bool {
+    c.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+fn one_i64(c: &mut impl postgres::GenericClient, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+fn is_superuser(role: &str) -> bool {
+    one_bool(&mut superuser(), &format!("SELECT rolsuper FROM pg_roles WHERE rolname = '{role}'"))
+}
+
+fn demote(role: &str) {
+    superuser().batch_execute(&format!("ALTER ROLE \"{role}\" NOSUPERUSER")).unwrap();
+}
+
+/// A fresh database owned by `owner` (not superuser) without the extension.
+fn empty_db(db: &str, owner: &str) -> Client {
+    role(owner, "");
+    demote(owner);
+    let mut su = superuser();
+    su.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")).unwrap();
+    su.batch_execute(&format!("CREATE DATABASE \"{db}\" OWNER \"{owner}\"")).unwrap();
+    connect(owner, db)
+}
+
+/// A PL/pgSQL statement that makes `who` superuser when it runs as a superuser, and otherwise does
+/// nothing: the payload of every planted function.
+fn escalation(who: &str) -> String {
+    format!(
+        "IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) current_user) THEN
+           EXECUTE 'ALTER ROLE \"{who}\" SUPERUSER';
+         END IF;"
+    )
+}
+
+/// Plants, in schema tenancy, the objects 0.2.0's scripts could be made to call: operators and
+/// functions with argument types that beat pg_catalog's in overload resolution.
+fn plant_in_tenancy_schema(c: &mut impl postgres::GenericClient, who: &str) {
+    let e = escalation(who);
+    c.batch_execute(&format!(
+        "CREATE FUNCTION tenancy.evil_eq(a oid, b regnamespace) RETURNS boolean LANGUAGE plpgsql AS $f$
+         BEGIN {e} RETURN a OPERATOR(pg_catalog.=) b::oid; END $f$;
+         CREATE OPERATOR tenancy.= (LEFTARG = oid, RIGHTARG = regnamespace, FUNCTION = tenancy.evil_eq);
+         CREATE FUNCTION tenancy.evil_eq(a oid, b oid) RETURNS boolean LANGUAGE plpgsql AS $f$
+         BEGIN {e} RETURN a OPERATOR(pg_catalog.=) b; END $f$;
+         CREATE OPERATOR tenancy.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = tenancy.evil_eq);
+         CREATE FUNCTION tenancy.format(a text, b regprocedure) RETURNS text LANGUAGE plpgsql AS $f$
+         BEGIN {e} RETURN pg_catalog.format(a, b); END $f$;
+         CREATE FUNCTION tenancy.format(a text, b text) RETURNS text LANGUAGE plpgsql AS $f$
+         BEGIN {e} RETURN pg_catalog.format(a, b); END $f$;
+         CREATE FUNCTION tenancy._require(p_name text, p_value regclass) RETURNS regclass LANGUAGE plpgsql AS $f$
+         BEGIN {e} RETURN p_value; END $f$;
+         CREATE FUNCTION tenancy._backfill_step(p_rel regclass, OUT done boolean, OUT sleep double precision)
+         LANGUAGE plpgsql AS $f$ BEGIN {e} done := true; sleep := 0; END $f$;"
+    ))
+    .unwrap();
+}
+
+fn msg(e: &postgres::Error) -> String {
+    e.as_db_error().map(|d| format!("{}: {}", d.code().code(), d.message())).unwrap_or_else(|| e.to_string())
+}
+
+/// Plants a weakness (as the superuser) for `the_suite_catches_a_planted_weakness`; `{owner}`
+/// stands for the database owner.
+fn weaken(db: &str, plant: Option<&str>, owner: &str) {
+    if let Some(sql) = plant {
+        superuser_of(db).batch_execute(&sql.replace("{owner}", owner)).unwrap();
+    }
+}
+
+fn expect_refused(r: Result<(), postgres::Error>, what: &str) -> Outcome {
+    match r {
+        Ok(()) => Err(format!("{what} was accepted")),
+        Err(_) => Ok(()),
+    }
+}
+
+fn not_superuser(who: &str) -> Outcome {
+    if is_superuser(who) {
+        demote(who);
+        return Err(format!("{who} became superuser"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Install and upgrade
+// ---------------------------------------------------------------------------------------------
+
+fn install_into_planted_schema(db: &str, same_transaction: bool) -> Outcome {
+    let owner = format!("{db}_owner");
+    let mut c = empty_db(db, &owner);
+    let r = if same_transaction {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute("CREATE SCHEMA tenancy").unwrap();
+        plant_in_tenancy_schema(&mut tx, &owner);
+        let r = tx.batch_execute("CREATE EXTENSION tenancy");
+        if r.is_ok() {
+            tx.commit().unwrap();
+        }
+        r
+    } else {
+        c.batch_execute("CREATE SCHEMA tenancy").unwrap();
+        plant_in_tenancy_schema(&mut c, &owner);
+        c.batch_execute("CREATE EXTENSION tenancy")
+    };
+    not_superuser(&owner)?;
+    expect_refused(r, "CREATE EXTENSION into a schema holding the owner's objects")
+}
+
+fn install_into_schema_with_grants(db: &str) -> Outcome {
+    let owner = format!("{db}_owner");
+    let mut c = empty_db(db, &owner);
+    role("mallory", "");
+    c.batch_execute(
+        "CREATE SCHEMA tenancy; GRANT CREATE ON SCHEMA tenancy TO PUBLIC;
+         ALTER DEFAULT PRIVILEGES IN SCHEMA tenancy GRANT EXECUTE ON FUNCTIONS TO mallory;",
+    )
+    .unwrap();
+    let r = c.batch_execute("CREATE EXTENSION tenancy");
+    if r.is_ok() {
+        // If it was accepted, nobody but the extension may create objects in the schema.
+        let created = connect("mallory", db).batch_execute("CREATE FUNCTION tenancy.x() RETURNS int LANGUAGE sql AS 'SELECT 1'");
+        if created.is_ok() {
+            return Err("PUBLIC kept CREATE on schema tenancy after CREATE EXTENSION".into());
+        }
+    }
+    Ok(())
+}
+
+fn nobody_creates_objects_in_the_schema(db: &str, plant: Option<&str>) -> Outcome {
+    let owner = format!("{db}_owner");
+    let mut c = empty_db(db, &owner);
+    c.batch_execute("CREATE EXTENSION tenancy").unwrap();
+    weaken(db, plant, &owner);
+    let attempts = [
+        "CREATE FUNCTION tenancy._require(p_name text, p_value regclass) RETURNS regclass LANGUAGE sql AS 'SELECT $2'",
+        "CREATE FUNCTION tenancy._backfill_step(p_rel regclass, OUT done boolean, OUT sleep double precision) LANGUAGE sql AS 'SELECT true, 0::float8'",
+        "CREATE OPERATOR tenancy.= (LEFTARG = oid, RIGHTARG = regnamespace, FUNCTION = pg_catalog.oideq)",
+        "CREATE TABLE tenancy.planted (x int)",
+        "CREATE VIEW tenancy.planted_v AS SELECT 1",
+        "CREATE TYPE tenancy.planted_t AS (x int)",
+        "ALTER SCHEMA tenancy OWNER TO CURRENT_USER",
+        "ALTER SCHEMA tenancy RENAME TO tenancy_old",
+        "ALTER FUNCTION tenancy.current_user_id() OWNER TO CURRENT_USER",
+        "ALTER FUNCTION tenancy.current_user_id() SET search_path = public",
+    ];
+    for a in attempts {
+        if c.batch_execute(a).is_ok() {
+            return Err(format!("the database owner could run: {a}"));
+        }
+    }
+    Ok(())
+}
+
+fn upgrade_from(db: &str, version: &str) -> Outcome {
+    let owner = format!("{db}_owner");
+    let mut c = empty_db(db, &owner);
+    c.batch_execute(&format!("CREATE EXTENSION tenancy VERSION '{version}'")).unwrap();
+    // As shipped then, these releases left schema tenancy to the installing role (their install
+    // scripts now start with the guard, so the superuser hands it back to reproduce that): the
+    // owner plants, then updates.
+    superuser_of(db).batch_execute(&format!("ALTER SCHEMA tenancy OWNER TO \"{owner}\"")).unwrap();
+    plant_in_tenancy_schema(&mut c, &owner);
+    let r = c.batch_execute("ALTER EXTENSION tenancy UPDATE");
+    not_superuser(&owner)?;
+    expect_refused(r, &format!("ALTER EXTENSION UPDATE from {version} with planted objects"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Administrators' reports and fixes
+// ---------------------------------------------------------------------------------------------
+
+/// A database where the owner (a tenancy administrator) and `mallory` (a table owner who is not
+/// an administrator) live; mallory's spy function records who runs it and, if it runs as a
+/// superuser or administrator, grants itself UPDATE on tenancy.organizations.
+fn mallory_db(db: &str) -> (Client, Client) {
+    let owner = format!("{db}_owner");
+    let mut c = empty_db(db, &owner);
+    role("mallory", "");
+    c.batch_execute("CREATE EXTENSION tenancy").unwrap();
+    superuser_of(db).batch_execute("CREATE SCHEMA m AUTHORIZATION mallory; GRANT USAGE ON SCHEMA m TO PUBLIC;").unwrap();
+    let mut m = connect("mallory", db);
+    m.batch_execute(
+        "CREATE TABLE m.spied (who name, at timestamptz DEFAULT now());
+         GRANT INSERT, SELECT ON m.spied TO PUBLIC;
+         CREATE FUNCTION m.spy() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $f$
+         BEGIN
+           INSERT INTO m.spied (who) VALUES (current_user);
+           IF pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE') THEN
+             EXECUTE 'GRANT UPDATE ON tenancy.organizations TO mallory';
+           END IF;
+           RETURN true;
+         END $f$;",
+    )
+    .unwrap();
+    (c, m)
+}
+
+fn spied_by_others(m: &mut Client) -> Vec<String> {
+    m.query("SELECT DISTINCT who::text FROM m.spied WHERE who <> 'mallory'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn mallory_gained_update(db: &str) -> bool {
+    one_bool(
+        &mut superuser_of(db),
+        "SELECT pg_catalog.has_table_privilege('mallory', 'tenancy.organizations', 'UPDATE')",
+    )
+}
+
+fn reports_run_owner_code(db: &str) -> Outcome {
+    let (mut c, mut m) = mallory_db(db);
+    m.batch_execute(
+        "CREATE TABLE m.t (id int PRIMARY KEY, organization_id uuid);
+         INSERT INTO m.t SELECT g, NULL FROM generate_series(1, 3) g;
+         ALTER TABLE m.t ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY spy ON m.t USING (m.spy());
+         GRANT SELECT ON m.t TO PUBLIC;
+         SELECT tenancy.register_table('m.t');",
+    )
+    .unwrap();
+    // The administrator (database owner) and a superuser run their reports.
+    let _ = c.query("SELECT * FROM tenancy.validate_client_data_integrity()", &[]);
+    let _ = c.query("SELECT * FROM tenancy.validate_client_data_integrity('m.t')", &[]);
+    let _ = c.query("SELECT * FROM tenancy.lint()", &[]);
+    let mut su = superuser_of(db);
+    let _ = su.query("SELECT * FROM tenancy.validate_client_data_integrity()", &[]);
+    let _ = su.query("SELECT * FROM tenancy.lint()", &[]);
+    let others = spied_by_others(&mut m);
+    if mallory_gained_update(db) {
+        return Err(format!("mallory's policy ran as {others:?} and granted mallory UPDATE on tenancy.organizations"));
+    }
+    if !others.is_empty() {
+        return Err(format!("mallory's policy function ran as {others:?}"));
+    }
+    Ok(())
+}
+
+fn fix_sql_from_evil_names(db: &str) -> Outcome {
+    let (mut c, mut m) = mallory_db(db);
+    // A parent whose name and tenant column are SQL, and a child whose foreign key lacks it.
+    m.batch_execute(
+        r#"CREATE TABLE m."p(" (o uuid, id int PRIMARY KEY,
+                              "(o,id);GRANT UPDATE ON tenancy.organizations TO mallory;--" uuid NOT NULL, UNIQUE (o, id));
+           CREATE TABLE m.c (organization_id uuid NOT NULL, id int PRIMARY KEY, p int REFERENCES m."p(" (id));
+           SELECT tenancy.register_table('m."p("', '(o,id);GRANT UPDATE ON tenancy.organizations TO mallory;--');
+           SELECT tenancy.register_table('m.c');"#,
+    )
+    .unwrap();
+    // The administrator runs every fix lint prints (as \gexec would), each on its own.
+    let fixes: Vec<Option<String>> = c.query("SELECT fix FROM tenancy.lint()", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    let mut su = superuser_of(db);
+    for fix in fixes.into_iter().flatten() {
+        // One query per fix, as psql's \gexec sends them.
+        let _ = su.batch_execute(&fix);
+    }
+    if mallory_gained_update(db) {
+        return Err("a lint fix executed SQL spliced from a column name".into());
+    }
+    Ok(())
+}
+
+fn backfill_fk_rewrite_from_evil_names(db: &str) -> Outcome {
+    let (_c, mut m) = mallory_db(db);
+    m.batch_execute(
+        r#"CREATE TABLE m."p(" (o uuid, id int PRIMARY KEY,
+                              "(o,id);GRANT UPDATE ON tenancy.organizations TO mallory;--" uuid NOT NULL, UNIQUE (o, id),
+                              UNIQUE ("(o,id);GRANT UPDATE ON tenancy.organizations TO mallory;--", id));
+           SELECT tenancy.register_table('m."p("', '(o,id);GRANT UPDATE ON tenancy.organizations TO mallory;--');
+           CREATE TABLE m.d (id int PRIMARY KEY, p int REFERENCES m."p(" (id));
+           INSERT INTO m.d VALUES (1, NULL);"#,
+    )
+    .unwrap();
+    let org: String = superuser_of(db)
+        .query_one("SELECT tenancy.create_organization('Mal', 'mal')::text", &[])
+        .unwrap()
+        .get(0);
+    // A superuser converts both tables (parent first) with the whole backfill.
+    let mut su = superuser_of(db);
+    let _ = su.batch_execute(&format!("CALL tenancy.backfill('m.d', '{org}', build_indexes => true)"));
+    if mallory_gained_update(db) {
+        return Err("the backfill's foreign key rewrite executed SQL spliced from a column name".into());
+    }
+    Ok(())
+}
+
+fn forged_backfill_record(db: &str) -> Outcome {
+    let (_c, mut m) = mallory_db(db);
+    m.batch_execute(
+        "CREATE TABLE m.f (id int PRIMARY KEY, organization_id uuid);
+         SELECT tenancy._privileged('record_backfill', jsonb_build_object(
+             'relid', 'm.f'::regclass::oid,
+             'backfill', jsonb_build_object('phase', 'converted', 'tenant_column', 'organization_id',
+                 'column_type', 'uuid', 'added_column', false, 'column_existed', true,
+                 'default_expr', 'x', 'old_default', 'NULL; ALTER ROLE mallory SUPERUSER; --',
+                 'trigger', 'x', 'fk', 'y', 'check', 'z')));",
+    )
+    .ok();
+    let mut su = superuser_of(db);
+    let _ = su.batch_execute("SELECT tenancy.rollback('m.f')");
+    let _ = su.batch_execute("SELECT tenancy.rollback('m.f', true)");
+    let _ = su.batch_execute("CALL tenancy.backfill('m.f')");
+    not_superuser("mallory")
+}
+
+fn forged_isolation_record(db: &str) -> Outcome {
+    let (mut c, mut m) = mallory_db(db);
+    // The victim: a table of the database owner, isolated.
+    c.batch_execute(
+        "CREATE TABLE public.victim (id int PRIMARY KEY, organization_id uuid NOT NULL);
+         SELECT tenancy.enable_isolation('public.victim');",
+    )
+    .unwrap();
+    let before = one_i64(&mut c, "SELECT count(*) FROM pg_policy WHERE polrelid = 'public.victim'::regclass");
+    m.batch_execute(
+        "CREATE TABLE m.g (id int PRIMARY KEY, organization_id uuid);
+         SELECT tenancy._privileged('record_isolation', jsonb_build_object(
+             'relid', 'm.g'::regclass::oid, 'operation', 'enable_isolation',
+             'tenant_column', 'organization_id', 'column_type', 'uuid', 'mode', 'membership',
+             'isolation', jsonb_build_object('table', 'm.g', 'relations', jsonb_build_object(
+                 'm.g', jsonb_build_object('policies', '{}'::jsonb),
+                 'public.victim', jsonb_build_object('rls_was_enabled', false, 'rls_was_forced', false,
+                     'policies', jsonb_build_object('tenancy_select_boundary', '{}'::jsonb,
+                                                    'tenancy_select_access', '{}'::jsonb))))));",
+    )
+    .ok();
+    let _ = superuser_of(db).batch_execute("SELECT tenancy.disable_isolation('m.g')");
+    let _ = c.batch_execute("SELECT tenancy.disable_isolation('m.g')");
+    let after = one_i64(&mut c, "SELECT count(*) FROM pg_policy WHERE polrelid = 'public.victim'::regclass");
+    let forced = one_bool(&mut c, "SELECT relforcerowsecurity FROM pg_class WHERE oid = 'public.victim'::regclass");
+    if after != before || !forced {
+        return Err(format!("a forged record made an administrator drop the victim's isolation ({before} -> {after} policies, forced {forced})"));
+    }
+    Ok(())
+}
+
+fn anon_writes_the_log(db: &str) -> Outcome {
+    let owner = format!("{db}_owner");
+    let mut c = empty_db(db, &owner);
+    c.batch_execute("CREATE EXTENSION tenancy").unwrap();
+    role("anon", "");
+    let mut a = connect("anon", db);
+    let before = one_i64(&mut c, "SELECT count(*) FROM tenancy.migration_log");
+    let _ = a.batch_execute(
+        "SELECT tenancy._privileged('log', jsonb_build_object('operation', 'backfill', 'status', 'succeeded',
+                'details', jsonb_build_object('junk', repeat('x', 100000))))",
+    );
+    let after = one_i64(&mut c, "SELECT count(*) FROM tenancy.migration_log");
+    if after != before {
+        return Err("anon wrote a row into tenancy.migration_log".into());
+    }
+    Ok(())
+}
+
+fn anon_flushes_every_memo(db: &str) -> Outcome {
+    let owner = format!("{db}_owner");
+    let mut c = empty_db(db, &owner);
+    c.batch_execute("CREATE EXTENSION tenancy").unwrap();
+    role("anon", "");
+    match connect("anon", db).batch_execute("SELECT tenancy._lookups_changed()") {
+        Ok(()) => Err("anon could call tenancy._lookups_changed()".into()),
+        Err(_) => Ok(()),
+    }
+}
+
+fn public_functions_panic_or_write(db: &str) -> Outcome {
+    let owner = format!("{db}_owner");
+    let mut c = empty_db(db, &owner);
+    c.batch_execute("CREATE EXTENSION tenancy").unwrap();
+    role("anon", "");
+    let mut a = connect("anon", db);
+    // Every function anon may execute, called with NULLs and with garbage text.
+    let funcs: Vec<(String, i32, Vec<String>)> = c
+        .query(
+            "SELECT p.oid::regprocedure::text, p.pronargs::int,
+                    ARRAY(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) t)
+               FROM pg_proc p WHERE p.pronamespace = 'tenancy'::regnamespace AND p.prokind = 'f'
+                AND has_function_privilege('anon', p.oid, 'EXECUTE')
+                AND p.prorettype <> 'trigger'::regtype",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let fingerprint = "SELECT md5(string_agg(x, ',' ORDER BY x)) FROM (
+        SELECT 'o' || o::text AS x FROM tenancy.organizations o UNION ALL SELECT 'm' || m::text FROM tenancy.memberships m
+        UNION ALL SELECT 't' || t::text FROM tenancy.tenant_tables t UNION ALL SELECT 'l' || l.id FROM tenancy.migration_log l
+        UNION ALL SELECT 'i' || i::text FROM tenancy.invitations i) s";
+    let before: Option<String> = superuser_of(db).query_one(fingerprint, &[]).unwrap().get(0);
+    let garbage = ["NULL", "''", "'''", "'(((('", "'\u{00e9}\u{00e9}('", "'x(SELECT'", "'a''b(c'", "'::'", "'(SELECT 1))'"];
+    for (f, nargs, types) in &funcs {
+        let name = f.split('(').next().unwrap();
+        for g in garbage {
+            let args: Vec<String> = types
+                .iter()
+                .map(|t| if g == "NULL" || !(t == "text" || t == "name") { format!("NULL::{t}") } else { format!("{g}::{t}") })
+                .collect();
+            let _ = nargs;
+            let sql = format!("SELECT {name}({})", args.join(", "));
+            if let Err(e) = a.batch_execute(&sql) {
+                if e.code().map(|c| c.code()) == Some("XX000") {
+                    return Err(format!("{sql} failed with an internal error (a panic?): {}", msg(&e)));
+                }
+            }
+        }
+    }
+    let after: Option<String> = superuser_of(db).query_one(fingerprint, &[]).unwrap().get(0);
+    if before != after {
+        return Err("anon changed the catalog through a public function".into());
+    }
+    Ok(())
+}
+
+fn policy_parser_panics(db: &str) -> Outcome {
+    let owner = format!("{db}_owner");
+    let mut c = empty_db(db, &owner);
+    c.batch_execute("CREATE EXTENSION tenancy").unwrap();
+    role("anon", "");
+    let mut a = connect("anon", db);
+    let inputs = [
+        "f(", "f('", "x::", "x::character", "x::\"", "\"", "a.\"b", "f(\u{00e9}", "é(", "x::timestamp with",
+        "(SELECT", "f()::numeric(", "f()::numeric(1,", "ö::ö", "a.b.", "x::t[", "'\u{1F600}'(", "\u{1F600}::x(9",
+    ];
+    for s in inputs {
+        for sql in [
+            "SELECT count(*) FROM tenancy._policy_calls($1)",
+            "SELECT tenancy._wrap_policy_calls($1, ARRAY['f', 'x', 'é', 'a'])",
+        ] {
+            if let Err(e) = a.execute(sql, &[&s]) {
+                if e.code().map(|c| c.code()) == Some("XX000") {
+                    return Err(format!("{sql} with {s:?}: {}", msg(&e)));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Members, administrators of one organization, revocation
+// ---------------------------------------------------------------------------------------------
+
+fn tenant_table(c: &mut Client) {
+    c.batch_execute(&format!(
+        "CREATE TABLE public.items (id int PRIMARY KEY, organization_id uuid NOT NULL, body text);
+         INSERT INTO public.items VALUES (1, '{ORG_A}', 'a1'), (2, '{ORG_A}', 'a2'), (3, '{ORG_B}', 'b1');
+         SELECT tenancy.enable_isolation('public.items');"
+    ))
+    .unwrap();
+}
+
+fn admin_captures_another_organizations_user(db: &str) -> Outcome {
+    let mut c = two_tenant_db(db);
+    tenant_table(&mut c);
+    c.batch_execute(&format!(
+        "SELECT tenancy.add_member('{ORG_A}', '{USER_AD}', 'admin');
+         GRANT SELECT, INSERT ON public.items TO \"{db}_app\";"
+    ))
+    .unwrap();
+    let mut app = app_session(db);
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_AD}'")).unwrap();
+    let _ = tx.batch_execute(&format!("SELECT tenancy.add_member('{ORG_A}', '{USER_B}', 'member', true)"));
+    let _ = tx.commit();
+    let default_b = one_bool(
+        &mut c,
+        &format!("SELECT is_default FROM tenancy.memberships WHERE organization_id = '{ORG_B}' AND user_id = '{USER_B}'"),
+    );
+    let default_org: Option<String> = c
+        .query_one(&format!("SELECT tenancy.get_user_organization_id('{USER_B}')::text"), &[])
+        .unwrap()
+        .get(0);
+    if !default_b || default_org.as_deref() != Some(ORG_B) {
+        return Err(format!("an admin of A moved B's user to A (default now {default_org:?})"));
+    }
+    Ok(())
+}
+
+fn removed_admins_invitation(db: &str) -> Outcome {
+    let mut c = two_tenant_db(db);
+    c.batch_execute(&format!("SELECT tenancy.add_member('{ORG_A}', '{USER_AD}', 'admin')")).unwrap();
+    let mut app = app_session(db);
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_AD}'")).unwrap();
+    let token: String = tx
+        .query_one(&format!("SELECT tenancy.create_invitation('{ORG_A}', 'x@example.com', 'admin')"), &[])
+        .unwrap()
+        .get(0);
+    tx.commit().unwrap();
+    c.batch_execute(&format!("SELECT tenancy.remove_member('{ORG_A}', '{USER_AD}')")).unwrap();
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_N}'")).unwrap();
+    let accepted = tx.query_one("SELECT tenancy.accept_invitation($1)", &[&token]).is_ok();
+    let _ = tx.commit();
+    let role: Option<String> = c
+        .query_opt(&format!("SELECT role FROM tenancy.memberships WHERE organization_id = '{ORG_A}' AND user_id = '{USER_N}'"), &[])
+        .unwrap()
+        .map(|r| r.get(0));
+    if accepted || role.is_some() {
+        return Err(format!("a removed admin's invitation still granted {role:?}"));
+    }
+    Ok(())
+}
+
+fn visible_items(tx: &mut postgres::Transaction) -> i64 {
+    one_i64(tx, "SELECT count(*) FROM public.items")
+}
+
+/// A revocation committed while a REPEATABLE READ / SERIALIZABLE transaction, or a cursor, holds
+/// an older snapshot must count from the next transaction on.
+fn memo_outlives_revocation(db: &str, isolation: &str) -> Outcome {
+    let mut c = two_tenant_db(db);
+    tenant_table(&mut c);
+    c.batch_execute(&format!(
+        "SELECT tenancy.add_member('{ORG_A}', '{USER_N}', 'member');
+         GRANT SELECT, INSERT ON public.items TO \"{db}_app\";"
+    ))
+    .unwrap();
+    let mut app = app_session(db);
+    let mut tx = app.build_transaction().isolation_level(match isolation {
+        "serializable" => postgres::IsolationLevel::Serializable,
+        _ => postgres::IsolationLevel::RepeatableRead,
+    }).start().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_N}'")).unwrap();
+    let first = visible_items(&mut tx);
+    if first != 2 {
+        return Err(format!("setup: the member sees {first} rows, not 2"));
+    }
+    c.batch_execute(&format!("SELECT tenancy.remove_member('{ORG_A}', '{USER_N}')")).unwrap();
+    let _ = visible_items(&mut tx); // recomputed under the old snapshot
+    let _ = tx.query_one(&format!("SELECT tenancy.validate_client_access('{USER_N}', '{ORG_A}')"), &[]);
+    tx.commit().unwrap();
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_N}'")).unwrap();
+    let later = visible_items(&mut tx);
+    let access = one_bool(&mut tx, &format!("SELECT tenancy.validate_client_access('{USER_N}', '{ORG_A}')"));
+    let inserted = tx.batch_execute(&format!("INSERT INTO public.items VALUES (99, '{ORG_A}', 'x')")).is_ok();
+    drop(tx);
+    if later != 0 || access || inserted {
+        return Err(format!("after remove_member committed: {later} rows, access {access}, insert {inserted}"));
+    }
+    Ok(())
+}
+
+fn memo_outlives_revocation_in_a_cursor(db: &str) -> Outcome {
+    let mut c = two_tenant_db(db);
+    tenant_table(&mut c);
+    c.batch_execute(&format!(
+        "SELECT tenancy.add_member('{ORG_A}', '{USER_N}', 'member');
+         GRANT SELECT ON public.items TO \"{db}_app\";"
+    ))
+    .unwrap();
+    let mut app = app_session(db);
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "SET LOCAL tenancy.user_id = '{USER_N}';
+         DECLARE cur CURSOR FOR SELECT tenancy.validate_client_access('{USER_N}', '{ORG_A}') FROM generate_series(1, 3);
+         FETCH 1 FROM cur;"
+    ))
+    .unwrap();
+    c.batch_execute(&format!("SELECT tenancy.remove_member('{ORG_A}', '{USER_N}')")).unwrap();
+    let _ = tx.batch_execute("SELECT 1; FETCH 2 FROM cur;");
+    tx.commit().unwrap();
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_N}'")).unwrap();
+    let later = visible_items(&mut tx);
+    let access = one_bool(&mut tx, &format!("SELECT tenancy.validate_client_access('{USER_N}', '{ORG_A}')"));
+    if later != 0 || access {
+        return Err(format!("after remove_member committed (cursor): {later} rows, access {access}"));
+    }
+    Ok(())
+}
+
+fn deactivation_seen_next_transaction(db: &str) -> Outcome {
+    let mut c = two_tenant_db(db);
+    tenant_table(&mut c);
+    c.batch_execute(&format!("GRANT SELECT ON public.items TO \"{db}_app\";")).unwrap();
+    let mut app = app_session(db);
+    let mut tx = app.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).start().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+    let _ = visible_items(&mut tx);
+    c.batch_execute(&format!("SELECT tenancy.deactivate_organization('{ORG_A}')")).unwrap();
+    let _ = visible_items(&mut tx);
+    tx.commit().unwrap();
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+    let later = visible_items(&mut tx);
+    if later != 0 {
+        return Err(format!("after deactivate_organization committed: {later} rows"));
+    }
+    Ok(())
+}
+
+/// A SECURITY DEFINER function owned by the tenancy administrator (the Supabase pattern).
+fn admin_bypass_in_security_definer(db: &str) -> Outcome {
+    let mut c = two_tenant_db(db);
+    tenant_table(&mut c);
+    role("anon", "");
+    c.batch_execute(&format!(
+        "CREATE FUNCTION public.count_items() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+           SET search_path = pg_catalog, pg_temp AS 'SELECT count(*) FROM public.items';
+         GRANT EXECUTE ON FUNCTION public.count_items() TO PUBLIC;"
+    ))
+    .unwrap();
+    grant_role(&format!("{db}_app"), "anon");
+    let mut app = app_session(db);
+    let forgeries = [
+        (Some(USER_N), format!("SET LOCAL tenancy.organization_id = '{ORG_B}'")),
+        (Some(USER_N), format!("SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_N}\", \"organization_id\": \"{ORG_B}\"}}', true)")),
+        (Some(USER_A), format!("SET LOCAL tenancy.organization_id = '{ORG_B}'")),
+        (None, format!("SET LOCAL tenancy.organization_id = '{ORG_B}'")),
+        (None, format!("SELECT set_config('request.jwt.claims', '{{\"role\": \"anon\", \"organization_id\": \"{ORG_B}\"}}', true)")),
+    ];
+    let mut anon = connect("anon", db);
+    for (user, forgery) in &forgeries {
+        for client in [&mut app, &mut anon] {
+            let mut tx = client.transaction().unwrap();
+            if let Some(u) = user {
+                tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{u}'")).unwrap();
+            }
+            tx.batch_execute(forgery).unwrap();
+            let n = one_i64(&mut tx, "SELECT public.count_items()");
+            drop(tx);
+            if n != 0 {
+                return Err(format!("user {user:?} with {forgery} read {n} rows of B through the administrator's SECURITY DEFINER function"));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// What lint and the integrity report must see
+// ---------------------------------------------------------------------------------------------
+
+fn lint_codes(c: &mut Client) -> Vec<(String, String)> {
+    c.query("SELECT code, object FROM tenancy.lint()", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+fn members_with_trigger_and_truncate(db: &str, plant: Option<&str>) -> Outcome {
+    let mut c = two_tenant_db(db);
+    tenant_table(&mut c);
+    weaken(db, plant, "");
+    c.batch_execute(&format!("GRANT ALL ON public.items TO \"{db}_app\"")).unwrap();
+    let codes = lint_codes(&mut c);
+    let flagged = codes.iter().any(|(code, obj)| code == "TEN016" && obj.contains("public.items"));
+    if !flagged {
+        return Err(format!("TRIGGER/TRUNCATE on a tenant table granted to a restricted role: lint says {codes:?}"));
+    }
+    // Applying lint's fix removes them.
+    let fixes: Vec<String> = c
+        .query("SELECT fix FROM tenancy.lint() WHERE code = 'TEN016'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for f in fixes {
+        c.batch_execute(&f).unwrap();
+    }
+    let still = one_bool(
+        &mut c,
+        &format!("SELECT has_table_privilege('{db}_app', 'public.items', 'TRUNCATE') OR has_table_privilege('{db}_app', 'public.items', 'TRIGGER')"),
+    );
+    if still {
+        return Err("lint's TEN016 fix left TRIGGER or TRUNCATE".into());
+    }
+    Ok(())
+}
+
+fn partition_added_after_isolation(db: &str) -> Outcome {
+    let mut c = two_tenant_db(db);
+    c.batch_execute(&format!(
+        "CREATE TABLE public.ev (id int, organization_id uuid NOT NULL, PRIMARY KEY (organization_id, id))
+           PARTITION BY LIST (organization_id);
+         CREATE TABLE public.ev_a PARTITION OF public.ev FOR VALUES IN ('{ORG_A}');
+         INSERT INTO public.ev VALUES (1, '{ORG_A}');
+         SELECT tenancy.enable_isolation('public.ev');
+         CREATE TABLE public.ev_b PARTITION OF public.ev FOR VALUES IN ('{ORG_B}');"
+    ))
+    .unwrap();
+    superuser_of(db).batch_execute(&format!("INSERT INTO public.ev VALUES (2, '{ORG_B}')")).unwrap();
+    let codes = lint_codes(&mut c);
+    if !codes.iter().any(|(code, obj)| code == "TEN017" && obj.contains("ev_b")) {
+        return Err(format!("a partition added after enable_isolation is not reported by lint: {codes:?}"));
+    }
+    let ok = one_bool(&mut c, "SELECT ok FROM tenancy.validate_client_data_integrity('public.ev')");
+    if ok {
+        return Err("the integrity report says ok for a table with an unprotected partition".into());
+    }
+    Ok(())
+}
+
+fn report_with_an_unreadable_table(db: &str) -> Outcome {
+    let (mut c, mut m) = mallory_db(db);
+    role("ops", "");
+    c.batch_execute(
+        "CREATE TABLE public.mine (id int PRIMARY KEY, organization_id uuid);
+         SELECT tenancy.register_table('public.mine');
+         GRANT UPDATE ON tenancy.organizations TO ops; GRANT SELECT ON public.mine TO ops;",
+    )
+    .unwrap();
+    m.batch_execute("CREATE TABLE m.secret (id int PRIMARY KEY, organization_id uuid); SELECT tenancy.register_table('m.secret');")
+        .unwrap();
+    let mut ops = connect("ops", db);
+    match ops.query("SELECT table_name, ok FROM tenancy.validate_client_data_integrity()", &[]) {
+        Err(e) => Err(format!("one table ops cannot read makes the whole report fail: {}", msg(&e))),
+        Ok(rows) => {
+            let secret: Vec<bool> = rows.iter().filter(|r| r.get::<_, String>(0) == "m.secret").map(|r| r.get(1)).collect();
+            if rows.len() != 2 || secret != vec![false] {
+                return Err(format!("expected 2 rows, m.secret not ok; got {} rows, m.secret ok {secret:?}", rows.len()));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn report_that_cannot_see_says_ok(db: &str) -> Outcome {
+    let mut c = two_tenant_db(db);
+    // Every catalog fact holds; one row of A points at B's parent row, which only a report that
+    // sees every row can count.
+    c.batch_execute(&format!(
+        "CREATE TABLE public.par (id int PRIMARY KEY, organization_id uuid NOT NULL REFERENCES tenancy.organizations (id));
+         CREATE INDEX ON public.par (organization_id);
+         CREATE TABLE public.chi (id int PRIMARY KEY, organization_id uuid NOT NULL REFERENCES tenancy.organizations (id),
+                                  par_id int REFERENCES public.par (id));
+         CREATE INDEX ON public.chi (organization_id);
+         INSERT INTO public.par VALUES (1, '{ORG_A}'), (2, '{ORG_B}');
+         INSERT INTO public.chi VALUES (1, '{ORG_A}', 2);
+         SELECT tenancy.enable_isolation('public.par'); SELECT tenancy.enable_isolation('public.chi');"
+    ))
+    .unwrap();
+    let r = c
+        .query_one("SELECT total_rows, cross_tenant_rows, ok FROM tenancy.validate_client_data_integrity('public.chi')", &[])
+        .unwrap();
+    let (total, cross, ok): (i64, i64, bool) = (r.get(0), r.get(1), r.get(2));
+    if ok {
+        return Err(format!("the administrator's report counted {total} rows, {cross} crossing tenants, and said ok"));
+    }
+    Ok(())
+}
+
+fn tenant_tables_readable_by_all(db: &str, plant: Option<&str>) -> Outcome {
+    let (mut c, _m) = mallory_db(db);
+    weaken(db, plant, "");
+    let org: String = c.query_one("SELECT tenancy.create_organization('Src', 'src')::text", &[]).unwrap().get(0);
+    c.batch_execute("CREATE TABLE public.src (id int PRIMARY KEY); INSERT INTO public.src VALUES (1);").unwrap();
+    c.batch_execute(&format!("CALL tenancy.backfill('public.src', '{org}')")).unwrap();
+    role("anon", "");
+    let seen = one_i64(&mut connect("anon", db), "SELECT count(*) FROM tenancy.tenant_tables");
+    let seen_m = one_i64(&mut connect("mallory", db), "SELECT count(*) FROM tenancy.tenant_tables");
+    if seen != 0 || seen_m != 0 {
+        return Err(format!("tenant_tables shows others' tables (anon {seen}, mallory {seen_m})"));
+    }
+    Ok(())
+}
+
+fn slug_enumeration_by_references(db: &str, plant: Option<&str>) -> Outcome {
+    let (_c, mut m) = mallory_db(db);
+    weaken(db, plant, "");
+    let r = m.batch_execute(
+        "CREATE TABLE m.probe (slug text REFERENCES tenancy.organizations (slug));",
+    );
+    expect_refused(r, "a table owner's foreign key on tenancy.organizations(slug)")
+}
+
+fn long_identifiers(db: &str) -> Outcome {
+    let mut c = two_tenant_db(db);
+    let table = "t".repeat(63);
+    let column = "c".repeat(63);
+    c.batch_execute(&format!(
+        "CREATE TABLE public.\"{table}\" (id int PRIMARY KEY, \"{column}\" int UNIQUE);
+         INSERT INTO public.\"{table}\" SELECT g, g FROM generate_series(1, 50) g;"
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let (tx_done, rx) = std::sync::mpsc::channel();
+    let port = port();
+    let (db2, table2) = (db.to_string(), table.clone());
+    std::thread::spawn(move || {
+        let mut c = Client::connect(&format!("host=127.0.0.1 port={port} user={db2}_owner dbname={db2}"), postgres::NoTls).unwrap();
+        c.batch_execute("SET statement_timeout = '60s'").unwrap();
+        let r = c.batch_execute(&format!("CALL tenancy.backfill('public.\"{table2}\"', '{ORG_A}', build_indexes => true)"));
+        let _ = tx_done.send(r.map_err(|e| msg(&e)));
+    });
+    match rx.recv_timeout(Duration::from_secs(90)) {
+        Err(_) => return Err("a backfill of a table with 63-byte names did not finish in 90 s".into()),
+        Ok(Err(e)) => return Err(format!("a backfill of a table with 63-byte names failed: {e}")),
+        Ok(Ok(())) => {}
+    }
+    let pending = one_i64(&mut c, "SELECT count(*) FROM tenancy.pending_statements()");
+    let phase: Option<String> = c
+        .query_one(&format!("SELECT details->'backfill'->>'phase' FROM tenancy.tenant_tables WHERE relid = 'public.\"{table}\"'::regclass"), &[])
+        .unwrap()
+        .get(0);
+    if pending != 0 || phase.as_deref() != Some("converted") {
+        return Err(format!("63-byte names: phase {phase:?}, {pending} pending statements after {:?}", started.elapsed()));
+    }
+    Ok(())
+}
+
+#[test]
+fn attacks_on_a_managed_install() {
+    let mut s = Suite::new();
+    s.case("install: CREATE EXTENSION into a schema the owner planted", || install_into_planted_schema("atk_plant", false));
+    s.case("install: planted schema in the same transaction", || install_into_planted_schema("atk_plant_tx", true));
+    s.case("install: schema with CREATE granted to PUBLIC and default privileges", || {
+        install_into_schema_with_grants("atk_grants")
+    });
+    s.case("install: the database owner creates or alters objects in schema tenancy", || {
+        nobody_creates_objects_in_the_schema("atk_schema", None)
+    });
+    s.case("upgrade: ALTER EXTENSION UPDATE from 0.1.0 after planting", || upgrade_from("atk_up010", "0.1.0"));
+    s.case("upgrade: ALTER EXTENSION UPDATE from 0.2.0 after planting", || upgrade_from("atk_up020", "0.2.0"));
+    s.case("reports: an administrator's integrity report and lint run a table owner's policy", || {
+        reports_run_owner_code("atk_reports")
+    });
+    s.case("fixes: lint fix SQL built from a column name", || fix_sql_from_evil_names("atk_fix"));
+    s.case("fixes: the backfill's foreign key rewrite built from a column name", || {
+        backfill_fk_rewrite_from_evil_names("atk_fk")
+    });
+    s.case("records: a forged backfill record run by a superuser's rollback", || forged_backfill_record("atk_recb"));
+    s.case("records: a forged isolation record names another table", || forged_isolation_record("atk_reci"));
+    s.case("members: an admin of A makes B's user default to A", || admin_captures_another_organizations_user("atk_cap"));
+    s.case("members: a removed admin's invitation", || removed_admins_invitation("atk_inv"));
+    s.case("memo: revocation during a REPEATABLE READ transaction", || memo_outlives_revocation("atk_rr", "repeatable"));
+    s.case("memo: revocation during a SERIALIZABLE transaction", || memo_outlives_revocation("atk_ser", "serializable"));
+    s.case("memo: revocation while a cursor holds an old snapshot", || memo_outlives_revocation_in_a_cursor("atk_cur"));
+    s.case("memo: deactivation during a REPEATABLE READ transaction", || deactivation_seen_next_transaction("atk_deact"));
+    s.case("context: administrator's SECURITY DEFINER function with forged organization", || {
+        admin_bypass_in_security_definer("atk_secdef")
+    });
+    s.case("privileges: TRIGGER and TRUNCATE on a tenant table for members", || {
+        members_with_trigger_and_truncate("atk_trig", None)
+    });
+    s.case("partitions: a partition added after enable_isolation", || partition_added_after_isolation("atk_part"));
+    s.case("log: anon writes migration_log", || anon_writes_the_log("atk_log"));
+    s.case("memo: anon flushes every session's memo", || anon_flushes_every_memo("atk_flush"));
+    s.case("public functions: garbage arguments as anon (no panic, no write)", || {
+        public_functions_panic_or_write("atk_pub")
+    });
+    s.case("lint helpers: out-of-range input panics", || policy_parser_panics("atk_panic"));
+    s.case("names: 63-byte table and column names through the backfill", || long_identifiers("atk_names"));
+    s.case("catalog: tenant_tables readable by everyone", || tenant_tables_readable_by_all("atk_tt", None));
+    s.case("catalog: slugs enumerable through REFERENCES", || slug_enumeration_by_references("atk_slug", None));
+    s.case("reports: one table the administrator cannot read", || report_with_an_unreadable_table("atk_unread"));
+    s.case("reports: a report that cannot see the rows says ok", || report_that_cannot_see_says_ok("atk_blind"));
+    s.finish();
+}
+
+/// The suite can fail: with a weakness planted, the same checks report the attack as successful.
+#[test]
+fn the_suite_catches_a_planted_weakness() {
+    let planted: [(&str, Outcome); 4] = [
+        (
+            "CREATE on schema tenancy for the database owner",
+            nobody_creates_objects_in_the_schema("atk_w_schema", Some("GRANT CREATE ON SCHEMA tenancy TO \"{owner}\"")),
+        ),
+        (
+            "lint silenced for TEN016",
+            members_with_trigger_and_truncate(
+                "atk_w_trig",
+                Some("INSERT INTO tenancy.lint_ignores (code, object, reason) VALUES ('TEN016', '*', 'planted')"),
+            ),
+        ),
+        (
+            "row-level security off on tenant_tables",
+            tenant_tables_readable_by_all("atk_w_tt", Some("ALTER TABLE tenancy.tenant_tables DISABLE ROW LEVEL SECURITY")),
+        ),
+        (
+            "REFERENCES (slug) for PUBLIC",
+            slug_enumeration_by_references("atk_w_slug", Some("GRANT REFERENCES (slug) ON tenancy.organizations TO PUBLIC")),
+        ),
+    ];
+    for (weakness, outcome) in planted {
+        println!("planted {weakness}: {outcome:?}");
+        assert!(outcome.is_err(), "with {weakness} planted, the attack must succeed");
+    }
+    println!("planted weaknesses: 4 caught");
+}

@@ -1,0 +1,2571 @@
+-- tenancy 0.2.0 -> 0.3.0. Run by ALTER EXTENSION tenancy UPDATE, never by hand:
+\echo Use "ALTER EXTENSION tenancy UPDATE TO '0.3.0'" to load this file. \quit
+
+-- tenancy upgrade guard: the first statement of every upgrade script (sql/versions/
+-- tenancy--A--B.sql starts with exactly this block; scripts/test.sh checks it).
+--
+-- ALTER EXTENSION tenancy UPDATE runs the upgrade scripts as a superuser (the bootstrap
+-- superuser on a trusted install) with schema tenancy on the search_path. Releases up to 0.2.0
+-- left that schema to the installing role, which could have added operators or functions that
+-- beat pg_catalog's in overload resolution. So, before anything else, with every operator and
+-- function below schema-qualified:
+--   1. no other transaction of a non-superuser role that may create objects in the schema is
+--      open (it could commit an object after the check);
+--   2. the schema is taken over by the superuser running the update: nobody else can create
+--      objects in it from then on;
+--   3. every object in the schema must belong to the extension (or be part of an object that
+--      does: an index, a row type), CREATE on the schema is granted to nobody else, and there are
+--      no default privileges in it. Otherwise the update is refused, and nothing is changed.
+DO $guard$
+DECLARE
+    v_nsp      oid;
+    v_ext      oid;
+    v_objects  text;
+BEGIN
+    SELECT n.oid INTO v_nsp FROM pg_catalog.pg_namespace n WHERE n.nspname OPERATOR(pg_catalog.=) 'tenancy';
+    SELECT e.oid INTO v_ext FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'tenancy';
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a
+                WHERE a.pid OPERATOR(pg_catalog.<>) pg_catalog.pg_backend_pid()
+                  AND a.backend_xid IS NOT NULL
+                  AND a.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()
+                  AND pg_catalog.has_schema_privilege(a.usesysid, v_nsp, 'CREATE')
+                  AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                            WHERE r.oid OPERATOR(pg_catalog.=) a.usesysid)) THEN
+        RAISE EXCEPTION 'tenancy: another transaction that may create objects in schema tenancy is open'
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Run ALTER EXTENSION tenancy UPDATE again once the other sessions of the database owner have committed.';
+    END IF;
+    EXECUTE 'ALTER SCHEMA tenancy OWNER TO CURRENT_USER';
+    WITH objs(classid, objid, what) AS (
+        SELECT 'pg_catalog.pg_class'::pg_catalog.regclass::pg_catalog.oid, c.oid, pg_catalog.concat('relation ', c.relname)
+          FROM pg_catalog.pg_class c WHERE c.relnamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass::pg_catalog.oid, p.oid, pg_catalog.concat('function ', p.proname)
+          FROM pg_catalog.pg_proc p WHERE p.pronamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_type'::pg_catalog.regclass::pg_catalog.oid, t.oid, pg_catalog.concat('type ', t.typname)
+          FROM pg_catalog.pg_type t WHERE t.typnamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass::pg_catalog.oid, o.oid, pg_catalog.concat('operator ', o.oprname)
+          FROM pg_catalog.pg_operator o WHERE o.oprnamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass::pg_catalog.oid, c.oid, pg_catalog.concat('collation ', c.collname)
+          FROM pg_catalog.pg_collation c WHERE c.collnamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass::pg_catalog.oid, c.oid, pg_catalog.concat('conversion ', c.conname)
+          FROM pg_catalog.pg_conversion c WHERE c.connamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass::pg_catalog.oid, c.oid, pg_catalog.concat('operator class ', c.opcname)
+          FROM pg_catalog.pg_opclass c WHERE c.opcnamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass::pg_catalog.oid, f.oid, pg_catalog.concat('operator family ', f.opfname)
+          FROM pg_catalog.pg_opfamily f WHERE f.opfnamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass::pg_catalog.oid, c.oid, pg_catalog.concat('text search configuration ', c.cfgname)
+          FROM pg_catalog.pg_ts_config c WHERE c.cfgnamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass::pg_catalog.oid, d.oid, pg_catalog.concat('text search dictionary ', d.dictname)
+          FROM pg_catalog.pg_ts_dict d WHERE d.dictnamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_ts_parser'::pg_catalog.regclass::pg_catalog.oid, p.oid, pg_catalog.concat('text search parser ', p.prsname)
+          FROM pg_catalog.pg_ts_parser p WHERE p.prsnamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_ts_template'::pg_catalog.regclass::pg_catalog.oid, t.oid, pg_catalog.concat('text search template ', t.tmplname)
+          FROM pg_catalog.pg_ts_template t WHERE t.tmplnamespace OPERATOR(pg_catalog.=) v_nsp
+        UNION ALL SELECT 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass::pg_catalog.oid, s.oid, pg_catalog.concat('statistics object ', s.stxname)
+          FROM pg_catalog.pg_statistic_ext s WHERE s.stxnamespace OPERATOR(pg_catalog.=) v_nsp
+    )
+    SELECT pg_catalog.string_agg(o.what, ', ') INTO v_objects
+      FROM objs o
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                        WHERE d.classid OPERATOR(pg_catalog.=) o.classid AND d.objid OPERATOR(pg_catalog.=) o.objid
+                          AND (d.deptype OPERATOR(pg_catalog.=) ANY (ARRAY['a', 'i']::"char"[])
+                               OR (d.deptype OPERATOR(pg_catalog.=) 'e'::"char" AND d.refobjid OPERATOR(pg_catalog.=) v_ext)));
+    IF v_objects IS NULL THEN
+        SELECT pg_catalog.string_agg(x.what, ', ') INTO v_objects FROM (
+            SELECT 'CREATE granted to another role' AS what FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) a
+             WHERE n.oid OPERATOR(pg_catalog.=) v_nsp AND a.grantee OPERATOR(pg_catalog.<>) n.nspowner
+               AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+            UNION ALL SELECT 'default privileges' FROM pg_catalog.pg_default_acl d
+             WHERE d.defaclnamespace OPERATOR(pg_catalog.=) v_nsp) x;
+    END IF;
+    IF v_objects IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy: schema tenancy holds what the extension did not create (%)', v_objects
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'The update runs as a superuser with schema tenancy on its search_path; it refuses to run next to objects somebody else put there.',
+                  HINT = 'Move or drop them (or revoke the grants), then run ALTER EXTENSION tenancy UPDATE again. Nothing was changed.';
+    END IF;
+END
+$guard$;
+
+
+-- Functions and procedures (drafted by scripts/draft-upgrade.py from the generated install scripts).
+DROP FUNCTION tenancy._log(text, text, text, jsonb, timestamptz);
+DROP FUNCTION tenancy._lookups_changed();
+DROP FUNCTION tenancy._op_log(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._table_integrity(oid);
+DROP FUNCTION tenancy.validate_client_data_integrity();
+DROP FUNCTION tenancy.validate_client_data_integrity(regclass);
+CREATE OR REPLACE FUNCTION tenancy."_as_owner"(
+	"rel" oid, 
+	"op" TEXT, 
+	"args" jsonb 
+) RETURNS jsonb 
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_as_owner_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy._att_names(p_rel oid, p_atts int2[]) RETURNS text[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(a.attname::text ORDER BY k.n), '{}')
+      FROM unnest(p_atts) WITH ORDINALITY k(att, n)
+      JOIN pg_attribute a ON a.attrelid = p_rel AND a.attnum = k.att
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._authorize(p_org uuid, p_right text, p_is_admin boolean, p_actor uuid)
+RETURNS integer
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r tenancy.roles;
+BEGIN
+    IF p_is_admin THEN
+        RETURN 2147483647;
+    END IF;
+    IF p_actor IS NULL THEN
+        RAISE EXCEPTION 'tenancy: no acting user in this transaction'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Set the user with SET LOCAL tenancy.user_id = ''<uuid>'' (or a JWT sub claim), '
+                         'or call as a tenancy administrator (a role with UPDATE on tenancy.organizations).';
+    END IF;
+    SELECT ro.* INTO r
+      FROM tenancy.memberships m
+      JOIN tenancy.roles ro ON ro.name = m.role
+      JOIN tenancy.organizations o ON o.id = m.organization_id
+     WHERE m.organization_id = p_org AND m.user_id = p_actor AND m.is_active AND o.is_active;
+    IF NOT FOUND OR NOT (CASE p_right
+                             WHEN 'manage_members' THEN r.can_manage_members
+                             WHEN 'manage_organization' THEN r.can_manage_organization
+                             ELSE false END) THEN
+        RAISE EXCEPTION 'tenancy: user % may not % in organization %', p_actor, replace(p_right, '_', ' '), p_org
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Ask an owner or admin of the organization (see tenancy.roles for who may do what).';
+    END IF;
+    RETURN r.rank;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_advance(p_rel oid, p_rec jsonb, p_phase text, p_details jsonb DEFAULT '{}')
+RETURNS jsonb LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._backfill_save(p_rel,
+        p_rec || jsonb_build_object('phase', p_phase, 'phase_started_at', clock_timestamp(), 'retries', 0),
+        jsonb_build_object('operation', 'backfill', 'status', 'succeeded',
+                           'started', p_rec->'phase_started_at',
+                           'details', jsonb_build_object('phase', p_rec->>'phase', 'next', p_phase) || coalesce(p_details, '{}')))
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_begin(
+    p_rel oid, p_org uuid, p_col name, p_type text, p_parent oid, p_user_col name,
+    p_batch integer, p_pause interval, p_lock_timeout interval, p_retries integer, p_build boolean)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec     jsonb := tenancy._backfill_record(tenancy._require('tbl', p_rel));
+    v_name    text;
+    v_kind    "char";
+    v_ispart  boolean;
+    v_att     record;
+    v_source  jsonb;
+    v_value   text;
+    v_fk      record;
+    v_pcol    record;
+    v_lookup  text;
+    v_other   integer;
+    v_options jsonb;
+BEGIN
+    SELECT c.oid::regclass::text, c.relkind, c.relispartition INTO v_name, v_kind, v_ispart
+      FROM pg_class c WHERE c.oid = p_rel;
+    IF v_kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'tenancy.backfill: % is not a table (it is a %)', v_name, tenancy._relkind_noun(v_kind)
+            USING ERRCODE = 'wrong_object_type', HINT = 'Backfill the table the view reads from.';
+    END IF;
+    IF v_ispart THEN
+        RAISE EXCEPTION 'tenancy.backfill: % is a partition', v_name
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = format('Backfill the partitioned table %s: its partitions are converted with it.',
+                                (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = p_rel));
+    END IF;
+    PERFORM tenancy._owned_table(p_rel, (SELECT oid FROM pg_roles WHERE rolname = current_user), 'backfill it');
+    IF p_batch IS NULL OR p_batch < 1 OR p_batch > 10000000 THEN
+        RAISE EXCEPTION 'tenancy.backfill: batch_size must be between 1 and 10000000, not %', p_batch
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_retries IS NULL OR p_retries < 0 OR p_lock_timeout IS NULL OR p_lock_timeout <= '0'::interval
+       OR p_pause IS NULL OR p_pause < '0'::interval THEN
+        RAISE EXCEPTION 'tenancy.backfill: lock_timeout must be positive, pause and max_retries not negative'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The foreign key of a text tenant column references tenancy.organizations(slug): that needs
+    -- REFERENCES on slug, which only an administrator grants (it would let a table owner
+    -- enumerate slugs through foreign key checks). Say so before anything is changed.
+    IF p_type = 'text' AND NOT has_column_privilege('tenancy.organizations', 'slug', 'REFERENCES') THEN
+        RAISE EXCEPTION 'tenancy.backfill: % may not reference tenancy.organizations (slug)', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('A tenancy administrator runs GRANT REFERENCES (slug) ON tenancy.organizations TO %I; then CALL tenancy.backfill again.', current_user);
+    END IF;
+    v_options := jsonb_build_object('batch_size', p_batch, 'pause_s', extract(epoch FROM p_pause),
+                                    'lock_timeout_ms', (extract(epoch FROM p_lock_timeout) * 1000)::bigint,
+                                    'max_retries', p_retries, 'build_indexes', p_build);
+
+    v_other := tenancy._backfill_running_elsewhere(v_rec);
+    IF v_other IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.backfill: % is being backfilled by session %', v_name, v_other
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Watch it with SELECT * FROM tenancy.backfill_progress; stop it with pg_cancel_backend(pid).';
+    END IF;
+
+    IF v_rec IS NOT NULL THEN
+        -- A resumed CALL: the source of the organization may be left out, but not changed.
+        IF (p_org IS NOT NULL AND p_org::text IS DISTINCT FROM v_rec->'source'->>'organization_id')
+           OR (p_parent IS NOT NULL AND p_parent IS DISTINCT FROM (v_rec->'source'->>'parent_oid')::oid)
+           OR (p_user_col IS NOT NULL AND p_user_col::text IS DISTINCT FROM v_rec->'source'->>'user_column')
+           OR p_col::text <> v_rec->>'tenant_column' THEN
+            RAISE EXCEPTION 'tenancy.backfill: % is already being converted with other options', v_name
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('Recorded: tenant column %s, source %s.', v_rec->>'tenant_column', v_rec->'source'),
+                      HINT = format('CALL tenancy.backfill(%L%s) resumes it; SELECT tenancy.rollback(%L) undoes it.', v_name,
+                                    CASE WHEN v_rec->>'tenant_column' <> 'organization_id'
+                                         THEN format(', tenant_column => %L', v_rec->>'tenant_column') ELSE '' END, v_name);
+        END IF;
+        RETURN tenancy._backfill_save(p_rel, v_rec || jsonb_build_object(
+            'options', v_options, 'pid', pg_backend_pid(), 'retries', 0,
+            'run', jsonb_build_object('started_at', extract(epoch FROM clock_timestamp()),
+                                      'rows', coalesce((v_rec->'fill'->>'rows_done')::bigint, 0),
+                                      'blocks', coalesce((v_rec->'fill'->>'blocks_done')::bigint, 0))));
+    END IF;
+
+    -- A first CALL.
+    IF p_type IS NULL OR p_type NOT IN ('uuid', 'text') THEN
+        RAISE EXCEPTION 'tenancy.backfill: column_type must be uuid (organization id) or text (organization slug), not %', p_type
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT a.attnum, a.atttypid, a.attnotnull,
+           (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d WHERE d.adrelid = p_rel AND d.adnum = a.attnum) AS def
+      INTO v_att FROM pg_attribute a
+     WHERE a.attrelid = p_rel AND a.attname = tenancy._require('tenant_column', p_col) AND a.attnum > 0 AND NOT a.attisdropped;
+    IF FOUND AND NOT (CASE p_type WHEN 'uuid' THEN v_att.atttypid = 'uuid'::regtype
+                      ELSE v_att.atttypid IN ('text'::regtype, 'character varying'::regtype) END) THEN
+        RAISE EXCEPTION 'tenancy.backfill: %.% already exists with type %, not %', v_name, quote_ident(p_col),
+                        format_type(v_att.atttypid, NULL), p_type
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Pass column_type => ''uuid'' or ''text'' to match it, or name another tenant_column.';
+    END IF;
+
+    IF p_org IS NOT NULL THEN
+        SELECT CASE p_type WHEN 'uuid' THEN o.id::text ELSE o.slug END INTO v_value
+          FROM tenancy.organizations o WHERE o.id = p_org;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'tenancy.backfill: organization % does not exist', p_org
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Create it first (tenancy.create_organization). Organizations you are not a member of are invisible unless you administer tenancy.';
+        END IF;
+    END IF;
+
+    IF p_parent IS NOT NULL AND p_user_col IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.backfill: pass parent or user_column, not both'
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF p_parent IS NOT NULL THEN
+        SELECT con.conname, con.conkey, con.confkey, count(*) OVER () AS n INTO v_fk
+          FROM pg_constraint con
+         WHERE con.conrelid = p_rel AND con.contype = 'f' AND con.confrelid = p_parent
+         ORDER BY con.conname LIMIT 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'tenancy.backfill: no foreign key from % to %', v_name, p_parent::regclass
+                USING ERRCODE = 'invalid_foreign_key',
+                      HINT = 'The organization of each row is read from the row its foreign key points at; add that foreign key, or pass organization_id.';
+        ELSIF v_fk.n > 1 THEN
+            RAISE EXCEPTION 'tenancy.backfill: % has % foreign keys to %; tenancy cannot choose', v_name, v_fk.n, p_parent::regclass
+                USING ERRCODE = 'invalid_foreign_key';
+        END IF;
+        SELECT a.attnotnull, a.atttypid INTO v_pcol FROM pg_attribute a
+         WHERE a.attrelid = p_parent AND a.attname = p_col AND NOT a.attisdropped;
+        IF NOT FOUND OR v_pcol.atttypid IS DISTINCT FROM coalesce(v_att.atttypid, CASE p_type WHEN 'uuid' THEN 'uuid'::regtype ELSE 'text'::regtype END) THEN
+            RAISE EXCEPTION 'tenancy.backfill: parent % has no tenant column % of type %', p_parent::regclass, quote_ident(p_col), p_type
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = format('Convert %s first: CALL tenancy.backfill(%L, ...), or convert both with tenancy.backfill_all.',
+                                    p_parent::regclass, p_parent::regclass::text);
+        END IF;
+        v_lookup := format('SELECT p.%I::text FROM %s p WHERE %s', p_col, p_parent::regclass,
+            (SELECT string_agg(format('p.%I = ($1->>%L)::%s', pa.attname, ca.attname, format_type(ca.atttypid, ca.atttypmod)), ' AND ')
+               FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
+               JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
+               JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p));
+        v_source := jsonb_build_object('kind', 'parent', 'parent', p_parent::regclass::text, 'parent_oid', p_parent,
+                                       'fk', v_fk.conname,
+                                       'join', (SELECT jsonb_agg(jsonb_build_array(ca.attname, pa.attname))
+                                                  FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
+                                                  JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
+                                                  JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p));
+    ELSIF p_user_col IS NOT NULL THEN
+        SELECT a.atttypid INTO v_pcol FROM pg_attribute a
+         WHERE a.attrelid = p_rel AND a.attname = p_user_col AND a.attnum > 0 AND NOT a.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'tenancy.backfill: column % does not exist in %', quote_ident(p_user_col), v_name
+                USING ERRCODE = 'undefined_column';
+        ELSIF v_pcol.atttypid NOT IN ('uuid'::regtype, 'text'::regtype) THEN
+            RAISE EXCEPTION 'tenancy.backfill: user column %.% has type %; tenancy user ids are uuids', v_name,
+                            quote_ident(p_user_col), format_type(v_pcol.atttypid, NULL)
+                USING ERRCODE = 'datatype_mismatch';
+        END IF;
+        IF NOT has_table_privilege('tenancy.organizations', 'UPDATE') THEN
+            RAISE EXCEPTION 'tenancy.backfill: deriving the organization from a user column reads every user''s memberships'
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Run it as a tenancy administrator (the role that owns the tenancy catalog).';
+        END IF;
+        v_lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::uuid)::text'
+                           ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::uuid)' END,
+                           p_user_col);
+        v_source := jsonb_build_object('kind', 'user', 'user_column', p_user_col);
+    ELSIF p_org IS NOT NULL THEN
+        v_source := jsonb_build_object('kind', 'fixed');
+    ELSE
+        RAISE EXCEPTION 'tenancy.backfill: where does each row''s organization come from?'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass organization_id => (one organization for every row), parent => (the table a foreign key points at), or user_column => (a column holding a user id); organization_id with either of the others is the fallback.';
+    END IF;
+    v_source := v_source || jsonb_build_object('organization_id', p_org, 'value', v_value);
+    IF v_value IS NOT NULL THEN
+        v_lookup := CASE WHEN v_lookup IS NULL THEN format('SELECT %L::text', v_value)
+                         ELSE format('SELECT coalesce((%s), %L::text)', v_lookup, v_value) END;
+    END IF;
+
+    v_rec := jsonb_build_object(
+        'table', v_name, 'partitioned', v_kind = 'p',
+        'tenant_column', p_col, 'column_type', p_type, 'source', v_source, 'lookup', v_lookup,
+        'options', v_options,
+        'was_registered', EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass),
+        'column_existed', v_att.attnum IS NOT NULL,
+        'column_was_not_null', coalesce(v_att.attnotnull, false),
+        'old_default', v_att.def,
+        'phase', 'planned', 'phase_started_at', clock_timestamp(), 'started_at', clock_timestamp(),
+        'pid', pg_backend_pid(), 'retries', 0, 'skipped', '[]'::jsonb,
+        'run', jsonb_build_object('started_at', extract(epoch FROM clock_timestamp()), 'rows', 0, 'blocks', 0));
+    RETURN tenancy._backfill_save(p_rel, v_rec,
+        jsonb_build_object('operation', 'backfill', 'status', 'started',
+                           'details', jsonb_build_object('phase', 'planned', 'source', v_source, 'options', v_options)));
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_fill() RETURNS trigger
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v text;
+BEGIN
+    EXECUTE TG_ARGV[1] INTO v USING to_jsonb(NEW);
+    IF v IS NOT NULL THEN
+        NEW := jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[0], v));
+    END IF;
+    RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_index_plan(p_rel oid, p_rec jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_col     text := p_rec->>'tenant_column';
+    v_att     int2 := (SELECT attnum FROM pg_attribute WHERE attrelid = p_rel AND attname = v_col);
+    v_tbl     text := p_rel::regclass::text;
+    v_rel     text := (SELECT relname FROM pg_class WHERE oid = p_rel);
+    v_part    boolean := (p_rec->>'partitioned')::boolean;
+    v_plan    jsonb := '[]';
+    v_skipped jsonb := '[]';
+    v_cols    text[];
+    r         record;
+BEGIN
+    -- The primary key, made unique together with the tenant column: what composite foreign keys
+    -- from other tenant tables reference, and the index of tenant-scoped lookups by id.
+    FOR r IN SELECT con.conname, con.conkey FROM pg_constraint con
+              WHERE con.conrelid = p_rel AND con.contype = 'p' AND NOT (v_att = ANY (con.conkey)) LOOP
+        v_cols := ARRAY[v_col] || tenancy._att_names(p_rel, r.conkey);
+        IF v_part THEN
+            v_skipped := v_skipped || jsonb_build_object('object', r.conname,
+                'reason', 'unique indexes of a partitioned table must contain the partition key; add (tenant column, key) by hand');
+        ELSIF NOT tenancy._has_index(p_rel, v_cols, true) THEN
+            v_plan := v_plan || jsonb_build_object('name', tenancy._name(v_rel || '_' || v_col, 'pkey_key'), 'unique', true,
+                                                   'columns', to_jsonb(v_cols), 'kind', 'pkey');
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = p_rel AND a.attnum = r.conkey[1]
+                          AND cardinality(r.conkey) = 1 AND (a.attidentity <> '' OR a.atthasdef OR a.atttypid = 'uuid'::regtype)) THEN
+            v_skipped := v_skipped || jsonb_build_object('object', r.conname,
+                'reason', 'the primary key is kept as it is (other tables may reference it); it is a natural key, so tenants share its values (lint TEN010)');
+        END IF;
+    END LOOP;
+    -- Unique constraints and indexes without the tenant column.
+    FOR r IN SELECT i.indexrelid, ic.relname AS idxname, con.conname, con.oid AS conoid,
+                    i.indkey::int2[] AS keys, pg_get_indexdef(i.indexrelid) AS idxdef,
+                    pg_get_constraintdef(con.oid) AS condef,
+                    (i.indpred IS NOT NULL OR 0 = ANY (i.indkey::int2[]) OR i.indnkeyatts <> i.indnatts) AS special
+               FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+               LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = p_rel AND con.contype = 'u'
+              WHERE i.indrelid = p_rel AND i.indisunique AND NOT i.indisprimary AND NOT (v_att = ANY (i.indkey::int2[]))
+              ORDER BY ic.relname LOOP
+        IF EXISTS (SELECT 1 FROM tenancy.lint_ignores li WHERE li.code = 'TEN010'
+                      AND li.object IN ('*', format('%s index %s', v_tbl, quote_ident(r.idxname)))) THEN
+            v_skipped := v_skipped || jsonb_build_object('object', r.idxname, 'reason', 'kept as it is: tenancy.lint_ignores accepts it (TEN010)');
+        ELSIF EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = r.indexrelid) THEN
+            v_skipped := v_skipped || jsonb_build_object('object', r.idxname, 'reason', 'a foreign key references it; rewrite that foreign key first');
+        ELSIF r.special OR v_part THEN
+            v_skipped := v_skipped || jsonb_build_object('object', r.idxname,
+                'reason', 'partial, expression, INCLUDE or partitioned unique index: rewrite it by hand');
+        ELSE
+            v_cols := ARRAY[v_col] || tenancy._att_names(p_rel, r.keys);
+            v_plan := v_plan || jsonb_build_object(
+                'name', tenancy._name(r.idxname, 'tenant'), 'unique', true, 'columns', to_jsonb(v_cols), 'kind', 'unique',
+                'replaces', jsonb_build_object('index', r.idxname, 'constraint', r.conname,
+                                               'def', coalesce(r.condef, r.idxdef)));
+        END IF;
+    END LOOP;
+    -- Foreign keys: the tenant column, then the key columns, so joins and cascades stay in a tenant.
+    FOR r IN SELECT con.conname, con.conkey FROM pg_constraint con
+              WHERE con.conrelid = p_rel AND con.contype = 'f' AND NOT (v_att = ANY (con.conkey))
+                AND con.confrelid <> 'tenancy.organizations'::regclass
+              ORDER BY con.conname LOOP
+        v_cols := ARRAY[v_col] || tenancy._att_names(p_rel, r.conkey);
+        IF NOT tenancy._has_index(p_rel, v_cols, false)
+           AND NOT v_plan @> jsonb_build_array(jsonb_build_object('columns', to_jsonb(v_cols))) THEN
+            v_plan := v_plan || jsonb_build_object('name', tenancy._name(v_rel || '_' || array_to_string(v_cols, '_'), 'idx'),
+                                                   'unique', false, 'columns', to_jsonb(v_cols), 'kind', 'fk');
+        END IF;
+    END LOOP;
+    -- At least one index leading with the tenant column.
+    IF jsonb_array_length(v_plan) = 0 AND NOT EXISTS (
+           SELECT 1 FROM pg_index i WHERE i.indrelid = p_rel AND i.indkey[0] = v_att AND i.indisvalid AND i.indpred IS NULL) THEN
+        v_plan := jsonb_build_array(jsonb_build_object('name', tenancy._name(v_rel || '_' || v_col, 'idx'), 'unique', false,
+                                                       'columns', jsonb_build_array(v_col), 'kind', 'tenant'));
+    END IF;
+    RETURN jsonb_build_object('indexes', v_plan, 'skipped', v_skipped);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_record(p_rel oid) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.details->'backfill' FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_running_elsewhere(p_rec jsonb) RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.pid FROM pg_stat_activity a
+     WHERE a.pid = (p_rec->>'pid')::integer AND a.pid <> pg_backend_pid() AND a.state <> 'idle'
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_save(p_rel oid, p_rec jsonb, p_log jsonb DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_rec jsonb := p_rec || jsonb_build_object('updated_at', clock_timestamp());
+BEGIN
+    PERFORM tenancy._privileged('record_backfill',
+        jsonb_strip_nulls(jsonb_build_object('relid', p_rel, 'backfill', v_rec, 'log', p_log)));
+    RETURN v_rec;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_step(p_rel oid, OUT done boolean, OUT sleep double precision)
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (r->>'done')::boolean, (r->>'sleep')::double precision
+      FROM tenancy._as_owner(p_rel, 'backfill_step', '{}') r
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._byte_prefix(p_text text, p_bytes integer) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE n integer := least(length(p_text), greatest(p_bytes, 0));
+BEGIN
+    WHILE octet_length(left(p_text, n)) > p_bytes LOOP
+        n := n - 1;
+    END LOOP;
+    RETURN left(p_text, n);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._check_rank(p_actor_rank integer, p_role tenancy.roles) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_role.rank > p_actor_rank THEN
+        RAISE EXCEPTION 'tenancy: cannot grant or change role "%", which ranks above your own', p_role.name
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Ask a member with a higher role, or a tenancy administrator.';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._derive_map(p_derive jsonb, p_tables regclass[], p_path text) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_out jsonb := '{}';
+    e     record;
+    v_rel regclass;
+    v_par regclass;
+BEGIN
+    IF jsonb_typeof(coalesce(p_derive, '{}')) <> 'object' THEN
+        RAISE EXCEPTION 'tenancy.backfill_all: derive must be an object, e.g. {"documents": {"parent": "shipments"}}'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM set_config('search_path', p_path, true);  -- undone when this function returns
+    FOR e IN SELECT * FROM jsonb_each(coalesce(p_derive, '{}')) LOOP
+        v_rel := to_regclass(e.key);
+        v_par := to_regclass(e.value->>'parent');
+        IF v_rel IS NULL OR NOT v_rel = ANY (p_tables) THEN
+            RAISE EXCEPTION 'tenancy.backfill_all: derive names %, which is not one of the tables', e.key
+                USING ERRCODE = 'invalid_parameter_value';
+        ELSIF e.value->>'parent' IS NOT NULL AND v_par IS NULL THEN
+            RAISE EXCEPTION 'tenancy.backfill_all: no table %', e.value->>'parent' USING ERRCODE = 'undefined_table';
+        END IF;
+        v_out := v_out || jsonb_build_object(v_rel::oid::text,
+                     jsonb_build_object('parent', v_par::oid, 'user_column', e.value->>'user_column',
+                                        'organization_id', e.value->>'organization_id'));
+    END LOOP;
+    RETURN v_out;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy."_disable_isolation"(
+	"tbl" oid 
+) RETURNS TEXT 
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_disable_isolation_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."_distribute"(
+	"tbl" oid, 
+	"shard_count" INT, 
+	"apply" bool 
+) RETURNS SETOF TEXT 
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_distribute_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy._fk_definition(p_con oid, p_col text DEFAULT NULL, p_pcol text DEFAULT NULL)
+RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format('FOREIGN KEY (%s) REFERENCES %s (%s)%s%s%s%s',
+                  tenancy._idents(CASE WHEN p_col IS NULL THEN k.cols ELSE ARRAY[p_col] || k.cols END),
+                  con.confrelid::regclass,
+                  tenancy._idents(CASE WHEN p_pcol IS NULL THEN k.pcols ELSE ARRAY[p_pcol] || k.pcols END),
+                  CASE con.confmatchtype WHEN 'f' THEN ' MATCH FULL' ELSE '' END,
+                  CASE con.confupdtype WHEN 'c' THEN ' ON UPDATE CASCADE' WHEN 'n' THEN ' ON UPDATE SET NULL'
+                                       WHEN 'd' THEN ' ON UPDATE SET DEFAULT' WHEN 'r' THEN ' ON UPDATE RESTRICT'
+                                       ELSE '' END,
+                  CASE con.confdeltype WHEN 'c' THEN ' ON DELETE CASCADE' WHEN 'r' THEN ' ON DELETE RESTRICT'
+                                       WHEN 'n' THEN ' ON DELETE SET NULL' || k.setcols
+                                       WHEN 'd' THEN ' ON DELETE SET DEFAULT' || k.setcols ELSE '' END,
+                  CASE WHEN con.condeferrable
+                       THEN ' DEFERRABLE' || CASE WHEN con.condeferred THEN ' INITIALLY DEFERRED' ELSE '' END
+                       ELSE '' END)
+      FROM pg_constraint con
+     CROSS JOIN LATERAL (
+        SELECT tenancy._att_names(con.conrelid, con.conkey) AS cols,
+               tenancy._att_names(con.confrelid, con.confkey) AS pcols,
+               CASE WHEN con.confdelsetcols IS NOT NULL AND cardinality(con.confdelsetcols) > 0
+                    THEN ' (' || tenancy._idents(tenancy._att_names(con.conrelid, con.confdelsetcols)) || ')'
+                    WHEN p_col IS NOT NULL
+                    THEN ' (' || tenancy._idents(tenancy._att_names(con.conrelid, con.conkey)) || ')'
+                    ELSE '' END AS setcols) k
+     WHERE con.oid = p_con AND con.contype = 'f'
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._fk_order(p_tables regclass[]) RETURNS regclass[]
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_left  oid[] := ARRAY(SELECT DISTINCT unnest(p_tables)::oid);
+    v_out   regclass[] := '{}';
+    v_ready oid[];
+BEGIN
+    WHILE cardinality(v_left) > 0 LOOP
+        v_ready := ARRAY(SELECT t FROM unnest(v_left) t
+                          WHERE NOT EXISTS (SELECT 1 FROM pg_constraint con
+                                             WHERE con.conrelid = t AND con.contype = 'f' AND con.confrelid <> t
+                                               AND con.confrelid = ANY (v_left))
+                          ORDER BY t::regclass::text);
+        IF cardinality(v_ready) = 0 THEN
+            RAISE EXCEPTION 'tenancy.backfill_all: the foreign keys between % form a cycle',
+                  (SELECT string_agg(t::regclass::text, ', ') FROM unnest(v_left) t)
+                USING ERRCODE = 'invalid_foreign_key', HINT = 'Convert the tables of the cycle one by one with tenancy.backfill.';
+        END IF;
+        v_out := v_out || v_ready::regclass[];
+        v_left := ARRAY(SELECT t FROM unnest(v_left) t WHERE NOT t = ANY (v_ready));
+    END LOOP;
+    RETURN v_out;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._has_index(p_rel oid, p_cols text[], p_unique boolean) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_index i
+         WHERE i.indrelid = p_rel AND i.indpred IS NULL AND i.indisvalid
+           AND CASE WHEN p_unique
+                    THEN i.indisunique AND i.indnkeyatts = cardinality(p_cols)
+                         AND (SELECT array_agg(c ORDER BY c) FROM unnest(tenancy._att_names(p_rel, (i.indkey::int2[])[0:i.indnkeyatts - 1])) c)
+                           = (SELECT array_agg(c ORDER BY c) FROM unnest(p_cols) c)
+                    ELSE tenancy._att_names(p_rel, (i.indkey::int2[])[0:cardinality(p_cols) - 1]) = p_cols
+                         AND i.indnkeyatts >= cardinality(p_cols)
+               END)
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._idents(p_cols text[]) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT string_agg(quote_ident(c), ', ' ORDER BY n) FROM unnest(p_cols) WITH ORDINALITY u(c, n)
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._index_ready(p_rel oid, p_ix jsonb) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                    WHERE i.indrelid = p_rel AND c.relname = p_ix->>'name' AND i.indisvalid)
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._index_statements(p_rel oid, p_ix jsonb, p_concurrently boolean) RETURNS SETOF text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_cols   text := tenancy._idents(ARRAY(SELECT jsonb_array_elements_text(p_ix->'columns')));
+    v_conc   text := CASE WHEN p_concurrently THEN ' CONCURRENTLY' ELSE '' END;
+    v_schema text := tenancy._schema_of(p_rel);
+    v_leaf   record;
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = p_rel) = 'p' THEN
+        IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid
+                        WHERE i.indrelid = p_rel AND c.relname = p_ix->>'name') THEN
+            RETURN NEXT format('CREATE INDEX IF NOT EXISTS %I ON ONLY %s (%s)', p_ix->>'name', p_rel::regclass, v_cols);
+        END IF;
+        FOR v_leaf IN SELECT l.oid, n.ixname,
+                             (SELECT i.indisvalid FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                               WHERE i.indrelid = l.oid AND x.relname = n.ixname) AS valid,
+                             EXISTS (SELECT 1 FROM pg_inherits h JOIN pg_class x ON x.oid = h.inhrelid JOIN pg_class pi ON pi.oid = h.inhparent
+                                      WHERE x.relname = n.ixname AND x.relnamespace = c.relnamespace AND pi.relname = p_ix->>'name') AS attached
+                        FROM unnest(tenancy._leaves(p_rel)) l(oid) JOIN pg_class c ON c.oid = l.oid
+                       CROSS JOIN LATERAL (SELECT tenancy._leaf_index_name(l.oid, p_ix)) n(ixname) LOOP
+            IF v_leaf.valid IS FALSE THEN
+                RETURN NEXT format('DROP INDEX%s IF EXISTS %s.%I', v_conc, v_schema, v_leaf.ixname);
+            END IF;
+            IF v_leaf.valid IS DISTINCT FROM true THEN
+                RETURN NEXT format('CREATE INDEX%s IF NOT EXISTS %I ON %s (%s)', v_conc, v_leaf.ixname, v_leaf.oid::regclass, v_cols);
+            END IF;
+            IF NOT v_leaf.attached THEN
+                RETURN NEXT format('ALTER INDEX %s.%I ATTACH PARTITION %s.%I', v_schema, p_ix->>'name', v_schema, v_leaf.ixname);
+            END IF;
+        END LOOP;
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                WHERE i.indrelid = p_rel AND c.relname = p_ix->>'name' AND NOT i.indisvalid) THEN
+        RETURN NEXT format('DROP INDEX%s IF EXISTS %s.%I', v_conc, v_schema, p_ix->>'name');
+    END IF;
+    RETURN NEXT format('CREATE %sINDEX%s IF NOT EXISTS %I ON %s (%s)',
+                       CASE WHEN (p_ix->>'unique')::boolean THEN 'UNIQUE ' ELSE '' END, v_conc,
+                       p_ix->>'name', p_rel::regclass, v_cols);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._is_member_of(organization_id uuid) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM tenancy.memberships m
+                    WHERE m.organization_id = $1 AND m.user_id = tenancy.current_user_id())
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy."_isolation"(
+	"tbl" oid, 
+	"tenant_column" TEXT, 
+	"mode" TEXT, 
+	"roles" TEXT[], 
+	"apply" bool 
+) RETURNS TEXT 
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_isolation_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy._keep_an_owner(p_org uuid, p_user uuid) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tenancy.memberships
+                WHERE organization_id = p_org AND user_id = p_user AND role = 'owner' AND is_active)
+       AND NOT EXISTS (SELECT 1 FROM tenancy.memberships
+                        WHERE organization_id = p_org AND user_id <> p_user AND role = 'owner' AND is_active) THEN
+        RAISE EXCEPTION 'tenancy: user % is the last owner of organization %', p_user, p_org
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Make another member owner first (tenancy.change_role), or deactivate the organization.';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._leaf_index_name(p_leaf oid, p_ix jsonb) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._name(c.relname || '_' || array_to_string(ARRAY(SELECT jsonb_array_elements_text(p_ix->'columns')), '_'), 'idx')
+      FROM pg_class c WHERE c.oid = p_leaf
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._leaves(p_rel oid) RETURNS oid[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN (SELECT relkind FROM pg_class WHERE oid = p_rel) = 'p'
+                THEN (SELECT coalesce(array_agg(t.relid::oid ORDER BY t.relid::oid), '{}')
+                        FROM pg_partition_tree(p_rel::regclass) t
+                        JOIN pg_class c ON c.oid = t.relid WHERE c.relkind = 'r')
+                ELSE ARRAY[p_rel] END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._log(p_operation text, p_table text, p_status text, p_details jsonb,
+                             p_started timestamptz DEFAULT NULL, p_caller oid DEFAULT NULL)
+RETURNS bigint LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    INSERT INTO tenancy.migration_log (operation, table_name, status, details, started_at, finished_at, actor)
+    VALUES (p_operation, p_table, p_status, coalesce(p_details, '{}'),
+            coalesce(p_started, clock_timestamp()),
+            CASE WHEN p_status = 'started' THEN NULL ELSE clock_timestamp() END,
+            coalesce((SELECT r.rolname FROM pg_roles r WHERE r.oid = p_caller), current_user))
+    RETURNING id
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy."_lookups_changed_trigger"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', '_lookups_changed_trigger_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy._membership(p_org uuid, p_user uuid) RETURNS tenancy.memberships
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE m tenancy.memberships;
+BEGIN
+    SELECT * INTO m FROM tenancy.memberships WHERE organization_id = p_org AND user_id = p_user FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: user % is not a member of organization %', p_user, p_org
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List the members with SELECT * FROM tenancy.memberships WHERE organization_id = ...';
+    END IF;
+    RETURN m;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._name(p_base text, p_suffix text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN octet_length(p_base || '_' || p_suffix) <= 63 THEN p_base || '_' || p_suffix
+                ELSE tenancy._byte_prefix(p_base, 53 - octet_length(p_suffix)) || '_' || left(md5(p_base), 8)
+                     || '_' || tenancy._byte_prefix(p_suffix, 52) END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_accept_invitation(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_token text := tenancy._require('token', a->>'token');
+    i tenancy.invitations;
+BEGIN
+    IF actor IS NULL THEN
+        RAISE EXCEPTION 'tenancy: no acting user to accept the invitation for'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Set the user with SET LOCAL tenancy.user_id = ''<uuid>'' (or a JWT sub claim) first.';
+    END IF;
+    SELECT * INTO i FROM tenancy.invitations WHERE token_sha256 = sha256(convert_to(v_token, 'UTF8')) FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: unknown invitation token'
+            USING ERRCODE = 'undefined_object', HINT = 'Check the token; ask for a new invitation if it was lost.';
+    END IF;
+    IF i.accepted_at IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy: invitation % was already accepted at %', i.id, i.accepted_at
+            USING ERRCODE = 'unique_violation', HINT = 'An invitation can be used once; ask for a new one.';
+    END IF;
+    IF i.expires_at <= now() THEN
+        RAISE EXCEPTION 'tenancy: invitation % expired at %', i.id, i.expires_at
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Ask the organization for a new invitation.';
+    END IF;
+    PERFORM tenancy._organization(i.organization_id, true);
+    -- An invitation speaks for the member who created it: it counts only while that member may
+    -- still manage members with a rank at least the invited role's.
+    IF i.invited_by IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM tenancy.memberships m JOIN tenancy.roles r ON r.name = m.role
+         WHERE m.organization_id = i.organization_id AND m.user_id = i.invited_by AND m.is_active
+           AND r.can_manage_members AND r.rank >= (SELECT r2.rank FROM tenancy.roles r2 WHERE r2.name = i.role)) THEN
+        RAISE EXCEPTION 'tenancy: invitation % is no longer valid: its creator may no longer invite with role "%"', i.id, i.role
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Ask the organization for a new invitation.';
+    END IF;
+    INSERT INTO tenancy.memberships AS m (organization_id, user_id, role, is_default, is_active)
+    VALUES (i.organization_id, actor, i.role,
+            NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = actor AND is_default), true)
+    ON CONFLICT (organization_id, user_id) DO UPDATE SET is_active = true;
+    UPDATE tenancy.invitations SET accepted_at = now(), accepted_by = actor WHERE id = i.id;
+    PERFORM tenancy._log('accept_invitation', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', i.organization_id, 'invitation_id', i.id, 'user_id', actor), p_caller => caller);
+    RETURN jsonb_build_object('organization_id', i.organization_id);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_add_member(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org     uuid    := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+    v_user    uuid    := tenancy._require('user_id', (a->>'user_id')::uuid);
+    v_default boolean := coalesce((a->>'is_default')::boolean, false);
+    v_rank    integer;
+    v_exists  boolean;
+    r         tenancy.roles;
+    m         tenancy.memberships;
+BEGIN
+    v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
+    PERFORM tenancy._organization(v_org, true);
+    r := tenancy._role(coalesce(a->>'role', 'member'));
+    PERFORM tenancy._check_rank(v_rank, r);
+
+    SELECT * INTO m FROM tenancy.memberships WHERE organization_id = v_org AND user_id = v_user FOR UPDATE;
+    v_exists := FOUND AND m.is_active;
+    IF v_exists AND m.role <> r.name THEN
+        RAISE EXCEPTION 'tenancy: user % is already a member of organization % with role "%"', v_user, v_org, m.role
+            USING ERRCODE = 'unique_violation', HINT = 'Use tenancy.change_role to change the role.';
+    END IF;
+    -- An operation in one organization never changes another organization's rows: a user whose
+    -- default organization is another one keeps it, unless a tenancy administrator moves it.
+    IF v_default AND EXISTS (SELECT 1 FROM tenancy.memberships
+                              WHERE user_id = v_user AND is_default AND organization_id <> v_org) THEN
+        IF NOT is_admin THEN
+            RAISE EXCEPTION 'tenancy: user % already has a default organization, which is not %', v_user, v_org
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'Add the member without is_default. Only a tenancy administrator changes the default organization of a user who belongs to another organization.';
+        END IF;
+        UPDATE tenancy.memberships SET is_default = false
+         WHERE user_id = v_user AND is_default AND organization_id <> v_org;
+    END IF;
+    IF v_exists THEN
+        -- Idempotent: the same membership again only updates the default flag when asked.
+        IF v_default AND NOT m.is_default THEN
+            UPDATE tenancy.memberships SET is_default = true WHERE organization_id = v_org AND user_id = v_user;
+        END IF;
+        RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'added', false);
+    END IF;
+    INSERT INTO tenancy.memberships AS mm (organization_id, user_id, role, is_default, is_active)
+    VALUES (v_org, v_user, r.name, v_default, true)
+    ON CONFLICT (organization_id, user_id)
+    DO UPDATE SET role = excluded.role, is_active = true, is_default = mm.is_default OR excluded.is_default;
+    PERFORM tenancy._log('add_member', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name), p_caller => caller);
+    RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'added', true);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_adopt_users(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org   record;
+    v_rank  integer;
+    v_added jsonb;
+BEGIN
+    FOR v_org IN SELECT (m->>'organization_id')::uuid AS id, array_agg(DISTINCT m->>'role') AS roles
+                   FROM jsonb_array_elements(tenancy._require('members', a->'members')) m GROUP BY 1 LOOP
+        PERFORM tenancy._organization(v_org.id, true);
+        v_rank := tenancy._authorize(v_org.id, 'manage_members', is_admin, actor);
+        PERFORM tenancy._check_rank(v_rank, tenancy._role(r)) FROM unnest(v_org.roles) r;
+    END LOOP;
+    WITH wanted AS (
+        SELECT DISTINCT ON (o, u) (m->>'organization_id')::uuid AS o, (m->>'user_id')::uuid AS u, m->>'role' AS role
+          FROM jsonb_array_elements(a->'members') m
+         ORDER BY o, u, (SELECT rank FROM tenancy.roles r WHERE r.name = m->>'role') DESC
+    ), added AS (
+        INSERT INTO tenancy.memberships (organization_id, user_id, role, is_default)
+        SELECT w.o, w.u, w.role,
+               row_number() OVER (PARTITION BY w.u ORDER BY w.o) = 1
+               AND NOT EXISTS (SELECT 1 FROM tenancy.memberships m WHERE m.user_id = w.u AND m.is_default)
+          FROM wanted w
+         WHERE NOT EXISTS (SELECT 1 FROM tenancy.memberships m WHERE m.organization_id = w.o AND m.user_id = w.u)
+        ON CONFLICT (organization_id, user_id) DO NOTHING
+        RETURNING role
+    )
+    SELECT coalesce(jsonb_object_agg(role, n), '{}') INTO v_added FROM (SELECT role, count(*) AS n FROM added GROUP BY role) s;
+    PERFORM tenancy._log('adopt_users', a->>'table_name', 'succeeded',
+                         jsonb_build_object('added', v_added, 'candidates', jsonb_array_length(a->'members'), 'actor', actor), p_caller => caller);
+    RETURN jsonb_build_object('added', v_added);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_change_role(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org  uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+    v_user uuid := tenancy._require('user_id', (a->>'user_id')::uuid);
+    v_rank integer;
+    r tenancy.roles;
+    m tenancy.memberships;
+BEGIN
+    v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
+    PERFORM tenancy._organization(v_org, false);
+    r := tenancy._role(a->>'role');
+    m := tenancy._membership(v_org, v_user);
+    PERFORM tenancy._check_rank(v_rank, tenancy._role(m.role));
+    PERFORM tenancy._check_rank(v_rank, r);
+    IF m.role = r.name THEN
+        RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'changed', false);
+    END IF;
+    IF r.name <> 'owner' THEN
+        PERFORM tenancy._keep_an_owner(v_org, v_user);
+    END IF;
+    UPDATE tenancy.memberships SET role = r.name WHERE organization_id = v_org AND user_id = v_user;
+    PERFORM tenancy._log('change_role', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'from', m.role, 'to', r.name), p_caller => caller);
+    RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'changed', true);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_create_invitation(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org     uuid     := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+    v_email   text     := lower(btrim(tenancy._require('email', a->>'email')));
+    v_expires interval := coalesce((a->>'expires_in')::interval, interval '7 days');
+    v_rank    integer;
+    v_token   text;
+    v_id      uuid;
+    v_at      timestamptz;
+    r tenancy.roles;
+BEGIN
+    v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
+    PERFORM tenancy._organization(v_org, true);
+    r := tenancy._role(coalesce(a->>'role', 'member'));
+    PERFORM tenancy._check_rank(v_rank, r);
+    IF v_email !~ '^[^@[:space:]]+@[^@[:space:]]+$' THEN
+        RAISE EXCEPTION 'tenancy: invalid email address "%"', v_email
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass an address like user@example.com.';
+    END IF;
+    IF v_expires <= interval '0' THEN
+        RAISE EXCEPTION 'tenancy: expires_in must be positive, not %', v_expires
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass e.g. interval ''7 days''.';
+    END IF;
+    -- 244 bits from the server's strong random source (gen_random_uuid uses pg_strong_random).
+    v_token := replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+    INSERT INTO tenancy.invitations (organization_id, email, role, token_sha256, invited_by, expires_at)
+    -- invited_by: the member whose right the invitation rests on (checked again when it is
+    -- accepted); NULL when a tenancy administrator created it.
+    VALUES (v_org, v_email, r.name, sha256(convert_to(v_token, 'UTF8')), CASE WHEN is_admin THEN NULL ELSE actor END,
+            now() + v_expires)
+    RETURNING id, expires_at INTO v_id, v_at;
+    PERFORM tenancy._log('create_invitation', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_org, 'invitation_id', v_id, 'email', v_email, 'role', r.name), p_caller => caller);
+    RETURN jsonb_build_object('id', v_id, 'token', v_token, 'expires_at', v_at);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_create_organization(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_name  text  := tenancy._require('name', a->>'name');
+    v_slug  text  := tenancy._require('slug', a->>'slug');
+    v_id    uuid  := (a->>'id')::uuid;
+    v_owner uuid  := (a->>'owner_user_id')::uuid;
+    v_settings jsonb := coalesce(nullif(a->'settings', 'null'::jsonb), '{}');
+    existing tenancy.organizations;
+BEGIN
+    IF NOT is_admin THEN
+        RAISE EXCEPTION 'tenancy: only tenancy administrators may create organizations'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Connect as the database owner, or have it run GRANT UPDATE ON tenancy.organizations TO <role>.';
+    END IF;
+    IF v_slug !~ '^[a-z0-9][a-z0-9_-]{0,62}$' THEN
+        RAISE EXCEPTION 'tenancy: invalid slug "%"', v_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A slug is 1-63 characters of a-z, 0-9, "-" and "_", starting with a letter or digit.';
+    END IF;
+    IF btrim(v_name) = '' THEN
+        RAISE EXCEPTION 'tenancy: organization name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a display name, e.g. ''Acme Inc.''.';
+    END IF;
+    IF jsonb_typeof(v_settings) <> 'object' THEN
+        RAISE EXCEPTION 'tenancy: settings must be a JSON object, not %', jsonb_typeof(v_settings)
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass e.g. ''{"timezone": "Europe/Berlin"}''::jsonb.';
+    END IF;
+
+    SELECT * INTO existing FROM tenancy.organizations WHERE slug = v_slug;
+    IF FOUND THEN
+        -- Idempotent: the same id, slug and name again is a no-op.
+        IF v_id IS NOT DISTINCT FROM existing.id AND v_name = existing.name THEN
+            RETURN jsonb_build_object('id', existing.id, 'created', false);
+        END IF;
+        RAISE EXCEPTION 'tenancy: slug "%" is already used by organization %', v_slug, existing.id
+            USING ERRCODE = 'unique_violation', HINT = 'Choose another slug, or use that organization.';
+    END IF;
+    IF v_id IS NOT NULL AND EXISTS (SELECT 1 FROM tenancy.organizations WHERE id = v_id) THEN
+        RAISE EXCEPTION 'tenancy: an organization with id % already exists', v_id
+            USING ERRCODE = 'unique_violation', HINT = 'Omit id to have one generated, or choose another.';
+    END IF;
+
+    INSERT INTO tenancy.organizations (id, name, slug, settings)
+    VALUES (coalesce(v_id, gen_random_uuid()), v_name, v_slug, v_settings)
+    RETURNING id INTO v_id;
+
+    IF v_owner IS NOT NULL THEN
+        INSERT INTO tenancy.memberships (organization_id, user_id, role, is_default)
+        VALUES (v_id, v_owner, 'owner',
+                NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = v_owner AND is_default));
+    END IF;
+    PERFORM tenancy._log('create_organization', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_id, 'slug', v_slug, 'owner_user_id', v_owner), p_caller => caller);
+    RETURN jsonb_build_object('id', v_id, 'created', true);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_deactivate_organization(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+BEGIN
+    PERFORM tenancy._authorize(v_org, 'manage_organization', is_admin, actor);
+    PERFORM tenancy._organization(v_org, false);
+    UPDATE tenancy.organizations SET is_active = false, updated_at = now()
+     WHERE id = v_org AND is_active;
+    IF FOUND THEN
+        PERFORM tenancy._log('deactivate_organization', NULL, 'succeeded', jsonb_build_object('organization_id', v_org), p_caller => caller);
+    END IF;
+    RETURN jsonb_build_object('id', v_org);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_record_backfill(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel   oid   := tenancy._require('relid', (a->>'relid')::oid);
+    v_rec   jsonb := nullif(a->'backfill', 'null'::jsonb);
+    v_name  text;
+BEGIN
+    v_name := tenancy._owned_table(v_rel, caller, 'backfill it');
+    IF v_rec IS NULL THEN
+        IF (SELECT (t.details->'backfill'->>'was_registered')::boolean
+              FROM tenancy.tenant_tables t WHERE t.relid = v_rel::regclass) IS FALSE
+           AND NOT EXISTS (SELECT 1 FROM tenancy.tenant_tables t
+                            WHERE t.relid = v_rel::regclass AND t.details ? 'isolation') THEN
+            DELETE FROM tenancy.tenant_tables WHERE relid = v_rel::regclass;
+        ELSE
+            UPDATE tenancy.tenant_tables
+               SET state = CASE WHEN details ? 'isolation' THEN 'isolated' ELSE 'registered' END,
+                   details = details - 'backfill', updated_at = now()
+             WHERE relid = v_rel::regclass;
+        END IF;
+    ELSE
+        INSERT INTO tenancy.tenant_tables AS t (relid, tenant_column, column_type, state, details)
+        VALUES (v_rel::regclass, v_rec->>'tenant_column', v_rec->>'column_type', v_rec->>'phase',
+                jsonb_build_object('backfill', v_rec))
+        ON CONFLICT (relid) DO UPDATE
+           SET tenant_column = excluded.tenant_column, column_type = excluded.column_type,
+               state = CASE WHEN excluded.state = 'converted' AND t.details ? 'isolation' THEN 'isolated'
+                            ELSE excluded.state END,
+               details = t.details || excluded.details, updated_at = now();
+    END IF;
+    IF a ? 'log' THEN
+        PERFORM tenancy._log(a->'log'->>'operation', v_name, a->'log'->>'status',
+                             coalesce(a->'log'->'details', '{}') || jsonb_build_object('actor', actor),
+                             (a->'log'->>'started')::timestamptz, p_caller => caller);
+    END IF;
+    RETURN jsonb_build_object('table', v_name);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_record_isolation(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel   oid   := tenancy._require('relid', (a->>'relid')::oid);
+    v_iso   jsonb := nullif(a->'isolation', 'null'::jsonb);
+    v_name  text;
+BEGIN
+    v_name := tenancy._owned_table(v_rel, caller, 'change its isolation');
+    IF v_iso IS NULL THEN
+        IF (SELECT (t.details->'isolation'->>'was_registered')::boolean
+              FROM tenancy.tenant_tables t WHERE t.relid = v_rel::regclass) IS FALSE THEN
+            DELETE FROM tenancy.tenant_tables WHERE relid = v_rel::regclass;
+        ELSE
+            UPDATE tenancy.tenant_tables
+               SET mode = NULL, state = 'registered', details = details - 'isolation', updated_at = now()
+             WHERE relid = v_rel::regclass;
+        END IF;
+    ELSE
+        INSERT INTO tenancy.tenant_tables AS t (relid, tenant_column, column_type, mode, state, details)
+        VALUES (v_rel::regclass, a->>'tenant_column', a->>'column_type', a->>'mode', 'isolated',
+                jsonb_build_object('isolation', v_iso))
+        ON CONFLICT (relid) DO UPDATE
+           SET tenant_column = excluded.tenant_column, column_type = excluded.column_type,
+               mode = excluded.mode, state = 'isolated',
+               details = t.details || excluded.details, updated_at = now();
+    END IF;
+    PERFORM tenancy._log(tenancy._require('operation', a->>'operation'), v_name, 'succeeded',
+                         coalesce(a->'log_details', '{}') || jsonb_build_object('actor', actor), p_caller => caller);
+    RETURN jsonb_build_object('table', v_name);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_register_table(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel    oid  := tenancy._require('tbl', (a->>'relid')::oid);
+    v_col    text := tenancy._require('tenant_column', a->>'tenant_column');
+    v_kind   "char";
+    v_name   text;
+    v_type   regtype;
+    v_ctype  text;
+BEGIN
+    v_name := tenancy._owned_table(v_rel, caller, 'register it');
+    SELECT c.relkind INTO v_kind FROM pg_class c WHERE c.oid = v_rel;
+    IF v_kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'tenancy: % is not a table (it is a %)', v_name, tenancy._relkind_noun(v_kind)
+            USING ERRCODE = 'wrong_object_type', HINT = 'Register the table the view or foreign table reads from.';
+    END IF;
+    SELECT a2.atttypid::regtype INTO v_type
+      FROM pg_attribute a2 WHERE a2.attrelid = v_rel AND a2.attname = v_col AND a2.attnum > 0 AND NOT a2.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: column "%" does not exist in %', v_col, v_name
+            USING ERRCODE = 'undefined_column', HINT = 'Add the column first, or name the tenant column of this table.';
+    END IF;
+    v_ctype := CASE WHEN v_type = 'uuid'::regtype THEN 'uuid'
+                    WHEN v_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text'
+               END;
+    IF v_ctype IS NULL THEN
+        RAISE EXCEPTION 'tenancy: tenant column %.% has type %, which tenancy does not support', v_name, v_col, v_type
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Use uuid (organization id) or text/varchar (organization slug).';
+    END IF;
+    INSERT INTO tenancy.tenant_tables AS t (relid, tenant_column, column_type)
+    VALUES (v_rel, v_col, v_ctype)
+    ON CONFLICT (relid) DO UPDATE
+       SET tenant_column = excluded.tenant_column, column_type = excluded.column_type, updated_at = now()
+     WHERE (t.tenant_column, t.column_type) IS DISTINCT FROM (excluded.tenant_column, excluded.column_type);
+    IF FOUND THEN  -- registering the same table the same way again changes nothing and logs nothing
+        PERFORM tenancy._log('register_table', v_name, 'succeeded',
+                             jsonb_build_object('tenant_column', v_col, 'column_type', v_ctype), p_caller => caller);
+    END IF;
+    RETURN jsonb_build_object('table', v_name, 'tenant_column', v_col, 'column_type', v_ctype);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_remove_member(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org  uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+    v_user uuid := tenancy._require('user_id', (a->>'user_id')::uuid);
+    v_rank integer;
+    m tenancy.memberships;
+BEGIN
+    v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
+    PERFORM tenancy._organization(v_org, false);
+    m := tenancy._membership(v_org, v_user);
+    PERFORM tenancy._check_rank(v_rank, tenancy._role(m.role));
+    PERFORM tenancy._keep_an_owner(v_org, v_user);
+    DELETE FROM tenancy.memberships WHERE organization_id = v_org AND user_id = v_user;
+    PERFORM tenancy._log('remove_member', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', m.role), p_caller => caller);
+    RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_rename_organization(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_org  uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
+    v_name text := tenancy._require('name', a->>'name');
+    v_slug text := a->>'slug';
+    o tenancy.organizations;
+BEGIN
+    PERFORM tenancy._authorize(v_org, 'manage_organization', is_admin, actor);
+    o := tenancy._organization(v_org, false);
+    IF btrim(v_name) = '' THEN
+        RAISE EXCEPTION 'tenancy: organization name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass a display name.';
+    END IF;
+    IF v_slug IS NOT NULL AND v_slug !~ '^[a-z0-9][a-z0-9_-]{0,62}$' THEN
+        RAISE EXCEPTION 'tenancy: invalid slug "%"', v_slug
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A slug is 1-63 characters of a-z, 0-9, "-" and "_", starting with a letter or digit.';
+    END IF;
+    IF v_slug IS NOT NULL AND EXISTS (SELECT 1 FROM tenancy.organizations WHERE slug = v_slug AND id <> v_org) THEN
+        RAISE EXCEPTION 'tenancy: slug "%" is already used by another organization', v_slug
+            USING ERRCODE = 'unique_violation', HINT = 'Choose another slug.';
+    END IF;
+    IF v_slug IS NOT NULL AND v_slug <> o.slug
+       AND EXISTS (SELECT 1 FROM tenancy.tenant_tables WHERE column_type = 'text') THEN
+        RAISE EXCEPTION 'tenancy: cannot change the slug of organization %: text tenant columns store slugs', v_org
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Rename without a new slug, or migrate the text tenant columns first.';
+    END IF;
+    UPDATE tenancy.organizations
+       SET name = v_name, slug = coalesce(v_slug, slug), updated_at = now()
+     WHERE id = v_org;
+    PERFORM tenancy._log('rename_organization', NULL, 'succeeded',
+                         jsonb_build_object('organization_id', v_org, 'name', v_name, 'slug', coalesce(v_slug, o.slug)), p_caller => caller);
+    RETURN jsonb_build_object('id', v_org);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._organization(p_org uuid, p_active boolean DEFAULT true)
+RETURNS tenancy.organizations
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE o tenancy.organizations;
+BEGIN
+    PERFORM tenancy._require('organization_id', p_org);
+    SELECT * INTO o FROM tenancy.organizations WHERE id = p_org;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: organization % does not exist', p_org
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List organizations with SELECT id, slug, name FROM tenancy.organizations.';
+    END IF;
+    IF p_active AND NOT o.is_active THEN
+        RAISE EXCEPTION 'tenancy: organization % (%) is deactivated', o.slug, p_org
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Reactivate it with UPDATE tenancy.organizations SET is_active = true WHERE id = ...';
+    END IF;
+    RETURN o;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._owned_table(p_rel oid, p_caller oid, p_action text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_owner oid; v_name text;
+BEGIN
+    SELECT c.relowner, c.oid::regclass::text INTO v_owner, v_name FROM pg_class c WHERE c.oid = p_rel;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: no table with oid %', p_rel
+            USING ERRCODE = 'undefined_table', HINT = 'Pass the table name, e.g. ''public.shipments''.';
+    END IF;
+    IF NOT pg_has_role(p_caller, v_owner, 'USAGE') THEN
+        RAISE EXCEPTION 'tenancy: must be owner of table % to %', v_name, p_action
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Run this as the table''s owner.';
+    END IF;
+    RETURN v_name;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._owner_backfill_step(p_rel oid, a jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    done     boolean;
+    sleep    double precision;
+    v_rec    jsonb := tenancy._backfill_record(p_rel);
+    v_phase  text := v_rec->>'phase';
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := v_rec->>'tenant_column';
+    v_opt    jsonb := v_rec->'options';
+    v_check  text;
+    v_fkname text;
+    v_trig   text;
+    v_fill   jsonb;
+    v_leaves jsonb;
+    v_leaf   jsonb;
+    v_i      integer;
+    v_lo     bigint;
+    v_hi     bigint;
+    v_n      bigint;
+    v_n2     bigint;
+    v_total  bigint;
+    v_sql    text;
+    v_plan   jsonb;
+    v_ix     jsonb;
+    v_stmt   text;
+    v_fks    jsonb;
+    v_fk     record;
+    v_now    double precision := extract(epoch FROM clock_timestamp());
+    v_rate   double precision;
+    v_msg    text;
+    v_tpb    double precision;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+  BEGIN
+    done := false;
+    sleep := NULL;
+    IF v_rec IS NULL THEN
+        RAISE EXCEPTION 'tenancy.backfill: % has no backfill in progress', v_tbl USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF NOT pg_try_advisory_xact_lock(hashtext('tenancy.backfill'), p_rel::integer) THEN
+        RAISE EXCEPTION 'tenancy.backfill: another session is converting % right now', v_tbl
+            USING ERRCODE = 'object_in_use', HINT = 'SELECT * FROM tenancy.backfill_progress shows it.';
+    END IF;
+    PERFORM set_config('lock_timeout', (v_opt->>'lock_timeout_ms') || 'ms', true);
+    v_check := tenancy._name(left((SELECT relname FROM pg_class WHERE oid = p_rel), 40) || '_' || v_col, 'not_null');
+    v_fkname := tenancy._name(left((SELECT relname FROM pg_class WHERE oid = p_rel), 40) || '_' || v_col, 'tenancy_fk');
+    v_trig := tenancy._name('tenancy_fill', v_col);
+
+    BEGIN  -- a lock timeout undoes this block only; the step is then retried after a back-off
+    CASE v_phase
+    WHEN 'planned' THEN
+        IF NOT (v_rec->>'column_existed')::boolean THEN
+            EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I %s', v_tbl, v_col, v_rec->>'column_type');
+        END IF;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'column_added');
+
+    WHEN 'column_added' THEN
+        -- From now on no row is written without an organization (while one can be derived):
+        -- the trigger fills new rows and rows updated before the fill reached them.
+        IF v_rec->'source'->>'kind' = 'fixed' AND v_rec->>'old_default' IS NULL THEN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %L::%s', v_tbl, v_col,
+                           v_rec->'source'->>'value', v_rec->>'column_type');
+            v_rec := v_rec || jsonb_build_object('default_expr',
+                (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                  WHERE d.adrelid = p_rel AND a.attname = v_col));
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = p_rel AND t.tgname = v_trig AND NOT t.tgisinternal) THEN
+            EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW WHEN (NEW.%I IS NULL) '
+                           'EXECUTE FUNCTION tenancy._backfill_fill(%L, %L)', v_trig, v_tbl, v_col, v_col, v_rec->>'lookup');
+        END IF;
+        v_rec := v_rec || jsonb_build_object('trigger', v_trig);
+        -- The blocks to visit: every row without an organization is in them now (the trigger
+        -- handles rows written from here on, wherever they land).
+        SELECT jsonb_agg(jsonb_build_object('relid', l.oid, 'name', l.oid::regclass::text, 'next', 0,
+                                            'blocks', pg_relation_size(l.oid) / current_setting('block_size')::bigint)
+                         ORDER BY l.oid),
+               sum(greatest(c.reltuples, 0))::bigint,
+               sum(pg_relation_size(l.oid) / current_setting('block_size')::bigint),
+               sum(greatest(c.reltuples, 0)) / nullif(sum(c.relpages) FILTER (WHERE c.reltuples > 0), 0)
+          INTO v_leaves, v_total, v_n, v_tpb
+          FROM unnest(tenancy._leaves(p_rel)) l(oid) JOIN pg_class c ON c.oid = l.oid;
+        IF v_tpb IS NULL AND v_n > 0 THEN  -- never analyzed: count the rows of the first blocks
+            EXECUTE format('SELECT count(*) FROM ONLY %s WHERE ctid < %L::tid', ((v_leaves->0)->>'relid')::oid::regclass,
+                           format('(%s,0)', least(10, ((v_leaves->0)->>'blocks')::bigint)))
+               INTO v_n2;
+            v_tpb := greatest(v_n2::double precision / greatest(least(10, ((v_leaves->0)->>'blocks')::bigint), 1), 1);
+            v_total := (v_tpb * v_n)::bigint;
+        END IF;
+        v_rec := v_rec || jsonb_build_object('fill', jsonb_build_object(
+            'leaves', coalesce(v_leaves, '[]'), 'blocks_total', coalesce(v_n, 0), 'blocks_done', 0,
+            'rows_total', coalesce(v_total, 0), 'rows_done', 0, 'tuples_per_block', coalesce(v_tpb, 100),
+            'started_at', v_now, 'batches', 0));
+        v_rec := v_rec || jsonb_build_object('run', jsonb_build_object('started_at', v_now, 'rows', 0, 'blocks', 0));
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filling', jsonb_build_object('trigger', v_trig, 'default', v_rec->'default_expr'));
+
+    WHEN 'filling' THEN
+        v_fill := v_rec->'fill';
+        SELECT n - 1 INTO v_i FROM jsonb_array_elements(v_fill->'leaves') WITH ORDINALITY e(l, n)
+         WHERE (l->>'next')::bigint < (l->>'blocks')::bigint ORDER BY n LIMIT 1;
+        IF v_i IS NULL THEN
+            v_rate := (v_fill->>'rows_done')::double precision / greatest(v_now - (v_fill->>'started_at')::double precision, 0.001);
+            RAISE NOTICE 'tenancy.backfill %: fill done, % rows in % batches', v_tbl, v_fill->>'rows_done', v_fill->>'batches';
+            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filled', jsonb_build_object(
+                'rows', (v_fill->>'rows_done')::bigint, 'batches', (v_fill->>'batches')::bigint,
+                'blocks', (v_fill->>'blocks_total')::bigint, 'rows_per_second', round(v_rate::numeric)));
+        ELSE
+            v_leaf := v_fill->'leaves'->v_i;
+            v_lo := (v_leaf->>'next')::bigint;
+            v_hi := least((v_leaf->>'blocks')::bigint,
+                          v_lo + greatest(1, ceil((v_opt->>'batch_size')::double precision / (v_fill->>'tuples_per_block')::double precision))::bigint);
+            CASE v_rec->'source'->>'kind'
+            WHEN 'parent' THEN
+                -- One index probe per row into the parent: a hash join would read all of it per batch.
+                PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+                v_sql := format('UPDATE ONLY %s c SET %I = p.%I FROM %s p WHERE c.ctid >= $1 AND c.ctid < $2 AND c.%I IS NULL AND %s',
+                                (v_leaf->>'relid')::oid::regclass, v_col, v_col, (v_rec->'source'->>'parent_oid')::oid::regclass, v_col,
+                                (SELECT string_agg(format('p.%I = c.%I', j->>1, j->>0), ' AND ')
+                                   FROM jsonb_array_elements(v_rec->'source'->'join') j));
+            WHEN 'user' THEN
+                v_sql := format('UPDATE ONLY %s c SET %I = %s WHERE c.ctid >= $1 AND c.ctid < $2 AND c.%I IS NULL AND c.%I IS NOT NULL',
+                                (v_leaf->>'relid')::oid::regclass, v_col,
+                                format(CASE v_rec->>'column_type' WHEN 'uuid' THEN 'tenancy.get_user_organization_id(c.%I::uuid)'
+                                       ELSE '(SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(c.%I::uuid))' END,
+                                       v_rec->'source'->>'user_column'),
+                                v_col, v_rec->'source'->>'user_column');
+            ELSE
+                v_sql := NULL;
+            END CASE;
+            v_n := 0;
+            IF v_sql IS NOT NULL THEN
+                EXECUTE v_sql USING format('(%s,0)', v_lo)::tid, format('(%s,0)', v_hi)::tid;
+                GET DIAGNOSTICS v_n = ROW_COUNT;
+            END IF;
+            IF v_rec->'source'->>'value' IS NOT NULL THEN  -- the fixed organization, or the fallback
+                EXECUTE format('UPDATE ONLY %s SET %I = %L WHERE ctid >= $1 AND ctid < $2 AND %I IS NULL',
+                               (v_leaf->>'relid')::oid::regclass, v_col, v_rec->'source'->>'value', v_col)
+                    USING format('(%s,0)', v_lo)::tid, format('(%s,0)', v_hi)::tid;
+                GET DIAGNOSTICS v_n2 = ROW_COUNT;
+                v_n := v_n + v_n2;
+            END IF;
+            v_fill := jsonb_set(v_fill, ARRAY['leaves', v_i::text, 'next'], to_jsonb(v_hi));
+            v_fill := v_fill || jsonb_build_object(
+                'rows_done', (v_fill->>'rows_done')::bigint + v_n,
+                'blocks_done', (v_fill->>'blocks_done')::bigint + (v_hi - v_lo),
+                'batches', (v_fill->>'batches')::bigint + 1);
+            v_rec := v_rec || jsonb_build_object('fill', v_fill, 'retries', 0);
+            v_rec := tenancy._backfill_save(p_rel, v_rec);
+            -- Progress: rows, share of blocks visited, rate and ETA of this CALL.
+            v_rate := ((v_fill->>'blocks_done')::bigint - (v_rec->'run'->>'blocks')::bigint)
+                      / greatest(v_now - (v_rec->'run'->>'started_at')::double precision, 0.001);
+            RAISE NOTICE 'tenancy.backfill %: % of ~% rows, % %%, % rows/s, ETA %', v_tbl, v_fill->>'rows_done',
+                  greatest((v_fill->>'rows_total')::bigint, (v_fill->>'rows_done')::bigint),
+                  round(100.0 * (v_fill->>'blocks_done')::bigint / greatest((v_fill->>'blocks_total')::bigint, 1), 1),
+                  round((((v_fill->>'rows_done')::bigint - (v_rec->'run'->>'rows')::bigint)
+                         / greatest(v_now - (v_rec->'run'->>'started_at')::double precision, 0.001))::numeric),
+                  CASE WHEN v_rate > 0 THEN justify_interval(make_interval(secs => round((((v_fill->>'blocks_total')::bigint
+                        - (v_fill->>'blocks_done')::bigint) / v_rate)::numeric, 1)))::text ELSE '?' END;
+        END IF;
+
+    WHEN 'filled' THEN
+        IF (v_rec->>'column_was_not_null')::boolean THEN
+            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'not_null', jsonb_build_object('note', 'the column was NOT NULL already'));
+        ELSE
+            FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+                IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = (v_leaf#>>'{}')::oid AND conname = v_check) THEN
+                    EXECUTE format('ALTER TABLE ONLY %s ADD CONSTRAINT %I CHECK (%I IS NOT NULL) NOT VALID',
+                                   (v_leaf#>>'{}')::oid::regclass, v_check, v_col);
+                END IF;
+            END LOOP;
+            v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('check', v_check), 'check_added');
+        END IF;
+
+    WHEN 'check_added' THEN
+        FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+            BEGIN
+                EXECUTE format('ALTER TABLE ONLY %s VALIDATE CONSTRAINT %I', (v_leaf#>>'{}')::oid::regclass, v_check);
+            EXCEPTION WHEN check_violation THEN
+                -- Rows the source gave no organization: report them, leave the constraint unvalidated.
+                EXECUTE format('SELECT count(*), (SELECT string_agg(left(r::text, 120), '' | '') FROM (SELECT * FROM %1$s WHERE %2$I IS NULL LIMIT 3) r) FROM %1$s WHERE %2$I IS NULL',
+                               v_tbl, v_col) INTO v_n, v_msg;
+                RAISE EXCEPTION 'tenancy.backfill: % row(s) of % have no organization', v_n, v_tbl
+                    USING ERRCODE = 'not_null_violation',
+                          DETAIL = format('The %s gave them none. First rows: %s',
+                                          CASE v_rec->'source'->>'kind' WHEN 'parent' THEN 'parent row (or its missing foreign key)'
+                                               WHEN 'user' THEN 'user (no active membership)' ELSE 'source' END, v_msg),
+                          HINT = format('Everything filled so far is committed. Give them an organization (UPDATE %s SET %I = ... WHERE %I IS NULL), then CALL tenancy.backfill(%L) again; or undo with SELECT tenancy.rollback(%L).',
+                                        v_tbl, v_col, v_col, v_tbl, v_tbl);
+            END;
+        END LOOP;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'check_validated');
+
+    WHEN 'check_validated' THEN
+        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', v_tbl, v_col);
+        FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+            EXECUTE format('ALTER TABLE ONLY %s DROP CONSTRAINT IF EXISTS %I', (v_leaf#>>'{}')::oid::regclass, v_check);
+        END LOOP;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('set_not_null', true), 'not_null');
+
+    WHEN 'not_null' THEN
+        IF EXISTS (SELECT 1 FROM pg_constraint con JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
+                    WHERE con.conrelid = p_rel AND con.contype = 'f' AND con.confrelid = 'tenancy.organizations'::regclass
+                      AND cardinality(con.conkey) = 1 AND a.attname = v_col) THEN
+            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'fk_added', jsonb_build_object('note', 'a foreign key to tenancy.organizations existed'));
+        ELSE
+            -- NOT VALID takes a short lock; the check of existing rows comes next, without blocking
+            -- writers. A partitioned table gets one per partition first: Postgres 15 cannot add a
+            -- NOT VALID foreign key to a partitioned table, but attaches these when the parent's is added.
+            FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+                IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = (v_leaf#>>'{}')::oid AND conname = v_fkname) THEN
+                    EXECUTE format('ALTER TABLE ONLY %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.organizations (%s)%s NOT VALID',
+                                   (v_leaf#>>'{}')::oid::regclass, v_fkname, v_col,
+                                   CASE v_rec->>'column_type' WHEN 'uuid' THEN 'id' ELSE 'slug' END,
+                                   CASE v_rec->>'column_type' WHEN 'text' THEN ' ON UPDATE CASCADE' ELSE '' END);
+                END IF;
+            END LOOP;
+            v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('fk', v_fkname), 'fk_added');
+        END IF;
+
+    WHEN 'fk_added' THEN
+        IF v_rec->>'fk' IS NOT NULL THEN
+            FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+                EXECUTE format('ALTER TABLE ONLY %s VALIDATE CONSTRAINT %I', (v_leaf#>>'{}')::oid::regclass, v_fkname);
+            END LOOP;
+            IF (v_rec->>'partitioned')::boolean
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_fkname) THEN
+                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.organizations (%s)%s',
+                               v_tbl, v_fkname, v_col, CASE v_rec->>'column_type' WHEN 'uuid' THEN 'id' ELSE 'slug' END,
+                               CASE v_rec->>'column_type' WHEN 'text' THEN ' ON UPDATE CASCADE' ELSE '' END);
+            END IF;
+        END IF;
+        v_plan := tenancy._backfill_index_plan(p_rel, v_rec);
+        v_rec := v_rec || jsonb_build_object('indexes', v_plan->'indexes', 'skipped', v_plan->'skipped');
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'fk_validated');
+
+    WHEN 'fk_validated', 'awaiting_indexes' THEN
+        SELECT ix INTO v_ix FROM jsonb_array_elements(v_rec->'indexes') ix
+         WHERE NOT tenancy._index_ready(p_rel, ix) LIMIT 1;
+        IF v_ix IS NULL THEN
+            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'indexes_built',
+                         jsonb_build_object('indexes', (SELECT jsonb_agg(ix->'name') FROM jsonb_array_elements(v_rec->'indexes') ix)));
+        ELSIF (v_opt->>'build_indexes')::boolean THEN
+            -- Asked for: build it here, with a plain CREATE INDEX (writers wait while it builds).
+            PERFORM set_config('lock_timeout', '0', true);
+            FOR v_stmt IN SELECT s FROM tenancy._index_statements(p_rel, v_ix, false) s LOOP
+                EXECUTE v_stmt;
+            END LOOP;
+            RAISE NOTICE 'tenancy.backfill %: built index %', v_tbl, quote_ident(v_ix->>'name');
+        ELSE
+            IF v_phase = 'fk_validated' THEN
+                v_rec := tenancy._backfill_advance(p_rel, v_rec, 'awaiting_indexes');
+            END IF;
+            RAISE NOTICE 'tenancy.backfill %: % index(es) must be built outside a transaction', v_tbl,
+                  (SELECT count(*) FROM jsonb_array_elements(v_rec->'indexes') ix WHERE NOT tenancy._index_ready(p_rel, ix))
+                USING HINT = format('In psql: SELECT statement FROM tenancy.pending_statements() \gexec   then CALL tenancy.backfill(%L) again (or pass build_indexes => true to build them here, blocking writes).', v_tbl);
+            done := true;
+        END IF;
+
+    WHEN 'indexes_built' THEN
+        -- The tenant-scoped unique constraints take over from the old ones, which are dropped
+        -- only now that the new ones are valid.
+        FOR v_ix IN SELECT ix FROM jsonb_array_elements(v_rec->'indexes') ix WHERE ix->>'kind' IN ('pkey', 'unique') LOOP
+            IF (v_ix->>'kind' = 'pkey' OR v_ix->'replaces'->>'constraint' IS NOT NULL)
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->>'name') THEN
+                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE USING INDEX %I', v_tbl, v_ix->>'name', v_ix->>'name');
+            END IF;
+            IF v_ix->'replaces'->>'constraint' IS NOT NULL THEN
+                EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_ix->'replaces'->>'constraint');
+            ELSIF v_ix->'replaces'->>'index' IS NOT NULL THEN
+                EXECUTE format('DROP INDEX IF EXISTS %s.%I',
+                               tenancy._schema_of(p_rel),
+                               v_ix->'replaces'->>'index');
+            END IF;
+        END LOOP;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'uniques_done');
+
+    WHEN 'uniques_done' THEN
+        -- Foreign keys to other tenant tables carry the tenant column: a row can only point at a
+        -- row of its own organization. NOT VALID now, validated in the next step.
+        v_fks := coalesce(v_rec->'fk_rewrites', '[]');
+        FOR v_fk IN
+            SELECT con.oid, con.conname, con.confrelid::regclass AS parent, pg_get_constraintdef(con.oid) AS def,
+                   tenancy._att_names(con.conrelid, con.conkey) AS cols, tenancy._att_names(con.confrelid, con.confkey) AS pcols,
+                   t.tenant_column::text AS pcol, con.confupdtype, con.confdeltype
+              FROM pg_constraint con
+              JOIN tenancy.tenant_tables t ON t.relid = con.confrelid::regclass AND t.column_type = v_rec->>'column_type'
+             WHERE con.conrelid = p_rel AND con.contype = 'f' AND con.confrelid <> 'tenancy.organizations'::regclass
+               AND NOT (SELECT attnum FROM pg_attribute WHERE attrelid = p_rel AND attname = v_col) = ANY (con.conkey)
+             ORDER BY con.conname LOOP
+            IF v_fks @> jsonb_build_array(jsonb_build_object('old', v_fk.conname)) THEN
+                CONTINUE;
+            ELSIF NOT tenancy._has_index(v_fk.parent, ARRAY[v_fk.pcol] || v_fk.pcols, true) THEN
+                v_rec := jsonb_set(v_rec, '{skipped}', (v_rec->'skipped') || jsonb_build_object('object', v_fk.conname,
+                    'reason', format('%s has no unique key on (%s, %s) yet: convert it first, then CALL tenancy.backfill(%L) again',
+                                     v_fk.parent, v_fk.pcol, array_to_string(v_fk.pcols, ', '), v_tbl)));
+                CONTINUE;
+            ELSIF v_fk.confupdtype IN ('n', 'd') THEN
+                v_rec := jsonb_set(v_rec, '{skipped}', (v_rec->'skipped') || jsonb_build_object('object', v_fk.conname,
+                    'reason', 'ON UPDATE SET NULL/DEFAULT would also clear the tenant column: rewrite it by hand'));
+                CONTINUE;
+            END IF;
+            -- Built from the catalog's columns, each quoted, never from the constraint's text. ON
+            -- DELETE SET NULL / SET DEFAULT clears only the key columns, never the tenant column.
+            v_sql := tenancy._fk_definition(v_fk.oid, v_col, v_fk.pcol);
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tbl, tenancy._name(v_fk.conname, 'tenant'), v_sql);
+            v_fks := v_fks || jsonb_build_object('old', v_fk.conname, 'old_def', v_fk.def,
+                                                 'new', tenancy._name(v_fk.conname, 'tenant'), 'new_def', v_sql);
+        END LOOP;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('fk_rewrites', v_fks), 'fks_added');
+
+    WHEN 'fks_added' THEN
+        FOR v_fk IN SELECT f->>'old' AS old, f->>'new' AS new FROM jsonb_array_elements(v_rec->'fk_rewrites') f LOOP
+            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_fk.new AND NOT convalidated) THEN
+                EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tbl, v_fk.new);
+            END IF;
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_fk.old);
+        END LOOP;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'converted');
+        RAISE NOTICE 'tenancy.backfill %: converted%', v_tbl,
+              CASE WHEN jsonb_array_length(v_rec->'skipped') > 0
+                   THEN format(' (left as they were: %s)', (SELECT string_agg(format('%s: %s', s->>'object', s->>'reason'), '; ')
+                                                             FROM jsonb_array_elements(v_rec->'skipped') s))
+                   ELSE '' END
+            USING HINT = format('Next: SELECT tenancy.enable_isolation(%L) once the application sets the tenant context.', v_tbl);
+        done := true;
+
+    WHEN 'converted' THEN
+        RAISE NOTICE 'tenancy.backfill %: already converted', v_tbl;
+        done := true;
+    ELSE
+        RAISE EXCEPTION 'tenancy.backfill: % is in unknown phase %', v_tbl, v_phase USING ERRCODE = 'internal_error';
+    END CASE;
+    -- The pause applies after every step, not only between batches: DDL steps get it too.
+    IF sleep IS NULL AND NOT done THEN
+        sleep := nullif((v_opt->>'pause_s')::double precision, 0);
+    END IF;
+    EXCEPTION WHEN lock_not_available THEN
+        IF (v_rec->>'retries')::integer >= (v_opt->>'max_retries')::integer THEN
+            RAISE EXCEPTION 'tenancy.backfill: gave up on % after % lock timeouts in phase %', v_tbl, v_rec->>'retries', v_phase
+                USING ERRCODE = 'lock_not_available',
+                      HINT = format('A long transaction holds a lock on %s (see pg_locks). CALL tenancy.backfill(%L) again later, or pass a larger lock_timeout or max_retries.', v_tbl, v_tbl);
+        END IF;
+        v_rec := tenancy._backfill_save(p_rel, v_rec || jsonb_build_object('retries', (v_rec->>'retries')::integer + 1));
+        sleep := least(5.0, 0.05 * power(2, (v_rec->>'retries')::integer));
+        RAISE NOTICE 'tenancy.backfill %: lock timeout in phase % (retry % of %), waiting %s', v_tbl, v_phase,
+              v_rec->>'retries', v_opt->>'max_retries', round(sleep::numeric, 2);
+    END;
+  END;
+    RETURN jsonb_build_object('done', done, 'sleep', sleep);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._owner_rollback(p_rel oid, a jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tbl     regclass := p_rel::regclass;
+    drop_column boolean := coalesce((a->>'drop_column')::boolean, false);
+    v_rel   oid := tenancy._require('tbl', tbl)::oid;
+    v_rec   jsonb := tenancy._backfill_record(v_rel);
+    v_tbl   text := tbl::text;
+    v_col   text;
+    v_ddl   text[] := '{}';
+    v_iso   text;
+    v_stmt  text;
+    v_other integer;
+    v_ix    jsonb;
+    v_fk    jsonb;
+    v_leaf  oid;
+    v_schema text := tenancy._schema_of(v_rel);
+BEGIN
+    PERFORM tenancy._running_as_owner(v_rel);
+    IF v_rec IS NULL THEN
+        RAISE EXCEPTION 'tenancy.rollback: no backfill of % is recorded', v_tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'tenancy.disable_isolation() removes policies created by enable_isolation alone.';
+    END IF;
+    v_other := tenancy._backfill_running_elsewhere(v_rec);
+    IF v_other IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.rollback: % is being backfilled by session %', v_tbl, v_other
+            USING ERRCODE = 'object_in_use', HINT = 'Stop it first: SELECT pg_cancel_backend(pid).';
+    END IF;
+    v_col := v_rec->>'tenant_column';
+
+    IF EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = tbl AND t.details ? 'isolation') THEN
+        v_iso := tenancy.disable_isolation(tbl);  -- runs its own statements and returns them
+    END IF;
+    -- Foreign keys: the old ones back (validated), the tenant-carrying ones gone.
+    FOR v_fk IN SELECT f FROM jsonb_array_elements(coalesce(v_rec->'fk_rewrites', '[]')) f LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_fk->>'old') THEN
+            v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_fk->>'old', v_fk->>'old_def');
+        END IF;
+        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_fk->>'new');
+    END LOOP;
+    -- Unique constraints and indexes: the old ones back, under their names; the new ones gone.
+    FOR v_ix IN SELECT ix FROM jsonb_array_elements(coalesce(v_rec->'indexes', '[]')) ix LOOP
+        IF v_ix->'replaces'->>'constraint' IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->'replaces'->>'constraint') THEN
+            v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
+        ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                            WHERE i.indrelid = v_rel AND c.relname = v_ix->'replaces'->>'index') THEN
+            v_ddl := v_ddl || (v_ix->'replaces'->>'def');
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->>'name') THEN
+            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->>'name');
+        ELSE
+            v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, v_ix->>'name');
+        END IF;
+        IF (v_rec->>'partitioned')::boolean THEN  -- leaf indexes not attached yet
+            FOR v_leaf IN SELECT unnest(tenancy._leaves(v_rel)) LOOP
+                v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, tenancy._leaf_index_name(v_leaf, v_ix));
+            END LOOP;
+        END IF;
+    END LOOP;
+    IF v_rec->>'fk' IS NOT NULL THEN
+        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_rec->>'fk');
+        FOR v_leaf IN SELECT unnest(tenancy._leaves(v_rel)) LOOP
+            IF v_leaf <> v_rel THEN
+                v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_leaf::regclass, v_rec->>'fk');
+            END IF;
+        END LOOP;
+    END IF;
+    IF v_rec->>'check' IS NOT NULL THEN
+        FOR v_leaf IN SELECT unnest(tenancy._leaves(v_rel)) LOOP
+            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = v_rec->>'check') THEN
+                v_ddl := v_ddl || format('ALTER TABLE ONLY %s DROP CONSTRAINT %I', v_leaf::regclass, v_rec->>'check');
+            END IF;
+        END LOOP;
+    END IF;
+    IF (v_rec->>'set_not_null')::boolean AND NOT (v_rec->>'column_was_not_null')::boolean
+       AND NOT (drop_column AND NOT (v_rec->>'column_existed')::boolean) THEN
+        v_ddl := v_ddl || format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', v_tbl, v_col);
+    END IF;
+    IF v_rec->>'trigger' IS NOT NULL THEN
+        v_ddl := v_ddl || format('DROP TRIGGER IF EXISTS %I ON %s', v_rec->>'trigger', v_tbl);
+    END IF;
+    IF v_rec->>'default_expr' IS NOT NULL AND NOT (drop_column AND NOT (v_rec->>'column_existed')::boolean) THEN
+        v_ddl := v_ddl || CASE WHEN v_rec->>'old_default' IS NULL THEN format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', v_tbl, v_col)
+                               ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', v_tbl, v_col, v_rec->>'old_default') END;
+    END IF;
+    IF drop_column THEN
+        IF (v_rec->>'column_existed')::boolean THEN
+            RAISE NOTICE 'tenancy.rollback: %.% existed before the backfill and is kept', v_tbl, quote_ident(v_col);
+        ELSE
+            v_ddl := v_ddl || format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', v_tbl, v_col);
+        END IF;
+    END IF;
+    FOREACH v_stmt IN ARRAY v_ddl LOOP
+        EXECUTE v_stmt;
+    END LOOP;
+    PERFORM tenancy._privileged('record_backfill', jsonb_build_object('relid', v_rel, 'backfill', 'null'::jsonb,
+        'log', jsonb_build_object('operation', 'rollback', 'status', 'succeeded',
+                                  'details', jsonb_build_object('phase', v_rec->>'phase', 'drop_column', drop_column,
+                                                                'statements', to_jsonb(v_ddl)))));
+    RETURN jsonb_build_object('ddl', concat_ws(E'\n', v_iso, nullif(array_to_string(v_ddl, E';\n') || ';', ';')));
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy."_policy_calls"(
+	"expr" TEXT 
+) RETURNS TABLE (
+	"schema" TEXT,  
+	"name" TEXT,  
+	"constant_args" bool  
+)
+IMMUTABLE STRICT PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_policy_calls_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."_privileged"(
+	"op" TEXT, 
+	"args" jsonb 
+) RETURNS jsonb 
+STRICT VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_privileged_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy._relkind_noun(p_kind "char") RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE p_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
+                       WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' WHEN 'I' THEN 'partitioned index'
+                       WHEN 'c' THEN 'composite type' WHEN 't' THEN 'TOAST table'
+                       ELSE 'relation of kind ' || p_kind::text END
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._require(p_name text, p_value anyelement) RETURNS anyelement
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_value IS NULL THEN
+        RAISE EXCEPTION 'tenancy: % must not be NULL', p_name
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = format('Pass a value for %s.', p_name);
+    END IF;
+    RETURN p_value;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._role(p_role text) RETURNS tenancy.roles
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE r tenancy.roles;
+BEGIN
+    PERFORM tenancy._require('role', p_role);
+    SELECT * INTO r FROM tenancy.roles WHERE name = p_role;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: unknown role "%"', p_role
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Valid roles: ' || (SELECT string_agg(name, ', ' ORDER BY rank DESC) FROM tenancy.roles)
+                         || '. A DBA can add roles with INSERT INTO tenancy.roles.';
+    END IF;
+    RETURN r;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._running_as_owner(p_rel oid) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+                    WHERE c.oid = p_rel AND r.rolname = current_user) THEN
+        RAISE EXCEPTION 'tenancy: internal table operation on % called as %, not as the table''s owner', p_rel::regclass, current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Call the public function (tenancy.rollback, CALL tenancy.backfill): it runs the operation as the table''s owner.';
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._schema_of(p_rel oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy."_table_integrity"(
+	"tbl" oid 
+) RETURNS TABLE (
+	"table_name" TEXT,  
+	"tenant_column" TEXT,  
+	"total_rows" bigint,  
+	"null_rows" bigint,  
+	"orphan_rows" bigint,  
+	"cross_tenant_rows" bigint,  
+	"not_null" bool,  
+	"fk_validated" bool,  
+	"tenant_index" bool,  
+	"rls_enabled" bool,  
+	"rls_forced" bool,  
+	"policies_complete" bool,  
+	"saw_every_row" bool,  
+	"ok" bool,  
+	"note" TEXT  
+)
+STRICT STABLE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_table_integrity_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."_wrap_policy_calls"(
+	"expr" TEXT, 
+	"names" TEXT[] 
+) RETURNS TEXT 
+IMMUTABLE STRICT PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_wrap_policy_calls_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy.accept_invitation(token text)
+RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('accept_invitation', jsonb_build_object('token', $1))->>'organization_id')::uuid
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.add_member(organization_id uuid, user_id uuid, role text DEFAULT 'member',
+                                   is_default boolean DEFAULT false)
+RETURNS boolean LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('add_member',
+              jsonb_build_object('organization_id', $1, 'user_id', $2, 'role', $3, 'is_default', $4))->>'added')::boolean
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.adopt_users(users regclass, role_map jsonb, organization_id uuid DEFAULT NULL,
+                                    id_column name DEFAULT 'id', role_column name DEFAULT 'role',
+                                    default_role text DEFAULT NULL)
+RETURNS TABLE (role text, candidates bigint, added bigint)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel      oid := tenancy._require('users', users)::oid;
+    v_idtype   regtype;
+    v_org_expr text;
+    v_rows     jsonb;
+    v_bad      text;
+    v_res      jsonb;
+BEGIN
+    IF jsonb_typeof(tenancy._require('role_map', role_map)) <> 'object'
+       OR EXISTS (SELECT 1 FROM jsonb_each(role_map) e WHERE jsonb_typeof(e.value) <> 'string') THEN
+        RAISE EXCEPTION 'tenancy.adopt_users: role_map must map application roles to tenancy roles, e.g. {"admin": "owner", "buyer": "member"}'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT string_agg(DISTINCT quote_literal(x), ', ') INTO v_bad
+      FROM (SELECT e.value #>> '{}' AS x FROM jsonb_each(role_map) e UNION ALL SELECT default_role) s
+     WHERE x IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenancy.roles r WHERE r.name = x);
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.adopt_users: no tenancy role named %', v_bad
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT name FROM tenancy.roles lists them.';
+    END IF;
+    SELECT a.atttypid INTO v_idtype FROM pg_attribute a
+     WHERE a.attrelid = v_rel AND a.attname = id_column AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy.adopt_users: column % does not exist in %', quote_ident(id_column), users
+            USING ERRCODE = 'undefined_column';
+    ELSIF v_idtype NOT IN ('uuid'::regtype, 'text'::regtype) THEN
+        RAISE EXCEPTION 'tenancy.adopt_users: %.% has type %; tenancy user ids are uuids', users, quote_ident(id_column), v_idtype
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Pass id_column => the column holding each user''s uuid (the id your authentication issues).';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_rel AND a.attname = role_column AND a.attnum > 0 AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'tenancy.adopt_users: column % does not exist in %', quote_ident(role_column), users
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    IF organization_id IS NOT NULL THEN
+        v_org_expr := quote_literal(organization_id) || '::uuid';
+    ELSE  -- each user's own organization, from the users table's tenant column
+        SELECT format('u.%I', t.tenant_column) INTO v_org_expr FROM tenancy.tenant_tables t
+         WHERE t.relid = users AND t.column_type = 'uuid';
+        IF v_org_expr IS NULL THEN
+            RAISE EXCEPTION 'tenancy.adopt_users: pass organization_id, or backfill % first so that each user has one', users
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    BEGIN
+        EXECUTE format('SELECT jsonb_agg(jsonb_build_object(''user_id'', u.%I::uuid, ''source'', u.%I::text, ''organization_id'', %s)) FROM %s u',
+                       id_column, role_column, v_org_expr, users)
+           INTO v_rows;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RAISE EXCEPTION 'tenancy.adopt_users: %.% holds values that are not uuids', users, quote_ident(id_column)
+            USING ERRCODE = 'invalid_text_representation',
+                  HINT = 'Pass id_column => the column holding each user''s uuid (the id your authentication issues). Nobody was added.';
+    END;
+    v_rows := coalesce(v_rows, '[]');
+    SELECT string_agg(DISTINCT coalesce(quote_literal(r->>'source'), 'NULL'), ', ') INTO v_bad
+      FROM jsonb_array_elements(v_rows) r
+     WHERE coalesce(role_map->>(r->>'source'), default_role) IS NULL;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.adopt_users: no tenancy role for application role(s) %', v_bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Add them to role_map, or pass default_role. Nobody was added.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM jsonb_array_elements(v_rows) r WHERE r->>'user_id' IS NULL OR r->>'organization_id' IS NULL) THEN
+        RAISE EXCEPTION 'tenancy.adopt_users: some users of % have no id or no organization', users
+            USING ERRCODE = 'not_null_violation', HINT = 'Nobody was added.';
+    END IF;
+    v_rows := (SELECT coalesce(jsonb_agg(r || jsonb_build_object('role', coalesce(role_map->>(r->>'source'), default_role))), '[]')
+                 FROM jsonb_array_elements(v_rows) r);
+    v_res := tenancy._privileged('adopt_users', jsonb_build_object('members', v_rows, 'table_name', users::text));
+    RETURN QUERY
+        SELECT x.role, count(*), coalesce((v_res->'added'->>x.role)::bigint, 0)
+          FROM (SELECT r->>'role' AS role FROM jsonb_array_elements(v_rows) r) x
+         GROUP BY x.role
+         ORDER BY (SELECT rank FROM tenancy.roles ro WHERE ro.name = x.role) DESC;
+END $$;
+
+CREATE OR REPLACE PROCEDURE tenancy.backfill(
+    tbl regclass,
+    organization_id uuid DEFAULT NULL,
+    tenant_column name DEFAULT 'organization_id',
+    column_type text DEFAULT 'uuid',
+    parent regclass DEFAULT NULL,
+    user_column name DEFAULT NULL,
+    batch_size integer DEFAULT 10000,
+    pause interval DEFAULT '0',
+    lock_timeout interval DEFAULT '1s',
+    max_retries integer DEFAULT 30,
+    build_indexes boolean DEFAULT false)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_done  boolean;
+    v_sleep double precision;
+BEGIN
+    PERFORM tenancy._backfill_begin(tbl, organization_id, tenant_column, column_type, parent, user_column,
+                                    batch_size, pause, lock_timeout, max_retries, build_indexes);
+    COMMIT;
+    LOOP
+        SELECT s.done, s.sleep INTO v_done, v_sleep FROM tenancy._backfill_step(tbl) s;
+        COMMIT;
+        EXIT WHEN v_done;
+        IF v_sleep IS NOT NULL THEN
+            PERFORM pg_catalog.pg_sleep(v_sleep);
+        END IF;
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE PROCEDURE tenancy.backfill_all(
+    tables regclass[],
+    organization_id uuid DEFAULT NULL,
+    derive jsonb DEFAULT '{}',
+    tenant_column name DEFAULT 'organization_id',
+    column_type text DEFAULT 'uuid',
+    batch_size integer DEFAULT 10000,
+    pause interval DEFAULT '0',
+    lock_timeout interval DEFAULT '1s',
+    max_retries integer DEFAULT 30,
+    build_indexes boolean DEFAULT false)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_tbl regclass;
+    v_map jsonb := tenancy._derive_map(derive, tables, pg_catalog.current_setting('search_path'));
+BEGIN
+    FOREACH v_tbl IN ARRAY tenancy._fk_order(tables) LOOP
+        -- A derived table falls back only on the organization its own derive entry names.
+        CALL tenancy.backfill(v_tbl,
+                              CASE WHEN pg_catalog.jsonb_extract_path(v_map, v_tbl::oid::text) IS NULL THEN organization_id
+                                   ELSE pg_catalog.jsonb_extract_path_text(v_map, v_tbl::oid::text, 'organization_id')::uuid END,
+                              tenant_column, column_type,
+                              pg_catalog.jsonb_extract_path_text(v_map, v_tbl::oid::text, 'parent')::oid::regclass,
+                              pg_catalog.jsonb_extract_path_text(v_map, v_tbl::oid::text, 'user_column')::name,
+                              batch_size, pause, lock_timeout, max_retries, build_indexes);
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.change_role(organization_id uuid, user_id uuid, role text)
+RETURNS boolean LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('change_role',
+              jsonb_build_object('organization_id', $1, 'user_id', $2, 'role', $3))->>'changed')::boolean
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.create_invitation(organization_id uuid, email text, role text DEFAULT 'member',
+                                          expires_in interval DEFAULT interval '7 days')
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._privileged('create_invitation',
+              jsonb_build_object('organization_id', $1, 'email', $2, 'role', $3, 'expires_in', $4))->>'token'
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.create_organization(name text, slug text, id uuid DEFAULT NULL,
+                                            settings jsonb DEFAULT '{}', owner_user_id uuid DEFAULT NULL)
+RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('create_organization',
+              jsonb_build_object('name', $1, 'slug', $2, 'id', $3, 'settings', $4, 'owner_user_id', $5))->>'id')::uuid
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy."current_organization_id"() RETURNS uuid 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'current_organization_id_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."current_organization_slug"() RETURNS TEXT 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'current_organization_slug_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."current_user_id"() RETURNS uuid 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'current_user_id_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy.deactivate_organization(organization_id uuid)
+RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('deactivate_organization', jsonb_build_object('organization_id', $1))->>'id')::uuid
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.disable_isolation(tbl regclass)
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._disable_isolation($1::oid)
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.distribute(tbl regclass, shard_count integer DEFAULT NULL) RETURNS SETOF text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF tbl IS NULL THEN
+        RAISE EXCEPTION 'tenancy.distribute: tbl must not be NULL'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Pass a tenant table, or call tenancy.distribute_all() for every one.';
+    END IF;
+    RETURN QUERY SELECT tenancy._distribute(tbl, shard_count, true);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.distribute_all(shard_count integer DEFAULT NULL) RETURNS SETOF text
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._distribute(NULL, shard_count, true)
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.distribution_plan(tbl regclass DEFAULT NULL, shard_count integer DEFAULT NULL)
+RETURNS SETOF text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._distribute(tbl, shard_count, false)
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.enable_isolation(tbl regclass, tenant_column name DEFAULT 'organization_id',
+                                         mode text DEFAULT 'membership', roles name[] DEFAULT '{public}')
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._isolation($1::oid, $2::text, $3, $4::text[], true)
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.enable_isolation_all(schema name DEFAULT 'public',
+                                             tenant_column name DEFAULT 'organization_id',
+                                             mode text DEFAULT 'membership',
+                                             roles name[] DEFAULT '{public}')
+RETURNS TABLE (table_name text, action text, detail text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p_schema name   := tenancy._require('schema', $1);
+    p_column name   := tenancy._require('tenant_column', $2);
+    p_mode   text   := $3;
+    p_roles  name[] := $4;
+    r        record;
+    v_ddl    text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = p_schema) THEN
+        RAISE EXCEPTION 'tenancy: schema % does not exist', quote_ident(p_schema)
+            USING ERRCODE = 'invalid_schema_name', HINT = 'Pass the schema of your tables, e.g. ''public''.';
+    END IF;
+    FOR r IN
+        SELECT c.oid, c.oid::regclass::text AS rel, c.relkind, c.relispartition,
+               (SELECT pc.oid::regclass::text FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+                 WHERE i.inhrelid = c.oid LIMIT 1) AS parent,
+               EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = p_column
+                          AND a.attnum > 0 AND NOT a.attisdropped) AS has_column
+          FROM pg_class c
+         WHERE c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = p_schema)
+           AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+         ORDER BY c.relname
+    LOOP
+        table_name := r.rel;
+        IF NOT r.has_column THEN
+            action := 'skipped';
+            detail := format('no column %I', p_column);
+        ELSIF r.relkind IN ('v', 'm', 'f') THEN
+            action := 'skipped';
+            detail := CASE r.relkind
+                        WHEN 'v' THEN 'a view: isolate the tables it reads, and create it WITH (security_invoker = true)'
+                        WHEN 'm' THEN 'a materialized view: row-level security cannot apply; do not grant it to tenants'
+                        ELSE 'a foreign table: row-level security cannot apply to it' END;
+        ELSIF r.relispartition THEN
+            action := 'skipped';
+            detail := format('a partition of %s: isolated with its parent', r.parent);
+        ELSE
+            BEGIN
+                v_ddl := tenancy.enable_isolation(r.oid::regclass, p_column, p_mode, p_roles);
+            EXCEPTION WHEN OTHERS THEN
+                DECLARE v_state text; v_msg text; v_hint text;
+                BEGIN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT;
+                    RAISE EXCEPTION 'tenancy: enable_isolation_all stopped at %: %', r.rel, v_msg
+                        USING ERRCODE = v_state, HINT = coalesce(v_hint, '') || ' Nothing was changed.';
+                END;
+            END;
+            IF v_ddl ~ '(^|\n)[^-\n]' THEN
+                action := 'isolated';
+                detail := (SELECT count(*) FROM regexp_split_to_table(v_ddl, E'\n') l WHERE l !~ '^(--|$)')
+                          || ' statement(s)';
+            ELSE
+                action := 'unchanged';
+                detail := 'already isolated as requested';
+            END IF;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy."get_user_organization_id"(
+	"user_id" uuid 
+) RETURNS uuid 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'get_user_organization_id_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy.isolation_sql(tbl regclass, tenant_column name DEFAULT 'organization_id',
+                                      mode text DEFAULT 'membership', roles name[] DEFAULT '{public}')
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._isolation($1::oid, $2::text, $3, $4::text[], false)
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.lint()
+RETURNS TABLE (level text, code text, object text, message text, fix text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $lint$
+WITH tt AS (
+    SELECT c.oid, c.oid::regclass::text AS tbl, c.relname, c.relnamespace, c.relkind, c.relowner,
+           c.relrowsecurity AS rls, c.relforcerowsecurity AS force, c.relacl,
+           t.tenant_column::text AS col, t.column_type, a.attnum, a.attnotnull, t.mode, t.details->'isolation' AS isolation
+      FROM tenancy.tenant_tables t
+      JOIN pg_class c ON c.oid = t.relid
+      JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = t.tenant_column AND NOT a.attisdropped
+),
+cmds(cmd, label) AS (VALUES ('r', 'SELECT'), ('a', 'INSERT'), ('w', 'UPDATE'), ('d', 'DELETE')),
+pol AS (
+    SELECT tt.oid, tt.tbl, tt.col, p.polname::text AS polname, p.polcmd::text AS polcmd, p.polpermissive,
+           pg_get_expr(p.polqual, p.polrelid) AS qual, pg_get_expr(p.polwithcheck, p.polrelid) AS checkexpr
+      FROM tt JOIN pg_policy p ON p.polrelid = tt.oid
+),
+per_row AS (
+    -- Non-immutable functions called outside a sub-select: evaluated once per row.
+    SELECT pol.*, array_agg(DISTINCT f.name) AS fns, bool_and(f.constant_args) AS hoistable
+      FROM pol
+      CROSS JOIN LATERAL (SELECT * FROM tenancy._policy_calls(coalesce(pol.qual, ''))
+                          UNION ALL SELECT * FROM tenancy._policy_calls(coalesce(pol.checkexpr, ''))) f
+     WHERE EXISTS (SELECT 1 FROM pg_proc pr JOIN pg_namespace n ON n.oid = pr.pronamespace
+                    WHERE pr.proname = f.name AND (f.schema IS NULL OR n.nspname = f.schema)
+                      AND pr.provolatile <> 'i')
+     GROUP BY pol.oid, pol.tbl, pol.col, pol.polname, pol.polcmd, pol.polpermissive, pol.qual, pol.checkexpr
+),
+fk AS (
+    SELECT con.oid, con.conname::text AS conname, child.tbl AS child, child.col AS child_col, child.attnum AS child_att,
+           parent.tbl AS parent, parent.col AS parent_col, parent.attnum AS parent_att, parent.oid AS parent_oid,
+           con.conkey, con.confkey, pg_get_constraintdef(con.oid) AS def
+      FROM pg_constraint con
+      JOIN tt child ON child.oid = con.conrelid
+      JOIN tt parent ON parent.oid = con.confrelid
+     WHERE con.contype = 'f'
+),
+findings AS (
+    -- TEN001: a tenant table without row-level security.
+    SELECT 'error' AS level, 'TEN001' AS code, tbl AS object,
+           format('tenant table %s has row-level security disabled: every role with table privileges reads every tenant''s rows', tbl) AS message,
+           format('SELECT tenancy.enable_isolation(%L, %L);', tbl, col) AS fix
+      FROM tt WHERE NOT rls
+    UNION ALL
+    -- TEN002: enabled but not forced: the table owner bypasses it.
+    SELECT 'warning', 'TEN002', tbl,
+           format('row-level security on %s is not forced: the table owner (and roles acting as it, e.g. in views) bypass the policies', tbl),
+           format('ALTER TABLE %s FORCE ROW LEVEL SECURITY;', tbl)
+      FROM tt WHERE rls AND NOT force
+    UNION ALL
+    -- TEN003: a command no permissive policy allows.
+    SELECT 'warning', 'TEN003', format('%s command %s', tt.tbl, cmds.label),
+           format('%s has no permissive policy for %s: nobody the policies apply to can %s its rows', tt.tbl, cmds.label, cmds.label),
+           format('SELECT tenancy.enable_isolation(%L, %L);', tt.tbl, tt.col)
+      FROM tt CROSS JOIN cmds
+     WHERE tt.rls AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tt.oid AND p.polpermissive
+                                     AND p.polcmd IN (cmds.cmd::"char", '*'))
+    UNION ALL
+    -- TEN004: a policy that calls a context or membership function per row.
+    SELECT 'warning', 'TEN004', format('%s policy %s', tbl, quote_ident(polname)),
+           format('policy %s on %s calls %s once per row; wrapped in a scalar sub-select it runs once per statement',
+                  quote_ident(polname), tbl, array_to_string(fns, ', ')),
+           CASE WHEN hoistable THEN
+               format('ALTER POLICY %I ON %s%s%s;', polname, tbl,
+                      CASE WHEN qual IS NOT NULL THEN format(' USING (%s)', tenancy._wrap_policy_calls(qual, fns)) ELSE '' END,
+                      CASE WHEN checkexpr IS NOT NULL THEN format(' WITH CHECK (%s)', tenancy._wrap_policy_calls(checkexpr, fns)) ELSE '' END)
+           END
+      FROM per_row
+    UNION ALL
+    -- TEN005: a permissive policy that is always true.
+    SELECT 'error', 'TEN005', format('%s policy %s', tbl, quote_ident(polname)),
+           format('permissive policy %s on %s is always true: it lets every role it names reach every tenant''s rows', quote_ident(polname), tbl),
+           format('DROP POLICY %I ON %s;', polname, tbl)
+      FROM pol
+     WHERE polpermissive AND coalesce(qual, 'true') = 'true' AND coalesce(checkexpr, 'true') = 'true'
+    UNION ALL
+    -- TEN006: several permissive policies for one command, OR-ed, with no restrictive boundary.
+    SELECT 'warning', 'TEN006', format('%s command %s', tt.tbl, cmds.label),
+           format('%s has %s permissive policies for %s (%s) and no restrictive one: they are OR-ed, so any of them can open another tenant''s rows',
+                  tt.tbl, count(*), cmds.label, string_agg(quote_ident(p.polname), ', ' ORDER BY p.polname)),
+           format('SELECT tenancy.enable_isolation(%L, %L);', tt.tbl, tt.col)
+      FROM tt CROSS JOIN cmds JOIN pg_policy p ON p.polrelid = tt.oid AND p.polpermissive AND p.polcmd IN (cmds.cmd::"char", '*')
+     WHERE NOT EXISTS (SELECT 1 FROM pg_policy r WHERE r.polrelid = tt.oid AND NOT r.polpermissive
+                          AND r.polcmd IN (cmds.cmd::"char", '*'))
+     GROUP BY tt.tbl, tt.col, cmds.label, cmds.cmd
+    HAVING count(*) > 1
+    UNION ALL
+    -- TEN007: a nullable tenant column.
+    SELECT 'error', 'TEN007', tbl,
+           format('tenant column %s.%I is nullable: a row without an organization belongs to nobody (validate_client_data_integrity() counts them)', tbl, col),
+           format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL;', tbl, col)
+      FROM tt WHERE NOT attnotnull
+    UNION ALL
+    -- TEN008: no index leads with the tenant column.
+    SELECT 'warning', 'TEN008', tbl,
+           format('no valid index on %s starts with its tenant column %I: every tenant-scoped query reads the whole table', tbl, col),
+           format('CREATE INDEX%s %I ON %s (%I);', CASE WHEN relkind = 'r' THEN ' CONCURRENTLY' ELSE '' END,
+                  left(relname || '_' || col, 59) || '_idx', tbl, col)
+      FROM tt
+     WHERE NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = tt.oid AND i.indkey[0] = tt.attnum
+                          AND i.indisvalid AND i.indpred IS NULL)
+    UNION ALL
+    -- TEN009: the tenant column has no validated foreign key to tenancy.organizations.
+    SELECT 'warning', 'TEN009', tbl,
+           format('tenant column %s.%I has no validated foreign key to tenancy.organizations: rows can name organizations that do not exist', tbl, col),
+           coalesce(
+               (SELECT format('ALTER TABLE %s VALIDATE CONSTRAINT %I;', tbl, con.conname)
+                  FROM pg_constraint con
+                 WHERE con.conrelid = tt.oid AND con.contype = 'f' AND con.confrelid = 'tenancy.organizations'::regclass
+                   AND con.conkey = ARRAY[tt.attnum] LIMIT 1),
+               format('ALTER TABLE %1$s ADD CONSTRAINT %2$I FOREIGN KEY (%3$I) REFERENCES tenancy.organizations (%4$s) NOT VALID; ALTER TABLE %1$s VALIDATE CONSTRAINT %2$I;',
+                      tbl, left(relname || '_' || col, 50) || '_tenancy_fk', col,
+                      CASE column_type WHEN 'uuid' THEN 'id' ELSE 'slug' END))
+      FROM tt
+     WHERE NOT EXISTS (SELECT 1 FROM pg_constraint con
+                        WHERE con.conrelid = tt.oid AND con.contype = 'f' AND con.convalidated
+                          AND con.confrelid = 'tenancy.organizations'::regclass AND con.conkey = ARRAY[tt.attnum])
+    UNION ALL
+    -- TEN010: a unique constraint or index without the tenant column (surrogate primary keys aside:
+    -- one column with an identity, a default or type uuid).
+    SELECT 'warning', 'TEN010', format('%s index %s', tt.tbl, quote_ident(ic.relname)),
+           format('unique %s on %s does not include the tenant column %I: two tenants cannot use the same value, and one can probe the other''s',
+                  coalesce('constraint ' || quote_ident(con.conname), 'index ' || quote_ident(ic.relname)), tt.tbl, tt.col),
+           CASE
+               WHEN con.oid IS NOT NULL THEN
+                   format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s (%I, %s);', tt.tbl, con.conname, con.conname,
+                          CASE con.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END, tt.col,
+                          (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n) FROM unnest(i.indkey) WITH ORDINALITY k(att, n)
+                             JOIN pg_attribute a ON a.attrelid = tt.oid AND a.attnum = k.att))
+               WHEN 0 <> ALL (i.indkey) AND i.indpred IS NULL THEN
+                   format('DROP INDEX %s; CREATE UNIQUE INDEX %I ON %s (%I, %s);', ic.oid::regclass, ic.relname, tt.tbl, tt.col,
+                          (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n) FROM unnest(i.indkey) WITH ORDINALITY k(att, n)
+                             JOIN pg_attribute a ON a.attrelid = tt.oid AND a.attnum = k.att))
+           END
+      FROM tt
+      JOIN pg_index i ON i.indrelid = tt.oid AND i.indisunique
+      JOIN pg_class ic ON ic.oid = i.indexrelid
+      LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = tt.oid AND con.contype IN ('p', 'u')
+     WHERE NOT (tt.attnum = ANY (i.indkey))
+       AND NOT (i.indisprimary AND i.indnatts = 1 AND EXISTS (
+                    SELECT 1 FROM pg_attribute a WHERE a.attrelid = tt.oid AND a.attnum = i.indkey[0]
+                       AND (a.attidentity <> '' OR a.atthasdef OR a.atttypid = 'uuid'::regtype)))
+    UNION ALL
+    -- TEN011: a foreign key between tenant tables that does not carry the tenant column.
+    SELECT 'warning', 'TEN011', format('%s constraint %s', fk.child, quote_ident(fk.conname)),
+           format('foreign key %s from %s to %s does not include the tenant columns: a row can point at another tenant''s row, and foreign key checks (which bypass RLS) let a tenant probe the other''s keys',
+                  quote_ident(fk.conname), fk.child, fk.parent),
+           concat_ws(' ',
+               CASE WHEN NOT EXISTS (
+                        SELECT 1 FROM pg_index pi WHERE pi.indrelid = fk.parent_oid AND pi.indisunique AND pi.indpred IS NULL
+                           AND pi.indnatts = array_length(fk.confkey, 1) + 1
+                           AND (SELECT array_agg(x ORDER BY x) FROM unnest(pi.indkey::int2[]) x)
+                             = (SELECT array_agg(x ORDER BY x) FROM unnest(fk.confkey || fk.parent_att) x))
+                    THEN format('ALTER TABLE %s ADD UNIQUE (%I, %s);', fk.parent, fk.parent_col,
+                                (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n) FROM unnest(fk.confkey) WITH ORDINALITY k(att, n)
+                                   JOIN pg_attribute a ON a.attrelid = fk.parent_oid AND a.attnum = k.att))
+               END,
+               -- Built from the catalog's columns (tenancy._fk_definition), never from the constraint's text.
+               format('ALTER TABLE %1$s ADD CONSTRAINT %2$I %3$s NOT VALID; ALTER TABLE %1$s VALIDATE CONSTRAINT %2$I; ALTER TABLE %1$s DROP CONSTRAINT %4$I;',
+                      fk.child, tenancy._name(fk.conname, 'tenant'),
+                      tenancy._fk_definition(fk.oid, fk.child_col, fk.parent_col), fk.conname))
+      FROM fk
+     WHERE NOT (fk.child_att = ANY (fk.conkey) AND fk.parent_att = ANY (fk.confkey))
+    UNION ALL
+    -- TEN012: a table next to the tenant tables that looks like tenant data but is not registered.
+    SELECT 'warning', 'TEN012', c.oid::regclass::text,
+           format('%s has a column %I that looks like %s, but it is not a registered tenant table', c.oid::regclass, a.attname,
+                  CASE WHEN a.attname IN ('organization_id', 'organisation_id', 'org_id', 'tenant_id', 'client_id', 'account_id', 'company_id')
+                       THEN 'a tenant reference' ELSE 'a user reference' END),
+           CASE WHEN a.attname IN ('organization_id', 'organisation_id', 'org_id', 'tenant_id', 'client_id', 'account_id', 'company_id')
+                THEN format('SELECT tenancy.register_table(%L, %L);', c.oid::regclass, a.attname)
+           END
+      FROM pg_class c
+      JOIN LATERAL (SELECT a.attname FROM pg_attribute a
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                       AND a.attname IN ('organization_id', 'organisation_id', 'org_id', 'tenant_id', 'client_id',
+                                         'account_id', 'company_id', 'user_id', 'owner_id', 'created_by')
+                     ORDER BY (a.attname IN ('user_id', 'owner_id', 'created_by')), a.attnum LIMIT 1) a ON true
+     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+       AND c.relnamespace IN (SELECT tt.relnamespace FROM tt)
+       AND c.oid NOT IN (SELECT tt.oid FROM tt)
+    UNION ALL
+    -- TEN013: SECURITY DEFINER functions whose search_path a caller can choose.
+    SELECT 'warning', 'TEN013', p.oid::regprocedure::text,
+           format('SECURITY DEFINER function %s does not pin its search_path: a caller can make it resolve names to objects of their choosing', p.oid::regprocedure),
+           format('ALTER FUNCTION %s SET search_path = pg_catalog, %I, pg_temp;', p.oid::regprocedure, n.nspname)
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.prosecdef
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+       AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) s WHERE s LIKE 'search\_path=%')
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+    UNION ALL
+    -- TEN014: views over tenant tables that read them with their owner's rights.
+    SELECT DISTINCT 'warning', 'TEN014', v.oid::regclass::text,
+           format('view %s reads tenant table %s with its owner''s rights, not the caller''s', v.oid::regclass, tt.tbl),
+           format('ALTER VIEW %s SET (security_invoker = true);', v.oid::regclass)
+      FROM tt
+      JOIN pg_depend d ON d.refobjid = tt.oid AND d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+      JOIN pg_rewrite r ON r.oid = d.objid
+      JOIN pg_class v ON v.oid = r.ev_class AND v.relkind = 'v' AND v.oid <> tt.oid
+     WHERE NOT coalesce(v.reloptions @> ARRAY['security_invoker=true'] OR v.reloptions @> ARRAY['security_invoker=on'], false)
+    UNION ALL
+    -- TEN015: tenant tables readable by PUBLIC or by Supabase's anon role.
+    SELECT CASE WHEN tt.rls THEN 'warning' ELSE 'error' END, 'TEN015', format('%s grantee %s', tt.tbl, g.grantee),
+           format('%s may SELECT from tenant table %s%s', g.grantee, tt.tbl,
+                  CASE WHEN tt.rls THEN ': row-level security is all that stands between them and the rows'
+                       ELSE ' and row-level security is off: every tenant''s rows are readable' END),
+           format('REVOKE ALL ON %s FROM %s;', tt.tbl, g.grantee)
+      FROM tt
+      CROSS JOIN LATERAL (
+          SELECT 'PUBLIC' AS grantee WHERE EXISTS (SELECT 1 FROM aclexplode(tt.relacl) x
+                                                    WHERE x.grantee = 0 AND x.privilege_type = 'SELECT')
+          UNION ALL
+          SELECT 'anon' WHERE EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon')
+                          AND has_table_privilege('anon', tt.oid, 'SELECT')
+      ) g
+    UNION ALL
+    -- TEN016: privileges beyond reading and writing rows, granted on a tenant table to a role
+    -- other than its owner: row-level security stops none of them.
+    SELECT 'error', 'TEN016', format('%s grantee %s', tt.tbl, g.grantee),
+           format('%s holds %s on tenant table %s: %s; row-level security stops none of this', g.grantee, g.privs, tt.tbl,
+                  concat_ws('; ',
+                      CASE WHEN g.privs LIKE '%TRUNCATE%' THEN 'TRUNCATE empties every tenant''s rows' END,
+                      CASE WHEN g.privs LIKE '%TRIGGER%' THEN 'TRIGGER runs its own code on every tenant''s writes, and sees them' END,
+                      CASE WHEN g.privs LIKE '%REFERENCES%' THEN 'REFERENCES lets it probe every tenant''s keys with foreign key checks' END)),
+           format('REVOKE %s ON %s FROM %s;', g.privs, tt.tbl, g.grantee)
+      FROM tt
+      CROSS JOIN LATERAL (
+          SELECT CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(r.rolname) END AS grantee,
+                 string_agg(DISTINCT x.privilege_type, ', ' ORDER BY x.privilege_type) AS privs
+            FROM aclexplode(tt.relacl) x LEFT JOIN pg_roles r ON r.oid = x.grantee
+           WHERE x.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES') AND x.grantee <> tt.relowner
+           GROUP BY 1) g
+    UNION ALL
+    -- TEN017: a partition of an isolated table without row-level security or tenancy's policies
+    -- (attached or created after enable_isolation): read directly, it is not isolated.
+    SELECT 'error', 'TEN017', pc.oid::regclass::text,
+           format('partition %s of isolated table %s has %s: queried directly, every tenant''s rows in it are reachable',
+                  pc.oid::regclass, tt.tbl,
+                  CASE WHEN NOT pc.relrowsecurity THEN 'row-level security disabled'
+                       WHEN NOT pc.relforcerowsecurity THEN 'row-level security not forced'
+                       ELSE 'not all of tenancy''s boundary policies' END),
+           format('SELECT tenancy.enable_isolation(%L, %L, %L, %L);', tt.tbl, tt.col, tt.mode,
+                  coalesce((SELECT array_agg(r)::text FROM jsonb_array_elements_text(tt.isolation->'roles') r), '{public}'))
+      FROM tt
+      CROSS JOIN LATERAL pg_partition_tree(tt.oid) p
+      JOIN pg_class pc ON pc.oid = p.relid
+     WHERE tt.isolation IS NOT NULL AND p.level > 0 AND pc.relkind IN ('r', 'p')
+       AND (NOT pc.relrowsecurity OR NOT pc.relforcerowsecurity
+            OR (SELECT count(*) FROM pg_policy pp WHERE pp.polrelid = pc.oid AND NOT pp.polpermissive
+                   AND pp.polname LIKE 'tenancy\_%\_boundary') < 4)
+)
+SELECT f.level, f.code, f.object, f.message, f.fix
+  FROM findings f
+ WHERE NOT EXISTS (SELECT 1 FROM tenancy.lint_ignores i WHERE i.code = f.code AND i.object IN (f.object, '*'))
+ ORDER BY CASE f.level WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END, f.code, f.object, f.message
+$lint$;
+
+CREATE OR REPLACE FUNCTION tenancy."lookup_cache_size"() RETURNS bigint 
+STRICT VOLATILE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'lookup_cache_size_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy.pending_statements()
+RETURNS TABLE (table_name text, statement text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.relid::text, s
+      FROM tenancy.tenant_tables t
+     CROSS JOIN LATERAL jsonb_array_elements(t.details->'backfill'->'indexes') WITH ORDINALITY ix(ix, n)
+     CROSS JOIN LATERAL tenancy._index_statements(t.relid, ix.ix, true) s
+     WHERE t.details->'backfill'->>'phase' IN ('fk_validated', 'awaiting_indexes')
+       AND NOT tenancy._index_ready(t.relid, ix.ix)
+     ORDER BY t.relid::text, ix.n
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy."policy_organization_id"(
+	"privilege" TEXT 
+) RETURNS uuid 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'policy_organization_id_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."policy_organization_ids"(
+	"privilege" TEXT 
+) RETURNS uuid[] 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'policy_organization_ids_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."policy_organization_slug"(
+	"privilege" TEXT 
+) RETURNS TEXT 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'policy_organization_slug_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."policy_organization_slugs"(
+	"privilege" TEXT 
+) RETURNS TEXT[] 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'policy_organization_slugs_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy.register_table(tbl regclass, tenant_column name DEFAULT 'organization_id')
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._privileged('register_table',
+              jsonb_build_object('relid', $1::oid, 'tenant_column', $2))->>'column_type'
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.remove_member(organization_id uuid, user_id uuid)
+RETURNS void LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT FROM tenancy._privileged('remove_member', jsonb_build_object('organization_id', $1, 'user_id', $2))
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.rename_organization(organization_id uuid, name text, slug text DEFAULT NULL)
+RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('rename_organization',
+              jsonb_build_object('organization_id', $1, 'name', $2, 'slug', $3))->>'id')::uuid
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.rollback(tbl regclass, drop_column boolean DEFAULT false) RETURNS text
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._as_owner(tenancy._require('tbl', $1)::oid, 'rollback', jsonb_build_object('drop_column', $2))->>'ddl'
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy."set_organization"(
+	"organization_id" uuid 
+) RETURNS uuid 
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'set_organization_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."signed_organization_id"(
+	"token" TEXT, 
+	"privilege" TEXT 
+) RETURNS uuid 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'signed_organization_id_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."signed_organization_slug"(
+	"token" TEXT, 
+	"privilege" TEXT 
+) RETURNS TEXT 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'signed_organization_slug_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."validate_client_access"(
+	"user_id" uuid, 
+	"organization_id" uuid 
+) RETURNS bool 
+STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'validate_client_access_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."validate_client_data_integrity"() RETURNS TABLE (
+	"table_name" TEXT,  
+	"tenant_column" TEXT,  
+	"total_rows" bigint,  
+	"null_rows" bigint,  
+	"orphan_rows" bigint,  
+	"cross_tenant_rows" bigint,  
+	"not_null" bool,  
+	"fk_validated" bool,  
+	"tenant_index" bool,  
+	"rls_enabled" bool,  
+	"rls_forced" bool,  
+	"policies_complete" bool,  
+	"saw_every_row" bool,  
+	"ok" bool,  
+	"note" TEXT  
+)
+STRICT STABLE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'validate_client_data_integrity_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy.validate_client_data_integrity(tbl regclass)
+RETURNS TABLE (table_name text, tenant_column text, total_rows bigint, null_rows bigint,
+               orphan_rows bigint, cross_tenant_rows bigint, not_null boolean, fk_validated boolean,
+               tenant_index boolean, rls_enabled boolean, rls_forced boolean, policies_complete boolean,
+               saw_every_row boolean, ok boolean, note text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM tenancy._table_integrity(tenancy._require('tbl', $1)::oid)
+$$;
+
+COMMENT ON FUNCTION tenancy._att_names(oid, int2[]) IS 'Internal: the column names of attribute numbers of a relation, in order.';
+COMMENT ON FUNCTION tenancy._idents(text[]) IS 'Internal: a list of column names, each quoted, comma-separated.';
+COMMENT ON FUNCTION tenancy._byte_prefix(text, integer) IS 'Internal: the longest prefix of a text that fits in a number of bytes.';
+COMMENT ON FUNCTION tenancy._name(text, text) IS 'Internal: a name of at most 63 bytes made of a base and a suffix.';
+COMMENT ON FUNCTION tenancy._fk_definition(oid, text, text) IS 'Internal: a foreign key''s definition built from the catalog, optionally with tenant columns first.';
+COMMENT ON FUNCTION tenancy._running_as_owner(oid) IS 'Internal: refuses unless the current role owns the table.';
+COMMENT ON FUNCTION tenancy.lint() IS
+  'Is this database safely multi-tenant? One row per finding (level, code, object, message, and the SQL that fixes it). Codes TEN001-TEN017 are listed in the README; silence one with INSERT INTO tenancy.lint_ignores.';
+COMMENT ON FUNCTION tenancy._policy_calls(text) IS
+  'Internal, for lint(): function calls of a policy expression evaluated once per row.';
+COMMENT ON FUNCTION tenancy._wrap_policy_calls(text, text[]) IS
+  'Internal, for lint(): the expression with the named constant-argument calls wrapped in a scalar sub-select.';
+COMMENT ON PROCEDURE tenancy.backfill(regclass, uuid, name, text, regclass, name, integer, interval, interval, integer, boolean) IS
+  'Convert a live table online: add the tenant column, fill it in ctid-range batches (one COMMIT each) from a fixed organization, a parent row (parent =>) or a user column (user_column =>), then NOT NULL, a foreign key and tenant-scoped indexes and unique keys without long locks. Resumable: CALL again after any interruption. Progress: tenancy.backfill_progress.';
+COMMENT ON PROCEDURE tenancy.backfill_all(regclass[], uuid, jsonb, name, text, integer, interval, interval, integer, boolean) IS
+  'tenancy.backfill for several tables, parents before children (foreign-key order). derive maps a table to {"parent": "shipments"} or {"user_column": "created_by"}, optionally with a fallback "organization_id"; the other tables get organization_id.';
+COMMENT ON FUNCTION tenancy.pending_statements() IS
+  'Statements a backfill waits for that cannot run in a transaction (CREATE INDEX CONCURRENTLY). In psql: SELECT statement FROM tenancy.pending_statements() \gexec, then CALL tenancy.backfill again.';
+COMMENT ON FUNCTION tenancy.rollback(regclass, boolean) IS
+  'Undo a backfill (finished or not): policies, foreign keys, unique keys and indexes it rewrote or added (the old ones restored), NOT NULL, trigger and default. Drops the tenant column only with drop_column => true.';
+COMMENT ON FUNCTION tenancy.adopt_users(regclass, jsonb, uuid, name, name, text) IS
+  'Create memberships for the users of an existing users table, mapping application roles to tenancy roles (role_map jsonb). All or nothing; existing memberships are kept. Needs manage_members in the organization.';
+COMMENT ON FUNCTION tenancy._backfill_step(oid) IS 'Internal: one step of a backfill, in the caller''s transaction, run as the table''s owner.';
+COMMENT ON FUNCTION tenancy._owner_backfill_step(oid, jsonb) IS 'Internal: the work of one backfill step; runs only as the table''s owner (through tenancy._as_owner).';
+COMMENT ON FUNCTION tenancy._owner_rollback(oid, jsonb) IS 'Internal: the work of tenancy.rollback; runs only as the table''s owner (through tenancy._as_owner).';
+COMMENT ON FUNCTION tenancy._backfill_fill() IS 'Internal: trigger giving rows written during a backfill their organization.';
+COMMENT ON FUNCTION tenancy.lookup_cache_size() IS
+  'How many membership answers this session holds in memory. They are forgotten whenever a change to memberships, organizations or roles commits.';
+COMMENT ON FUNCTION tenancy.distribution_plan(regclass, integer) IS
+  'The statements tenancy.distribute (one table) or distribute_all (tbl NULL: every tenant table) would run on Citus, without running them. Checks that keys include the tenant column.';
+COMMENT ON FUNCTION tenancy.distribute(regclass, integer) IS
+  'Citus: makes the catalog reference tables, switches the table''s policies to the subquery-free signed form, and distributes it by its tenant column, co-located with the other tenant tables. Returns what it ran.';
+COMMENT ON FUNCTION tenancy.distribute_all(integer) IS
+  'tenancy.distribute for every registered tenant table, parents before children. Returns what it ran.';
+COMMENT ON FUNCTION tenancy._distribute(oid, integer, boolean) IS
+  'Internal: the work of distribution_plan (apply false), distribute and distribute_all.';
+COMMENT ON FUNCTION tenancy._is_member_of(uuid) IS
+  'Internal: is the current user a member of the organization? The catalog''s organizations policy on Citus (no subquery).';
+COMMENT ON FUNCTION tenancy.signed_organization_id(text, text) IS
+  'Policies of distributed tables: the organization in the signed context (tenancy.context) if tenancy.set_organization signed it in this transaction for the current user and role, and the role there grants the privilege; else NULL.';
+COMMENT ON FUNCTION tenancy.signed_organization_slug(text, text) IS
+  'signed_organization_id, as the organization''s slug (text tenant columns).';
+COMMENT ON FUNCTION tenancy.current_user_id() IS
+  'The acting user: tenancy.user_id, else the sub claim of request.jwt.claims, each only when written in this transaction. NULL when there is none.';
+COMMENT ON FUNCTION tenancy.current_organization_id() IS
+  'The organization this transaction acts for: set_organization(), else the JWT organization_id claim, else the user''s default; only if the user is an active member. NULL otherwise (matches no rows).';
+COMMENT ON FUNCTION tenancy.current_organization_slug() IS
+  'The slug of current_organization_id(), for tenant columns that store slugs (text).';
+COMMENT ON FUNCTION tenancy.set_organization(uuid) IS
+  'Choose the organization for the rest of this transaction. Refuses (42501) unless the current user is an active member.';
+COMMENT ON FUNCTION tenancy.get_user_organization_id(uuid) IS
+  'The user''s default active organization, else the earliest active one, else NULL.';
+COMMENT ON FUNCTION tenancy.validate_client_access(uuid, uuid) IS
+  'True only when the user is an active member of the organization and the organization is active.';
+COMMENT ON FUNCTION tenancy.validate_client_data_integrity() IS
+  'One row per registered tenant table, each read once: total rows, NULL tenant values, tenant values naming no organization, rows pointing at another tenant''s row through a foreign key; NOT NULL, validated FK to organizations, index leading with the tenant column, RLS enabled and forced and a policy for every command (on every partition too); saw_every_row: no row was hidden from the scan (an administrator''s scan bypasses RLS when it can run no code of the table''s owner); ok when all hold. A table the caller may not read is reported, not read.';
+COMMENT ON FUNCTION tenancy.validate_client_data_integrity(regclass) IS
+  'validate_client_data_integrity() for one registered tenant table.';
+COMMENT ON FUNCTION tenancy.policy_organization_id(text) IS
+  'For context-mode policies: current_organization_id() if the user''s role there grants the privilege (read, write, delete); else NULL (no rows).';
+COMMENT ON FUNCTION tenancy.policy_organization_slug(text) IS
+  'policy_organization_id(privilege) as the organization''s slug, for text tenant columns.';
+COMMENT ON FUNCTION tenancy.policy_organization_ids(text) IS
+  'For membership-mode policies: the organization chosen for the transaction, else every active organization of the user, where the user''s role grants the privilege. Empty: no rows.';
+COMMENT ON FUNCTION tenancy.policy_organization_slugs(text) IS
+  'policy_organization_ids(privilege) as slugs, for text tenant columns.';
+COMMENT ON FUNCTION tenancy.isolation_sql(regclass, name, text, name[]) IS
+  'The DDL enable_isolation would run now for these arguments, without running it: for review or a migration file.';
+COMMENT ON FUNCTION tenancy.enable_isolation(regclass, name, text, name[]) IS
+  'Isolate a table by its tenant column: enable and force RLS, boundary and access policies for every command, a default for the column; registers and logs it. Returns the DDL it ran. Idempotent. Modes: membership, context.';
+COMMENT ON FUNCTION tenancy.disable_isolation(regclass) IS
+  'Remove exactly what enable_isolation created on a table (policies, RLS flags it set, the default); hand-written policies stay. Returns the DDL it ran.';
+COMMENT ON FUNCTION tenancy.enable_isolation_all(name, name, text, name[]) IS
+  'enable_isolation for every table of a schema that has the tenant column, all or nothing; one row per relation saying what was done or skipped, and why.';
+COMMENT ON FUNCTION tenancy._isolation(oid, text, text, text[], boolean) IS
+  'Internal: the work of isolation_sql and enable_isolation.';
+COMMENT ON FUNCTION tenancy._disable_isolation(oid) IS
+  'Internal: the work of disable_isolation.';
+COMMENT ON FUNCTION tenancy.create_organization(text, text, uuid, jsonb, uuid) IS
+  'Create an organization (tenancy administrators only); optionally with a fixed id and an owner. Idempotent for the same id, slug and name.';
+COMMENT ON FUNCTION tenancy.rename_organization(uuid, text, text) IS
+  'Rename an organization, and change its slug when given. Needs the manage_organization right.';
+COMMENT ON FUNCTION tenancy.deactivate_organization(uuid) IS
+  'Deactivate an organization: its members lose access to its rows. Needs the manage_organization right.';
+COMMENT ON FUNCTION tenancy.add_member(uuid, uuid, text, boolean) IS
+  'Add a user to an organization with a role. Returns false when the same membership already existed. Needs manage_members.';
+COMMENT ON FUNCTION tenancy.remove_member(uuid, uuid) IS
+  'Remove a user from an organization (never its last owner). Needs manage_members.';
+COMMENT ON FUNCTION tenancy.change_role(uuid, uuid, text) IS
+  'Change a member''s role (never demoting the last owner). Returns false when unchanged. Needs manage_members.';
+COMMENT ON FUNCTION tenancy.create_invitation(uuid, text, text, interval) IS
+  'Invite an email address to an organization. Returns the token once; only its SHA-256 is stored.';
+COMMENT ON FUNCTION tenancy.accept_invitation(text) IS
+  'Accept an invitation token as the current user; returns the organization id. A token works once, before it expires.';
+COMMENT ON FUNCTION tenancy.register_table(regclass, name) IS
+  'Register a table under tenancy with its tenant column (uuid organization id, or text slug). Table owners only.';
+COMMENT ON FUNCTION tenancy._privileged(text, jsonb) IS
+  'Internal: the door through which the management functions change the catalog as its owner.';
+COMMENT ON FUNCTION tenancy._lookups_changed_trigger() IS
+  'Internal: statement trigger on memberships, organizations and roles; makes every session forget its memoized membership answers when the change commits.';
+
+----------------------------------------------------------------------------------------------
+-- Everything else 0.3.0 changed (security hardening, issue 14).
+----------------------------------------------------------------------------------------------
+
+-- The memo's trigger is a C trigger function (nobody can call it to flush every memo).
+ALTER FUNCTION tenancy._lookups_changed_trigger() SET search_path = pg_catalog, pg_temp;
+
+-- No REFERENCES on slug for everybody: a foreign key check bypasses row-level security.
+REVOKE REFERENCES (slug) ON tenancy.organizations FROM PUBLIC;
+
+-- A table owner sees its own tables' conversion state; an administrator sees every table.
+ALTER TABLE tenancy.tenant_tables ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_tables_of_table_owner ON tenancy.tenant_tables FOR SELECT
+    USING (EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                    WHERE c.oid OPERATOR(pg_catalog.=) tenant_tables.relid::pg_catalog.oid
+                      AND pg_catalog.pg_has_role(c.relowner, 'USAGE'))
+           OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
