@@ -784,7 +784,6 @@ pub fn _isolation(
 #[search_path(pg_catalog, pg_temp)]
 pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
     let relid = required("tbl", tbl);
-    let (_, rec) = recorded(relid);
     let Some(table) = relation(relid) else {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
@@ -793,10 +792,12 @@ pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
         )
     };
     let name = table.name.clone();
+    // Ownership first: the record is visible to the table's owner only.
+    must_own(relid, &name, "remove its isolation");
+    let (_, rec) = recorded(relid);
     let Some(rec) = rec else {
         return format!("-- tenancy: {name} has no isolation created by tenancy; nothing to do.\n");
     };
-    must_own(relid, &name, "remove its isolation");
     spi(Spi::run(&format!("LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE")));
 
     let comments = vec![format!(

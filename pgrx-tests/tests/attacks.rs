@@ -862,7 +862,69 @@ fn long_identifiers(db: &str) -> Outcome {
     if pending != 0 || phase.as_deref() != Some("converted") {
         return Err(format!("63-byte names: phase {phase:?}, {pending} pending statements after {:?}", started.elapsed()));
     }
+    // The rest of the life of such a table: isolation, lint, rollback.
+    for sql in [
+        format!("SELECT tenancy.enable_isolation('public.\"{table}\"')"),
+        "SELECT count(*) FROM tenancy.lint()".to_string(),
+        format!("SELECT count(*) FROM tenancy.validate_client_data_integrity('public.\"{table}\"')"),
+        format!("SELECT tenancy.disable_isolation('public.\"{table}\"')"),
+        format!("SELECT tenancy.rollback('public.\"{table}\"', true)"),
+    ] {
+        if let Err(e) = c.batch_execute(&sql) {
+            return Err(format!("63-byte names: {sql}: {}", msg(&e)));
+        }
+    }
+    let left = one_i64(&mut c, &format!("SELECT count(*) FROM pg_attribute WHERE attrelid = 'public.\"{table}\"'::regclass AND attname = 'organization_id'"));
+    if left != 0 {
+        return Err("63-byte names: rollback left the tenant column".into());
+    }
     Ok(())
+}
+
+
+fn forged_index_record_for_gexec(db: &str) -> Outcome {
+    let (mut c, mut m) = mallory_db(db);
+    // The victim: an index of the database owner, in the schema where mallory's table lives.
+    superuser_of(db).batch_execute("GRANT CREATE ON SCHEMA m TO PUBLIC").unwrap();
+    c.batch_execute("CREATE TABLE m.victim (id int PRIMARY KEY, v int); CREATE INDEX victim_v_idx ON m.victim (v);").unwrap();
+    // Mallory's record says its table waits for an index named like the victim's.
+    m.batch_execute(
+        "CREATE TABLE m.h (id int PRIMARY KEY, organization_id uuid);
+         SELECT tenancy._privileged('record_backfill', jsonb_build_object(
+             'relid', 'm.h'::regclass::oid,
+             'backfill', jsonb_build_object('phase', 'awaiting_indexes', 'tenant_column', 'organization_id',
+                 'column_type', 'uuid', 'indexes', jsonb_build_array(
+                     jsonb_build_object('name', 'victim_v_idx', 'columns', jsonb_build_array('organization_id', 'id'))))));",
+    )
+    .unwrap();
+    // The DBA runs what pending_statements() prints, as psql's \gexec would.
+    let mut su = superuser_of(db);
+    let statements: Vec<String> =
+        su.query("SELECT statement FROM tenancy.pending_statements()", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    for st in &statements {
+        let _ = su.batch_execute(st);
+    }
+    let victim_intact = one_bool(&mut c, "SELECT to_regclass('m.victim_v_idx') IS NOT NULL");
+    if !victim_intact {
+        return Err(format!("a forged record made pending_statements() drop another table's index: {statements:?}"));
+    }
+    Ok(())
+}
+
+fn internal_table_operations_called_directly(db: &str) -> Outcome {
+    let (_c, mut m) = mallory_db(db);
+    m.batch_execute("CREATE TABLE m.k (id int PRIMARY KEY)").unwrap();
+    let mut su = superuser_of(db);
+    // As somebody else than the owner, the work functions refuse to run at all.
+    for sql in ["SELECT tenancy._owner_rollback('m.k'::regclass, '{}')", "SELECT tenancy._owner_backfill_step('m.k'::regclass, '{}')"] {
+        if su.batch_execute(sql).is_ok() {
+            return Err(format!("a superuser ran {sql} directly, with its own rights"));
+        }
+    }
+    // Through the door, a role that is not the owner is refused.
+    role("bystander", "");
+    let r = connect("bystander", db).batch_execute("SELECT tenancy._as_owner('m.k'::regclass, 'rollback', '{}')");
+    expect_refused(r, "tenancy._as_owner by a role that does not own the table")
 }
 
 #[test]
@@ -887,6 +949,10 @@ fn attacks_on_a_managed_install() {
     });
     s.case("records: a forged backfill record run by a superuser's rollback", || forged_backfill_record("atk_recb"));
     s.case("records: a forged isolation record names another table", || forged_isolation_record("atk_reci"));
+    s.case("fixes: pending_statements() from a forged record, run with \\gexec", || {
+        forged_index_record_for_gexec("atk_gexec")
+    });
+    s.case("records: internal table operations called directly", || internal_table_operations_called_directly("atk_direct"));
     s.case("members: an admin of A makes B's user default to A", || admin_captures_another_organizations_user("atk_cap"));
     s.case("members: a removed admin's invitation", || removed_admins_invitation("atk_inv"));
     s.case("memo: revocation during a REPEATABLE READ transaction", || memo_outlives_revocation("atk_rr", "repeatable"));
