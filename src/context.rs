@@ -55,6 +55,13 @@ unsafe fn find_guc(name: &CStr) -> *mut pg_sys::config_generic {
     }
     #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
     {
+        // PG16+ (checked against the 18.6 source, and by the in-database tests on PG18): the
+        // variables live in a hash table keyed case-insensitively; find_option finds placeholders
+        // too (SET LOCAL tenancy.user_id adds one to that table), and with create_placeholders
+        // false and skip_errors true it returns NULL for an unknown name without creating it or
+        // raising (elevel is then unused). push_old_value still sets `stack` (besides linking the
+        // variable into guc_stack_list) and AtEOXact_GUC pops it, so `stack` means what it means
+        // up to PG15: written in this transaction.
         pg_sys::find_option(name.as_ptr(), false, true, pgrx::PgLogLevel::ERROR as _)
     }
 }
