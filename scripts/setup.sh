@@ -28,7 +28,7 @@ if ! cargo pgrx --version 2>/dev/null | grep -q ' 0\.18\.1'; then
   cargo install cargo-pgrx --version 0.18.1 --locked
 fi
 if ! grep -qs '^pg15' "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  cargo pgrx init --pg15 "$PG_CONFIG"
+  cargo pgrx init --pg15 /usr/lib/postgresql/15/bin/pg_config
 fi
 
 # The extension goes into the system Postgres (pg_config --pkglibdir / --sharedir).

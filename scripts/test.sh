@@ -6,8 +6,32 @@
 #   4. seed conversions    (examples/seed_*.sql: a runbook's conversion done with tenancy, then
 #                           its validation checklist as assertions)
 # This is the README's test command, and .ci/run runs exactly this.
+#
+# PostgreSQL 15 (Debian's) by default. TENANCY_PG=18 runs every layer on PostgreSQL 18 instead,
+# built from Debian's source package by scripts/pgversions.sh (cached in /var/cache/tenancy);
+# TENANCY_PG=all runs 15, then 18.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${TENANCY_PG:-15}" = all ]; then
+  for v in 15 18; do TENANCY_PG=$v bash "$0"; done
+  exit 0
+fi
+major="${TENANCY_PG:-15}"
+if [ "$major" = 15 ]; then
+  export PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}"
+  offset=0
+else
+  PG_VERSIONS="$major" bash scripts/pgversions.sh
+  export PG_CONFIG="${TENANCY_PG_CACHE:-/var/cache/tenancy}/pg$major/bin/pg_config"
+  offset=$(( (major - 15) * 100 ))
+fi
+export PG_BIN="$("$PG_CONFIG" --bindir)"
+# The client tools of the same major (psql, pg_dump) and pg_config for the tests.
+export PATH="$PG_BIN:$PATH" TENANCY_PG_BIN="$PG_BIN" TENANCY_PG_CONFIG="$PG_CONFIG" TENANCY_PG_MAJOR="$major"
+export TENANCY_GOLDEN_PORT=$(( ${TENANCY_GOLDEN_PORT:-28817} + offset ))
+export TENANCY_TEST_PORT=$(( ${TENANCY_TEST_PORT:-28819} + offset ))
+echo "== PostgreSQL $major ($("$PG_CONFIG" --version), $PG_CONFIG)"
 bash scripts/setup.sh
 
 echo "== guards: every shipped install script starts with sql/guard.sql, every upgrade script with sql/upgrade-guard.sql"
@@ -28,9 +52,9 @@ echo "guards: $guard_checks scripts checked"
 echo "== in-database tests (cargo pgrx test)"
 if [ "$(id -u)" = 0 ]; then
   # initdb refuses root: the test cluster runs as "postgres".
-  cargo pgrx test pg15 --runas postgres --pgdata /tmp/tenancy-pgrx-test-data
+  cargo pgrx test "pg$major" --runas postgres --pgdata "/tmp/tenancy-pgrx-test-data-$major"
 else
-  cargo pgrx test pg15
+  cargo pgrx test "pg$major"
 fi
 
 # cargo pgrx test installed its own build (with the test functions); put the real one back.
@@ -41,9 +65,9 @@ bash scripts/golden.sh
 
 echo "== client tests"
 source scripts/cluster.sh
-port="${TENANCY_TEST_PORT:-28819}"
-cluster_start /tmp/tenancy-client-tests "$port"
-trap 'cluster_stop /tmp/tenancy-client-tests' EXIT
+port="$TENANCY_TEST_PORT"
+cluster_start "/tmp/tenancy-client-tests-$major" "$port"
+trap 'cluster_stop "/tmp/tenancy-client-tests-$major"' EXIT
 TENANCY_TEST_PORT="$port" cargo test -p tenancy-client-tests --test '*' -- --test-threads=2 --nocapture
 
 echo "== seed conversions (examples/seed_*.sql: each ends with its runbook's checklist as assertions)"

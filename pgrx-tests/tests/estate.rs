@@ -15,7 +15,10 @@ use tenancy_client_tests::*;
 
 const USER_C: &str = "cccccccc-0000-0000-0000-000000000003";
 const USER_D: &str = "dddddddd-0000-0000-0000-000000000004";
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The PostgreSQL binaries of the server under test (scripts/test.sh sets it for other majors).
+fn pg_bin() -> String {
+    std::env::var("TENANCY_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into())
+}
 
 type Rows = Vec<Vec<Option<String>>>;
 
@@ -56,7 +59,7 @@ fn run(cmd: &mut Command) {
 
 /// A PostgreSQL client program connecting to the test cluster as the bootstrap superuser.
 fn pg_tool(name: &str) -> Command {
-    let mut cmd = Command::new(format!("{PG_BIN}/{name}"));
+    let mut cmd = Command::new(format!("{}/{name}", pg_bin()));
     cmd.args(["-h", "127.0.0.1", "-p", &port().to_string(), "-U", "postgres"]);
     cmd
 }

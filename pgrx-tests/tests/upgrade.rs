@@ -162,7 +162,8 @@ fn upgrade_gives_a_fresh_install(previous: &str) {
 
 #[test]
 fn upgrade_scripts_refuse_to_run_by_hand() {
-    let sharedir = String::from_utf8(Command::new("pg_config").arg("--sharedir").output().unwrap().stdout).unwrap();
+    let pg_config = std::env::var("TENANCY_PG_CONFIG").unwrap_or_else(|_| "pg_config".into());
+    let sharedir = String::from_utf8(Command::new(pg_config).arg("--sharedir").output().unwrap().stdout).unwrap();
     let dir = std::path::Path::new(sharedir.trim()).join("extension");
     let scripts: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

@@ -1233,7 +1233,10 @@ BEGIN
             USING ERRCODE = 'object_in_use', HINT = 'SELECT * FROM tenancy.backfill_progress shows it.';
     END IF;
     PERFORM set_config('lock_timeout', (v_opt->>'lock_timeout_ms') || 'ms', true);
-    v_check := tenancy._name(left((SELECT relname FROM pg_class WHERE oid = p_rel), 40) || '_' || v_col, 'not_null');
+    -- Not <table>_<column>_not_null: PostgreSQL 18 gives that name to the NOT NULL constraint of
+    -- SET NOT NULL. A backfill begun earlier keeps the name it recorded.
+    v_check := coalesce(v_rec->>'check',
+                        tenancy._name(left((SELECT relname FROM pg_class WHERE oid = p_rel), 40) || '_' || v_col, 'tenancy_not_null'));
     v_fkname := tenancy._name(left((SELECT relname FROM pg_class WHERE oid = p_rel), 40) || '_' || v_col, 'tenancy_fk');
     v_trig := tenancy._name('tenancy_fill', v_col);
 
