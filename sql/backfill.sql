@@ -589,6 +589,9 @@ BEGIN
         IF v_i IS NULL THEN
             v_rate := (v_fill->>'rows_done')::double precision / greatest(v_now - (v_fill->>'started_at')::double precision, 0.001);
             RAISE NOTICE 'tenancy.backfill %: fill done, % rows in % batches', v_tbl, v_fill->>'rows_done', v_fill->>'batches';
+            -- The planner learns the new column now: without statistics, tenant-scoped queries
+            -- are planned blind until autovacuum gets to the table (issue 15: 48-81x slower).
+            EXECUTE format('ANALYZE %s (%I)', v_tbl, v_col);
             v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filled', jsonb_build_object(
                 'rows', (v_fill->>'rows_done')::bigint, 'batches', (v_fill->>'batches')::bigint,
                 'blocks', (v_fill->>'blocks_total')::bigint, 'rows_per_second', round(v_rate::numeric)));
