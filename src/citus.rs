@@ -216,15 +216,21 @@ fn local_transaction_id() -> u32 {
     }
 }
 
-/// The transaction, as every node taking part in it sees it.
-fn transaction_identity(citus: bool) -> Option<String> {
+/// How long after its distributed transaction began a signed context is honoured by a node that
+/// starts taking part in that transaction (seconds). Citus lets any role give a new transaction
+/// the id of an earlier one (`assign_distributed_transaction_id`), so the id alone does not stop a
+/// saved context from being replayed: its start time (signed with it) bounds how long it can be.
+pub const CONTEXT_MAX_AGE_SECONDS: i64 = 60;
+
+/// The transaction, as every node taking part in it sees it, and (with Citus) when the
+/// distributed transaction began (Postgres microseconds, on the coordinator's clock).
+fn transaction_identity(citus: bool) -> Option<(String, Option<i64>)> {
     if citus {
         // Citus' distributed transaction id: the coordinator assigns it, each worker's
         // transaction is started with it (assign_distributed_transaction_id).
         let row = spi(Spi::connect(|c| {
             let t = c.select(
-                "SELECT initiator_node_identifier::int8, transaction_number::int8, \
-                        (pg_catalog.extract(epoch FROM transaction_stamp) * 1000000)::int8 \
+                "SELECT initiator_node_identifier::int8, transaction_number::int8, transaction_stamp \
                    FROM pg_catalog.get_current_transaction_id()",
                 Some(1),
                 &[],
@@ -233,14 +239,23 @@ fn transaction_identity(citus: bool) -> Option<String> {
                 return Ok::<_, pgrx::spi::SpiError>(None);
             }
             let r = t.first();
-            Ok(Some((r.get::<i64>(1)?.unwrap_or(0), r.get::<i64>(2)?.unwrap_or(0), r.get::<i64>(3)?.unwrap_or(0))))
+            let stamp = r.get::<pgrx::datum::TimestampWithTimeZone>(3)?.map(pg_sys::TimestampTz::from);
+            Ok(Some((r.get::<i64>(1)?.unwrap_or(0), r.get::<i64>(2)?.unwrap_or(0), stamp)))
         }))?;
         let (node, number, stamp) = row;
-        return (number != 0).then(|| format!("citus:{node}:{number}:{stamp}"));
+        let stamp = stamp?;
+        return (number != 0).then(|| (format!("citus:{node}:{number}:{stamp}"), Some(stamp)));
     }
     // SAFETY: backend-local globals set at backend start.
     let (pid, start, db) = unsafe { (pg_sys::MyProcPid, pg_sys::MyStartTimestamp, pg_sys::MyDatabaseId.to_u32()) };
-    Some(format!("local:{db}:{pid}:{start}:{}", local_transaction_id()))
+    Some((format!("local:{db}:{pid}:{start}:{}", local_transaction_id()), None))
+}
+
+/// Is a context of the distributed transaction that began at `stamp` still honoured in a local
+/// transaction that began at `local_start`? Not when it began more than CONTEXT_MAX_AGE_SECONDS
+/// earlier (a replay); one from the future is a clock difference between nodes.
+pub fn fresh_enough(stamp: i64, local_start: i64) -> bool {
+    local_start.saturating_sub(stamp) <= CONTEXT_MAX_AGE_SECONDS * 1_000_000
 }
 
 fn current_role_name() -> String {
@@ -256,10 +271,18 @@ fn current_role_name() -> String {
 }
 
 pub fn current_binding() -> Binding {
+    let (transaction, stamp) = match transaction_identity(citus_installed()) {
+        Some((id, stamp)) => (Some(id), stamp),
+        None => (None, None),
+    };
+    // SAFETY: the start time of the current local transaction.
+    let local_start = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     Binding {
         user: context::current_user_id(),
         role: current_role_name(),
-        transaction: transaction_identity(citus_installed()),
+        // A distributed transaction older than CONTEXT_MAX_AGE_SECONDS when this node joined it
+        // has no identity here: nothing made for it verifies (fails closed).
+        transaction: transaction.filter(|_| stamp.is_none_or(|s| fresh_enough(s, local_start))),
     }
 }
 
@@ -378,6 +401,28 @@ pub fn policy_expression(column_sql: &str, slug: bool, padded: bool, right: Righ
         (true, false) => format!("{column_sql} = tenancy.signed_organization_slug({token}, {r})"),
         (true, true) => format!("{column_sql} = (tenancy.signed_organization_slug({token}, {r}))::bpchar"),
     }
+}
+
+/// Do the catalog's invalidation triggers fire on this node when `relids` (Citus tables or not)
+/// change? Citus writes a reference table on each of its placements, and the triggers fire there:
+/// a node without a placement of one of them (a coordinator never registered with
+/// citus_set_coordinator_host) is never told, and must not memoize membership answers
+/// (src/cache.rs asks this before memoizing).
+pub fn catalog_changes_reach_this_node(relids: &[pg_sys::Oid]) -> bool {
+    if !citus_installed() {
+        return true;
+    }
+    let ids: Vec<pg_sys::Oid> = relids.to_vec();
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p \
+                             WHERE p.logicalrelid::oid = ANY ($1) \
+                               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_shard s \
+                                                 JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = s.shardid \
+                                                WHERE s.logicalrelid = p.logicalrelid \
+                                                  AND pl.groupid = (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g)))",
+        &[ids.into()],
+    ))
+    .unwrap_or(false)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -642,6 +687,10 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
         if is_citus_table(t.relid) {
             continue;
         }
+        // Citus refuses ON UPDATE CASCADE / SET NULL / SET DEFAULT on a foreign key that holds the
+        // distribution column (the backfill makes slug keys ON UPDATE CASCADE): the key is rebuilt
+        // with ON UPDATE NO ACTION, everything else as it was.
+        steps.extend(cascading_update_keys(&t).into_iter().map(Step::Sql));
         if t.isolation.is_some() {
             let _mark = Planned::mark(t.relid);
             let ddl = isolation(&t, false);
@@ -665,6 +714,29 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
         )));
     }
     steps
+}
+
+/// The statements that rebuild the foreign keys of `t` that hold its tenant column and cascade,
+/// set null or set default on update, with ON UPDATE NO ACTION (built from the catalog, every
+/// name quoted; tenancy._fk_definition's form, minus the update action).
+fn cascading_update_keys(t: &TenantTable) -> Vec<String> {
+    strings(
+        "SELECT pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I FOREIGN KEY (%s) REFERENCES %s (%s)%s%s%s', \
+                con.conrelid::regclass, con.conname, con.conname, \
+                tenancy._idents(tenancy._att_names(con.conrelid, con.conkey)), con.confrelid::regclass, \
+                tenancy._idents(tenancy._att_names(con.confrelid, con.confkey)), \
+                CASE con.confmatchtype WHEN 'f' THEN ' MATCH FULL' ELSE '' END, \
+                CASE con.confdeltype WHEN 'c' THEN ' ON DELETE CASCADE' WHEN 'r' THEN ' ON DELETE RESTRICT' \
+                                     WHEN 'n' THEN ' ON DELETE SET NULL' WHEN 'd' THEN ' ON DELETE SET DEFAULT' ELSE '' END, \
+                CASE WHEN con.condeferrable \
+                     THEN ' DEFERRABLE' || CASE WHEN con.condeferred THEN ' INITIALLY DEFERRED' ELSE '' END ELSE '' END) \
+           FROM pg_catalog.pg_constraint con \
+          WHERE con.conrelid = $1 AND con.contype = 'f' AND con.conparentid = 0 \
+            AND con.confupdtype IN ('c', 'n', 'd') \
+            AND $2::text = ANY (tenancy._att_names(con.conrelid, con.conkey)) \
+          ORDER BY con.conname",
+        &[t.relid.into(), t.column.clone().into()],
+    )
 }
 
 /// enable_isolation's work for `t`, with its recorded mode and roles (apply or only render).
@@ -771,6 +843,19 @@ pub fn _distribute(
     if !apply {
         return SetOfIterator::new(render(&steps));
     }
+    // Citus' defaults refuse what distributing the catalog needs, for this transaction only:
+    // * the catalog's statement triggers keep every session's membership memo exact (src/cache.rs);
+    //   Citus calls triggers on distributed tables unsafe and refuses them unless told otherwise;
+    // * while the catalog tables become reference tables one by one, the others still refer to
+    //   them; by default Citus then turns those into coordinator-local tables (which fails for
+    //   extension tables, whose copies already exist on the workers).
+    // Both go back to what they were once the steps ran.
+    let mut restore = Vec::new();
+    for (name, value) in [("citus.enable_unsafe_triggers", "on"), ("citus.enable_local_reference_table_foreign_keys", "off")] {
+        let was = spi(Spi::get_one_with_args::<String>("SELECT pg_catalog.current_setting($1)", &[name.into()]));
+        set_local_setting(name, value);
+        restore.push((name, was.unwrap_or_default()));
+    }
     let mut ran = Vec::new();
     for s in &steps {
         match s {
@@ -785,7 +870,14 @@ pub fn _distribute(
             }
         }
     }
+    for (name, was) in restore {
+        set_local_setting(name, &was);
+    }
     SetOfIterator::new(ran)
+}
+
+fn set_local_setting(name: &str, value: &str) {
+    spi(Spi::run_with_args("SELECT pg_catalog.set_config($1, $2, true)", &[name.into(), value.into()]));
 }
 
 #[cfg(any(test, feature = "pg_test"))]
