@@ -650,6 +650,8 @@ fn in_foreign_key_order(mut tables: Vec<TenantTable>) -> Vec<TenantTable> {
 /// One step of the plan: a statement, or the isolation of a table in the distributed form.
 enum Step {
     Sql(String),
+    /// The statement that makes table (by name) a Citus table: logged in migration_log.
+    Table(String, String),
     Isolate(TenantTable, String),
 }
 
@@ -673,7 +675,10 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
     }
     for name in REFERENCE_TABLES {
         if !is_citus_table(catalog_oid(name)) {
-            steps.push(Step::Sql(format!("SELECT pg_catalog.create_reference_table({})", quote_literal(name))));
+            steps.push(Step::Table(
+                name.to_string(),
+                format!("SELECT pg_catalog.create_reference_table({})", quote_literal(name)),
+            ));
         }
     }
     // Tenant tables, co-located by tenant column type with the first of that type.
@@ -707,11 +712,14 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
         };
         let shards = shard_count.map(|n| format!(", shard_count => {n}")).unwrap_or_default();
         let shards = if colocate == "'none'" { shards } else { String::new() };
-        steps.push(Step::Sql(format!(
-            "SELECT pg_catalog.create_distributed_table({}, {}, colocate_with => {colocate}{shards})",
-            quote_literal(&t.name),
-            quote_literal(&t.column)
-        )));
+        steps.push(Step::Table(
+            t.name.clone(),
+            format!(
+                "SELECT pg_catalog.create_distributed_table({}, {}, colocate_with => {colocate}{shards})",
+                quote_literal(&t.name),
+                quote_literal(&t.column)
+            ),
+        ));
     }
     steps
 }
@@ -749,7 +757,7 @@ fn render(steps: &[Step]) -> Vec<String> {
     let mut out = Vec::new();
     for s in steps {
         match s {
-            Step::Sql(sql) => out.push(format!("{sql};")),
+            Step::Sql(sql) | Step::Table(_, sql) => out.push(format!("{sql};")),
             Step::Isolate(_, ddl) => out.extend(ddl.lines().filter(|l| !l.starts_with("--")).map(str::to_owned)),
         }
     }
@@ -843,6 +851,29 @@ pub fn _distribute(
     if !apply {
         return SetOfIterator::new(render(&steps));
     }
+    let coordinator_registered =
+        spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node WHERE groupid = 0)")).unwrap_or(false);
+    if !coordinator_registered {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "tenancy.distribute: the coordinator is not registered in Citus' metadata, so it would hold no placement of \
+             the catalog's reference tables and would never hear of a membership change",
+            "Run SELECT citus_set_coordinator_host('<host>', <port>) on the coordinator, then distribute again. \
+             (Without placements there, sessions on the coordinator do not memoize memberships.)",
+        )
+    }
+    let catalog_pending = steps.iter().any(|s| matches!(s, Step::Table(name, _) if REFERENCE_TABLES.contains(&name.as_str())));
+    let may_create_in_schema =
+        spi(Spi::get_one::<bool>("SELECT pg_catalog.has_schema_privilege('tenancy', 'CREATE')")).unwrap_or(false);
+    if catalog_pending && !may_create_in_schema {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "tenancy.distribute: making the catalog reference tables needs a superuser: Citus creates their shards \
+             in schema tenancy, which belongs to the superuser that installed tenancy",
+            "Have a superuser run SELECT * FROM tenancy.distribute_all() once. After that, the owner of a tenant table \
+             distributes it with tenancy.distribute(table).",
+        )
+    }
     // Citus' defaults refuse what distributing the catalog needs, for this transaction only:
     // * the catalog's statement triggers keep every session's membership memo exact (src/cache.rs);
     //   Citus calls triggers on distributed tables unsafe and refuses them unless told otherwise;
@@ -862,6 +893,15 @@ pub fn _distribute(
             Step::Sql(sql) => {
                 spi(Spi::run(sql));
                 ran.push(format!("{sql};"));
+            }
+            Step::Table(name, sql) => {
+                let started = spi(Spi::get_one::<pgrx::datum::TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()"));
+                spi(Spi::run(sql));
+                ran.push(format!("{sql};"));
+                spi(Spi::run_with_args(
+                    "SELECT tenancy._log('distribute', $1, 'succeeded', pg_catalog.jsonb_build_object('statement', $2::text), $3)",
+                    &[name.clone().into(), sql.clone().into(), started.into()],
+                ));
             }
             Step::Isolate(t, _) => {
                 let _mark = Planned::mark(t.relid);
