@@ -425,6 +425,27 @@ pub fn catalog_changes_reach_this_node(relids: &[pg_sys::Oid]) -> bool {
     .unwrap_or(false)
 }
 
+/// Internal: called by the backfill before it starts. Once the catalog is made of reference
+/// tables, the foreign key the backfill adds to tenancy.organizations makes Citus recreate a local
+/// table as a coordinator-local Citus table, under a new oid, in the middle of the backfill.
+/// Refused up front instead.
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _citus_backfill_check(tbl: pg_sys::Oid) {
+    if !citus_installed() || is_citus_table(tbl) || !is_distributed(catalog_oid("tenancy.organizations")) {
+        return;
+    }
+    let name = spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[tbl.into()])).unwrap_or_default();
+    raise(
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        format!("tenancy.backfill: {name} cannot be backfilled on Citus once the catalog is distributed"),
+        "Adding its foreign key to tenancy.organizations (a reference table) would make Citus recreate the table \
+         under another oid during the backfill. Add the tenant column with its foreign key yourself \
+         (ALTER TABLE ... ADD COLUMN organization_id uuid NOT NULL DEFAULT '<organization>' REFERENCES tenancy.organizations (id)), \
+         make the keys tenant-scoped, then call tenancy.enable_isolation and tenancy.distribute.",
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Which tables get the distributed policy form
 // ---------------------------------------------------------------------------------------------
@@ -453,6 +474,18 @@ pub fn is_citus_table(relid: pg_sys::Oid) -> bool {
     citus_installed()
         && spi(Spi::get_one_with_args::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1::oid::regclass)",
+            &[relid.into()],
+        ))
+        .unwrap_or(false)
+}
+
+/// Is `relid` distributed or a reference table (not a coordinator-local Citus table, which Citus
+/// makes of a table that refers to a reference table; distribute() still distributes those)?
+pub fn is_distributed(relid: pg_sys::Oid) -> bool {
+    citus_installed()
+        && spi(Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition \
+                             WHERE logicalrelid = $1::oid::regclass AND (partmethod <> 'n' OR repmodel = 't'))",
             &[relid.into()],
         ))
         .unwrap_or(false)
@@ -559,6 +592,17 @@ fn problems(tables: &[TenantTable], all: &[TenantTable]) -> Vec<String> {
         for what in strings(
             "SELECT CASE WHEN con.contype = 'p' THEN 'primary key ' WHEN con.contype = 'u' THEN 'unique constraint ' \
                          ELSE 'unique index ' END || pg_catalog.quote_ident(coalesce(con.conname, ic.relname)::text) \
+                    || ' does not include the tenant column ' || pg_catalog.quote_ident($2::text) \
+                    || CASE WHEN con.oid IS NOT NULL THEN pg_catalog.format( \
+                                ' (to make it tenant-scoped: ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s (%I, %s))', \
+                                i.indrelid::regclass, con.conname, con.conname, \
+                                CASE con.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END, $2::text, \
+                                tenancy._idents(tenancy._att_names(i.indrelid, i.indkey::int2[]))) \
+                            WHEN 0 <> ALL (i.indkey::int2[]) AND i.indpred IS NULL THEN pg_catalog.format( \
+                                ' (to make it tenant-scoped: DROP INDEX %s; CREATE UNIQUE INDEX %I ON %s (%I, %s))', \
+                                i.indexrelid::regclass, ic.relname, i.indrelid::regclass, $2::text, \
+                                tenancy._idents(tenancy._att_names(i.indrelid, i.indkey::int2[]))) \
+                            ELSE '' END \
                FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
                LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid \
                      AND con.contype IN ('p', 'u') \
@@ -568,7 +612,7 @@ fn problems(tables: &[TenantTable], all: &[TenantTable]) -> Vec<String> {
               ORDER BY 1",
             &[t.relid.into(), t.column.clone().into()],
         ) {
-            out.push(format!("{}: {what} does not include the tenant column {}", t.name, quote_identifier(&t.column)));
+            out.push(format!("{}: {what}", t.name));
         }
         for (fk, parent_name, parent, here, there) in foreign_keys(t.relid) {
             if catalog.contains(&parent) {
@@ -659,14 +703,14 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
     let mut steps = Vec::new();
     // The catalog's own policies, without subqueries, then the catalog as reference tables.
     let memberships = catalog_oid("tenancy.memberships");
-    if !is_citus_table(memberships) {
+    if !is_distributed(memberships) {
         steps.push(Step::Sql(
             "ALTER POLICY memberships_of_current_user ON tenancy.memberships \
              USING (user_id = tenancy.current_user_id() OR pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE'))"
                 .into(),
         ));
     }
-    if !is_citus_table(catalog_oid("tenancy.organizations")) {
+    if !is_distributed(catalog_oid("tenancy.organizations")) {
         steps.push(Step::Sql(
             "ALTER POLICY organizations_of_current_user ON tenancy.organizations \
              USING (tenancy._is_member_of(id) OR pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE'))"
@@ -674,7 +718,7 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
         ));
     }
     for name in REFERENCE_TABLES {
-        if !is_citus_table(catalog_oid(name)) {
+        if !is_distributed(catalog_oid(name)) {
             steps.push(Step::Table(
                 name.to_string(),
                 format!("SELECT pg_catalog.create_reference_table({})", quote_literal(name)),
@@ -684,12 +728,12 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
     // Tenant tables, co-located by tenant column type with the first of that type.
     let mut first_of: Vec<(String, String)> = Vec::new();
     for t in all {
-        if is_citus_table(t.relid) && !first_of.iter().any(|(ty, _)| *ty == t.column_type) {
+        if is_distributed(t.relid) && !first_of.iter().any(|(ty, _)| *ty == t.column_type) {
             first_of.push((t.column_type.clone(), t.name.clone()));
         }
     }
     for t in in_foreign_key_order(tables) {
-        if is_citus_table(t.relid) {
+        if is_distributed(t.relid) {
             continue;
         }
         // Citus refuses ON UPDATE CASCADE / SET NULL / SET DEFAULT on a foreign key that holds the
@@ -785,7 +829,7 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
     if tbl.is_some() {
         // Its tenant-table parents must be distributed already (or come in the same call).
         for (fk, parent_name, parent, _, _) in foreign_keys(tables[0].relid) {
-            if parent != tables[0].relid && all.iter().any(|p| p.relid == parent) && !is_citus_table(parent) {
+            if parent != tables[0].relid && all.iter().any(|p| p.relid == parent) && !is_distributed(parent) {
                 raise(
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                     format!(
@@ -807,7 +851,9 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
                 p.join("; ")
             ),
             "Citus requires every primary key, unique constraint and foreign key between distributed tables to include \
-             the distribution column. tenancy.backfill makes keys tenant-scoped; tenancy.lint() lists them (TEN010, TEN011).",
+             the distribution column. tenancy.backfill leaves primary keys and unique constraints as they were: \
+             run the statement given for each (after dropping foreign keys that point at the key), then distribute again; \
+             SELECT * FROM tenancy.lint() lists the foreign keys (TEN011).",
         )
     }
     (tables, all)
@@ -896,8 +942,34 @@ pub fn _distribute(
             }
             Step::Table(name, sql) => {
                 let started = spi(Spi::get_one::<pgrx::datum::TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()"));
+                let before = catalog_oid(name);
+                // Citus copies the rows into the shards as the caller: for the table's owner (not a
+                // superuser), FORCE ROW LEVEL SECURITY would hide every row from that copy (no
+                // tenant context), and the distributed table would start empty. Lifted for the
+                // copy, put back before anything else sees the table.
+                let forced = spi(Spi::get_one_with_args::<bool>(
+                    "SELECT relforcerowsecurity FROM pg_catalog.pg_class WHERE oid = $1",
+                    &[before.into()],
+                ))
+                .unwrap_or(false);
+                if forced {
+                    spi(Spi::run(&format!("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY", relation_sql(before))));
+                }
                 spi(Spi::run(sql));
                 ran.push(format!("{sql};"));
+                if forced {
+                    spi(Spi::run(&format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY", relation_sql(catalog_oid(name)))));
+                }
+                // Distributing a coordinator-local Citus table (what Citus makes of a table created
+                // with a foreign key to the catalog once that is made of reference tables) creates it
+                // anew, under a new oid: the registry follows it.
+                let after = catalog_oid(name);
+                if after != before && after != pg_sys::InvalidOid {
+                    spi(Spi::run_with_args(
+                        "UPDATE tenancy.tenant_tables SET relid = $2::oid::regclass WHERE relid::oid = $1",
+                        &[before.into(), after.into()],
+                    ));
+                }
                 spi(Spi::run_with_args(
                     "SELECT tenancy._log('distribute', $1, 'succeeded', pg_catalog.jsonb_build_object('statement', $2::text), $3)",
                     &[name.clone().into(), sql.clone().into(), started.into()],
@@ -914,6 +986,11 @@ pub fn _distribute(
         set_local_setting(name, &was);
     }
     SetOfIterator::new(ran)
+}
+
+/// `relid` as SQL (schema-qualified and quoted where needed, as regclass prints it).
+fn relation_sql(relid: pg_sys::Oid) -> String {
+    spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[relid.into()])).unwrap_or_default()
 }
 
 fn set_local_setting(name: &str, value: &str) {
@@ -1028,6 +1105,14 @@ mod tests {
         assert_eq!(verify(&KEY, &t, &no_user), None);
         let other_role = Binding { role: "app2".into(), ..binding() };
         assert_eq!(verify(&KEY, &t, &other_role), None);
+    }
+
+    #[pg_test]
+    fn a_citus_context_is_honoured_only_within_its_max_age() {
+        let max = CONTEXT_MAX_AGE_SECONDS * 1_000_000;
+        assert!(fresh_enough(1_000, 1_000 + max), "at the limit");
+        assert!(!fresh_enough(1_000, 1_001 + max), "a microsecond later");
+        assert!(fresh_enough(1_000 + max, 1_000), "a start time ahead of this node's clock");
     }
 
     #[pg_test]

@@ -365,6 +365,53 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
     ))
     .unwrap_or_else(|e| panic!("{db}: setup: {}", err_text::<()>(Err(e))));
 
+    // A table converted by the backfill to a slug tenant column (item 9: resumed by its name
+    // alone, as the backfill's HINTs say), whose surrogate primary key distribute refuses with the
+    // statement that fixes it (item 3), and whose foreign key to the slugs the backfill makes
+    // ON UPDATE CASCADE, which distribute rebuilds (item 2).
+    adm.batch_execute(&format!(
+        "CREATE TABLE public.labels (id serial PRIMARY KEY, name text);
+         INSERT INTO public.labels (name) VALUES ('x'), ('y');"
+    ))
+    .unwrap();
+    // (CALL on its own: a procedure that COMMITs cannot run inside a multi-statement string.)
+    adm.batch_execute(&format!(
+        "CALL tenancy.backfill('public.labels', '{ORG_A}', tenant_column => 'org_slug', column_type => 'text')"
+    ))
+    .unwrap_or_else(|e| panic!("{db}: backfill labels: {}", err_text::<()>(Err(e))));
+    let pending: Vec<String> = adm
+        .query("SELECT statement FROM tenancy.pending_statements() WHERE table_name = 'labels'", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for st in &pending {
+        adm.batch_execute(st).unwrap_or_else(|e| panic!("{db}: {st}: {}", err_text::<()>(Err(e))));
+    }
+    let r = adm.batch_execute("CALL tenancy.backfill('public.labels')");
+    tally.case("a slug backfill resumed by the table's name alone", r.is_ok(), err_text(r));
+    let r = adm.query("SELECT tenancy.distribution_plan('public.labels')", &[]);
+    let refused = match &r {
+        Err(e) => e.as_db_error().map(|d| {
+            d.code().code() == "42P16" && d.message().contains("ADD CONSTRAINT labels_pkey PRIMARY KEY (org_slug, id)")
+        }),
+        Ok(_) => None,
+    };
+    tally.case("distribute names the fix of a surrogate primary key", refused == Some(true), err_text(r));
+    adm.batch_execute(
+        "ALTER TABLE public.labels DROP CONSTRAINT labels_pkey, ADD CONSTRAINT labels_pkey PRIMARY KEY (org_slug, id);
+         SELECT tenancy.enable_isolation('public.labels', 'org_slug');",
+    )
+    .unwrap_or_else(|e| panic!("{db}: labels: {}", err_text::<()>(Err(e))));
+    let cascade: i64 = adm
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.labels'::regclass AND contype = 'f' AND confupdtype = 'c'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(cascade, 1, "{db}: the backfill made the slug key ON UPDATE CASCADE");
+
     if installer != "postgres" {
         // The catalog's shards go into schema tenancy, which only the superuser may write to.
         let r = adm.query("SELECT * FROM tenancy.distribute_all()", &[]);
@@ -399,6 +446,11 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
     ] {
         assert!(kinds.contains(&(rel.to_string(), kind.to_string())), "{db}: {rel} as {kind}: {kinds:?}");
     }
+    let rows: i64 = connect(0, "postgres", db)
+        .query_one("SELECT (SELECT count(*) FROM projects) + (SELECT count(*) FROM tasks) + (SELECT count(*) FROM parts)", &[])
+        .unwrap()
+        .get(0);
+    tally.case("every row kept by distribute_all", rows == 12, format!("{rows} of 12 rows"));
     let colocated: i64 = adm
         .query_one(
             "SELECT count(DISTINCT colocationid) FROM pg_dist_partition WHERE logicalrelid IN ('projects'::regclass, 'tasks'::regclass)",
@@ -531,11 +583,30 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
             let seen: Vec<String> =
                 tx.query("SELECT organization_id::text FROM notes", &[]).unwrap().iter().map(|r| r.get(0)).collect();
             tx.rollback().unwrap();
-            (kind == "h" && seen == vec![ORG_A.to_string()], format!("partmethod {kind}, member of A sees {seen:?}"))
+            let all: i64 = connect(0, "postgres", db).query_one("SELECT count(*) FROM public.notes", &[]).unwrap().get(0);
+            (
+                kind == "h" && seen == vec![ORG_A.to_string()],
+                format!("{db}: partmethod {kind}, member of A sees {seen:?} of {all} rows"),
+            )
         }
         Err(e) => (false, err_text::<()>(Err(e))),
     };
     tally.case("a tenant table created after distribute_all", later.0, later.1);
+
+    // Item 7: once the catalog is distributed, the backfill of a new table is refused up front
+    // (its foreign key would make Citus recreate the table under another oid mid-way).
+    adm.batch_execute("CREATE TABLE public.later_plain (id int PRIMARY KEY, body text)").unwrap();
+    let r = adm.batch_execute(&format!("CALL tenancy.backfill('public.later_plain', '{ORG_A}')"));
+    let state = sqlstate(r);
+    tally.case("backfill after distribute_all refused", state == "0A000", state);
+    let labels: i64 = adm
+        .query_one(
+            "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = 'public.labels'::regclass AND partmethod = 'h'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    tally.case("the backfilled slug table is distributed", labels == 1, format!("{labels}"));
 
     // Revocation: the viewer's next statement, on every node, no longer acts in A.
     {
