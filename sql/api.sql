@@ -702,6 +702,8 @@ COMMENT ON FUNCTION tenancy.distribute_all(integer) IS
   'tenancy.distribute for every registered tenant table, parents before children. Returns what it ran.';
 COMMENT ON FUNCTION tenancy._distribute(oid, integer, boolean) IS
   'Internal: the work of distribution_plan (apply false), distribute and distribute_all.';
+COMMENT ON FUNCTION tenancy._citus_backfill_check(oid) IS
+  'Internal: refuses (0A000) to backfill a table on Citus once the catalog is distributed (the foreign key the backfill adds would make Citus recreate the table under another oid).';
 COMMENT ON FUNCTION tenancy._is_member_of(uuid) IS
   'Internal: is the current user a member of the organization? The catalog''s organizations policy on Citus (no subquery).';
 COMMENT ON FUNCTION tenancy.signed_organization_id(text, text) IS

@@ -364,7 +364,9 @@ pub fn verified_grant(token: &str) -> Option<Grant> {
     let role = unsafe { pg_sys::GetUserId() };
     let user = context::current_user_id();
     let hit = LAST.with(|l| {
-        l.borrow().as_ref().and_then(|(x, r, u, t, g)| (*x == lxid && *r == role && *u == user && t == token).then(|| g.clone()))
+        l.borrow()
+            .as_ref()
+            .and_then(|(x, r, u, t, g)| (*x == lxid && *r == role && *u == user && t == token).then(|| g.clone()))
     });
     if let Some(g) = hit {
         return g;
@@ -435,7 +437,8 @@ pub fn _citus_backfill_check(tbl: pg_sys::Oid) {
     if !citus_installed() || is_citus_table(tbl) || !is_distributed(catalog_oid("tenancy.organizations")) {
         return;
     }
-    let name = spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[tbl.into()])).unwrap_or_default();
+    let name =
+        spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[tbl.into()])).unwrap_or_default();
     raise(
         PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         format!("tenancy.backfill: {name} cannot be backfilled on Citus once the catalog is distributed"),
@@ -577,7 +580,8 @@ fn strings(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<String> {
 
 /// The catalog tables that become reference tables (the others stay on the coordinator:
 /// tenant_tables holds OIDs, which differ between nodes, and migration_log is the coordinator's).
-const REFERENCE_TABLES: [&str; 4] = ["tenancy.roles", "tenancy.organizations", "tenancy.memberships", "tenancy.invitations"];
+const REFERENCE_TABLES: [&str; 4] =
+    ["tenancy.roles", "tenancy.organizations", "tenancy.memberships", "tenancy.invitations"];
 
 fn catalog_oid(name: &str) -> pg_sys::Oid {
     spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[name.into()]))
@@ -898,7 +902,8 @@ pub fn _distribute(
         return SetOfIterator::new(render(&steps));
     }
     let coordinator_registered =
-        spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node WHERE groupid = 0)")).unwrap_or(false);
+        spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node WHERE groupid = 0)"))
+            .unwrap_or(false);
     if !coordinator_registered {
         raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -908,7 +913,8 @@ pub fn _distribute(
              (Without placements there, sessions on the coordinator do not memoize memberships.)",
         )
     }
-    let catalog_pending = steps.iter().any(|s| matches!(s, Step::Table(name, _) if REFERENCE_TABLES.contains(&name.as_str())));
+    let catalog_pending =
+        steps.iter().any(|s| matches!(s, Step::Table(name, _) if REFERENCE_TABLES.contains(&name.as_str())));
     let may_create_in_schema =
         spi(Spi::get_one::<bool>("SELECT pg_catalog.has_schema_privilege('tenancy', 'CREATE')")).unwrap_or(false);
     if catalog_pending && !may_create_in_schema {
@@ -928,7 +934,9 @@ pub fn _distribute(
     //   extension tables, whose copies already exist on the workers).
     // Both go back to what they were once the steps ran.
     let mut restore = Vec::new();
-    for (name, value) in [("citus.enable_unsafe_triggers", "on"), ("citus.enable_local_reference_table_foreign_keys", "off")] {
+    for (name, value) in
+        [("citus.enable_unsafe_triggers", "on"), ("citus.enable_local_reference_table_foreign_keys", "off")]
+    {
         let was = spi(Spi::get_one_with_args::<String>("SELECT pg_catalog.current_setting($1)", &[name.into()]));
         set_local_setting(name, value);
         restore.push((name, was.unwrap_or_default()));
@@ -941,7 +949,8 @@ pub fn _distribute(
                 ran.push(format!("{sql};"));
             }
             Step::Table(name, sql) => {
-                let started = spi(Spi::get_one::<pgrx::datum::TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()"));
+                let started =
+                    spi(Spi::get_one::<pgrx::datum::TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()"));
                 let before = catalog_oid(name);
                 // Citus copies the rows into the shards as the caller: for the table's owner (not a
                 // superuser), FORCE ROW LEVEL SECURITY would hide every row from that copy (no

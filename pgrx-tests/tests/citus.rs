@@ -84,7 +84,10 @@ impl Cluster {
             if is_root() {
                 Command::new("chown").args(["-R", "postgres:postgres", &root()]).status().unwrap();
             }
-            let out = as_pg(&bin.join("initdb"), &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"]);
+            let out = as_pg(
+                &bin.join("initdb"),
+                &["-D", &data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"],
+            );
             assert!(out.status.success(), "initdb {data}: {}", String::from_utf8_lossy(&out.stderr));
             let conf = format!(
                 "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{dir}'\nfsync = off\n\
@@ -104,11 +107,7 @@ impl Cluster {
             }
             let log = format!("{dir}/server.log");
             let out = as_pg(&bin.join("pg_ctl"), &["-D", &data, "-l", &log, "-w", "start"]);
-            assert!(
-                out.status.success(),
-                "start {data}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
+            assert!(out.status.success(), "start {data}: {}", std::fs::read_to_string(&log).unwrap_or_default());
             dirs.push(dir);
         }
         Cluster { dirs }
@@ -168,8 +167,7 @@ fn citus_db(db: &str, owner: &str, installer: &str, register_coordinator: bool) 
     }
     let mut c = connect(0, "postgres", db);
     if register_coordinator {
-        c.execute("SELECT pg_catalog.citus_set_coordinator_host('127.0.0.1', $1)", &[&i32::from(base_port())])
-            .unwrap();
+        c.execute("SELECT pg_catalog.citus_set_coordinator_host('127.0.0.1', $1)", &[&i32::from(base_port())]).unwrap();
     }
     for w in 1..3 {
         c.execute("SELECT pg_catalog.citus_add_node('127.0.0.1', $1)", &[&i32::from(base_port() + w)]).unwrap();
@@ -177,11 +175,13 @@ fn citus_db(db: &str, owner: &str, installer: &str, register_coordinator: bool) 
     for node in [1, 2] {
         connect(node, installer, db)
             .batch_execute("SET citus.enable_ddl_propagation TO off; CREATE EXTENSION tenancy;")
-            .unwrap_or_else(|e| panic!("CREATE EXTENSION tenancy on worker {node} as {installer}: {}", err_text::<()>(Err(e))));
+            .unwrap_or_else(|e| {
+                panic!("CREATE EXTENSION tenancy on worker {node} as {installer}: {}", err_text::<()>(Err(e)))
+            });
     }
-    connect(0, installer, db)
-        .batch_execute("CREATE EXTENSION tenancy")
-        .unwrap_or_else(|e| panic!("CREATE EXTENSION tenancy on the coordinator as {installer}: {}", err_text::<()>(Err(e))));
+    connect(0, installer, db).batch_execute("CREATE EXTENSION tenancy").unwrap_or_else(|e| {
+        panic!("CREATE EXTENSION tenancy on the coordinator as {installer}: {}", err_text::<()>(Err(e)))
+    });
 }
 
 /// Counts of the isolation matrix.
@@ -282,7 +282,11 @@ fn matrix(app: &mut Client, t: &TenantTable, token_of_a: &str, tally: &mut Tally
                     let (of_a, others): (i64, i64) = (row.get(0), row.get(1));
                     let expected_a = if read { 2 } else { 0 };
                     let others_ok = others == 0 || (who == Who::NonMember && others == 2);
-                    tally.case(&label("SELECT"), of_a == expected_a && others_ok, format!("saw {of_a} rows of A, {others} others"));
+                    tally.case(
+                        &label("SELECT"),
+                        of_a == expected_a && others_ok,
+                        format!("saw {of_a} rows of A, {others} others"),
+                    );
                 }
                 Err(e) => tally.case(&label("SELECT"), false, err_text::<()>(Err(e))),
             }
@@ -293,7 +297,8 @@ fn matrix(app: &mut Client, t: &TenantTable, token_of_a: &str, tally: &mut Tally
             let mut tx = app.transaction().unwrap();
             open_as(&mut tx, who, token_of_a);
             let col_type = if t.col == "org_slug" { "text" } else { "uuid" };
-            let r = tx.execute(&format!("INSERT INTO {} VALUES ($1::text::{col_type}, {})", t.name, t.new_key), &[&t.a]);
+            let r =
+                tx.execute(&format!("INSERT INTO {} VALUES ($1::text::{col_type}, {})", t.name, t.new_key), &[&t.a]);
             let state = sqlstate(r);
             let ok = if write { state == "ok" } else { state == "42501" };
             tally.case(&label("INSERT"), ok, state);
@@ -425,12 +430,12 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
         .map(|r| r.get(0))
         .collect();
     assert!(ran.iter().any(|s| s.contains("create_reference_table('tenancy.memberships')")), "{ran:?}");
-    assert!(ran.iter().any(|s| s.contains("ON UPDATE") || s.contains("parts_org_slug_fkey")), "the cascading slug key is rebuilt: {ran:?}");
+    assert!(
+        ran.iter().any(|s| s.contains("ON UPDATE") || s.contains("parts_org_slug_fkey")),
+        "the cascading slug key is rebuilt: {ran:?}"
+    );
     let kinds: Vec<(String, String)> = adm
-        .query(
-            "SELECT logicalrelid::text, partmethod::text || repmodel::text FROM pg_dist_partition ORDER BY 1",
-            &[],
-        )
+        .query("SELECT logicalrelid::text, partmethod::text || repmodel::text FROM pg_dist_partition ORDER BY 1", &[])
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -447,7 +452,10 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
         assert!(kinds.contains(&(rel.to_string(), kind.to_string())), "{db}: {rel} as {kind}: {kinds:?}");
     }
     let rows: i64 = connect(0, "postgres", db)
-        .query_one("SELECT (SELECT count(*) FROM projects) + (SELECT count(*) FROM tasks) + (SELECT count(*) FROM parts)", &[])
+        .query_one(
+            "SELECT (SELECT count(*) FROM projects) + (SELECT count(*) FROM tasks) + (SELECT count(*) FROM parts)",
+            &[],
+        )
         .unwrap()
         .get(0);
     tally.case("every row kept by distribute_all", rows == 12, format!("{rows} of 12 rows"));
@@ -460,7 +468,10 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
         .get(0);
     assert_eq!(colocated, 1, "{db}: parent and child co-located");
     let logged: i64 = adm
-        .query_one("SELECT count(*) FROM tenancy.migration_log WHERE operation = 'distribute' AND status = 'succeeded'", &[])
+        .query_one(
+            "SELECT count(*) FROM tenancy.migration_log WHERE operation = 'distribute' AND status = 'succeeded'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert!(logged >= 1, "{db}: distribute writes to migration_log");
@@ -510,7 +521,11 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
             match r {
                 Ok(row) => {
                     let (n, foreign): (i64, i64) = (row.get(0), row.get(1));
-                    tally.case(&format!("{what} {who:?}"), n == expected && foreign == 0, format!("{n} rows, {foreign} of B"));
+                    tally.case(
+                        &format!("{what} {who:?}"),
+                        n == expected && foreign == 0,
+                        format!("{n} rows, {foreign} of B"),
+                    );
                 }
                 Err(e) => tally.case(&format!("{what} {who:?}"), false, err_text::<()>(Err(e))),
             }
@@ -558,9 +573,8 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
     }
 
     // The catalog after distribution: an organization with an owner (no subquery in INSERT).
-    let r = adm.batch_execute(&format!(
-        "SELECT tenancy.create_organization('Org C', 'org-c', '{ORG_C}', '{{}}', '{USER_C}')"
-    ));
+    let r = adm
+        .batch_execute(&format!("SELECT tenancy.create_organization('Org C', 'org-c', '{ORG_C}', '{{}}', '{USER_C}')"));
     tally.case("create_organization with an owner after distribution", r.is_ok(), err_text(r));
 
     // A tenant table added later, referring to the catalog: registered, isolated, distributed.
@@ -575,7 +589,10 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
     let later = match r {
         Ok(()) => {
             let kind: String = adm
-                .query_one("SELECT partmethod::text FROM pg_dist_partition WHERE logicalrelid = 'public.notes'::regclass", &[])
+                .query_one(
+                    "SELECT partmethod::text FROM pg_dist_partition WHERE logicalrelid = 'public.notes'::regclass",
+                    &[],
+                )
                 .unwrap()
                 .get(0);
             let mut tx = app_c.transaction().unwrap();
@@ -583,7 +600,8 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
             let seen: Vec<String> =
                 tx.query("SELECT organization_id::text FROM notes", &[]).unwrap().iter().map(|r| r.get(0)).collect();
             tx.rollback().unwrap();
-            let all: i64 = connect(0, "postgres", db).query_one("SELECT count(*) FROM public.notes", &[]).unwrap().get(0);
+            let all: i64 =
+                connect(0, "postgres", db).query_one("SELECT count(*) FROM public.notes", &[]).unwrap().get(0);
             (
                 kind == "h" && seen == vec![ORG_A.to_string()],
                 format!("{db}: partmethod {kind}, member of A sees {seen:?} of {all} rows"),
@@ -634,7 +652,11 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
                 let mut tx = c.transaction().unwrap();
                 tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_V}'")).unwrap();
                 let n = tx.query_one("SELECT count(*) FROM projects", &[]).map(|r| r.get::<_, i64>(0));
-                tally.case(&format!("revoked viewer reads nothing on node {node}"), matches!(n, Ok(0)), format!("{n:?}"));
+                tally.case(
+                    &format!("revoked viewer reads nothing on node {node}"),
+                    matches!(n, Ok(0)),
+                    format!("{n:?}"),
+                );
                 let _ = tx.rollback();
             }
         }
@@ -671,10 +693,8 @@ fn no_coordinator_placements(installer: &str, app: &str, tally: &mut Tally) {
          COMMIT;",
     )
     .unwrap_or_else(|e| panic!("{db}: the plan by hand: {}", err_text::<()>(Err(e))));
-    let placements: i64 = adm
-        .query_one("SELECT count(*) FROM pg_dist_placement WHERE groupid = 0", &[])
-        .unwrap()
-        .get(0);
+    let placements: i64 =
+        adm.query_one("SELECT count(*) FROM pg_dist_placement WHERE groupid = 0", &[]).unwrap().get(0);
     assert_eq!(placements, 0, "{db}: the coordinator holds no placement");
     let mut viewer = connect(0, app, db);
     let mut tx = viewer.transaction().unwrap();
@@ -751,7 +771,10 @@ fn citus_so() -> Option<PathBuf> {
 fn tenancy_on_a_citus_cluster() {
     let so = citus_so().unwrap_or_else(|| PathBuf::from("citus.so"));
     if !so.exists() {
-        println!("citus: skipped (no citus.so in {})", so.parent().map(|p| p.display().to_string()).unwrap_or_default());
+        println!(
+            "citus: skipped (no citus.so in {})",
+            so.parent().map(|p| p.display().to_string()).unwrap_or_default()
+        );
         return;
     }
     let key: String = (0..32).map(|i| format!("{:02x}", (i * 37 + 11) % 256)).collect();
@@ -778,7 +801,10 @@ fn tenancy_on_a_citus_cluster() {
     }
     let late = replay("citus_su", app, &replayed);
     tally.case(
-        &format!("context replayed after {} s through assign_distributed_transaction_id", replayed.at.elapsed().as_secs()),
+        &format!(
+            "context replayed after {} s through assign_distributed_transaction_id",
+            replayed.at.elapsed().as_secs()
+        ),
         matches!(late, Ok(0)),
         format!("{late:?}"),
     );
