@@ -208,6 +208,10 @@ SELECT format('DROP POLICY %I ON %I.%I', policyname, schemaname, tablename)
  WHERE schemaname = 'public' AND tablename IN ('audit_reports', 'automation_jobs', 'generated_automations')
    AND policyname NOT LIKE 'tenancy\_%' \gexec
 REVOKE ALL ON public.audit_reports, public.automation_jobs, public.generated_automations FROM anon;
+-- Supabase's default GRANT ALL also gives authenticated TRUNCATE (every tenant's rows), TRIGGER
+-- (its code on every tenant's writes) and REFERENCES, which RLS does not stop (lint TEN016).
+REVOKE TRUNCATE, TRIGGER, REFERENCES ON public.audit_reports, public.automation_jobs, public.generated_automations
+  FROM authenticated;
 SELECT table_name, action FROM tenancy.enable_isolation_all('public', roles => '{authenticated}') ORDER BY 1;
 COMMIT;
 

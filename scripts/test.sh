@@ -10,6 +10,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
+echo "== guards: every shipped install script starts with sql/guard.sql, every upgrade script with sql/upgrade-guard.sql"
+guard_checks=0
+for f in sql/versions/tenancy--*.sql; do
+  case "$(basename "$f")" in
+    # an upgrade script: the guard follows the \echo line and one blank line
+    tenancy--*--*.sql) g=sql/upgrade-guard.sql; from=$(( $(grep -n '^\\echo ' "$f" | head -1 | cut -d: -f1) + 2 )) ;;
+    *) g=sql/guard.sql; from=1 ;;
+  esac
+  if ! cmp -s -n "$(wc -c < "$g")" <(tail -n "+$from" "$f") "$g"; then
+    echo "guard missing or changed at the top of $f (expected the text of $g)"; exit 1
+  fi
+  guard_checks=$((guard_checks + 1))
+done
+echo "guards: $guard_checks scripts checked"
+
 echo "== in-database tests (cargo pgrx test)"
 if [ "$(id -u)" = 0 ]; then
   # initdb refuses root: the test cluster runs as "postgres".

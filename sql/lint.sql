@@ -231,7 +231,7 @@ findings AS (
       ) g
     UNION ALL
     -- TEN016: privileges beyond reading and writing rows, granted on a tenant table to a role
-    -- other than its owner: row-level security stops none of them.
+    -- other than its owner that the policies restrict: row-level security stops none of them.
     SELECT 'error', 'TEN016', format('%s grantee %s', tt.tbl, g.grantee),
            format('%s holds %s on tenant table %s: %s; row-level security stops none of this', g.grantee, g.privs, tt.tbl,
                   concat_ws('; ',
@@ -245,6 +245,8 @@ findings AS (
                  string_agg(DISTINCT x.privilege_type, ', ' ORDER BY x.privilege_type) AS privs
             FROM aclexplode(tt.relacl) x LEFT JOIN pg_roles r ON r.oid = x.grantee
            WHERE x.privilege_type IN ('TRIGGER', 'TRUNCATE', 'REFERENCES') AND x.grantee <> tt.relowner
+             -- roles the policies restrict: not a superuser or BYPASSRLS role (Supabase's service_role)
+             AND NOT coalesce(r.rolsuper OR r.rolbypassrls, false)
            GROUP BY 1) g
     UNION ALL
     -- TEN017: a partition of an isolated table without row-level security or tenancy's policies

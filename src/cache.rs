@@ -45,9 +45,9 @@ thread_local! {
     static MEMO: RefCell<HashMap<Key, Rc<dyn Any>>> = RefCell::new(HashMap::new());
     /// Bumped by every invalidation: an answer computed across one is not stored.
     static GENERATION: Cell<u64> = const { Cell::new(0) };
-    /// How many transactions had completed when the last invalidation was processed: a snapshot
-    /// taken before that count may predate the change that sent it.
-    static INVALIDATED_AT: Cell<u64> = const { Cell::new(0) };
+    /// The next transaction id when the last invalidation was processed (None: none yet): a
+    /// snapshot whose xmin is older may predate the change that sent it.
+    static INVALIDATED_AT: Cell<Option<pg_sys::TransactionId>> = const { Cell::new(None) };
     /// The catalog tables whose invalidation empties the memo (filled outside callbacks, since
     /// an invalidation callback must not read the catalog).
     static WATCHED: Cell<[pg_sys::Oid; 3]> = const { Cell::new([pg_sys::InvalidOid; 3]) };
@@ -58,40 +58,53 @@ thread_local! {
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The number of transactions completed so far in the cluster (Postgres counts them to know when
-/// a snapshot can be reused). The transaction that sent an invalidation completed before its
-/// message was sent, so the count read after receiving the message includes it.
-fn completed_transactions() -> u64 {
+/// The next transaction id to be assigned in the cluster. Read after an invalidation message has
+/// arrived, it is above the id of the transaction that sent it (which committed before sending).
+fn next_transaction_id() -> pg_sys::TransactionId {
     // SAFETY: a read of a monotonically increasing 64-bit counter in shared memory (written under
-    // ProcArrayLock); receiving the invalidation message involved a lock, hence a barrier.
+    // XidGenLock); receiving the invalidation message involved a lock, hence a barrier. A
+    // slightly stale value is still above the sender's id, which is all that is needed.
     unsafe {
         #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
         let vars = pg_sys::ShmemVariableCache;
         #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
         let vars = pg_sys::TransamVariables;
         if vars.is_null() {
-            u64::MAX
-        } else {
-            std::ptr::read_volatile(std::ptr::addr_of!((*vars).xactCompletionCount))
+            return pg_sys::InvalidTransactionId;
         }
+        let full = std::ptr::read_volatile(std::ptr::addr_of!((*vars).nextXid.value));
+        // The 32-bit id is the low half of the full one (XidFromFullTransactionId).
+        pg_sys::TransactionId::from(full as u32)
     }
 }
 
-/// Was the active snapshot taken after the last invalidation was processed, so that it sees the
-/// change that caused it? Answers computed under an older one are not kept.
+/// Was the active snapshot taken after the last invalidation, so that it sees the change that
+/// caused it? Its xmin must be at or past the next transaction id read when the invalidation was
+/// processed: then every transaction that could have sent it had finished when the snapshot was
+/// taken. (Conservative: while a writing transaction that was running then is still running,
+/// answers are computed but not kept.) Answers computed under an older snapshot are not kept.
 fn snapshot_is_fresh() -> bool {
+    let Some(after) = INVALIDATED_AT.with(Cell::get) else { return true };
     // SAFETY: reads the active snapshot's header, if there is one.
     unsafe {
         let snap = pg_sys::GetActiveSnapshot();
         !snap.is_null()
             && (*snap).snapshot_type == pg_sys::SnapshotType::SNAPSHOT_MVCC
-            && (*snap).snapXactCompletionCount >= INVALIDATED_AT.with(Cell::get)
+            && pg_sys::TransactionIdFollowsOrEquals((*snap).xmin, after)
     }
 }
 
 fn clear() {
     GENERATION.with(|g| g.set(g.get().wrapping_add(1)));
-    INVALIDATED_AT.with(|i| i.set(i.get().max(completed_transactions())));
+    let next = next_transaction_id();
+    INVALIDATED_AT.with(|i| {
+        let keep = match i.get() {
+            // SAFETY: a pure comparison of transaction ids (wraparound-aware).
+            Some(old) if unsafe { pg_sys::TransactionIdFollows(old, next) } => old,
+            _ => next,
+        };
+        i.set(Some(keep));
+    });
     // try_borrow_mut: an invalidation can arrive while a lookup reads the memo; that reader
     // holds no borrow across queries (see `memo`), so this only guards against the impossible.
     MEMO.with(|m| {

@@ -314,7 +314,13 @@ fn fix_sql_from_evil_names(db: &str) -> Outcome {
     )
     .unwrap();
     // The administrator runs every fix lint prints (as \gexec would), each on its own.
-    let fixes: Vec<Option<String>> = c.query("SELECT fix FROM tenancy.lint()", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    // (TEN011's fix first: others would rewrite the keys it needs.)
+    let fixes: Vec<Option<String>> = c
+        .query("SELECT fix FROM tenancy.lint() ORDER BY code <> 'TEN011', code", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let mut su = superuser_of(db);
     for fix in fixes.into_iter().flatten() {
         // One query per fix, as psql's \gexec sends them.
