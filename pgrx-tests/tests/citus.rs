@@ -32,6 +32,7 @@ const USER_A: &str = "aaaaaaaa-0000-0000-0000-000000000001"; // owner of A
 const USER_B: &str = "bbbbbbbb-0000-0000-0000-000000000002"; // owner of B
 const USER_V: &str = "cccccccc-0000-0000-0000-000000000003"; // viewer of A
 const USER_C: &str = "dddddddd-0000-0000-0000-000000000004"; // owner of C (created after distribution)
+const USER_N: &str = "eeeeeeee-0000-0000-0000-000000000005"; // invited to C after distribution
 /// The expiry of a signed context on Citus (src/citus.rs, CONTEXT_MAX_AGE_SECONDS).
 const CONTEXT_MAX_AGE_SECONDS: u64 = 60;
 
@@ -576,6 +577,29 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
     let r = adm
         .batch_execute(&format!("SELECT tenancy.create_organization('Org C', 'org-c', '{ORG_C}', '{{}}', '{USER_C}')"));
     tally.case("create_organization with an owner after distribution", r.is_ok(), err_text(r));
+    // ... and an invitation accepted (also an INSERT into the memberships reference table).
+    let accepted = (|| -> Result<String, postgres::Error> {
+        let token: String = adm
+            .query_one("SELECT tenancy.create_invitation($1::text::uuid, 'n@example.com', 'member')", &[&ORG_C])?
+            .get(0);
+        let mut tx = app_c.transaction()?;
+        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_N}'"))?;
+        tx.query_one("SELECT tenancy.accept_invitation($1)", &[&token])?;
+        tx.commit()?;
+        let mut tx = app_c.transaction()?;
+        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_N}'"))?;
+        let org: String = tx.query_one("SELECT tenancy.set_organization($1::text::uuid)::text", &[&ORG_C])?.get(0);
+        tx.rollback()?;
+        Ok(org)
+    })();
+    tally.case(
+        "accept_invitation after distribution",
+        matches!(&accepted, Ok(o) if o == ORG_C),
+        match &accepted {
+            Ok(o) => o.clone(),
+            Err(e) => e.as_db_error().map(|d| format!("{} {}", d.code().code(), d.message())).unwrap_or(e.to_string()),
+        },
+    );
 
     // A tenant table added later, referring to the catalog: registered, isolated, distributed.
     let r = adm.batch_execute(&format!(
