@@ -375,10 +375,10 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
     // alone, as the backfill's HINTs say), whose surrogate primary key distribute refuses with the
     // statement that fixes it (item 3), and whose foreign key to the slugs the backfill makes
     // ON UPDATE CASCADE, which distribute rebuilds (item 2).
-    adm.batch_execute(&format!(
+    adm.batch_execute(
         "CREATE TABLE public.labels (id serial PRIMARY KEY, name text);
-         INSERT INTO public.labels (name) VALUES ('x'), ('y');"
-    ))
+         INSERT INTO public.labels (name) VALUES ('x'), ('y');",
+    )
     .unwrap();
     // (CALL on its own: a procedure that COMMITs cannot run inside a multi-statement string.)
     adm.batch_execute(&format!(
