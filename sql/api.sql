@@ -165,6 +165,7 @@ DECLARE
     v_id    uuid  := (a->>'id')::uuid;
     v_owner uuid  := (a->>'owner_user_id')::uuid;
     v_settings jsonb := coalesce(nullif(a->'settings', 'null'::jsonb), '{}');
+    v_default boolean;
     existing tenancy.organizations;
 BEGIN
     IF NOT is_admin THEN
@@ -205,9 +206,10 @@ BEGIN
     RETURNING id INTO v_id;
 
     IF v_owner IS NOT NULL THEN
+        -- Computed first: Citus refuses a subquery inside an INSERT into a reference table.
+        v_default := NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = v_owner AND is_default);
         INSERT INTO tenancy.memberships (organization_id, user_id, role, is_default)
-        VALUES (v_id, v_owner, 'owner',
-                NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = v_owner AND is_default));
+        VALUES (v_id, v_owner, 'owner', v_default);
     END IF;
     PERFORM tenancy._log('create_organization', NULL, 'succeeded',
                          jsonb_build_object('organization_id', v_id, 'slug', v_slug, 'owner_user_id', v_owner), p_caller => caller);
@@ -416,6 +418,7 @@ CREATE FUNCTION tenancy._op_accept_invitation(a jsonb, caller oid, is_admin bool
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_token text := tenancy._require('token', a->>'token');
+    v_default boolean;
     i tenancy.invitations;
 BEGIN
     IF actor IS NULL THEN
@@ -446,9 +449,10 @@ BEGIN
         RAISE EXCEPTION 'tenancy: invitation % is no longer valid: its creator may no longer invite with role "%"', i.id, i.role
             USING ERRCODE = 'insufficient_privilege', HINT = 'Ask the organization for a new invitation.';
     END IF;
+    -- Computed first: Citus refuses a subquery inside an INSERT into a reference table.
+    v_default := NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = actor AND is_default);
     INSERT INTO tenancy.memberships AS m (organization_id, user_id, role, is_default, is_active)
-    VALUES (i.organization_id, actor, i.role,
-            NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = actor AND is_default), true)
+    VALUES (i.organization_id, actor, i.role, v_default, true)
     ON CONFLICT (organization_id, user_id) DO UPDATE SET is_active = true;
     UPDATE tenancy.invitations SET accepted_at = now(), accepted_by = actor WHERE id = i.id;
     PERFORM tenancy._log('accept_invitation', NULL, 'succeeded',
@@ -698,6 +702,8 @@ COMMENT ON FUNCTION tenancy.distribute_all(integer) IS
   'tenancy.distribute for every registered tenant table, parents before children. Returns what it ran.';
 COMMENT ON FUNCTION tenancy._distribute(oid, integer, boolean) IS
   'Internal: the work of distribution_plan (apply false), distribute and distribute_all.';
+COMMENT ON FUNCTION tenancy._citus_backfill_check(oid) IS
+  'Internal: refuses (0A000) to backfill a table on Citus once the catalog is distributed (the foreign key the backfill adds would make Citus recreate the table under another oid).';
 COMMENT ON FUNCTION tenancy._is_member_of(uuid) IS
   'Internal: is the current user a member of the organization? The catalog''s organizations policy on Citus (no subquery).';
 COMMENT ON FUNCTION tenancy.signed_organization_id(text, text) IS

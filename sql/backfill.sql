@@ -160,6 +160,7 @@ DECLARE
     v_other   integer;
     v_options jsonb;
 BEGIN
+    PERFORM tenancy._citus_backfill_check(p_rel);  -- Citus: refused once the catalog is distributed
     SELECT c.oid::regclass::text, c.relkind, c.relispartition INTO v_name, v_kind, v_ispart
       FROM pg_class c WHERE c.oid = p_rel;
     IF v_kind NOT IN ('r', 'p') THEN
@@ -206,7 +207,9 @@ BEGIN
         IF (p_org IS NOT NULL AND p_org::text IS DISTINCT FROM v_rec->'source'->>'organization_id')
            OR (p_parent IS NOT NULL AND p_parent IS DISTINCT FROM (v_rec->'source'->>'parent_oid')::oid)
            OR (p_user_col IS NOT NULL AND p_user_col::text IS DISTINCT FROM v_rec->'source'->>'user_column')
-           OR p_col::text <> v_rec->>'tenant_column' THEN
+           -- tenant_column left at its default resumes with the recorded one (the HINTs of the
+           -- later steps name the table alone).
+           OR (p_col::text <> v_rec->>'tenant_column' AND p_col::text <> 'organization_id') THEN
             RAISE EXCEPTION 'tenancy.backfill: % is already being converted with other options', v_name
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       DETAIL = format('Recorded: tenant column %s, source %s.', v_rec->>'tenant_column', v_rec->'source'),

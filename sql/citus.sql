@@ -3,8 +3,13 @@
 -- The catalog's organizations policy, without a subquery (Citus refuses subqueries in the policies
 -- of its tables): distribution_plan() switches the policy to this when the catalog becomes
 -- reference tables. It reads memberships only (never organizations, whose policy calls it).
+-- On a worker this runs inside the query Citus sends to a shard of organizations, and reading the
+-- memberships reference table from there is a nested distributed query, which Citus refuses
+-- unless citus.allow_nested_distributed_execution is on. It reads a reference table only, whose
+-- placement on that node is complete, so it is safe here (without Citus: an unused placeholder).
 CREATE FUNCTION tenancy._is_member_of(organization_id uuid) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
+SET citus.allow_nested_distributed_execution = on AS $$
     SELECT EXISTS (SELECT 1 FROM tenancy.memberships m
                     WHERE m.organization_id = $1 AND m.user_id = tenancy.current_user_id())
 $$;

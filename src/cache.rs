@@ -153,7 +153,9 @@ fn enabled() -> bool {
           WHERE t.tgname = 'lookups_changed' AND t.tgrelid = ANY ($1) AND t.tgenabled IN ('O', 'A'))",
         &[ids.into()],
     );
-    let on = matches!(triggers, Ok(Some(3)));
+    // On Citus the triggers fire where the catalog's placements are written: without a placement
+    // here, no invalidation reaches this node, and a memo here would outlive a revocation.
+    let on = matches!(triggers, Ok(Some(3))) && crate::citus::catalog_changes_reach_this_node(&relids);
     ENABLED.with(|e| e.set(Some(on)));
     on
 }

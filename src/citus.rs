@@ -216,15 +216,21 @@ fn local_transaction_id() -> u32 {
     }
 }
 
-/// The transaction, as every node taking part in it sees it.
-fn transaction_identity(citus: bool) -> Option<String> {
+/// How long after its distributed transaction began a signed context is honoured by a node that
+/// starts taking part in that transaction (seconds). Citus lets any role give a new transaction
+/// the id of an earlier one (`assign_distributed_transaction_id`), so the id alone does not stop a
+/// saved context from being replayed: its start time (signed with it) bounds how long it can be.
+pub const CONTEXT_MAX_AGE_SECONDS: i64 = 60;
+
+/// The transaction, as every node taking part in it sees it, and (with Citus) when the
+/// distributed transaction began (Postgres microseconds, on the coordinator's clock).
+fn transaction_identity(citus: bool) -> Option<(String, Option<i64>)> {
     if citus {
         // Citus' distributed transaction id: the coordinator assigns it, each worker's
         // transaction is started with it (assign_distributed_transaction_id).
         let row = spi(Spi::connect(|c| {
             let t = c.select(
-                "SELECT initiator_node_identifier::int8, transaction_number::int8, \
-                        (pg_catalog.extract(epoch FROM transaction_stamp) * 1000000)::int8 \
+                "SELECT initiator_node_identifier::int8, transaction_number::int8, transaction_stamp \
                    FROM pg_catalog.get_current_transaction_id()",
                 Some(1),
                 &[],
@@ -233,14 +239,23 @@ fn transaction_identity(citus: bool) -> Option<String> {
                 return Ok::<_, pgrx::spi::SpiError>(None);
             }
             let r = t.first();
-            Ok(Some((r.get::<i64>(1)?.unwrap_or(0), r.get::<i64>(2)?.unwrap_or(0), r.get::<i64>(3)?.unwrap_or(0))))
+            let stamp = r.get::<pgrx::datum::TimestampWithTimeZone>(3)?.map(pg_sys::TimestampTz::from);
+            Ok(Some((r.get::<i64>(1)?.unwrap_or(0), r.get::<i64>(2)?.unwrap_or(0), stamp)))
         }))?;
         let (node, number, stamp) = row;
-        return (number != 0).then(|| format!("citus:{node}:{number}:{stamp}"));
+        let stamp = stamp?;
+        return (number != 0).then(|| (format!("citus:{node}:{number}:{stamp}"), Some(stamp)));
     }
     // SAFETY: backend-local globals set at backend start.
     let (pid, start, db) = unsafe { (pg_sys::MyProcPid, pg_sys::MyStartTimestamp, pg_sys::MyDatabaseId.to_u32()) };
-    Some(format!("local:{db}:{pid}:{start}:{}", local_transaction_id()))
+    Some((format!("local:{db}:{pid}:{start}:{}", local_transaction_id()), None))
+}
+
+/// Is a context of the distributed transaction that began at `stamp` still honoured in a local
+/// transaction that began at `local_start`? Not when it began more than CONTEXT_MAX_AGE_SECONDS
+/// earlier (a replay); one from the future is a clock difference between nodes.
+pub fn fresh_enough(stamp: i64, local_start: i64) -> bool {
+    local_start.saturating_sub(stamp) <= CONTEXT_MAX_AGE_SECONDS * 1_000_000
 }
 
 fn current_role_name() -> String {
@@ -256,10 +271,18 @@ fn current_role_name() -> String {
 }
 
 pub fn current_binding() -> Binding {
+    let (transaction, stamp) = match transaction_identity(citus_installed()) {
+        Some((id, stamp)) => (Some(id), stamp),
+        None => (None, None),
+    };
+    // SAFETY: the start time of the current local transaction.
+    let local_start = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     Binding {
         user: context::current_user_id(),
         role: current_role_name(),
-        transaction: transaction_identity(citus_installed()),
+        // A distributed transaction older than CONTEXT_MAX_AGE_SECONDS when this node joined it
+        // has no identity here: nothing made for it verifies (fails closed).
+        transaction: transaction.filter(|_| stamp.is_none_or(|s| fresh_enough(s, local_start))),
     }
 }
 
@@ -341,7 +364,9 @@ pub fn verified_grant(token: &str) -> Option<Grant> {
     let role = unsafe { pg_sys::GetUserId() };
     let user = context::current_user_id();
     let hit = LAST.with(|l| {
-        l.borrow().as_ref().and_then(|(x, r, u, t, g)| (*x == lxid && *r == role && *u == user && t == token).then(|| g.clone()))
+        l.borrow()
+            .as_ref()
+            .and_then(|(x, r, u, t, g)| (*x == lxid && *r == role && *u == user && t == token).then(|| g.clone()))
     });
     if let Some(g) = hit {
         return g;
@@ -380,6 +405,50 @@ pub fn policy_expression(column_sql: &str, slug: bool, padded: bool, right: Righ
     }
 }
 
+/// Do the catalog's invalidation triggers fire on this node when `relids` (Citus tables or not)
+/// change? Citus writes a reference table on each of its placements, and the triggers fire there:
+/// a node without a placement of one of them (a coordinator never registered with
+/// citus_set_coordinator_host) is never told, and must not memoize membership answers
+/// (src/cache.rs asks this before memoizing).
+pub fn catalog_changes_reach_this_node(relids: &[pg_sys::Oid]) -> bool {
+    if !citus_installed() {
+        return true;
+    }
+    let ids: Vec<pg_sys::Oid> = relids.to_vec();
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition p \
+                             WHERE p.logicalrelid::oid = ANY ($1) \
+                               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_shard s \
+                                                 JOIN pg_catalog.pg_dist_placement pl ON pl.shardid = s.shardid \
+                                                WHERE s.logicalrelid = p.logicalrelid \
+                                                  AND pl.groupid = (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g)))",
+        &[ids.into()],
+    ))
+    .unwrap_or(false)
+}
+
+/// Internal: called by the backfill before it starts. Once the catalog is made of reference
+/// tables, the foreign key the backfill adds to tenancy.organizations makes Citus recreate a local
+/// table as a coordinator-local Citus table, under a new oid, in the middle of the backfill.
+/// Refused up front instead.
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _citus_backfill_check(tbl: pg_sys::Oid) {
+    if !citus_installed() || is_citus_table(tbl) || !is_distributed(catalog_oid("tenancy.organizations")) {
+        return;
+    }
+    let name =
+        spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[tbl.into()])).unwrap_or_default();
+    raise(
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        format!("tenancy.backfill: {name} cannot be backfilled on Citus once the catalog is distributed"),
+        "Adding its foreign key to tenancy.organizations (a reference table) would make Citus recreate the table \
+         under another oid during the backfill. Add the tenant column with its foreign key yourself \
+         (ALTER TABLE ... ADD COLUMN organization_id uuid NOT NULL DEFAULT '<organization>' REFERENCES tenancy.organizations (id)), \
+         make the keys tenant-scoped, then call tenancy.enable_isolation and tenancy.distribute.",
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Which tables get the distributed policy form
 // ---------------------------------------------------------------------------------------------
@@ -408,6 +477,18 @@ pub fn is_citus_table(relid: pg_sys::Oid) -> bool {
     citus_installed()
         && spi(Spi::get_one_with_args::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1::oid::regclass)",
+            &[relid.into()],
+        ))
+        .unwrap_or(false)
+}
+
+/// Is `relid` distributed or a reference table (not a coordinator-local Citus table, which Citus
+/// makes of a table that refers to a reference table; distribute() still distributes those)?
+pub fn is_distributed(relid: pg_sys::Oid) -> bool {
+    citus_installed()
+        && spi(Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition \
+                             WHERE logicalrelid = $1::oid::regclass AND (partmethod <> 'n' OR repmodel = 't'))",
             &[relid.into()],
         ))
         .unwrap_or(false)
@@ -499,7 +580,8 @@ fn strings(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Vec<String> {
 
 /// The catalog tables that become reference tables (the others stay on the coordinator:
 /// tenant_tables holds OIDs, which differ between nodes, and migration_log is the coordinator's).
-const REFERENCE_TABLES: [&str; 4] = ["tenancy.roles", "tenancy.organizations", "tenancy.memberships", "tenancy.invitations"];
+const REFERENCE_TABLES: [&str; 4] =
+    ["tenancy.roles", "tenancy.organizations", "tenancy.memberships", "tenancy.invitations"];
 
 fn catalog_oid(name: &str) -> pg_sys::Oid {
     spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[name.into()]))
@@ -514,6 +596,17 @@ fn problems(tables: &[TenantTable], all: &[TenantTable]) -> Vec<String> {
         for what in strings(
             "SELECT CASE WHEN con.contype = 'p' THEN 'primary key ' WHEN con.contype = 'u' THEN 'unique constraint ' \
                          ELSE 'unique index ' END || pg_catalog.quote_ident(coalesce(con.conname, ic.relname)::text) \
+                    || ' does not include the tenant column ' || pg_catalog.quote_ident($2::text) \
+                    || CASE WHEN con.oid IS NOT NULL THEN pg_catalog.format( \
+                                ' (to make it tenant-scoped: ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s (%I, %s))', \
+                                i.indrelid::regclass, con.conname, con.conname, \
+                                CASE con.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END, $2::text, \
+                                tenancy._idents(tenancy._att_names(i.indrelid, i.indkey::int2[]))) \
+                            WHEN 0 <> ALL (i.indkey::int2[]) AND i.indpred IS NULL THEN pg_catalog.format( \
+                                ' (to make it tenant-scoped: DROP INDEX %s; CREATE UNIQUE INDEX %I ON %s (%I, %s))', \
+                                i.indexrelid::regclass, ic.relname, i.indrelid::regclass, $2::text, \
+                                tenancy._idents(tenancy._att_names(i.indrelid, i.indkey::int2[]))) \
+                            ELSE '' END \
                FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
                LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid \
                      AND con.contype IN ('p', 'u') \
@@ -523,7 +616,7 @@ fn problems(tables: &[TenantTable], all: &[TenantTable]) -> Vec<String> {
               ORDER BY 1",
             &[t.relid.into(), t.column.clone().into()],
         ) {
-            out.push(format!("{}: {what} does not include the tenant column {}", t.name, quote_identifier(&t.column)));
+            out.push(format!("{}: {what}", t.name));
         }
         for (fk, parent_name, parent, here, there) in foreign_keys(t.relid) {
             if catalog.contains(&parent) {
@@ -605,6 +698,8 @@ fn in_foreign_key_order(mut tables: Vec<TenantTable>) -> Vec<TenantTable> {
 /// One step of the plan: a statement, or the isolation of a table in the distributed form.
 enum Step {
     Sql(String),
+    /// The statement that makes table (by name) a Citus table: logged in migration_log.
+    Table(String, String),
     Isolate(TenantTable, String),
 }
 
@@ -612,14 +707,14 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
     let mut steps = Vec::new();
     // The catalog's own policies, without subqueries, then the catalog as reference tables.
     let memberships = catalog_oid("tenancy.memberships");
-    if !is_citus_table(memberships) {
+    if !is_distributed(memberships) {
         steps.push(Step::Sql(
             "ALTER POLICY memberships_of_current_user ON tenancy.memberships \
              USING (user_id = tenancy.current_user_id() OR pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE'))"
                 .into(),
         ));
     }
-    if !is_citus_table(catalog_oid("tenancy.organizations")) {
+    if !is_distributed(catalog_oid("tenancy.organizations")) {
         steps.push(Step::Sql(
             "ALTER POLICY organizations_of_current_user ON tenancy.organizations \
              USING (tenancy._is_member_of(id) OR pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE'))"
@@ -627,21 +722,28 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
         ));
     }
     for name in REFERENCE_TABLES {
-        if !is_citus_table(catalog_oid(name)) {
-            steps.push(Step::Sql(format!("SELECT pg_catalog.create_reference_table({})", quote_literal(name))));
+        if !is_distributed(catalog_oid(name)) {
+            steps.push(Step::Table(
+                name.to_string(),
+                format!("SELECT pg_catalog.create_reference_table({})", quote_literal(name)),
+            ));
         }
     }
     // Tenant tables, co-located by tenant column type with the first of that type.
     let mut first_of: Vec<(String, String)> = Vec::new();
     for t in all {
-        if is_citus_table(t.relid) && !first_of.iter().any(|(ty, _)| *ty == t.column_type) {
+        if is_distributed(t.relid) && !first_of.iter().any(|(ty, _)| *ty == t.column_type) {
             first_of.push((t.column_type.clone(), t.name.clone()));
         }
     }
     for t in in_foreign_key_order(tables) {
-        if is_citus_table(t.relid) {
+        if is_distributed(t.relid) {
             continue;
         }
+        // Citus refuses ON UPDATE CASCADE / SET NULL / SET DEFAULT on a foreign key that holds the
+        // distribution column (the backfill makes slug keys ON UPDATE CASCADE): the key is rebuilt
+        // with ON UPDATE NO ACTION, everything else as it was.
+        steps.extend(cascading_update_keys(&t).into_iter().map(Step::Sql));
         if t.isolation.is_some() {
             let _mark = Planned::mark(t.relid);
             let ddl = isolation(&t, false);
@@ -658,13 +760,39 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
         };
         let shards = shard_count.map(|n| format!(", shard_count => {n}")).unwrap_or_default();
         let shards = if colocate == "'none'" { shards } else { String::new() };
-        steps.push(Step::Sql(format!(
-            "SELECT pg_catalog.create_distributed_table({}, {}, colocate_with => {colocate}{shards})",
-            quote_literal(&t.name),
-            quote_literal(&t.column)
-        )));
+        steps.push(Step::Table(
+            t.name.clone(),
+            format!(
+                "SELECT pg_catalog.create_distributed_table({}, {}, colocate_with => {colocate}{shards})",
+                quote_literal(&t.name),
+                quote_literal(&t.column)
+            ),
+        ));
     }
     steps
+}
+
+/// The statements that rebuild the foreign keys of `t` that hold its tenant column and cascade,
+/// set null or set default on update, with ON UPDATE NO ACTION (built from the catalog, every
+/// name quoted; tenancy._fk_definition's form, minus the update action).
+fn cascading_update_keys(t: &TenantTable) -> Vec<String> {
+    strings(
+        "SELECT pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I FOREIGN KEY (%s) REFERENCES %s (%s)%s%s%s', \
+                con.conrelid::regclass, con.conname, con.conname, \
+                tenancy._idents(tenancy._att_names(con.conrelid, con.conkey)), con.confrelid::regclass, \
+                tenancy._idents(tenancy._att_names(con.confrelid, con.confkey)), \
+                CASE con.confmatchtype WHEN 'f' THEN ' MATCH FULL' ELSE '' END, \
+                CASE con.confdeltype WHEN 'c' THEN ' ON DELETE CASCADE' WHEN 'r' THEN ' ON DELETE RESTRICT' \
+                                     WHEN 'n' THEN ' ON DELETE SET NULL' WHEN 'd' THEN ' ON DELETE SET DEFAULT' ELSE '' END, \
+                CASE WHEN con.condeferrable \
+                     THEN ' DEFERRABLE' || CASE WHEN con.condeferred THEN ' INITIALLY DEFERRED' ELSE '' END ELSE '' END) \
+           FROM pg_catalog.pg_constraint con \
+          WHERE con.conrelid = $1 AND con.contype = 'f' AND con.conparentid = 0 \
+            AND con.confupdtype IN ('c', 'n', 'd') \
+            AND $2::text = ANY (tenancy._att_names(con.conrelid, con.conkey)) \
+          ORDER BY con.conname",
+        &[t.relid.into(), t.column.clone().into()],
+    )
 }
 
 /// enable_isolation's work for `t`, with its recorded mode and roles (apply or only render).
@@ -677,7 +805,7 @@ fn render(steps: &[Step]) -> Vec<String> {
     let mut out = Vec::new();
     for s in steps {
         match s {
-            Step::Sql(sql) => out.push(format!("{sql};")),
+            Step::Sql(sql) | Step::Table(_, sql) => out.push(format!("{sql};")),
             Step::Isolate(_, ddl) => out.extend(ddl.lines().filter(|l| !l.starts_with("--")).map(str::to_owned)),
         }
     }
@@ -705,7 +833,7 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
     if tbl.is_some() {
         // Its tenant-table parents must be distributed already (or come in the same call).
         for (fk, parent_name, parent, _, _) in foreign_keys(tables[0].relid) {
-            if parent != tables[0].relid && all.iter().any(|p| p.relid == parent) && !is_citus_table(parent) {
+            if parent != tables[0].relid && all.iter().any(|p| p.relid == parent) && !is_distributed(parent) {
                 raise(
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                     format!(
@@ -727,7 +855,9 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
                 p.join("; ")
             ),
             "Citus requires every primary key, unique constraint and foreign key between distributed tables to include \
-             the distribution column. tenancy.backfill makes keys tenant-scoped; tenancy.lint() lists them (TEN010, TEN011).",
+             the distribution column. tenancy.backfill leaves primary keys and unique constraints as they were: \
+             run the statement given for each (after dropping foreign keys that point at the key), then distribute again; \
+             SELECT * FROM tenancy.lint() lists the foreign keys (TEN011).",
         )
     }
     (tables, all)
@@ -771,12 +901,88 @@ pub fn _distribute(
     if !apply {
         return SetOfIterator::new(render(&steps));
     }
+    let coordinator_registered =
+        spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node WHERE groupid = 0)"))
+            .unwrap_or(false);
+    if !coordinator_registered {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "tenancy.distribute: the coordinator is not registered in Citus' metadata, so it would hold no placement of \
+             the catalog's reference tables and would never hear of a membership change",
+            "Run SELECT citus_set_coordinator_host('<host>', <port>) on the coordinator, then distribute again. \
+             (Without placements there, sessions on the coordinator do not memoize memberships.)",
+        )
+    }
+    let catalog_pending =
+        steps.iter().any(|s| matches!(s, Step::Table(name, _) if REFERENCE_TABLES.contains(&name.as_str())));
+    let may_create_in_schema =
+        spi(Spi::get_one::<bool>("SELECT pg_catalog.has_schema_privilege('tenancy', 'CREATE')")).unwrap_or(false);
+    if catalog_pending && !may_create_in_schema {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "tenancy.distribute: making the catalog reference tables needs a superuser: Citus creates their shards \
+             in schema tenancy, which belongs to the superuser that installed tenancy",
+            "Have a superuser run SELECT * FROM tenancy.distribute_all() once. After that, the owner of a tenant table \
+             distributes it with tenancy.distribute(table).",
+        )
+    }
+    // Citus' defaults refuse what distributing the catalog needs, for this transaction only:
+    // * the catalog's statement triggers keep every session's membership memo exact (src/cache.rs);
+    //   Citus calls triggers on distributed tables unsafe and refuses them unless told otherwise;
+    // * while the catalog tables become reference tables one by one, the others still refer to
+    //   them; by default Citus then turns those into coordinator-local tables (which fails for
+    //   extension tables, whose copies already exist on the workers).
+    // Both go back to what they were once the steps ran.
+    let mut restore = Vec::new();
+    for (name, value) in
+        [("citus.enable_unsafe_triggers", "on"), ("citus.enable_local_reference_table_foreign_keys", "off")]
+    {
+        let was = spi(Spi::get_one_with_args::<String>("SELECT pg_catalog.current_setting($1)", &[name.into()]));
+        set_local_setting(name, value);
+        restore.push((name, was.unwrap_or_default()));
+    }
     let mut ran = Vec::new();
     for s in &steps {
         match s {
             Step::Sql(sql) => {
                 spi(Spi::run(sql));
                 ran.push(format!("{sql};"));
+            }
+            Step::Table(name, sql) => {
+                let started =
+                    spi(Spi::get_one::<pgrx::datum::TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()"));
+                let before = catalog_oid(name);
+                // Citus copies the rows into the shards as the caller: for the table's owner (not a
+                // superuser), FORCE ROW LEVEL SECURITY would hide every row from that copy (no
+                // tenant context), and the distributed table would start empty. Lifted for the
+                // copy, put back before anything else sees the table.
+                let forced = spi(Spi::get_one_with_args::<bool>(
+                    "SELECT relforcerowsecurity FROM pg_catalog.pg_class WHERE oid = $1",
+                    &[before.into()],
+                ))
+                .unwrap_or(false);
+                if forced {
+                    spi(Spi::run(&format!("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY", relation_sql(before))));
+                }
+                spi(Spi::run(sql));
+                ran.push(format!("{sql};"));
+                if forced {
+                    spi(Spi::run(&format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY", relation_sql(catalog_oid(name)))));
+                }
+                // Distributing a coordinator-local Citus table (what Citus makes of a table created
+                // with a foreign key to the catalog once that is made of reference tables) creates it
+                // anew, under a new oid: the registry follows it.
+                let after = catalog_oid(name);
+                if after != before && after != pg_sys::InvalidOid {
+                    spi(Spi::run_with_args(
+                        "UPDATE tenancy.tenant_tables SET relid = $2::oid::regclass WHERE relid::oid = $1",
+                        &[before.into(), after.into()],
+                    ));
+                }
+                spi(Spi::run_with_args(
+                    "SELECT tenancy._log('distribute', $1, 'succeeded', pg_catalog.jsonb_build_object('statement', $2::text), $3)",
+                    &[name.clone().into(), sql.clone().into(), started.into()],
+                ));
             }
             Step::Isolate(t, _) => {
                 let _mark = Planned::mark(t.relid);
@@ -785,7 +991,19 @@ pub fn _distribute(
             }
         }
     }
+    for (name, was) in restore {
+        set_local_setting(name, &was);
+    }
     SetOfIterator::new(ran)
+}
+
+/// `relid` as SQL (schema-qualified and quoted where needed, as regclass prints it).
+fn relation_sql(relid: pg_sys::Oid) -> String {
+    spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[relid.into()])).unwrap_or_default()
+}
+
+fn set_local_setting(name: &str, value: &str) {
+    spi(Spi::run_with_args("SELECT pg_catalog.set_config($1, $2, true)", &[name.into(), value.into()]));
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -896,6 +1114,14 @@ mod tests {
         assert_eq!(verify(&KEY, &t, &no_user), None);
         let other_role = Binding { role: "app2".into(), ..binding() };
         assert_eq!(verify(&KEY, &t, &other_role), None);
+    }
+
+    #[pg_test]
+    fn a_citus_context_is_honoured_only_within_its_max_age() {
+        let max = CONTEXT_MAX_AGE_SECONDS * 1_000_000;
+        assert!(fresh_enough(1_000, 1_000 + max), "at the limit");
+        assert!(!fresh_enough(1_000, 1_001 + max), "a microsecond later");
+        assert!(fresh_enough(1_000 + max, 1_000), "a start time ahead of this node's clock");
     }
 
     #[pg_test]
