@@ -37,7 +37,11 @@ const USER_N: &str = "eeeeeeee-0000-0000-0000-000000000005"; // invited to C aft
 const CONTEXT_MAX_AGE_SECONDS: u64 = 60;
 
 fn pg_bin() -> PathBuf {
-    PathBuf::from(std::env::var("TENANCY_CITUS_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()))
+    PathBuf::from(
+        std::env::var("TENANCY_CITUS_PG_BIN")
+            .or_else(|_| std::env::var("TENANCY_PG_BIN"))
+            .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".into()),
+    )
 }
 
 fn base_port() -> u16 {
