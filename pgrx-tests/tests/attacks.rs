@@ -933,6 +933,28 @@ fn internal_table_operations_called_directly(db: &str) -> Outcome {
     expect_refused(r, "tenancy._as_owner by a role that does not own the table")
 }
 
+
+fn record_a_definition_the_table_does_not_have(db: &str) -> Outcome {
+    let (_c, mut m) = mallory_db(db);
+    m.batch_execute("CREATE TABLE m.r (id int PRIMARY KEY, organization_id uuid)").unwrap();
+    let forgeries = [
+        "jsonb_build_object('phase', 'converted', 'tenant_column', 'organization_id', 'column_type', 'uuid', \
+           'old_default', 'NULL; ALTER ROLE mallory SUPERUSER; --')",
+        "jsonb_build_object('phase', 'converted', 'tenant_column', 'organization_id', 'column_type', 'uuid; DROP TABLE x')",
+        "jsonb_build_object('phase', 'converted', 'tenant_column', 'organization_id', 'column_type', 'uuid', \
+           'fk_rewrites', jsonb_build_array(jsonb_build_object('old', 'r_fk', 'old_def', 'CHECK (true); ALTER ROLE mallory SUPERUSER', 'new', 'x')))",
+        "jsonb_build_object('phase', 'converted', 'tenant_column', 'organization_id', 'column_type', 'uuid', \
+           'indexes', jsonb_build_array(jsonb_build_object('name', 'i', 'replaces', jsonb_build_object('constraint', 'r_pkey', 'def', 'PRIMARY KEY (id); SELECT 1'))))",
+    ];
+    for f in forgeries {
+        let sql = format!("SELECT tenancy._privileged('record_backfill', jsonb_build_object('relid', 'm.r'::regclass::oid, 'backfill', {f}))");
+        if m.batch_execute(&sql).is_ok() {
+            return Err(format!("a table owner recorded a definition its table does not have: {f}"));
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn attacks_on_a_managed_install() {
     let mut s = Suite::new();
@@ -957,6 +979,9 @@ fn attacks_on_a_managed_install() {
     s.case("records: a forged isolation record names another table", || forged_isolation_record("atk_reci"));
     s.case("fixes: pending_statements() from a forged record, run with \\gexec", || {
         forged_index_record_for_gexec("atk_gexec")
+    });
+    s.case("records: a table owner records definitions its table does not have", || {
+        record_a_definition_the_table_does_not_have("atk_recdef")
     });
     s.case("records: internal table operations called directly", || internal_table_operations_called_directly("atk_direct"));
     s.case("members: an admin of A makes B's user default to A", || admin_captures_another_organizations_user("atk_cap"));

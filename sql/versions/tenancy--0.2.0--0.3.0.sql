@@ -468,6 +468,49 @@ BEGIN
     RETURN left(p_text, n);
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._check_backfill_record(p_rel oid, p_new jsonb, p_old jsonb) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_bad text;
+BEGIN
+    IF p_new->>'column_type' IS NOT NULL AND p_new->>'column_type' NOT IN ('uuid', 'text') THEN
+        v_bad := 'column_type';
+    ELSIF p_old ? 'old_default' THEN
+        IF (p_new->'old_default') IS DISTINCT FROM (p_old->'old_default') THEN
+            v_bad := 'old_default (it was recorded already)';
+        END IF;
+    ELSIF p_new->>'old_default' IS NOT NULL
+          AND (p_new->>'old_default') IS DISTINCT FROM (
+                SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+                  JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                 WHERE d.adrelid = p_rel AND a.attname = p_new->>'tenant_column') THEN
+        v_bad := 'old_default';
+    END IF;
+    IF v_bad IS NULL THEN
+        SELECT string_agg('fk_rewrites ' || quote_ident(e->>'old'), ', ') INTO v_bad
+          FROM jsonb_array_elements(coalesce(p_new->'fk_rewrites', '[]')) e
+         WHERE NOT coalesce(p_old->'fk_rewrites' @> jsonb_build_array(e), false)
+           AND (e->>'old_def') IS DISTINCT FROM (SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+                                                 WHERE c.conrelid = p_rel AND c.conname = e->>'old' AND c.contype = 'f');
+    END IF;
+    IF v_bad IS NULL THEN
+        SELECT string_agg('indexes ' || quote_ident(e->>'name'), ', ') INTO v_bad
+          FROM jsonb_array_elements(coalesce(p_new->'indexes', '[]')) e
+         WHERE e->'replaces'->>'def' IS NOT NULL
+           AND NOT coalesce(p_old->'indexes' @> jsonb_build_array(e), false)
+           AND (e->'replaces'->>'def') IS DISTINCT FROM
+               CASE WHEN e->'replaces'->>'constraint' IS NOT NULL
+                    THEN (SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
+                           WHERE c.conrelid = p_rel AND c.conname = e->'replaces'->>'constraint')
+                    ELSE (SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                           WHERE i.indrelid = p_rel AND x.relname = e->'replaces'->>'index') END;
+    END IF;
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy: the backfill record of % does not match the table (%)', p_rel::regclass, v_bad
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Backfill records are written by CALL tenancy.backfill; they can only state what the catalog says about the table.';
+    END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._check_rank(p_actor_rank integer, p_role tenancy.roles) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -1009,6 +1052,10 @@ DECLARE
     v_name  text;
 BEGIN
     v_name := tenancy._owned_table(v_rel, caller, 'backfill it');
+    IF v_rec IS NOT NULL THEN
+        PERFORM tenancy._check_backfill_record(v_rel, v_rec,
+            (SELECT t.details->'backfill' FROM tenancy.tenant_tables t WHERE t.relid = v_rel::regclass));
+    END IF;
     IF v_rec IS NULL THEN
         IF (SELECT (t.details->'backfill'->>'was_registered')::boolean
               FROM tenancy.tenant_tables t WHERE t.relid = v_rel::regclass) IS FALSE
@@ -2499,6 +2546,7 @@ COMMENT ON FUNCTION tenancy.adopt_users(regclass, jsonb, uuid, name, name, text)
   'Create memberships for the users of an existing users table, mapping application roles to tenancy roles (role_map jsonb). All or nothing; existing memberships are kept. Needs manage_members in the organization.';
 COMMENT ON FUNCTION tenancy._backfill_step(oid) IS 'Internal: one step of a backfill, in the caller''s transaction, run as the table''s owner.';
 COMMENT ON FUNCTION tenancy._owner_backfill_step(oid, jsonb) IS 'Internal: the work of one backfill step; runs only as the table''s owner (through tenancy._as_owner).';
+COMMENT ON FUNCTION tenancy._check_backfill_record(oid, jsonb, jsonb) IS 'Internal: refuses a backfill record whose recorded definitions are not what the catalog says about the table.';
 COMMENT ON FUNCTION tenancy._owner_rollback(oid, jsonb) IS 'Internal: the work of tenancy.rollback; runs only as the table''s owner (through tenancy._as_owner).';
 COMMENT ON FUNCTION tenancy._backfill_fill() IS 'Internal: trigger giving rows written during a backfill their organization.';
 COMMENT ON FUNCTION tenancy.lookup_cache_size() IS
