@@ -670,10 +670,18 @@ fn must_own(relid: pg_sys::Oid, name: &str, what: &str) {
     }
 }
 
+/// A `--` comment line that stays one line: names and expressions put into comments come from
+/// catalogs that table owners write (a quoted identifier or a string literal may hold a line
+/// break), and a DBA runs this text (isolation_sql into a migration file, or psql's \gexec). A line
+/// break would end the comment and turn the rest into a statement.
+fn one_line(comment: &str) -> String {
+    comment.replace(['\n', '\r'], " ")
+}
+
 fn render(comments: &[String], statements: &[String]) -> String {
     let mut out = String::new();
     for c in comments {
-        out.push_str(c);
+        out.push_str(&one_line(c));
         out.push('\n');
     }
     for s in statements {
@@ -727,7 +735,7 @@ pub fn _isolation(
     let (was_registered, rec) = recorded(relid);
     let p = plan(&t, mode, &roles, rec.as_ref());
     if p.statements.is_empty() {
-        return format!("-- tenancy: {} is already isolated as requested; nothing to do.\n", t.name);
+        return format!("{}\n", one_line(&format!("-- tenancy: {} is already isolated as requested; nothing to do.", t.name)));
     }
     let text = render(&p.comments, &p.statements);
     if !apply {
@@ -796,7 +804,7 @@ pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
     must_own(relid, &name, "remove its isolation");
     let (_, rec) = recorded(relid);
     let Some(rec) = rec else {
-        return format!("-- tenancy: {name} has no isolation created by tenancy; nothing to do.\n");
+        return format!("{}\n", one_line(&format!("-- tenancy: {name} has no isolation created by tenancy; nothing to do.")));
     };
     spi(Spi::run(&format!("LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE")));
 

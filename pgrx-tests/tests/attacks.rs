@@ -955,6 +955,32 @@ fn record_a_definition_the_table_does_not_have(db: &str) -> Outcome {
     Ok(())
 }
 
+
+/// Names and default expressions put into the `--` comments of the DDL that isolation_sql and
+/// enable_isolation return: a DBA runs that text (a migration file, psql's \gexec).
+fn comment_breaking_names_in_generated_ddl(db: &str) -> Outcome {
+    let (_c, mut m) = mallory_db(db);
+    m.batch_execute(
+        "CREATE TABLE m.\"t\nGRANT UPDATE ON tenancy.organizations TO mallory; --\" (
+             id int PRIMARY KEY,
+             organization_id uuid DEFAULT ('x\nGRANT UPDATE ON tenancy.organizations TO mallory; --')::text::uuid);
+         ALTER TABLE m.\"t\nGRANT UPDATE ON tenancy.organizations TO mallory; --\" ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY mine ON m.\"t\nGRANT UPDATE ON tenancy.organizations TO mallory; --\" USING (true);",
+    )
+    .unwrap();
+    let mut su = superuser_of(db);
+    let ddl: String = su
+        .query_one("SELECT tenancy.isolation_sql('m.\"t\nGRANT UPDATE ON tenancy.organizations TO mallory; --\"')", &[])
+        .unwrap()
+        .get(0);
+    // The DBA applies it as it is (one query, as \gexec sends it).
+    let _ = su.batch_execute(&ddl);
+    if mallory_gained_update(db) {
+        return Err(format!("the DDL isolation_sql printed ran a statement from a name or default:\n{ddl}"));
+    }
+    Ok(())
+}
+
 #[test]
 fn attacks_on_a_managed_install() {
     let mut s = Suite::new();
@@ -982,6 +1008,9 @@ fn attacks_on_a_managed_install() {
     });
     s.case("records: a table owner records definitions its table does not have", || {
         record_a_definition_the_table_does_not_have("atk_recdef")
+    });
+    s.case("fixes: line breaks in names and defaults inside the comments of isolation_sql", || {
+        comment_breaking_names_in_generated_ddl("atk_comment")
     });
     s.case("records: internal table operations called directly", || internal_table_operations_called_directly("atk_direct"));
     s.case("members: an admin of A makes B's user default to A", || admin_captures_another_organizations_user("atk_cap"));
