@@ -41,17 +41,20 @@ $$;
 -- referenced table as regclass prints it; its match type, actions and deferrability), with the
 -- tenant columns p_col (of the referencing table) and p_pcol (of the referenced one) put first
 -- when given. ON DELETE SET NULL / SET DEFAULT then names the key columns alone, so that a
--- delete never clears the tenant column.
-CREATE FUNCTION tenancy._fk_definition(p_con oid, p_col text DEFAULT NULL, p_pcol text DEFAULT NULL)
+-- delete never clears the tenant column. p_on_update false leaves the update action out (NO
+-- ACTION: Citus refuses cascading updates of the distribution column).
+CREATE FUNCTION tenancy._fk_definition(p_con oid, p_col text DEFAULT NULL, p_pcol text DEFAULT NULL,
+                                       p_on_update boolean DEFAULT true)
 RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT format('FOREIGN KEY (%s) REFERENCES %s (%s)%s%s%s%s',
                   tenancy._idents(CASE WHEN p_col IS NULL THEN k.cols ELSE ARRAY[p_col] || k.cols END),
                   con.confrelid::regclass,
                   tenancy._idents(CASE WHEN p_pcol IS NULL THEN k.pcols ELSE ARRAY[p_pcol] || k.pcols END),
                   CASE con.confmatchtype WHEN 'f' THEN ' MATCH FULL' ELSE '' END,
-                  CASE con.confupdtype WHEN 'c' THEN ' ON UPDATE CASCADE' WHEN 'n' THEN ' ON UPDATE SET NULL'
-                                       WHEN 'd' THEN ' ON UPDATE SET DEFAULT' WHEN 'r' THEN ' ON UPDATE RESTRICT'
-                                       ELSE '' END,
+                  CASE WHEN NOT p_on_update THEN ''
+                       ELSE CASE con.confupdtype WHEN 'c' THEN ' ON UPDATE CASCADE' WHEN 'n' THEN ' ON UPDATE SET NULL'
+                                                 WHEN 'd' THEN ' ON UPDATE SET DEFAULT' WHEN 'r' THEN ' ON UPDATE RESTRICT'
+                                                 ELSE '' END END,
                   CASE con.confdeltype WHEN 'c' THEN ' ON DELETE CASCADE' WHEN 'r' THEN ' ON DELETE RESTRICT'
                                        WHEN 'n' THEN ' ON DELETE SET NULL' || k.setcols
                                        WHEN 'd' THEN ' ON DELETE SET DEFAULT' || k.setcols ELSE '' END,
@@ -87,5 +90,5 @@ COMMENT ON FUNCTION tenancy._att_names(oid, int2[]) IS 'Internal: the column nam
 COMMENT ON FUNCTION tenancy._idents(text[]) IS 'Internal: a list of column names, each quoted, comma-separated.';
 COMMENT ON FUNCTION tenancy._byte_prefix(text, integer) IS 'Internal: the longest prefix of a text that fits in a number of bytes.';
 COMMENT ON FUNCTION tenancy._name(text, text) IS 'Internal: a name of at most 63 bytes made of a base and a suffix.';
-COMMENT ON FUNCTION tenancy._fk_definition(oid, text, text) IS 'Internal: a foreign key''s definition built from the catalog, optionally with tenant columns first.';
+COMMENT ON FUNCTION tenancy._fk_definition(oid, text, text, boolean) IS 'Internal: a foreign key''s definition built from the catalog, optionally with tenant columns first.';
 COMMENT ON FUNCTION tenancy._running_as_owner(oid) IS 'Internal: refuses unless the current role owns the table.';

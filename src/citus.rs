@@ -773,19 +773,12 @@ fn plan(tables: Vec<TenantTable>, all: &[TenantTable], shard_count: Option<i32>)
 }
 
 /// The statements that rebuild the foreign keys of `t` that hold its tenant column and cascade,
-/// set null or set default on update, with ON UPDATE NO ACTION (built from the catalog, every
-/// name quoted; tenancy._fk_definition's form, minus the update action).
+/// set null or set default on update, with ON UPDATE NO ACTION (tenancy._fk_definition without
+/// the update action: built from the catalog, every name quoted).
 fn cascading_update_keys(t: &TenantTable) -> Vec<String> {
     strings(
-        "SELECT pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I FOREIGN KEY (%s) REFERENCES %s (%s)%s%s%s', \
-                con.conrelid::regclass, con.conname, con.conname, \
-                tenancy._idents(tenancy._att_names(con.conrelid, con.conkey)), con.confrelid::regclass, \
-                tenancy._idents(tenancy._att_names(con.confrelid, con.confkey)), \
-                CASE con.confmatchtype WHEN 'f' THEN ' MATCH FULL' ELSE '' END, \
-                CASE con.confdeltype WHEN 'c' THEN ' ON DELETE CASCADE' WHEN 'r' THEN ' ON DELETE RESTRICT' \
-                                     WHEN 'n' THEN ' ON DELETE SET NULL' WHEN 'd' THEN ' ON DELETE SET DEFAULT' ELSE '' END, \
-                CASE WHEN con.condeferrable \
-                     THEN ' DEFERRABLE' || CASE WHEN con.condeferred THEN ' INITIALLY DEFERRED' ELSE '' END ELSE '' END) \
+        "SELECT pg_catalog.format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s', \
+                con.conrelid::regclass, con.conname, con.conname, tenancy._fk_definition(con.oid, p_on_update => false)) \
            FROM pg_catalog.pg_constraint con \
           WHERE con.conrelid = $1 AND con.contype = 'f' AND con.conparentid = 0 \
             AND con.confupdtype IN ('c', 'n', 'd') \

@@ -175,7 +175,13 @@ fn role_is_admin(role: pg_sys::Oid) -> bool {
 ///   (the one the client connected as or SET ROLE to) are administrators: an administrator's
 ///   SECURITY DEFINER function called by anybody else acts for nobody.
 pub(crate) fn administrator_without_user(user: Option<Uuid>) -> bool {
-    user.is_none() && role_is_admin(security::current_role()) && role_is_admin(security::outer_role())
+    user.is_none() && acting_administrator()
+}
+
+/// Is a tenancy administrator acting as itself: both the role running the statement and the role
+/// outside every SECURITY DEFINER function (the one the client connected as or SET ROLE to)?
+pub(crate) fn acting_administrator() -> bool {
+    role_is_admin(security::current_role()) && role_is_admin(security::outer_role())
 }
 
 /// What a policy asks the context for: the right to read, write or delete rows. The role a

@@ -576,16 +576,18 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', '_distribute_wrapper';
 
-CREATE OR REPLACE FUNCTION tenancy._fk_definition(p_con oid, p_col text DEFAULT NULL, p_pcol text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION tenancy._fk_definition(p_con oid, p_col text DEFAULT NULL, p_pcol text DEFAULT NULL,
+                                       p_on_update boolean DEFAULT true)
 RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT format('FOREIGN KEY (%s) REFERENCES %s (%s)%s%s%s%s',
                   tenancy._idents(CASE WHEN p_col IS NULL THEN k.cols ELSE ARRAY[p_col] || k.cols END),
                   con.confrelid::regclass,
                   tenancy._idents(CASE WHEN p_pcol IS NULL THEN k.pcols ELSE ARRAY[p_pcol] || k.pcols END),
                   CASE con.confmatchtype WHEN 'f' THEN ' MATCH FULL' ELSE '' END,
-                  CASE con.confupdtype WHEN 'c' THEN ' ON UPDATE CASCADE' WHEN 'n' THEN ' ON UPDATE SET NULL'
-                                       WHEN 'd' THEN ' ON UPDATE SET DEFAULT' WHEN 'r' THEN ' ON UPDATE RESTRICT'
-                                       ELSE '' END,
+                  CASE WHEN NOT p_on_update THEN ''
+                       ELSE CASE con.confupdtype WHEN 'c' THEN ' ON UPDATE CASCADE' WHEN 'n' THEN ' ON UPDATE SET NULL'
+                                                 WHEN 'd' THEN ' ON UPDATE SET DEFAULT' WHEN 'r' THEN ' ON UPDATE RESTRICT'
+                                                 ELSE '' END END,
                   CASE con.confdeltype WHEN 'c' THEN ' ON DELETE CASCADE' WHEN 'r' THEN ' ON DELETE RESTRICT'
                                        WHEN 'n' THEN ' ON DELETE SET NULL' || k.setcols
                                        WHEN 'd' THEN ' ON DELETE SET DEFAULT' || k.setcols ELSE '' END,
@@ -2526,7 +2528,7 @@ COMMENT ON FUNCTION tenancy._att_names(oid, int2[]) IS 'Internal: the column nam
 COMMENT ON FUNCTION tenancy._idents(text[]) IS 'Internal: a list of column names, each quoted, comma-separated.';
 COMMENT ON FUNCTION tenancy._byte_prefix(text, integer) IS 'Internal: the longest prefix of a text that fits in a number of bytes.';
 COMMENT ON FUNCTION tenancy._name(text, text) IS 'Internal: a name of at most 63 bytes made of a base and a suffix.';
-COMMENT ON FUNCTION tenancy._fk_definition(oid, text, text) IS 'Internal: a foreign key''s definition built from the catalog, optionally with tenant columns first.';
+COMMENT ON FUNCTION tenancy._fk_definition(oid, text, text, boolean) IS 'Internal: a foreign key''s definition built from the catalog, optionally with tenant columns first.';
 COMMENT ON FUNCTION tenancy._running_as_owner(oid) IS 'Internal: refuses unless the current role owns the table.';
 COMMENT ON FUNCTION tenancy.lint() IS
   'Is this database safely multi-tenant? One row per finding (level, code, object, message, and the SQL that fixes it). Codes TEN001-TEN017 are listed in the README; silence one with INSERT INTO tenancy.lint_ignores.';
