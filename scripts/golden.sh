@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/cluster.sh
 port="${TENANCY_GOLDEN_PORT:-28817}"
 major="${TENANCY_PG_MAJOR:-15}"
-dir="/tmp/tenancy-golden-$major"
+dir="${TENANCY_TMP:-/tmp}/tenancy-golden-$major"
 cluster_start "$dir" "$port" || exit 1
 trap 'cluster_stop "$dir"' EXIT
 mkdir -p target/golden
