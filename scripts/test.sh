@@ -5,11 +5,14 @@
 #   3. client tests        (pgrx-tests/: real roles, real COMMITs, real connections)
 #   4. seed conversions    (examples/seed_*.sql: a runbook's conversion done with tenancy, then
 #                           its validation checklist as assertions)
+#   5. documentation       (scripts/doctest.sh: every ```sql block of README.md and docs/*.md runs)
+#   6. packages            (scripts/package-test.sh: the release .deb and tarball built, installed
+#                           into the server, CREATE EXTENSION, upgrades from 0.1.0 and 0.2.0, smoke)
 # This is the README's test command, and .ci/run runs exactly this.
 #
 # PostgreSQL 15 (Debian's) by default. TENANCY_PG=18 runs every layer on PostgreSQL 18 instead,
 # built from Debian's source package by scripts/pgversions.sh (cached in /var/cache/tenancy);
-# TENANCY_PG=all runs 15, then 18.
+# TENANCY_PG=all runs 15, 17 and 18.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +59,10 @@ for f in sql/versions/tenancy--*.sql; do
   guard_checks=$((guard_checks + 1))
 done
 echo "guards: $guard_checks scripts checked"
+cargo_version=$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
+for v in $(python3 -c 'import json; m = json.load(open("META.json")); print(m["version"], *(p["version"] for p in m["provides"].values()))'); do
+  [ "$v" = "$cargo_version" ] || { echo "META.json says version $v, Cargo.toml $cargo_version"; exit 1; }
+done
 
 # TENANCY_TMP (default /tmp) holds the throwaway clusters; TENANCY_SKIP_PGRX_TEST=1 skips layer 1
 # (cargo pgrx test always uses port 32200+major, so two checkouts cannot run it at once).
@@ -96,3 +103,9 @@ for f in examples/seed_*.sql; do
     echo "seed $db ... FAILED"; tail -30 "target/seeds/$db.log"; exit 1
   fi
 done
+
+echo "== documentation (scripts/doctest.sh: every SQL example of README.md and docs/*.md, as written)"
+bash scripts/doctest.sh "$port"
+
+echo "== packages (scripts/package-test.sh: the .deb / tarball installed, CREATE EXTENSION, upgrades, smoke test)"
+bash scripts/package-test.sh "$major"
