@@ -26,8 +26,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use pgrx::prelude::*;
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 
 /// At most this many answers are kept per backend (a few MB at most; a pooled connection serves
 /// many users, and each request touches two or three answers).

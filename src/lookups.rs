@@ -18,8 +18,8 @@ use pgrx::{pg_sys, PgOid, Uuid};
 
 use crate::cache::memo;
 use crate::context::current_user;
-use crate::user_ids;
 use crate::errors::spi;
+use crate::user_ids;
 
 /// A kept statement and the SQL it was prepared from (a statement comparing user ids names the
 /// database's user id type, so it is prepared again when that type changes).

@@ -82,10 +82,7 @@ pub fn canonical(t: UserIdType, s: &str) -> Option<String> {
             s.parse::<i64>().ok().map(|n| n.to_string())
         }
         UserIdType::Text => {
-            let ok = !s.is_empty()
-                && s.len() <= MAX_TEXT_LEN
-                && s.trim() == s
-                && !s.chars().any(char::is_control);
+            let ok = !s.is_empty() && s.len() <= MAX_TEXT_LEN && s.trim() == s && !s.chars().any(char::is_control);
             ok.then(|| s.to_owned())
         }
     }

@@ -165,10 +165,8 @@ fn isolation_holds(db: &str, ids: &Ids) {
     // although its answers were memoized.
     let mut tx = app.transaction().unwrap();
     tx.batch_execute(&user_id(ids.a)).unwrap();
-    let added: bool = tx
-        .query_one(&format!("SELECT tenancy.add_member('{ORG_A}', '{}', 'member')", ids.c), &[])
-        .unwrap()
-        .get(0);
+    let added: bool =
+        tx.query_one(&format!("SELECT tenancy.add_member('{ORG_A}', '{}', 'member')", ids.c), &[]).unwrap().get(0);
     assert!(added);
     tx.commit().unwrap();
     let (n, _, o) = as_user(&mut app, &user_id(ids.c));
@@ -221,12 +219,7 @@ fn isolation_holds(db: &str, ids: &Ids) {
     let left: i64 = tx.query_one("SELECT count(*) FROM public.items", &[]).unwrap().get(0);
     assert_eq!(left, 2, "{}: a viewer deletes nothing", ids.ty);
     drop(tx);
-    let r = c
-        .query_one(
-            "SELECT invited_by::text, accepted_by::text FROM tenancy.invitations",
-            &[],
-        )
-        .unwrap();
+    let r = c.query_one("SELECT invited_by::text, accepted_by::text FROM tenancy.invitations", &[]).unwrap();
     let (by, acc): (Option<String>, Option<String>) = (r.get(0), r.get(1));
     assert_eq!((by.as_deref(), acc.as_deref()), (Some(ids.a), Some(ids.invited)));
 
@@ -291,7 +284,9 @@ fn adopt_users_refuses_ids_of_the_wrong_type() {
          INSERT INTO public.users VALUES ('1001', 'STAFF'), ('clx_not_a_number', 'STAFF');",
     )
     .unwrap();
-    let r = c.batch_execute(&format!("SELECT * FROM tenancy.adopt_users('public.users', '{{\"STAFF\": \"member\"}}', '{ORG_A}')"));
+    let r = c.batch_execute(&format!(
+        "SELECT * FROM tenancy.adopt_users('public.users', '{{\"STAFF\": \"member\"}}', '{ORG_A}')"
+    ));
     assert_eq!(sqlstate(r), "22P02");
     let n: i64 = c.query_one("SELECT count(*) FROM tenancy.memberships WHERE user_id = 1001", &[]).unwrap().get(0);
     assert_eq!(n, 0, "all or nothing");
@@ -313,7 +308,10 @@ fn uuid_stays_the_default_and_uuid_calls_keep_working() {
     ))
     .unwrap();
     let ids: Vec<String> = c
-        .query(&format!("SELECT user_id::text FROM tenancy.memberships WHERE organization_id = '{ORG_A}' ORDER BY 1"), &[])
+        .query(
+            &format!("SELECT user_id::text FROM tenancy.memberships WHERE organization_id = '{ORG_A}' ORDER BY 1"),
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
