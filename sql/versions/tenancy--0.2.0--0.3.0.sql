@@ -1279,9 +1279,10 @@ BEGIN
     END IF;
     DROP POLICY memberships_of_current_user ON tenancy.memberships;
     DROP POLICY organizations_of_current_user ON tenancy.organizations;
-    EXECUTE format('ALTER TABLE tenancy.memberships ALTER COLUMN user_id TYPE %s USING NULL', v_sql);
-    EXECUTE format('ALTER TABLE tenancy.invitations ALTER COLUMN invited_by TYPE %1$s USING NULL,'
-                   ' ALTER COLUMN accepted_by TYPE %1$s USING NULL', v_sql);
+    -- The tables are empty (checked above, under the lock); the conversions only name a type.
+    EXECUTE format('ALTER TABLE tenancy.memberships ALTER COLUMN user_id TYPE %1$s USING user_id::pg_catalog.text::%1$s', v_sql);
+    EXECUTE format('ALTER TABLE tenancy.invitations ALTER COLUMN invited_by TYPE %1$s USING invited_by::pg_catalog.text::%1$s,'
+                   ' ALTER COLUMN accepted_by TYPE %1$s USING accepted_by::pg_catalog.text::%1$s', v_sql);
     EXECUTE tenancy._user_policies_sql(v_type);
     -- Sessions compiled the operations with the old type (%TYPE): a new version of each makes
     -- every session compile them again.
