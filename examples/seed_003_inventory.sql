@@ -10,16 +10,26 @@
 -- as a superuser. Part 1 builds the single-tenant schema with data (what exists before the
 -- migration); part 2 is the conversion (runbook steps 3 and 4); part 3 is the runbook's
 -- verification queries and post-migration checks, each an assertion.
+--
+-- The application is a Prisma app: its users have cuid ids (text, "clh3x5k2p0000qzrmn831i7rn"),
+-- which tenancy takes as they are (tenancy.set_user_id_type('text')): its users are adopted as
+-- members, the application's ordinary database role sets the acting user from the cuid, and the
+-- tables are isolated in membership mode.
 \set ON_ERROR_STOP 1
 \pset pager off
 SET client_min_messages = warning;
+
+-- Prisma's cuid for user number g (25 characters: "c", then base-36 letters and digits).
+CREATE FUNCTION pg_temp.cuid(g int) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+    SELECT 'cl' || lpad(g::text, 9, '0') || substr(md5('seed003-' || g), 1, 14)
+$f$;
 
 ------------------------------------------------------------------------------------------------
 -- Part 1. The inventory database before the migration: eight tables, no notion of organization.
 -- Prisma names unique indexes "<table>_<field>_key" with the field's camelCase name, quoted.
 ------------------------------------------------------------------------------------------------
 CREATE TABLE users (
-    id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text NOT NULL, name text, role text NOT NULL,
+    id text PRIMARY KEY DEFAULT 'cl' || substr(md5(random()::text || clock_timestamp()::text), 1, 23), email text NOT NULL, name text, role text NOT NULL,
     password_hash text, created_at timestamptz NOT NULL DEFAULT now());
 CREATE UNIQUE INDEX "users_email_key" ON users (email);
 CREATE TABLE items (
@@ -33,25 +43,25 @@ CREATE TABLE inventory_ledger (
     id bigserial PRIMARY KEY, item_id int NOT NULL REFERENCES items, location_id int NOT NULL REFERENCES locations,
     lot_id int,  -- lot numbers come from the ERP: no lots table here
     quantity numeric(14, 3) NOT NULL, txn_type text NOT NULL, reference text,
-    created_by uuid REFERENCES users ON DELETE SET NULL, created_at timestamptz NOT NULL DEFAULT now());
+    created_by text REFERENCES users ON DELETE SET NULL, created_at timestamptz NOT NULL DEFAULT now());
 CREATE INDEX inventory_ledger_item_id_location_id_idx ON inventory_ledger (item_id, location_id);
 CREATE TABLE count_sheets (
     id serial PRIMARY KEY, count_number text NOT NULL, location_id int REFERENCES locations, status text NOT NULL DEFAULT 'open',
-    created_by uuid REFERENCES users, counted_at timestamptz);
+    created_by text REFERENCES users, counted_at timestamptz);
 CREATE UNIQUE INDEX "count_sheets_countNumber_key" ON count_sheets (count_number);
 CREATE TABLE count_lines (
     id bigserial PRIMARY KEY, count_sheet_id int NOT NULL REFERENCES count_sheets ON DELETE CASCADE,
     item_id int NOT NULL REFERENCES items, location_id int REFERENCES locations, lot_id int,
-    expected_qty numeric(14, 3), counted_qty numeric(14, 3), counted_by uuid REFERENCES users);
+    expected_qty numeric(14, 3), counted_qty numeric(14, 3), counted_by text REFERENCES users);
 CREATE TABLE audit_logs (
-    id bigserial PRIMARY KEY, user_id uuid REFERENCES users ON DELETE SET NULL, action text NOT NULL, entity text NOT NULL,
+    id bigserial PRIMARY KEY, user_id text REFERENCES users ON DELETE SET NULL, action text NOT NULL, entity text NOT NULL,
     entity_id text, details jsonb, created_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE feature_flags (
     id serial PRIMARY KEY, key text NOT NULL, enabled boolean NOT NULL DEFAULT false, description text);
 CREATE UNIQUE INDEX "feature_flags_key_key" ON feature_flags (key);
 
 INSERT INTO users (id, email, name, role, password_hash)
-SELECT ('a0000000-0000-0000-0000-' || lpad(g::text, 12, '0'))::uuid, 'user' || g || '@northwind-supply.com', 'User ' || g,
+SELECT pg_temp.cuid(g), 'user' || g || '@northwind-supply.com', 'User ' || g,
        (ARRAY['admin', 'manager', 'counter', 'clerk', 'auditor'])[1 + (g - 1) % 5], md5('pw' || g)
   FROM generate_series(1, 300) g;
 INSERT INTO items (item_number, description, uom, unit_cost)
@@ -63,19 +73,19 @@ SELECT 'SITE-' || lpad((1 + g % 8)::text, 2, '0'), 'Bin ' || (g / 8), (ARRAY['A'
 INSERT INTO inventory_ledger (item_id, location_id, lot_id, quantity, txn_type, reference, created_by, created_at)
 SELECT 1 + g % 5000, 1 + (g * 7) % 400, CASE WHEN g % 3 = 0 THEN NULL ELSE 1000 + g % 50 END,
        CASE WHEN g % 4 = 0 THEN -(g % 20) ELSE 1 + g % 50 END, (ARRAY['receipt', 'issue', 'adjust', 'transfer'])[1 + g % 4],
-       'PO-' || (g / 10), ('a0000000-0000-0000-0000-' || lpad((1 + g % 300)::text, 12, '0'))::uuid,
+       'PO-' || (g / 10), pg_temp.cuid(1 + g % 300),
        timestamptz '2025-01-01' + g * interval '30 seconds'
   FROM generate_series(1, 120000) g;
 INSERT INTO count_sheets (count_number, location_id, status, created_by, counted_at)
 SELECT 'CS-2025-' || lpad(g::text, 5, '0'), 1 + g % 400, (ARRAY['open', 'counted', 'posted'])[1 + g % 3],
-       ('a0000000-0000-0000-0000-' || lpad((1 + g % 300)::text, 12, '0'))::uuid, timestamptz '2025-01-01' + g * interval '1 hour'
+       pg_temp.cuid(1 + g % 300), timestamptz '2025-01-01' + g * interval '1 hour'
   FROM generate_series(1, 2000) g;
 INSERT INTO count_lines (count_sheet_id, item_id, location_id, lot_id, expected_qty, counted_qty, counted_by)
 SELECT 1 + g % 2000, 1 + (g * 13) % 5000, 1 + g % 400, NULL, g % 100, g % 100 + (g % 7) - 3,
-       ('a0000000-0000-0000-0000-' || lpad((1 + g % 300)::text, 12, '0'))::uuid
+       pg_temp.cuid(1 + g % 300)
   FROM generate_series(1, 60000) g;
 INSERT INTO audit_logs (user_id, action, entity, entity_id, details)
-SELECT ('a0000000-0000-0000-0000-' || lpad((1 + g % 300)::text, 12, '0'))::uuid, (ARRAY['create', 'update', 'post'])[1 + g % 3],
+SELECT pg_temp.cuid(1 + g % 300), (ARRAY['create', 'update', 'post'])[1 + g % 3],
        'count_sheet', (1 + g % 2000)::text, jsonb_build_object('n', g)
   FROM generate_series(1, 40000) g;
 INSERT INTO feature_flags (key, enabled, description)
@@ -102,6 +112,9 @@ SELECT t, cols, (pg_temp.fingerprint(t::regclass, cols)).*
 ------------------------------------------------------------------------------------------------
 -- The organizations table is tenancy's catalog (tenancy.organizations, with memberships).
 CREATE EXTENSION tenancy;
+-- The application's user ids are Prisma cuids: tenancy's user ids are text in this database
+-- (chosen before any member exists; memberships.user_id and the invitations' users become text).
+SELECT tenancy.set_user_id_type('text');
 
 -- The "Default Organization" every existing row belongs to, with a fixed id: the application's
 -- DEFAULT_ORG_ID (runbook, post-migration task 1).
@@ -133,8 +146,8 @@ CALL tenancy.backfill_all(
 SELECT table_name, phase, skipped FROM tenancy.backfill_progress ORDER BY table_name;
 
 -- Beyond the runbook (it keeps org_id on users, nothing else): every user becomes a member of the
--- default organization, so that the database can check who may see what ("Test authentication",
--- "Verify tenant isolation"). The application's roles mapped to tenancy's.
+-- default organization, by its cuid, so that the database can check who may see what ("Test
+-- authentication", "Verify tenant isolation"). The application's roles mapped to tenancy's.
 SELECT * FROM tenancy.adopt_users('users',
     '{"admin": "owner", "manager": "manager", "counter": "member", "clerk": "member", "auditor": "viewer"}',
     organization_id => '00000000-0000-0000-0000-0000000000d1');
@@ -176,7 +189,8 @@ ANALYZE inventory_balances;
 -- RLS on every table with org_id, so the database itself keeps organizations apart.
 SELECT table_name, action FROM tenancy.enable_isolation_all('public', tenant_column => 'org_id') ORDER BY 1;
 
--- The application's database role (not a superuser: RLS applies to it).
+-- The application's database role: an ordinary role (not a superuser, not a tenancy
+-- administrator: RLS applies to it, and it sees the catalog only as the acting user).
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'inventory_app') THEN
@@ -271,10 +285,18 @@ BEGIN
         SELECT org_id, item_id, location_id, lot_id, sum(quantity) FROM inventory_ledger GROUP BY 1, 2, 3, 4
         EXCEPT SELECT org_id, item_id, location_id, lot_id, quantity FROM inventory_balances) d;
     IF v_n > 0 THEN RAISE EXCEPTION 'checklist: % balances disagree with the ledger', v_n; END IF;
-    -- Every user a member of the default organization.
+    -- Every user a member of the default organization, by its cuid as it is.
     SELECT count(*) INTO v_n FROM users u
      WHERE NOT tenancy.validate_client_access(u.id, '00000000-0000-0000-0000-0000000000d1');
     IF v_n > 0 THEN RAISE EXCEPTION 'checklist: % users cannot access the default organization', v_n; END IF;
+    SELECT count(*) INTO v_n FROM users u JOIN tenancy.memberships m ON m.user_id = u.id;
+    IF v_n <> 300 THEN RAISE EXCEPTION 'checklist: % memberships name a user by its cuid, not 300', v_n; END IF;
+    IF tenancy.user_id_type() <> 'text' OR has_table_privilege('inventory_app', 'tenancy.organizations', 'UPDATE') THEN
+        RAISE EXCEPTION 'checklist: user ids are not text, or the application role is a tenancy administrator';
+    END IF;
+    IF EXISTS (SELECT 1 FROM tenancy.tenant_tables WHERE mode IS DISTINCT FROM 'membership') THEN
+        RAISE EXCEPTION 'checklist: a table is not isolated in membership mode';
+    END IF;
     -- Every row kept, unchanged apart from the new column.
     SELECT string_agg(c.t, ', ') INTO v_bad FROM checksums c
      WHERE NOT EXISTS (SELECT 1 FROM pg_temp.fingerprint(c.t::regclass, c.cols) f WHERE f.n = c.n AND f.sum = c.sum);
@@ -300,8 +322,8 @@ END $$;
 
 -- Post-migration task 3, "Test Tenant Isolation: create test organizations, verify no
 -- cross-org data access": a second organization, whose owner is not a user of the default one.
-SELECT tenancy.create_organization('Acme Test Org', 'acme-test', id => '00000000-0000-0000-0000-0000000000a2',
-         owner_user_id => 'b0000000-0000-0000-0000-000000000001');
+SELECT tenancy.create_organization('Acme Test Org', 'acme-test', id => '00000000-0000-0000-0000-0000000000a2');
+SELECT tenancy.add_member('00000000-0000-0000-0000-0000000000a2', pg_temp.cuid(9001), 'owner');
 
 -- As the default organization's admin (user 1, adopted as owner), through RLS: it sees all of
 -- its organization's rows, and writes new values for every unique key the runbook rewrites.
@@ -310,9 +332,17 @@ DECLARE
     v_item int;
     v_loc int;
     v_n bigint;
+    v_user text := pg_temp.cuid(1);
 BEGIN
     SET LOCAL ROLE inventory_app;
-    PERFORM set_config('tenancy.user_id', 'a0000000-0000-0000-0000-000000000001', true);
+    -- The acting user, from the application's session: its cuid, as Prisma stores it.
+    PERFORM set_config('tenancy.user_id', v_user, true);
+    IF tenancy.current_user_id_text() IS DISTINCT FROM v_user THEN
+        RAISE EXCEPTION 'checklist: the context does not name user 1 by its cuid';
+    END IF;
+    -- Without choosing an organization, membership mode already shows the user's organizations.
+    SELECT count(*) INTO v_n FROM items;
+    IF v_n <> 5000 THEN RAISE EXCEPTION 'checklist: user 1 sees % items in membership mode, not 5000', v_n; END IF;
     PERFORM tenancy.set_organization('00000000-0000-0000-0000-0000000000d1');
     SELECT count(*) INTO v_n FROM items;
     IF v_n <> 5000 THEN RAISE EXCEPTION 'checklist: the default organization''s admin sees % items, not 5000', v_n; END IF;
@@ -337,9 +367,10 @@ DECLARE
     v_loc int;
     v_n bigint;
     v_ok boolean;
+    v_user text := pg_temp.cuid(9001);
 BEGIN
     SET LOCAL ROLE inventory_app;
-    PERFORM set_config('tenancy.user_id', 'b0000000-0000-0000-0000-000000000001', true);
+    PERFORM set_config('tenancy.user_id', v_user, true);
     PERFORM tenancy.set_organization('00000000-0000-0000-0000-0000000000a2');
     -- No cross-org reads: nothing of the default organization in any table.
     FOR v_n IN SELECT n FROM (
@@ -350,7 +381,7 @@ BEGIN
         IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the test organization sees % rows of the default organization', v_n; END IF;
     END LOOP;
     -- The same unique values as the default organization: accepted (org_id from the context).
-    INSERT INTO users (id, email, name, role) VALUES ('b0000000-0000-0000-0000-000000000001', 'shared@example.com', 'Acme owner', 'admin');
+    INSERT INTO users (id, email, name, role) VALUES (v_user, 'shared@example.com', 'Acme owner', 'admin');
     INSERT INTO users (email, name, role) VALUES ('user1@northwind-supply.com', 'Same email as the default org''s user 1', 'clerk');
     INSERT INTO items (item_number, description) VALUES ('ITM-000001', 'Same number as the default organization''s');
     INSERT INTO items (item_number, description) VALUES ('ITM-SHARED', 'Same number') RETURNING id INTO v_item;
@@ -358,7 +389,7 @@ BEGIN
     INSERT INTO count_sheets (count_number, location_id) VALUES ('CS-SHARED', v_loc), ('CS-2025-00001', v_loc);
     INSERT INTO feature_flags (key, enabled) VALUES ('shared_flag', false), ('cycle_counts', false);
     INSERT INTO inventory_ledger (item_id, location_id, quantity, txn_type, created_by)
-    VALUES (v_item, v_loc, 7, 'receipt', 'b0000000-0000-0000-0000-000000000001');
+    VALUES (v_item, v_loc, 7, 'receipt', v_user);
     SELECT count(*) INTO v_n FROM inventory_balances;
     IF v_n <> 1 THEN RAISE EXCEPTION 'checklist: the test organization has % balances, not 1', v_n; END IF;
     -- Within the organization the keys are still unique.
@@ -391,6 +422,29 @@ BEGIN
     EXCEPTION WHEN foreign_key_violation THEN v_ok := true;
     END;
     IF NOT v_ok THEN RAISE EXCEPTION 'checklist: a ledger row of the test organization points at the default organization''s item 1'; END IF;
+    RESET ROLE;
+END $$;
+
+-- Text user ids are compared exactly: another spelling of user 1's cuid (upper case, a space
+-- around it) is somebody else, who belongs to no organization; a cuid with spaces around it is
+-- no user id at all (22P02).
+DO $$
+DECLARE
+    v_user text := pg_temp.cuid(1);
+    v_n bigint;
+    v_ok boolean;
+BEGIN
+    SET LOCAL ROLE inventory_app;
+    PERFORM set_config('tenancy.user_id', upper(v_user), true);
+    SELECT count(*) INTO v_n FROM items;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the upper-case spelling of user 1''s cuid sees % items', v_n; END IF;
+    PERFORM set_config('tenancy.user_id', v_user || ' ', true);
+    v_ok := false;
+    BEGIN
+        SELECT count(*) INTO v_n FROM items;
+    EXCEPTION WHEN invalid_text_representation THEN v_ok := true;
+    END;
+    IF NOT v_ok THEN RAISE EXCEPTION 'checklist: user 1''s cuid with a trailing space was accepted (% items)', v_n; END IF;
     RESET ROLE;
 END $$;
 

@@ -80,7 +80,7 @@ BEGIN
 END $$;
 
 -- a: {relid, backfill: record | null (forget it), log: {operation, status, details, started}}
-CREATE FUNCTION tenancy._op_record_backfill(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE FUNCTION tenancy._op_record_backfill(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_rel   oid   := tenancy._require('relid', (a->>'relid')::oid);
@@ -344,9 +344,12 @@ BEGIN
         IF NOT FOUND THEN
             RAISE EXCEPTION 'tenancy.backfill: column % does not exist in %', quote_ident(p_user_col), v_name
                 USING ERRCODE = 'undefined_column';
-        ELSIF v_pcol.atttypid NOT IN ('uuid'::regtype, 'text'::regtype) THEN
-            RAISE EXCEPTION 'tenancy.backfill: user column %.% has type %; tenancy user ids are uuids', v_name,
-                            quote_ident(p_user_col), format_type(v_pcol.atttypid, NULL)
+        ELSIF NOT (v_pcol.atttypid = ANY (CASE tenancy.user_id_type()
+                                            WHEN 'uuid' THEN ARRAY['uuid', 'text', 'varchar']::regtype[]
+                                            WHEN 'bigint' THEN ARRAY['int2', 'int4', 'int8', 'text', 'varchar']::regtype[]
+                                            ELSE ARRAY['text', 'varchar', 'uuid', 'int2', 'int4', 'int8']::regtype[] END)) THEN
+            RAISE EXCEPTION 'tenancy.backfill: user column %.% has type %; tenancy user ids are % in this database', v_name,
+                            quote_ident(p_user_col), format_type(v_pcol.atttypid, NULL), tenancy.user_id_type()
                 USING ERRCODE = 'datatype_mismatch';
         END IF;
         IF NOT has_table_privilege('tenancy.organizations', 'UPDATE') THEN
@@ -354,8 +357,8 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'Run it as a tenancy administrator (the role that owns the tenancy catalog).';
         END IF;
-        v_lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::uuid)::text'
-                           ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::uuid)' END,
+        v_lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::text)::text'
+                           ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::text)' END,
                            p_user_col);
         v_source := jsonb_build_object('kind', 'user', 'user_column', p_user_col);
     ELSIF p_org IS NOT NULL THEN
@@ -666,8 +669,8 @@ BEGIN
             WHEN 'user' THEN
                 v_sql := format('UPDATE ONLY %s c SET %I = %s WHERE c.ctid >= $1 AND c.ctid < $2 AND c.%I IS NULL AND c.%I IS NOT NULL',
                                 (v_leaf->>'relid')::oid::regclass, v_col,
-                                format(CASE v_rec->>'column_type' WHEN 'uuid' THEN 'tenancy.get_user_organization_id(c.%I::uuid)'
-                                       ELSE '(SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(c.%I::uuid))' END,
+                                format(CASE v_rec->>'column_type' WHEN 'uuid' THEN 'tenancy.get_user_organization_id(c.%I::text)'
+                                       ELSE '(SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(c.%I::text))' END,
                                        v_rec->'source'->>'user_column'),
                                 v_col, v_rec->'source'->>'user_column');
             ELSE
@@ -1198,7 +1201,7 @@ $$;
 ----------------------------------------------------------------------------------------------
 
 -- a: {members: [{organization_id, user_id, role}]}. Existing memberships are left as they are.
-CREATE FUNCTION tenancy._op_adopt_users(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE FUNCTION tenancy._op_adopt_users(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_org   record;
@@ -1212,7 +1215,11 @@ BEGIN
         PERFORM tenancy._check_rank(v_rank, tenancy._role(r)) FROM unnest(v_org.roles) r;
     END LOOP;
     WITH wanted AS (
-        SELECT DISTINCT ON (o, u) (m->>'organization_id')::uuid AS o, (m->>'user_id')::uuid AS u, m->>'role' AS role
+        -- Each user id canonical (tenancy._user_id), as the column's type (uuid, bigint or text).
+        SELECT DISTINCT ON (o, u) (m->>'organization_id')::uuid AS o,
+               (jsonb_populate_record(NULL::tenancy.memberships,
+                                      jsonb_build_object('user_id', tenancy._user_id(m->>'user_id')))).user_id AS u,
+               m->>'role' AS role
           FROM jsonb_array_elements(a->'members') m
          ORDER BY o, u, (SELECT rank FROM tenancy.roles r WHERE r.name = m->>'role') DESC
     ), added AS (
@@ -1239,6 +1246,7 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_rel      oid := tenancy._require('users', users)::oid;
     v_idtype   regtype;
+    v_uidtype  text := tenancy.user_id_type();
     v_org_expr text;
     v_rows     jsonb;
     v_bad      text;
@@ -1261,10 +1269,13 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenancy.adopt_users: column % does not exist in %', quote_ident(id_column), users
             USING ERRCODE = 'undefined_column';
-    ELSIF v_idtype NOT IN ('uuid'::regtype, 'text'::regtype) THEN
-        RAISE EXCEPTION 'tenancy.adopt_users: %.% has type %; tenancy user ids are uuids', users, quote_ident(id_column), v_idtype
+    ELSIF NOT (v_idtype = ANY (CASE v_uidtype
+                                  WHEN 'uuid' THEN ARRAY['uuid', 'text', 'varchar']::regtype[]
+                                  WHEN 'bigint' THEN ARRAY['int2', 'int4', 'int8', 'text', 'varchar']::regtype[]
+                                  ELSE ARRAY['text', 'varchar', 'uuid', 'int2', 'int4', 'int8']::regtype[] END)) THEN
+        RAISE EXCEPTION 'tenancy.adopt_users: %.% has type %; tenancy user ids are % in this database', users, quote_ident(id_column), v_idtype, v_uidtype
             USING ERRCODE = 'datatype_mismatch',
-                  HINT = 'Pass id_column => the column holding each user''s uuid (the id your authentication issues).';
+                  HINT = 'Pass id_column => the column holding each user''s id (the id your authentication issues), or choose the type of user ids with tenancy.set_user_id_type before adding members.';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_rel AND a.attname = role_column AND a.attnum > 0 AND NOT a.attisdropped) THEN
         RAISE EXCEPTION 'tenancy.adopt_users: column % does not exist in %', quote_ident(role_column), users
@@ -1281,13 +1292,13 @@ BEGIN
         END IF;
     END IF;
     BEGIN
-        EXECUTE format('SELECT jsonb_agg(jsonb_build_object(''user_id'', u.%I::uuid, ''source'', u.%I::text, ''organization_id'', %s)) FROM %s u',
+        EXECUTE format('SELECT jsonb_agg(jsonb_build_object(''user_id'', tenancy._user_id(u.%I::text), ''source'', u.%I::text, ''organization_id'', %s)) FROM %s u',
                        id_column, role_column, v_org_expr, users)
            INTO v_rows;
     EXCEPTION WHEN invalid_text_representation THEN
-        RAISE EXCEPTION 'tenancy.adopt_users: %.% holds values that are not uuids', users, quote_ident(id_column)
+        RAISE EXCEPTION 'tenancy.adopt_users: %.% holds values that are not % user ids', users, quote_ident(id_column), v_uidtype
             USING ERRCODE = 'invalid_text_representation',
-                  HINT = 'Pass id_column => the column holding each user''s uuid (the id your authentication issues). Nobody was added.';
+                  HINT = 'Pass id_column => the column holding each user''s id (the id your authentication issues). Nobody was added.';
     END;
     v_rows := coalesce(v_rows, '[]');
     SELECT string_agg(DISTINCT coalesce(quote_literal(r->>'source'), 'NULL'), ', ') INTO v_bad

@@ -26,8 +26,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, Uuid};
 
 /// At most this many answers are kept per backend (a few MB at most; a pooled connection serves
 /// many users, and each request touches two or three answers).
@@ -36,7 +36,8 @@ const CAPACITY: usize = 16384;
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Key {
     role: u32,
-    viewer: Option<Uuid>,
+    /// The acting user, canonical (`crate::user_ids`): one string per user, whatever the spelling.
+    viewer: Option<String>,
     lookup: &'static str,
     args: Vec<u8>,
 }
@@ -175,7 +176,7 @@ fn ensure_registered() {
 /// `compute` (which runs queries) and kept.
 pub fn memo<T: Clone + 'static>(
     lookup: &'static str,
-    viewer: Option<Uuid>,
+    viewer: Option<String>,
     args: &[&[u8]],
     compute: impl FnOnce() -> T,
 ) -> T {
@@ -191,7 +192,9 @@ pub fn memo<T: Clone + 'static>(
         role: unsafe { pg_sys::GetUserId() }.to_u32(),
         viewer,
         lookup,
-        args: args.concat(),
+        // Each argument prefixed by its length: user ids are of any length, so ("ab", "c") and
+        // ("a", "bc") must not share a key.
+        args: args.iter().flat_map(|a| (a.len() as u32).to_le_bytes().into_iter().chain(a.iter().copied())).collect(),
     };
     if let Some(hit) = MEMO.with(|m| m.borrow().get(&key).cloned()) {
         if let Some(v) = hit.downcast_ref::<T>() {

@@ -335,7 +335,8 @@ pub fn write_context(org: Uuid) {
         ensure_distributed_transaction_id();
     }
     let Ok(key) = load_key() else { return };
-    let user = context::current_user_id();
+    let user = context::current_user();
+    let user = user.as_deref();
     let grant = Grant {
         organization: org,
         slug: lookups::organization_slug(org).unwrap_or_default(),

@@ -15,6 +15,7 @@ use pgrx::{pg_sys, PgSqlErrorCode, Uuid};
 use crate::errors::raise;
 use crate::lookups;
 use crate::security;
+use crate::user_ids::{self, UserIdType};
 
 /// Written by the application server with `SET LOCAL` / `set_config(..., true)`.
 pub const USER_SETTING: &CStr = c"tenancy.user_id";
@@ -70,6 +71,15 @@ unsafe fn find_guc(name: &CStr) -> *mut pg_sys::config_generic {
 /// (it then has an entry on the GUC stack, which Postgres pops at every COMMIT or ROLLBACK).
 /// Empty values count as unset.
 pub fn setting_of_this_transaction(name: &CStr) -> Option<String> {
+    raw_setting_of_this_transaction(name).and_then(|s| {
+        let s = s.trim();
+        (!s.is_empty()).then(|| s.to_owned())
+    })
+}
+
+/// `setting_of_this_transaction`, untrimmed (a text user id is taken exactly as written; only
+/// an empty value counts as unset).
+pub fn raw_setting_of_this_transaction(name: &CStr) -> Option<String> {
     // SAFETY: read-only access to the backend's GUC table, on the backend's own thread.
     unsafe {
         let g = find_guc(name);
@@ -80,7 +90,7 @@ pub fn setting_of_this_transaction(name: &CStr) -> Option<String> {
         if v.is_null() {
             return None;
         }
-        let s = CStr::from_ptr(v).to_str().ok()?.trim();
+        let s = CStr::from_ptr(v).to_str().ok()?;
         (!s.is_empty()).then(|| s.to_owned())
     }
 }
@@ -104,26 +114,67 @@ fn jwt_claims() -> Option<serde_json::Value> {
     setting_of_this_transaction(JWT_CLAIMS_SETTING).and_then(|s| serde_json::from_str(&s).ok())
 }
 
-/// The acting user: `tenancy.user_id`, else the JWT `sub` claim, each only when written in this
-/// transaction. A malformed `tenancy.user_id` is an error (the application wrote garbage); a
-/// non-UUID JWT subject means "no user".
-#[pg_extern(stable, parallel_restricted)]
-#[search_path(pg_catalog, pg_temp)]
-pub fn current_user_id() -> Option<Uuid> {
-    if let Some(v) = setting_of_this_transaction(USER_SETTING) {
-        return match parse_uuid(&v) {
-            Some(u) => Some(u),
-            None => raise(
+/// The acting user, as the canonical string of this database's user id type (`user_ids`):
+/// `tenancy.user_id`, else the JWT `sub` claim, each only when written in this transaction. A
+/// malformed `tenancy.user_id` is an error (the application wrote garbage); a JWT subject that is
+/// not a user id of this database's type means "no user".
+pub fn current_user() -> Option<String> {
+    let t = user_ids::configured();
+    // Text ids are taken exactly as written (a white-space variant is another, invalid, id);
+    // uuid and bigint settings may carry spaces around them, as Postgres' own input accepts.
+    let setting = match t {
+        UserIdType::Text => raw_setting_of_this_transaction(USER_SETTING),
+        _ => setting_of_this_transaction(USER_SETTING),
+    };
+    if let Some(v) = setting {
+        return Some(match user_ids::canonical(t, &v) {
+            Some(u) => u,
+            None if t == UserIdType::Uuid => raise(
                 PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
                 format!("tenancy.user_id is not a uuid: {v:?}"),
                 "Set it with SET LOCAL tenancy.user_id = '<uuid>' (or set_config('tenancy.user_id', <uuid>, true)).",
             ),
+            None => user_ids::canonical_or_raise(t, &v, "tenancy.user_id"),
+        });
+    }
+    if let Some(sub) = jwt_claims().and_then(|c| c.get("sub").cloned()) {
+        return match sub {
+            serde_json::Value::String(s) => user_ids::canonical(t, &s),
+            // Some legacy issuers put a numeric subject: a bigint id, never another type's.
+            serde_json::Value::Number(n) if t == UserIdType::Bigint => n.as_i64().map(|n| n.to_string()),
+            _ => None,
         };
     }
-    if let Some(sub) = jwt_claims().and_then(|c| c.get("sub").and_then(|s| s.as_str().map(str::to_owned))) {
-        return parse_uuid(&sub);
+    let sub = match t {
+        UserIdType::Text => raw_setting_of_this_transaction(JWT_SUB_SETTING),
+        _ => setting_of_this_transaction(JWT_SUB_SETTING),
+    };
+    sub.and_then(|s| user_ids::canonical(t, &s))
+}
+
+/// The acting user as a uuid, in a database whose user ids are uuids. With bigint or text user
+/// ids, NULL when there is no user and an error (42804) when there is one: a uuid cannot name it,
+/// and a policy comparing with it must not silently match nothing (use current_user_id_text()).
+#[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn current_user_id() -> Option<Uuid> {
+    let user = current_user()?;
+    match user_ids::configured() {
+        UserIdType::Uuid => parse_uuid(&user),
+        t => raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!("tenancy.current_user_id(): user ids are {} in this database, not uuids", t.name()),
+            "Use tenancy.current_user_id_text(), which returns the acting user in every user id type.",
+        ),
     }
-    setting_of_this_transaction(JWT_SUB_SETTING).and_then(|s| parse_uuid(&s))
+}
+
+/// The acting user in any user id type, as text: the uuid lower-case and hyphenated, the bigint
+/// in decimal, the text id as given. NULL when there is none.
+#[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn current_user_id_text() -> Option<String> {
+    current_user()
 }
 
 /// What the transaction asked for: nothing, something unusable, or an organization.
@@ -174,7 +225,7 @@ fn role_is_admin(role: pg_sys::Oid) -> bool {
 /// * both the role running the statement and the role outside every SECURITY DEFINER function
 ///   (the one the client connected as or SET ROLE to) are administrators: an administrator's
 ///   SECURITY DEFINER function called by anybody else acts for nobody.
-pub(crate) fn administrator_without_user(user: Option<Uuid>) -> bool {
+pub(crate) fn administrator_without_user(user: Option<&str>) -> bool {
     user.is_none() && acting_administrator()
 }
 
@@ -219,7 +270,7 @@ impl Right {
 /// May this transaction act in `org` with `right` (None: merely act there)? Yes when the current
 /// user is an active member whose role grants it; without a user, when a tenancy administrator
 /// acts as itself (`administrator_without_user`) and the organization is active.
-pub(crate) fn may_act_in(user: Option<Uuid>, org: Uuid, right: Option<Right>) -> bool {
+pub(crate) fn may_act_in(user: Option<&str>, org: Uuid, right: Option<Right>) -> bool {
     match user {
         Some(u) => lookups::member_has_right(u, org, right.map_or("", Right::as_str)),
         None => administrator_without_user(None) && lookups::organization_state(org) == Some(true),
@@ -229,15 +280,15 @@ pub(crate) fn may_act_in(user: Option<Uuid>, org: Uuid, right: Option<Right>) ->
 /// The organization this transaction acts for, when the transaction may act there with `right`:
 /// the one chosen (set_organization, JWT claim), else the current user's default organization.
 fn organization_for(right: Option<Right>) -> Option<Uuid> {
-    let user = current_user_id();
+    let user = current_user();
     match requested_organization() {
         Requested::Invalid => None,
-        Requested::Organization(org) => may_act_in(user, org, right).then_some(org),
+        Requested::Organization(org) => may_act_in(user.as_deref(), org, right).then_some(org),
         Requested::Nothing => {
             let u = user?;
-            let org = lookups::default_organization(u)?;
+            let org = lookups::default_organization(&u)?;
             // default_organization() already requires an active membership.
-            (right.is_none() || lookups::member_has_right(u, org, right.map_or("", Right::as_str))).then_some(org)
+            (right.is_none() || lookups::member_has_right(&u, org, right.map_or("", Right::as_str))).then_some(org)
         }
     }
 }
@@ -272,15 +323,15 @@ pub fn policy_organization_slug(privilege: &str) -> Option<String> {
 /// Empty when there is no user: no rows.
 fn organizations_for<T>(
     right: Right,
-    all_of_user: fn(Uuid, &str) -> Vec<T>,
+    all_of_user: fn(&str, &str) -> Vec<T>,
     chosen: fn(Uuid) -> Option<T>,
 ) -> Vec<T> {
-    let user = current_user_id();
+    let user = current_user();
     match requested_organization() {
         Requested::Invalid => Vec::new(),
-        Requested::Organization(org) if may_act_in(user, org, Some(right)) => chosen(org).into_iter().collect(),
+        Requested::Organization(org) if may_act_in(user.as_deref(), org, Some(right)) => chosen(org).into_iter().collect(),
         Requested::Organization(_) => Vec::new(),
-        Requested::Nothing => user.map(|u| all_of_user(u, right.as_str())).unwrap_or_default(),
+        Requested::Nothing => user.map(|u| all_of_user(&u, right.as_str())).unwrap_or_default(),
     }
 }
 
@@ -335,9 +386,9 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
             "Pass the id of an organization the current user belongs to (see tenancy.memberships).",
         )
     };
-    let user = current_user_id();
-    let admin = administrator_without_user(user);
-    let allowed = match user {
+    let user = current_user();
+    let admin = administrator_without_user(user.as_deref());
+    let allowed = match user.as_deref() {
         Some(u) => lookups::is_active_member(u, org),
         None => admin && lookups::organization_state(org) == Some(true),
     };
@@ -361,7 +412,7 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
                     ),
                     None => "tenancy.set_organization: no current user in this transaction".to_string(),
                 },
-                "Set the acting user first (SET LOCAL tenancy.user_id = '<uuid>', or a JWT with a sub claim), \
+                "Set the acting user first (SET LOCAL tenancy.user_id = '<user id>', or a JWT with a sub claim), \
                  and choose an organization that user belongs to.",
             ),
         }

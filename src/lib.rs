@@ -26,6 +26,7 @@ pub mod lookups;
 pub mod policies;
 pub mod privileged;
 pub mod security;
+pub mod user_ids;
 
 ::pgrx::pg_module_magic!();
 

@@ -17,10 +17,13 @@ use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{pg_sys, PgOid, Uuid};
 
 use crate::cache::memo;
-use crate::context::current_user_id;
+use crate::context::current_user;
 use crate::errors::spi;
+use crate::user_ids;
 
-type Slot = RefCell<Option<OwnedPreparedStatement>>;
+/// A kept statement and the SQL it was prepared from (a statement comparing user ids names the
+/// database's user id type, so it is prepared again when that type changes).
+type Slot = RefCell<Option<(String, OwnedPreparedStatement)>>;
 
 thread_local! {
     static DEFAULT_ORG: Slot = const { RefCell::new(None) };
@@ -31,17 +34,34 @@ thread_local! {
     static MEMBER_ORG_SLUGS: Slot = const { RefCell::new(None) };
 }
 
+/// The user id parameter ($1, text, canonical) as the column's own type, so that the lookups
+/// compare like with like and use the indexes on user_id. The type comes from the catalog
+/// through a fixed list (`UserIdType::sql`).
+fn user_param() -> String {
+    format!("$1::{}", user_ids::configured().sql())
+}
+
 /// The rights of the user's active membership in an active organization, as bits (1 read,
 /// 2 write, 4 delete); no row when there is none.
-const MEMBERSHIP_SQL: &str = "SELECT (r.can_read::int | (r.can_write::int << 1) | (r.can_delete::int << 2)) \
-     FROM tenancy.memberships m \
-     JOIN tenancy.organizations o ON o.id = m.organization_id \
-     JOIN tenancy.roles r ON r.name = m.role \
-     WHERE m.user_id = $1 AND m.organization_id = $2 AND m.is_active AND o.is_active";
-const DEFAULT_ORG_SQL: &str = "SELECT m.organization_id FROM tenancy.memberships m \
-     JOIN tenancy.organizations o ON o.id = m.organization_id \
-     WHERE m.user_id = $1 AND m.is_active AND o.is_active \
-     ORDER BY m.is_default DESC, m.created_at, m.organization_id LIMIT 1";
+fn membership_sql() -> String {
+    format!(
+        "SELECT (r.can_read::int | (r.can_write::int << 1) | (r.can_delete::int << 2)) \
+         FROM tenancy.memberships m \
+         JOIN tenancy.organizations o ON o.id = m.organization_id \
+         JOIN tenancy.roles r ON r.name = m.role \
+         WHERE m.user_id = {} AND m.organization_id = $2 AND m.is_active AND o.is_active",
+        user_param()
+    )
+}
+fn default_org_sql() -> String {
+    format!(
+        "SELECT m.organization_id FROM tenancy.memberships m \
+         JOIN tenancy.organizations o ON o.id = m.organization_id \
+         WHERE m.user_id = {} AND m.is_active AND o.is_active \
+         ORDER BY m.is_default DESC, m.created_at, m.organization_id LIMIT 1",
+        user_param()
+    )
+}
 const ORG_STATE_SQL: &str = "SELECT o.is_active FROM tenancy.organizations o WHERE o.id = $1";
 const ORG_SLUG_SQL: &str = "SELECT o.slug FROM tenancy.organizations o WHERE o.id = $1 AND o.is_active";
 
@@ -55,13 +75,18 @@ fn member_orgs_sql(what: &str) -> String {
         "SELECT coalesce(array_agg({what} ORDER BY {what}), '{{}}') FROM tenancy.memberships m \
          JOIN tenancy.organizations o ON o.id = m.organization_id \
          JOIN tenancy.roles r ON r.name = m.role \
-         WHERE m.user_id = $1 AND m.is_active AND o.is_active AND {}",
+         WHERE m.user_id = {} AND m.is_active AND o.is_active AND {}",
+        user_param(),
         RIGHT_OF_ROLE.replace("$3", "$2")
     )
 }
 
 fn uuid_oid() -> PgOid {
     PgOid::from(pg_sys::UUIDOID)
+}
+
+fn text_oid() -> PgOid {
+    PgOid::from(pg_sys::TEXTOID)
 }
 
 /// Run a kept statement (prepared on first use) and return the first column of its first row.
@@ -73,12 +98,12 @@ fn kept_one<T: FromDatum + IntoDatum>(
 ) -> Option<T> {
     Spi::connect(|client| {
         slot.with(|cell| {
-            if cell.borrow().is_none() {
+            if cell.borrow().as_ref().is_none_or(|(kept, _)| kept != sql) {
                 let stmt = spi(client.prepare(sql, types)).keep();
-                *cell.borrow_mut() = Some(stmt);
+                *cell.borrow_mut() = Some((sql.to_owned(), stmt));
             }
             let guard = cell.borrow();
-            let stmt = guard.as_ref().expect("prepared above");
+            let (_, stmt) = guard.as_ref().expect("prepared above");
             let table = spi(client.select(stmt, Some(1), args));
             if table.is_empty() {
                 None
@@ -93,19 +118,19 @@ fn kept_one<T: FromDatum + IntoDatum>(
 /// the rights (bits) of its role. One lookup answers both membership and every right, so that
 /// choosing an organization (set_organization) and the policies' checks share one memoized
 /// answer.
-fn membership(user: Uuid, org: Uuid) -> Option<i32> {
-    memo("membership", current_user_id(), &[user.as_bytes(), org.as_bytes()], || {
-        kept_one::<i32>(&MEMBER_RIGHT, MEMBERSHIP_SQL, &[uuid_oid(), uuid_oid()], &[user.into(), org.into()])
+fn membership(user: &str, org: Uuid) -> Option<i32> {
+    memo("membership", current_user(), &[user.as_bytes(), org.as_bytes()], || {
+        kept_one::<i32>(&MEMBER_RIGHT, &membership_sql(), &[text_oid(), uuid_oid()], &[user.into(), org.into()])
     })
 }
 
-pub fn is_active_member(user: Uuid, org: Uuid) -> bool {
+pub fn is_active_member(user: &str, org: Uuid) -> bool {
     membership(user, org).is_some()
 }
 
 /// True when the user is an active member of the active organization and their role there
 /// grants `right` ("" for membership alone).
-pub fn member_has_right(user: Uuid, org: Uuid, right: &str) -> bool {
+pub fn member_has_right(user: &str, org: Uuid, right: &str) -> bool {
     let bit = match right {
         "" => 0,
         "read" => 1,
@@ -121,57 +146,66 @@ pub fn member_has_right(user: Uuid, org: Uuid, right: &str) -> bool {
 fn organizations_where<T>(
     slot: &'static LocalKey<Slot>,
     column: &'static str,
-    user: Uuid,
+    user: &str,
     right: &str,
 ) -> Vec<T>
 where
     T: Clone + 'static,
     Vec<T>: FromDatum + IntoDatum,
 {
-    memo(column, current_user_id(), &[user.as_bytes(), right.as_bytes()], || {
-        kept_one::<Vec<T>>(slot, &member_orgs_sql(column), &[uuid_oid(), PgOid::from(pg_sys::TEXTOID)], &[user.into(), right.into()])
+    memo(column, current_user(), &[user.as_bytes(), right.as_bytes()], || {
+        kept_one::<Vec<T>>(slot, &member_orgs_sql(column), &[text_oid(), text_oid()], &[user.into(), right.into()])
             .unwrap_or_default()
     })
 }
 
 /// The active organizations in which the user's role grants `right`, by id.
-pub fn organizations_with_right(user: Uuid, right: &str) -> Vec<Uuid> {
+pub fn organizations_with_right(user: &str, right: &str) -> Vec<Uuid> {
     organizations_where(&MEMBER_ORG_IDS, "m.organization_id", user, right)
 }
 
 /// The active organizations in which the user's role grants `right`, by slug.
-pub fn organization_slugs_with_right(user: Uuid, right: &str) -> Vec<String> {
+pub fn organization_slugs_with_right(user: &str, right: &str) -> Vec<String> {
     organizations_where(&MEMBER_ORG_SLUGS, "o.slug", user, right)
 }
 
-pub fn default_organization(user: Uuid) -> Option<Uuid> {
-    memo("default_org", current_user_id(), &[user.as_bytes()], || {
-        kept_one::<Uuid>(&DEFAULT_ORG, DEFAULT_ORG_SQL, &[uuid_oid()], &[user.into()])
+pub fn default_organization(user: &str) -> Option<Uuid> {
+    memo("default_org", current_user(), &[user.as_bytes()], || {
+        kept_one::<Uuid>(&DEFAULT_ORG, &default_org_sql(), &[text_oid()], &[user.into()])
     })
 }
 
 /// Some(is_active) for an organization the caller can see, None when there is none.
 pub fn organization_state(org: Uuid) -> Option<bool> {
-    memo("org_state", current_user_id(), &[org.as_bytes()], || {
+    memo("org_state", current_user(), &[org.as_bytes()], || {
         kept_one::<bool>(&ORG_STATE, ORG_STATE_SQL, &[uuid_oid()], &[org.into()])
     })
 }
 
 pub fn organization_slug(org: Uuid) -> Option<String> {
-    memo("org_slug", current_user_id(), &[org.as_bytes()], || {
+    memo("org_slug", current_user(), &[org.as_bytes()], || {
         kept_one::<String>(&ORG_SLUG, ORG_SLUG_SQL, &[uuid_oid()], &[org.into()])
     })
 }
 
 /// OID of tenancy.organizations, when the extension's schema is there.
 pub fn organizations_relid() -> Option<pg_sys::Oid> {
+    catalog_relid(c"organizations")
+}
+
+/// OID of tenancy.memberships, when the extension's schema is there.
+pub fn memberships_relid() -> Option<pg_sys::Oid> {
+    catalog_relid(c"memberships")
+}
+
+fn catalog_relid(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
     // SAFETY: syscache lookups by name.
     unsafe {
         let nsp = pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true);
         if nsp == pg_sys::InvalidOid {
             return None;
         }
-        let rel = pg_sys::get_relname_relid(c"organizations".as_ptr(), nsp);
+        let rel = pg_sys::get_relname_relid(name.as_ptr(), nsp);
         (rel != pg_sys::InvalidOid).then_some(rel)
     }
 }
@@ -180,7 +214,16 @@ pub fn organizations_relid() -> Option<pg_sys::Oid> {
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn get_user_organization_id(user_id: Uuid) -> Option<Uuid> {
-    default_organization(user_id)
+    user_ids::canonical(user_ids::configured(), &user_id.to_string()).and_then(|u| default_organization(&u))
+}
+
+/// `get_user_organization_id` for a user id of any type (uuid, bigint or text, as this database
+/// stores them), given as text; an untyped literal resolves to this one. 22P02 for a value that
+/// is not a user id of this database's type.
+#[pg_extern(stable, strict, parallel_restricted, name = "get_user_organization_id")]
+#[search_path(pg_catalog, pg_temp)]
+pub fn get_user_organization_id_text(user_id: &str) -> Option<Uuid> {
+    default_organization(&user_ids::canonical_or_raise(user_ids::configured(), user_id, "tenancy: user id"))
 }
 
 /// True only when the user is an active member of the organization and the organization is
@@ -189,7 +232,22 @@ pub fn get_user_organization_id(user_id: Uuid) -> Option<Uuid> {
 #[search_path(pg_catalog, pg_temp)]
 pub fn validate_client_access(user_id: Option<Uuid>, organization_id: Option<Uuid>) -> bool {
     match (user_id, organization_id) {
-        (Some(u), Some(o)) => is_active_member(u, o),
+        (Some(u), Some(o)) => {
+            user_ids::canonical(user_ids::configured(), &u.to_string()).is_some_and(|u| is_active_member(&u, o))
+        }
+        _ => false,
+    }
+}
+
+/// `validate_client_access` for a user id of any type, given as text; an untyped literal
+/// resolves to this one. A value that is not a user id of this database's type gives false.
+#[pg_extern(stable, parallel_restricted, name = "validate_client_access")]
+#[search_path(pg_catalog, pg_temp)]
+pub fn validate_client_access_text(user_id: Option<&str>, organization_id: Option<Uuid>) -> bool {
+    match (user_id, organization_id) {
+        (Some(u), Some(o)) => {
+            user_ids::canonical(user_ids::configured(), u).is_some_and(|u| is_active_member(&u, o))
+        }
         _ => false,
     }
 }

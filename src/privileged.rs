@@ -8,7 +8,7 @@
 use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
 
-use crate::context::{caller_is_admin, current_user_id};
+use crate::context::{caller_is_admin, current_user};
 use crate::errors::{raise, spi};
 use crate::lookups::organizations_relid;
 use crate::security::AsRole;
@@ -27,6 +27,7 @@ pub const OPERATIONS: &[&str] = &[
     "record_isolation",
     "record_backfill",
     "adopt_users",
+    "set_user_id_type",
 ];
 
 fn catalog_owner() -> pg_sys::Oid {
@@ -60,14 +61,26 @@ pub fn _privileged(op: &str, args: JsonB) -> Option<JsonB> {
     // SAFETY: reads the current user id.
     let caller = unsafe { pg_sys::GetUserId() };
     let is_admin = caller_is_admin();
-    let actor = current_user_id();
+    // The acting user's canonical id (text, whatever the database's user id type).
+    let actor = current_user();
     let owner = catalog_owner();
 
     let _as_owner = AsRole::switch_to(owner);
     // `op` is one of OPERATIONS, so the function name is a fixed identifier.
     let sql = format!("SELECT tenancy._op_{op}($1, $2, $3, $4)");
+    // A database not yet updated to this release (before ALTER EXTENSION UPDATE) has operations
+    // that take the acting user as a uuid (its user ids are uuids).
+    let actor_is_text = spi(Spi::get_one::<bool>(&format!(
+        "SELECT pg_catalog.to_regprocedure('tenancy._op_{op}(jsonb, oid, boolean, text)') IS NOT NULL"
+    )))
+    .unwrap_or(true);
     spi(Spi::connect_mut(|c| {
-        c.update(&sql, Some(1), &[args.into(), caller.into(), is_admin.into(), actor.into()])?
+        let actor = if actor_is_text {
+            actor.into()
+        } else {
+            actor.as_deref().and_then(crate::context::parse_uuid).into()
+        };
+        c.update(&sql, Some(1), &[args.into(), caller.into(), is_admin.into(), actor])?
             .first()
             .get_one::<JsonB>()
     }))

@@ -575,6 +575,118 @@ fn removed_admins_invitation(db: &str) -> Outcome {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// User ids that are not uuids (issue 15 item 6)
+// ---------------------------------------------------------------------------------------------
+
+/// A database whose user ids are of type `ty`, with organization A owned by `owner_id`, B with no
+/// member, and public.items (2 rows of A, 1 of B) isolated in membership mode for the app role.
+fn user_id_db(db: &str, ty: &str, owner_id: &str) -> Client {
+    let mut c = fresh_db(db, &format!("{db}_owner"));
+    role(&format!("{db}_app"), "");
+    grant_role(&format!("{db}_app"), &format!("{db}_owner"));
+    c.execute("SELECT tenancy.set_user_id_type($1)", &[&ty]).unwrap();
+    c.batch_execute(&format!(
+        "SELECT tenancy.create_organization('Org A', 'org-a', '{ORG_A}');
+         SELECT tenancy.create_organization('Org B', 'org-b', '{ORG_B}');"
+    ))
+    .unwrap();
+    c.execute(&format!("SELECT tenancy.add_member('{ORG_A}', $1, 'owner')"), &[&owner_id]).unwrap();
+    tenant_table(&mut c);
+    c.batch_execute(&format!("GRANT SELECT, INSERT ON public.items TO \"{db}_app\"")).unwrap();
+    c
+}
+
+/// Rows of items the acting user named by `setting` (tenancy.user_id) or by `sub` (the JWT
+/// subject) sees, and whether validate_client_access says it belongs to A; an error is a refusal.
+fn reach_as(app: &mut Client, setting: Option<&str>, sub: Option<&str>, variant: &str) -> (i64, bool) {
+    let mut tx = app.transaction().unwrap();
+    if let Some(s) = setting {
+        tx.execute("SELECT set_config('tenancy.user_id', $1, true)", &[&s]).unwrap();
+    }
+    if let Some(s) = sub {
+        let escaped: String = s.chars().map(|c| match c {
+            '"' => "\\\"".to_string(),
+            '\\' => "\\\\".to_string(),
+            c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32),
+            c => c.to_string(),
+        }).collect();
+        let claims = format!(r#"{{"sub": "{escaped}"}}"#);
+        tx.execute("SELECT set_config('request.jwt.claims', $1, true)", &[&claims]).unwrap();
+    }
+    // In the same transaction: catalog RLS shows a user only its own memberships.
+    let Ok(rows) = tx.query_one("SELECT count(*) FROM public.items", &[]).map(|r| r.get::<_, i64>(0)) else {
+        return (0, false);
+    };
+    let access = tx
+        .query_one(&format!("SELECT tenancy.validate_client_access($1::text, '{ORG_A}')"), &[&variant])
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false);
+    (rows, access)
+}
+
+/// Spellings of a member's id that are not that id (a prefix, another case, white space around
+/// it, another spelling of the number) must reach nothing: text ids are compared exactly, and
+/// bigint ids are accepted only in their canonical decimal form.
+fn user_id_variants(db: &str, ty: &str, member: &str, variants: &[&str]) -> Outcome {
+    user_id_db(db, ty, member);
+    let mut app = app_session(db);
+    let (rows, access) = reach_as(&mut app, Some(member), None, member);
+    if rows != 2 || !access {
+        return Err(format!("setup: the member {member:?} sees {rows} rows (access {access})"));
+    }
+    let mut got = Vec::new();
+    for v in variants {
+        for (setting, sub) in [(Some(*v), None), (None, Some(*v))] {
+            let (rows, access) = reach_as(&mut app, setting, sub, v);
+            if rows > 0 || access {
+                got.push(format!("{v:?} ({}) read {rows} rows of A, access {access}", if setting.is_some() { "tenancy.user_id" } else { "JWT sub" }));
+            }
+        }
+    }
+    if got.is_empty() { Ok(()) } else { Err(got.join("; ")) }
+}
+
+/// Only a tenancy administrator chooses the type of user ids.
+fn non_administrator_sets_user_id_type(db: &str) -> Outcome {
+    let mut c = fresh_db(db, &format!("{db}_owner"));
+    role(&format!("{db}_app"), "");
+    grant_role(&format!("{db}_app"), &format!("{db}_owner"));
+    c.batch_execute(&format!("SELECT tenancy.create_organization('Org A', 'org-a', '{ORG_A}')")).unwrap();
+    let mut app = app_session(db);
+    let mut got = Vec::new();
+    for attempt in [
+        "SELECT tenancy.set_user_id_type('text')",
+        "SELECT tenancy._privileged('set_user_id_type', '{\"type\": \"text\"}')",
+        "SELECT tenancy._op_set_user_id_type('{\"type\": \"text\"}', 0, true, NULL)",
+    ] {
+        let r = app.batch_execute(attempt);
+        if sqlstate(r) != "42501" {
+            got.push(format!("{attempt} was not refused with 42501"));
+        }
+    }
+    let ty: String = c.query_one("SELECT tenancy.user_id_type()", &[]).unwrap().get(0);
+    if ty != "uuid" {
+        got.push(format!("user ids are now {ty}"));
+    }
+    if got.is_empty() { Ok(()) } else { Err(got.join("; ")) }
+}
+
+/// Once user ids are stored, their type is fixed: bigint user 1 must not become text user '1'
+/// (another identity provider's user) by a change of type.
+fn user_id_type_switch_with_members(db: &str) -> Outcome {
+    let mut c = user_id_db(db, "bigint", "1");
+    let r = c.batch_execute("SELECT tenancy.set_user_id_type('text')");
+    let state = sqlstate(r);
+    let ty: String = c.query_one("SELECT tenancy.user_id_type()", &[]).unwrap().get(0);
+    let mut app = app_session(db);
+    let (rows, _) = reach_as(&mut app, Some("1"), None, "1");
+    if state != "55000" || ty != "bigint" {
+        return Err(format!("the switch gave {state}; user ids are now {ty}; text user '1' reads {rows} rows of A"));
+    }
+    Ok(())
+}
+
 fn visible_items(tx: &mut postgres::Transaction) -> i64 {
     one_i64(tx, "SELECT count(*) FROM public.items")
 }
@@ -1037,6 +1149,24 @@ fn attacks_on_a_managed_install() {
     s.case("catalog: slugs enumerable through REFERENCES", || slug_enumeration_by_references("atk_slug", None));
     s.case("reports: one table the administrator cannot read", || report_with_an_unreadable_table("atk_unread"));
     s.case("reports: a report that cannot see the rows says ok", || report_that_cannot_see_says_ok("atk_blind"));
+    s.case("user ids: prefix, case and white-space variants of a member's text id", || {
+        user_id_variants(
+            "atk_uid_text",
+            "text",
+            "auth0|alice",
+            &["auth0|alic", "auth0|alice2", "AUTH0|ALICE", "Auth0|alice", " auth0|alice", "auth0|alice ", "auth0|alice\n",
+              "\tauth0|alice", "auth0|alice\u{a0}"],
+        )
+    });
+    s.case("user ids: other spellings of a member's bigint id", || {
+        user_id_variants("atk_uid_bigint", "bigint", "1", &["01", "+1", "1.0", "1e0", "0x1", "-1", "11", "1 1"])
+    });
+    s.case("user ids: a non-administrator changes the type of user ids", || {
+        non_administrator_sets_user_id_type("atk_uid_admin")
+    });
+    s.case("user ids: a change of type while members exist (bigint 1 becomes text '1')", || {
+        user_id_type_switch_with_members("atk_uid_switch")
+    });
     s.finish();
 }
 

@@ -89,9 +89,24 @@ $guard$;
 
 
 -- Functions and procedures (drafted by scripts/draft-upgrade.py from the generated install scripts).
+DROP FUNCTION tenancy._authorize(uuid, text, boolean, uuid);
+DROP FUNCTION tenancy._keep_an_owner(uuid, uuid);
 DROP FUNCTION tenancy._log(text, text, text, jsonb, timestamptz);
 DROP FUNCTION tenancy._lookups_changed();
+DROP FUNCTION tenancy._membership(uuid, uuid);
+DROP FUNCTION tenancy._op_accept_invitation(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_add_member(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_adopt_users(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_change_role(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_create_invitation(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_create_organization(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_deactivate_organization(jsonb, oid, boolean, uuid);
 DROP FUNCTION tenancy._op_log(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_record_backfill(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_record_isolation(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_register_table(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_remove_member(jsonb, oid, boolean, uuid);
+DROP FUNCTION tenancy._op_rename_organization(jsonb, oid, boolean, uuid);
 DROP FUNCTION tenancy._table_integrity(oid);
 DROP FUNCTION tenancy.validate_client_data_integrity();
 DROP FUNCTION tenancy.validate_client_data_integrity(regclass);
@@ -112,7 +127,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
       JOIN pg_attribute a ON a.attrelid = p_rel AND a.attnum = k.att
 $$;
 
-CREATE OR REPLACE FUNCTION tenancy._authorize(p_org uuid, p_right text, p_is_admin boolean, p_actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._authorize(p_org uuid, p_right text, p_is_admin boolean, p_actor text)
 RETURNS integer
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE r tenancy.roles;
@@ -123,14 +138,14 @@ BEGIN
     IF p_actor IS NULL THEN
         RAISE EXCEPTION 'tenancy: no acting user in this transaction'
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Set the user with SET LOCAL tenancy.user_id = ''<uuid>'' (or a JWT sub claim), '
+                  HINT = 'Set the user with SET LOCAL tenancy.user_id = ''<user id>'' (or a JWT sub claim), '
                          'or call as a tenancy administrator (a role with UPDATE on tenancy.organizations).';
     END IF;
     SELECT ro.* INTO r
       FROM tenancy.memberships m
       JOIN tenancy.roles ro ON ro.name = m.role
       JOIN tenancy.organizations o ON o.id = m.organization_id
-     WHERE m.organization_id = p_org AND m.user_id = p_actor AND m.is_active AND o.is_active;
+     WHERE m.organization_id = p_org AND m.user_id::text = p_actor AND m.is_active AND o.is_active;
     IF NOT FOUND OR NOT (CASE p_right
                              WHEN 'manage_members' THEN r.can_manage_members
                              WHEN 'manage_organization' THEN r.can_manage_organization
@@ -301,9 +316,12 @@ BEGIN
         IF NOT FOUND THEN
             RAISE EXCEPTION 'tenancy.backfill: column % does not exist in %', quote_ident(p_user_col), v_name
                 USING ERRCODE = 'undefined_column';
-        ELSIF v_pcol.atttypid NOT IN ('uuid'::regtype, 'text'::regtype) THEN
-            RAISE EXCEPTION 'tenancy.backfill: user column %.% has type %; tenancy user ids are uuids', v_name,
-                            quote_ident(p_user_col), format_type(v_pcol.atttypid, NULL)
+        ELSIF NOT (v_pcol.atttypid = ANY (CASE tenancy.user_id_type()
+                                            WHEN 'uuid' THEN ARRAY['uuid', 'text', 'varchar']::regtype[]
+                                            WHEN 'bigint' THEN ARRAY['int2', 'int4', 'int8', 'text', 'varchar']::regtype[]
+                                            ELSE ARRAY['text', 'varchar', 'uuid', 'int2', 'int4', 'int8']::regtype[] END)) THEN
+            RAISE EXCEPTION 'tenancy.backfill: user column %.% has type %; tenancy user ids are % in this database', v_name,
+                            quote_ident(p_user_col), format_type(v_pcol.atttypid, NULL), tenancy.user_id_type()
                 USING ERRCODE = 'datatype_mismatch';
         END IF;
         IF NOT has_table_privilege('tenancy.organizations', 'UPDATE') THEN
@@ -311,8 +329,8 @@ BEGIN
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'Run it as a tenancy administrator (the role that owns the tenancy catalog).';
         END IF;
-        v_lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::uuid)::text'
-                           ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::uuid)' END,
+        v_lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::text)::text'
+                           ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::text)' END,
                            p_user_col);
         v_source := jsonb_build_object('kind', 'user', 'user_column', p_user_col);
     ELSIF p_org IS NOT NULL THEN
@@ -715,13 +733,13 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', '_isolation_wrapper';
 
-CREATE OR REPLACE FUNCTION tenancy._keep_an_owner(p_org uuid, p_user uuid) RETURNS void
+CREATE OR REPLACE FUNCTION tenancy._keep_an_owner(p_org uuid, p_user text) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM tenancy.memberships
-                WHERE organization_id = p_org AND user_id = p_user AND role = 'owner' AND is_active)
+                WHERE organization_id = p_org AND user_id::text = p_user AND role = 'owner' AND is_active)
        AND NOT EXISTS (SELECT 1 FROM tenancy.memberships
-                        WHERE organization_id = p_org AND user_id <> p_user AND role = 'owner' AND is_active) THEN
+                        WHERE organization_id = p_org AND user_id::text <> p_user AND role = 'owner' AND is_active) THEN
         RAISE EXCEPTION 'tenancy: user % is the last owner of organization %', p_user, p_org
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Make another member owner first (tenancy.change_role), or deactivate the organization.';
@@ -759,11 +777,11 @@ CREATE OR REPLACE FUNCTION tenancy."_lookups_changed_trigger"()
 	LANGUAGE c
 	AS 'MODULE_PATHNAME', '_lookups_changed_trigger_wrapper';
 
-CREATE OR REPLACE FUNCTION tenancy._membership(p_org uuid, p_user uuid) RETURNS tenancy.memberships
+CREATE OR REPLACE FUNCTION tenancy._membership(p_org uuid, p_user text) RETURNS tenancy.memberships
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE m tenancy.memberships;
 BEGIN
-    SELECT * INTO m FROM tenancy.memberships WHERE organization_id = p_org AND user_id = p_user FOR UPDATE;
+    SELECT * INTO m FROM tenancy.memberships WHERE organization_id = p_org AND user_id::text = p_user FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenancy: user % is not a member of organization %', p_user, p_org
             USING ERRCODE = 'undefined_object',
@@ -779,17 +797,18 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                      || '_' || tenancy._byte_prefix(p_suffix, 52) END
 $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_accept_invitation(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_accept_invitation(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_token text := tenancy._require('token', a->>'token');
     v_default boolean;
+    v_actor tenancy.memberships.user_id%TYPE := actor;
     i tenancy.invitations;
 BEGIN
     IF actor IS NULL THEN
         RAISE EXCEPTION 'tenancy: no acting user to accept the invitation for'
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'Set the user with SET LOCAL tenancy.user_id = ''<uuid>'' (or a JWT sub claim) first.';
+                  HINT = 'Set the user with SET LOCAL tenancy.user_id = ''<user id>'' (or a JWT sub claim) first.';
     END IF;
     SELECT * INTO i FROM tenancy.invitations WHERE token_sha256 = sha256(convert_to(v_token, 'UTF8')) FOR UPDATE;
     IF NOT FOUND THEN
@@ -815,21 +834,21 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege', HINT = 'Ask the organization for a new invitation.';
     END IF;
     -- Computed first: Citus refuses a subquery inside an INSERT into a reference table.
-    v_default := NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = actor AND is_default);
+    v_default := NOT EXISTS (SELECT 1 FROM tenancy.memberships WHERE user_id = v_actor AND is_default);
     INSERT INTO tenancy.memberships AS m (organization_id, user_id, role, is_default, is_active)
-    VALUES (i.organization_id, actor, i.role, v_default, true)
+    VALUES (i.organization_id, v_actor, i.role, v_default, true)
     ON CONFLICT (organization_id, user_id) DO UPDATE SET is_active = true;
-    UPDATE tenancy.invitations SET accepted_at = now(), accepted_by = actor WHERE id = i.id;
+    UPDATE tenancy.invitations SET accepted_at = now(), accepted_by = v_actor WHERE id = i.id;
     PERFORM tenancy._log('accept_invitation', NULL, 'succeeded',
                          jsonb_build_object('organization_id', i.organization_id, 'invitation_id', i.id, 'user_id', actor), p_caller => caller);
     RETURN jsonb_build_object('organization_id', i.organization_id);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_add_member(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_add_member(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_org     uuid    := tenancy._require('organization_id', (a->>'organization_id')::uuid);
-    v_user    uuid    := tenancy._require('user_id', (a->>'user_id')::uuid);
+    v_user    tenancy.memberships.user_id%TYPE := tenancy._require('user_id', tenancy._user_id(a->>'user_id'));
     v_default boolean := coalesce((a->>'is_default')::boolean, false);
     v_rank    integer;
     v_exists  boolean;
@@ -875,7 +894,7 @@ BEGIN
     RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'added', true);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_adopt_users(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_adopt_users(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_org   record;
@@ -889,7 +908,11 @@ BEGIN
         PERFORM tenancy._check_rank(v_rank, tenancy._role(r)) FROM unnest(v_org.roles) r;
     END LOOP;
     WITH wanted AS (
-        SELECT DISTINCT ON (o, u) (m->>'organization_id')::uuid AS o, (m->>'user_id')::uuid AS u, m->>'role' AS role
+        -- Each user id canonical (tenancy._user_id), as the column's type (uuid, bigint or text).
+        SELECT DISTINCT ON (o, u) (m->>'organization_id')::uuid AS o,
+               (jsonb_populate_record(NULL::tenancy.memberships,
+                                      jsonb_build_object('user_id', tenancy._user_id(m->>'user_id')))).user_id AS u,
+               m->>'role' AS role
           FROM jsonb_array_elements(a->'members') m
          ORDER BY o, u, (SELECT rank FROM tenancy.roles r WHERE r.name = m->>'role') DESC
     ), added AS (
@@ -908,11 +931,11 @@ BEGIN
     RETURN jsonb_build_object('added', v_added);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_change_role(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_change_role(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_org  uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
-    v_user uuid := tenancy._require('user_id', (a->>'user_id')::uuid);
+    v_user tenancy.memberships.user_id%TYPE := tenancy._require('user_id', tenancy._user_id(a->>'user_id'));
     v_rank integer;
     r tenancy.roles;
     m tenancy.memberships;
@@ -920,14 +943,14 @@ BEGIN
     v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
     PERFORM tenancy._organization(v_org, false);
     r := tenancy._role(a->>'role');
-    m := tenancy._membership(v_org, v_user);
+    m := tenancy._membership(v_org, v_user::text);
     PERFORM tenancy._check_rank(v_rank, tenancy._role(m.role));
     PERFORM tenancy._check_rank(v_rank, r);
     IF m.role = r.name THEN
         RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'changed', false);
     END IF;
     IF r.name <> 'owner' THEN
-        PERFORM tenancy._keep_an_owner(v_org, v_user);
+        PERFORM tenancy._keep_an_owner(v_org, v_user::text);
     END IF;
     UPDATE tenancy.memberships SET role = r.name WHERE organization_id = v_org AND user_id = v_user;
     PERFORM tenancy._log('change_role', NULL, 'succeeded',
@@ -935,7 +958,7 @@ BEGIN
     RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', r.name, 'changed', true);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_create_invitation(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_create_invitation(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_org     uuid     := tenancy._require('organization_id', (a->>'organization_id')::uuid);
@@ -945,6 +968,7 @@ DECLARE
     v_token   text;
     v_id      uuid;
     v_at      timestamptz;
+    v_actor   tenancy.invitations.invited_by%TYPE := actor;
     r tenancy.roles;
 BEGIN
     v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
@@ -964,7 +988,7 @@ BEGIN
     INSERT INTO tenancy.invitations (organization_id, email, role, token_sha256, invited_by, expires_at)
     -- invited_by: the member whose right the invitation rests on (checked again when it is
     -- accepted); NULL when a tenancy administrator created it.
-    VALUES (v_org, v_email, r.name, sha256(convert_to(v_token, 'UTF8')), CASE WHEN is_admin THEN NULL ELSE actor END,
+    VALUES (v_org, v_email, r.name, sha256(convert_to(v_token, 'UTF8')), CASE WHEN is_admin THEN NULL ELSE v_actor END,
             now() + v_expires)
     RETURNING id, expires_at INTO v_id, v_at;
     PERFORM tenancy._log('create_invitation', NULL, 'succeeded',
@@ -972,13 +996,14 @@ BEGIN
     RETURN jsonb_build_object('id', v_id, 'token', v_token, 'expires_at', v_at);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_create_organization(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_create_organization(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_name  text  := tenancy._require('name', a->>'name');
     v_slug  text  := tenancy._require('slug', a->>'slug');
     v_id    uuid  := (a->>'id')::uuid;
-    v_owner uuid  := (a->>'owner_user_id')::uuid;
+    -- User ids have the column's type (uuid, bigint or text: tenancy.set_user_id_type).
+    v_owner tenancy.memberships.user_id%TYPE := tenancy._user_id(a->>'owner_user_id');
     v_settings jsonb := coalesce(nullif(a->'settings', 'null'::jsonb), '{}');
     v_default boolean;
     existing tenancy.organizations;
@@ -1031,7 +1056,7 @@ BEGIN
     RETURN jsonb_build_object('id', v_id, 'created', true);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_deactivate_organization(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_deactivate_organization(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_org uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
@@ -1046,7 +1071,7 @@ BEGIN
     RETURN jsonb_build_object('id', v_org);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_record_backfill(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_record_backfill(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_rel   oid   := tenancy._require('relid', (a->>'relid')::oid);
@@ -1088,7 +1113,7 @@ BEGIN
     RETURN jsonb_build_object('table', v_name);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_record_isolation(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_record_isolation(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_rel   oid   := tenancy._require('relid', (a->>'relid')::oid);
@@ -1119,7 +1144,7 @@ BEGIN
     RETURN jsonb_build_object('table', v_name);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_register_table(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_register_table(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_rel    oid  := tenancy._require('tbl', (a->>'relid')::oid);
@@ -1161,26 +1186,26 @@ BEGIN
     RETURN jsonb_build_object('table', v_name, 'tenant_column', v_col, 'column_type', v_ctype);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_remove_member(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_remove_member(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_org  uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
-    v_user uuid := tenancy._require('user_id', (a->>'user_id')::uuid);
+    v_user tenancy.memberships.user_id%TYPE := tenancy._require('user_id', tenancy._user_id(a->>'user_id'));
     v_rank integer;
     m tenancy.memberships;
 BEGIN
     v_rank := tenancy._authorize(v_org, 'manage_members', is_admin, actor);
     PERFORM tenancy._organization(v_org, false);
-    m := tenancy._membership(v_org, v_user);
+    m := tenancy._membership(v_org, v_user::text);
     PERFORM tenancy._check_rank(v_rank, tenancy._role(m.role));
-    PERFORM tenancy._keep_an_owner(v_org, v_user);
+    PERFORM tenancy._keep_an_owner(v_org, v_user::text);
     DELETE FROM tenancy.memberships WHERE organization_id = v_org AND user_id = v_user;
     PERFORM tenancy._log('remove_member', NULL, 'succeeded',
                          jsonb_build_object('organization_id', v_org, 'user_id', v_user, 'role', m.role), p_caller => caller);
     RETURN jsonb_build_object('organization_id', v_org, 'user_id', v_user);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._op_rename_organization(a jsonb, caller oid, is_admin boolean, actor uuid)
+CREATE OR REPLACE FUNCTION tenancy._op_rename_organization(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_org  uuid := tenancy._require('organization_id', (a->>'organization_id')::uuid);
@@ -1215,6 +1240,60 @@ BEGIN
     PERFORM tenancy._log('rename_organization', NULL, 'succeeded',
                          jsonb_build_object('organization_id', v_org, 'name', v_name, 'slug', coalesce(v_slug, o.slug)), p_caller => caller);
     RETURN jsonb_build_object('id', v_org);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_set_user_id_type(a jsonb, caller oid, is_admin boolean, actor text)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_type text := lower(btrim(tenancy._require('type', a->>'type')));
+    v_sql  text := CASE v_type WHEN 'uuid' THEN 'pg_catalog.uuid' WHEN 'bigint' THEN 'pg_catalog.int8'
+                               WHEN 'int8' THEN 'pg_catalog.int8' WHEN 'text' THEN 'pg_catalog.text' END;
+    v_old  text := tenancy.user_id_type();
+    f      regprocedure;
+BEGIN
+    IF NOT is_admin THEN
+        RAISE EXCEPTION 'tenancy: only tenancy administrators may change the type of user ids'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Connect as the role that owns the tenancy catalog (or one granted UPDATE on tenancy.organizations).';
+    END IF;
+    IF v_sql IS NULL THEN
+        RAISE EXCEPTION 'tenancy: user ids cannot be of type "%"', a->>'type'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Choose uuid, bigint or text.';
+    END IF;
+    IF v_type = 'int8' THEN
+        v_type := 'bigint';
+    END IF;
+    IF v_type = v_old THEN
+        RETURN jsonb_build_object('type', v_type, 'changed', false);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+        RAISE EXCEPTION 'tenancy: user ids of type % are not supported with Citus', v_type
+            USING ERRCODE = 'feature_not_supported', HINT = 'With Citus, user ids are uuids.';
+    END IF;
+    -- The lock first: no membership or invitation can be added between the check and the change.
+    LOCK TABLE tenancy.memberships, tenancy.invitations IN ACCESS EXCLUSIVE MODE;
+    IF EXISTS (SELECT 1 FROM tenancy.memberships) OR EXISTS (SELECT 1 FROM tenancy.invitations) THEN
+        RAISE EXCEPTION 'tenancy: cannot change user ids from % to %: memberships or invitations exist', v_old, v_type
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Choose the type of user ids before adding members (right after CREATE EXTENSION tenancy).';
+    END IF;
+    DROP POLICY memberships_of_current_user ON tenancy.memberships;
+    DROP POLICY organizations_of_current_user ON tenancy.organizations;
+    -- The tables are empty (checked above, under the lock); the conversions only name a type.
+    EXECUTE format('ALTER TABLE tenancy.memberships ALTER COLUMN user_id TYPE %1$s USING user_id::pg_catalog.text::%1$s', v_sql);
+    EXECUTE format('ALTER TABLE tenancy.invitations ALTER COLUMN invited_by TYPE %1$s USING invited_by::pg_catalog.text::%1$s,'
+                   ' ALTER COLUMN accepted_by TYPE %1$s USING accepted_by::pg_catalog.text::%1$s', v_sql);
+    EXECUTE tenancy._user_policies_sql(v_type);
+    -- Sessions compiled the operations with the old type (%TYPE): a new version of each makes
+    -- every session compile them again.
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+              WHERE p.pronamespace = 'tenancy'::regnamespace AND p.proname LIKE '\_op\_%'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+    END LOOP;
+    PERFORM tenancy._log('set_user_id_type', NULL, 'succeeded',
+                         jsonb_build_object('from', v_old, 'to', v_type), p_caller => caller);
+    RETURN jsonb_build_object('type', v_type, 'changed', true);
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._organization(p_org uuid, p_active boolean DEFAULT true)
@@ -1381,8 +1460,8 @@ BEGIN
             WHEN 'user' THEN
                 v_sql := format('UPDATE ONLY %s c SET %I = %s WHERE c.ctid >= $1 AND c.ctid < $2 AND c.%I IS NULL AND c.%I IS NOT NULL',
                                 (v_leaf->>'relid')::oid::regclass, v_col,
-                                format(CASE v_rec->>'column_type' WHEN 'uuid' THEN 'tenancy.get_user_organization_id(c.%I::uuid)'
-                                       ELSE '(SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(c.%I::uuid))' END,
+                                format(CASE v_rec->>'column_type' WHEN 'uuid' THEN 'tenancy.get_user_organization_id(c.%I::text)'
+                                       ELSE '(SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(c.%I::text))' END,
                                        v_rec->'source'->>'user_column'),
                                 v_col, v_rec->'source'->>'user_column');
             ELSE
@@ -1810,6 +1889,30 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', '_table_integrity_wrapper';
 
+CREATE OR REPLACE FUNCTION tenancy."_user_id"(
+	"user_id" TEXT 
+) RETURNS TEXT 
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_user_id_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy._user_policies_sql(p_type text) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.format(
+        'CREATE POLICY memberships_of_current_user ON tenancy.memberships FOR SELECT'
+        ' USING (user_id OPERATOR(pg_catalog.=) %1$s'
+        ' OR (SELECT pg_catalog.has_table_privilege(''tenancy.organizations'', ''UPDATE'')));'
+        ' CREATE POLICY organizations_of_current_user ON tenancy.organizations FOR SELECT'
+        ' USING (EXISTS (SELECT 1 FROM tenancy.memberships m'
+        ' WHERE m.organization_id OPERATOR(pg_catalog.=) organizations.id'
+        ' AND m.user_id OPERATOR(pg_catalog.=) %1$s)'
+        ' OR (SELECT pg_catalog.has_table_privilege(''tenancy.organizations'', ''UPDATE'')))',
+        CASE p_type WHEN 'uuid' THEN '(SELECT tenancy.current_user_id())'
+                    WHEN 'bigint' THEN '((SELECT tenancy.current_user_id_text()))::pg_catalog.int8'
+                    WHEN 'text' THEN '(SELECT tenancy.current_user_id_text())' END)
+$$;
+
 CREATE OR REPLACE FUNCTION tenancy."_wrap_policy_calls"(
 	"expr" TEXT, 
 	"names" TEXT[] 
@@ -1822,6 +1925,13 @@ AS 'MODULE_PATHNAME', '_wrap_policy_calls_wrapper';
 CREATE OR REPLACE FUNCTION tenancy.accept_invitation(token text)
 RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT (tenancy._privileged('accept_invitation', jsonb_build_object('token', $1))->>'organization_id')::uuid
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy.add_member(organization_id uuid, user_id text, role text DEFAULT 'member',
+                                   is_default boolean DEFAULT false)
+RETURNS boolean LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('add_member',
+              jsonb_build_object('organization_id', $1, 'user_id', $2, 'role', $3, 'is_default', $4))->>'added')::boolean
 $$;
 
 CREATE OR REPLACE FUNCTION tenancy.add_member(organization_id uuid, user_id uuid, role text DEFAULT 'member',
@@ -1839,6 +1949,7 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_rel      oid := tenancy._require('users', users)::oid;
     v_idtype   regtype;
+    v_uidtype  text := tenancy.user_id_type();
     v_org_expr text;
     v_rows     jsonb;
     v_bad      text;
@@ -1861,10 +1972,13 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenancy.adopt_users: column % does not exist in %', quote_ident(id_column), users
             USING ERRCODE = 'undefined_column';
-    ELSIF v_idtype NOT IN ('uuid'::regtype, 'text'::regtype) THEN
-        RAISE EXCEPTION 'tenancy.adopt_users: %.% has type %; tenancy user ids are uuids', users, quote_ident(id_column), v_idtype
+    ELSIF NOT (v_idtype = ANY (CASE v_uidtype
+                                  WHEN 'uuid' THEN ARRAY['uuid', 'text', 'varchar']::regtype[]
+                                  WHEN 'bigint' THEN ARRAY['int2', 'int4', 'int8', 'text', 'varchar']::regtype[]
+                                  ELSE ARRAY['text', 'varchar', 'uuid', 'int2', 'int4', 'int8']::regtype[] END)) THEN
+        RAISE EXCEPTION 'tenancy.adopt_users: %.% has type %; tenancy user ids are % in this database', users, quote_ident(id_column), v_idtype, v_uidtype
             USING ERRCODE = 'datatype_mismatch',
-                  HINT = 'Pass id_column => the column holding each user''s uuid (the id your authentication issues).';
+                  HINT = 'Pass id_column => the column holding each user''s id (the id your authentication issues), or choose the type of user ids with tenancy.set_user_id_type before adding members.';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = v_rel AND a.attname = role_column AND a.attnum > 0 AND NOT a.attisdropped) THEN
         RAISE EXCEPTION 'tenancy.adopt_users: column % does not exist in %', quote_ident(role_column), users
@@ -1881,13 +1995,13 @@ BEGIN
         END IF;
     END IF;
     BEGIN
-        EXECUTE format('SELECT jsonb_agg(jsonb_build_object(''user_id'', u.%I::uuid, ''source'', u.%I::text, ''organization_id'', %s)) FROM %s u',
+        EXECUTE format('SELECT jsonb_agg(jsonb_build_object(''user_id'', tenancy._user_id(u.%I::text), ''source'', u.%I::text, ''organization_id'', %s)) FROM %s u',
                        id_column, role_column, v_org_expr, users)
            INTO v_rows;
     EXCEPTION WHEN invalid_text_representation THEN
-        RAISE EXCEPTION 'tenancy.adopt_users: %.% holds values that are not uuids', users, quote_ident(id_column)
+        RAISE EXCEPTION 'tenancy.adopt_users: %.% holds values that are not % user ids', users, quote_ident(id_column), v_uidtype
             USING ERRCODE = 'invalid_text_representation',
-                  HINT = 'Pass id_column => the column holding each user''s uuid (the id your authentication issues). Nobody was added.';
+                  HINT = 'Pass id_column => the column holding each user''s id (the id your authentication issues). Nobody was added.';
     END;
     v_rows := coalesce(v_rows, '[]');
     SELECT string_agg(DISTINCT coalesce(quote_literal(r->>'source'), 'NULL'), ', ') INTO v_bad
@@ -1970,6 +2084,12 @@ BEGIN
     END LOOP;
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy.change_role(organization_id uuid, user_id text, role text)
+RETURNS boolean LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('change_role',
+              jsonb_build_object('organization_id', $1, 'user_id', $2, 'role', $3))->>'changed')::boolean
+$$;
+
 CREATE OR REPLACE FUNCTION tenancy.change_role(organization_id uuid, user_id uuid, role text)
 RETURNS boolean LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT (tenancy._privileged('change_role',
@@ -2007,6 +2127,12 @@ STRICT STABLE PARALLEL RESTRICTED
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'current_user_id_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."current_user_id_text"() RETURNS TEXT 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'current_user_id_text_wrapper';
 
 CREATE OR REPLACE FUNCTION tenancy.deactivate_organization(organization_id uuid)
 RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
@@ -2111,6 +2237,14 @@ BEGIN
         RETURN NEXT;
     END LOOP;
 END $$;
+
+CREATE OR REPLACE FUNCTION tenancy."get_user_organization_id"(
+	"user_id" TEXT 
+) RETURNS uuid 
+STRICT STABLE PARALLEL RESTRICTED 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'get_user_organization_id_text_wrapper';
 
 CREATE OR REPLACE FUNCTION tenancy."get_user_organization_id"(
 	"user_id" uuid 
@@ -2442,6 +2576,11 @@ RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
               jsonb_build_object('relid', $1::oid, 'tenant_column', $2))->>'column_type'
 $$;
 
+CREATE OR REPLACE FUNCTION tenancy.remove_member(organization_id uuid, user_id text)
+RETURNS void LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT FROM tenancy._privileged('remove_member', jsonb_build_object('organization_id', $1, 'user_id', $2))
+$$;
+
 CREATE OR REPLACE FUNCTION tenancy.remove_member(organization_id uuid, user_id uuid)
 RETURNS void LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT FROM tenancy._privileged('remove_member', jsonb_build_object('organization_id', $1, 'user_id', $2))
@@ -2466,6 +2605,11 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'set_organization_wrapper';
 
+CREATE OR REPLACE FUNCTION tenancy.set_user_id_type(type text)
+RETURNS boolean LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (tenancy._privileged('set_user_id_type', jsonb_build_object('type', $1))->>'changed')::boolean
+$$;
+
 CREATE OR REPLACE FUNCTION tenancy."signed_organization_id"(
 	"token" TEXT, 
 	"privilege" TEXT 
@@ -2483,6 +2627,21 @@ STRICT STABLE PARALLEL RESTRICTED
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'signed_organization_slug_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."user_id_type"() RETURNS TEXT 
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'user_id_type_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."validate_client_access"(
+	"user_id" TEXT, 
+	"organization_id" uuid 
+) RETURNS bool 
+STABLE PARALLEL RESTRICTED 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'validate_client_access_text_wrapper';
 
 CREATE OR REPLACE FUNCTION tenancy."validate_client_access"(
 	"user_id" uuid, 
@@ -2570,7 +2729,7 @@ COMMENT ON FUNCTION tenancy.signed_organization_id(text, text) IS
 COMMENT ON FUNCTION tenancy.signed_organization_slug(text, text) IS
   'signed_organization_id, as the organization''s slug (text tenant columns).';
 COMMENT ON FUNCTION tenancy.current_user_id() IS
-  'The acting user: tenancy.user_id, else the sub claim of request.jwt.claims, each only when written in this transaction. NULL when there is none.';
+  'The acting user: tenancy.user_id, else the sub claim of request.jwt.claims, each only when written in this transaction. NULL when there is none. With bigint or text user ids: 42804 when there is one (use current_user_id_text()).';
 COMMENT ON FUNCTION tenancy.current_organization_id() IS
   'The organization this transaction acts for: set_organization(), else the JWT organization_id claim, else the user''s default; only if the user is an active member. NULL otherwise (matches no rows).';
 COMMENT ON FUNCTION tenancy.current_organization_slug() IS
@@ -2617,6 +2776,28 @@ COMMENT ON FUNCTION tenancy.remove_member(uuid, uuid) IS
   'Remove a user from an organization (never its last owner). Needs manage_members.';
 COMMENT ON FUNCTION tenancy.change_role(uuid, uuid, text) IS
   'Change a member''s role (never demoting the last owner). Returns false when unchanged. Needs manage_members.';
+COMMENT ON FUNCTION tenancy.add_member(uuid, text, text, boolean) IS
+  'add_member for a user id of this database''s type (uuid, bigint or text), given as text: tenancy.add_member(org, ''auth0|abc'', ''member'').';
+COMMENT ON FUNCTION tenancy.remove_member(uuid, text) IS
+  'remove_member for a user id of this database''s type (uuid, bigint or text), given as text.';
+COMMENT ON FUNCTION tenancy.change_role(uuid, text, text) IS
+  'change_role for a user id of this database''s type (uuid, bigint or text), given as text.';
+COMMENT ON FUNCTION tenancy.set_user_id_type(text) IS
+  'Choose the type of user ids in this database: uuid (the default), bigint or text. Tenancy administrators only, before any membership or invitation exists (55000). Returns false when unchanged.';
+COMMENT ON FUNCTION tenancy._op_set_user_id_type(jsonb, oid, boolean, text) IS
+  'Internal: the work of set_user_id_type (the catalog''s user id columns and the policies comparing them).';
+COMMENT ON FUNCTION tenancy._user_policies_sql(text) IS
+  'Internal: the catalog policies comparing user ids with the acting user, for a user id type.';
+COMMENT ON FUNCTION tenancy._user_id(text) IS
+  'Internal: the canonical form of a user id of this database''s type (uuid lower-case hyphenated, bigint decimal, text as given); 22P02 otherwise.';
+COMMENT ON FUNCTION tenancy.user_id_type() IS
+  'The type of user ids in this database: uuid (the default), bigint or text (see set_user_id_type).';
+COMMENT ON FUNCTION tenancy.current_user_id_text() IS
+  'The acting user in any user id type, as text (uuid lower-case hyphenated, bigint decimal, text as given): tenancy.user_id, else the JWT sub claim, each only when written in this transaction. NULL when there is none.';
+COMMENT ON FUNCTION tenancy.get_user_organization_id(text) IS
+  'get_user_organization_id for a user id of this database''s type, given as text (22P02 when it is not one).';
+COMMENT ON FUNCTION tenancy.validate_client_access(text, uuid) IS
+  'validate_client_access for a user id of this database''s type, given as text; false for a value that is not one.';
 COMMENT ON FUNCTION tenancy.create_invitation(uuid, text, text, interval) IS
   'Invite an email address to an organization. Returns the token once; only its SHA-256 is stored.';
 COMMENT ON FUNCTION tenancy.accept_invitation(text) IS
@@ -2645,3 +2826,21 @@ CREATE POLICY tenant_tables_of_table_owner ON tenancy.tenant_tables FOR SELECT
                     WHERE c.oid OPERATOR(pg_catalog.=) tenant_tables.relid::pg_catalog.oid
                       AND pg_catalog.pg_has_role(c.relowner, 'USAGE'))
            OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
+
+-- Issue 15 (user ids that are not uuids): the operations take the acting user as text, so they
+-- were created again above. Like every operation they belong to the catalog owner, and nobody
+-- else may execute them.
+DO $$
+DECLARE
+    f pg_catalog.regprocedure;
+    v_owner pg_catalog.regrole := (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c
+                                    WHERE c.oid OPERATOR(pg_catalog.=) 'tenancy.organizations'::pg_catalog.regclass);
+BEGIN
+    FOR f IN SELECT p.oid::pg_catalog.regprocedure FROM pg_catalog.pg_proc p
+              WHERE p.pronamespace OPERATOR(pg_catalog.=) 'tenancy'::pg_catalog.regnamespace::pg_catalog.oid
+                AND p.proname OPERATOR(pg_catalog.~~) '\_op\_%'
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO %s', f, v_owner);
+    END LOOP;
+END $$;
