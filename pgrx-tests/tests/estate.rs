@@ -576,7 +576,8 @@ fn passwd_ids(user: &str) -> (u32, u32) {
 }
 
 fn start_pgbouncer(db: &str, users: &[&str], pool_size: u32) -> Pgbouncer {
-    let bport = port() + 100;
+    // TENANCY_PGBOUNCER_PORT, else the test cluster's port + 100 (two checkouts testing at once set it).
+    let bport = std::env::var("TENANCY_PGBOUNCER_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(port() + 100);
     let dir = std::env::temp_dir().join(format!("estate-pgbouncer-{bport}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
