@@ -43,7 +43,7 @@ PY
   [ "$blocks" = 0 ] && continue
   PGOPTIONS="-c client_min_messages=warning" cluster_psql "$port" -q <<SQL >/dev/null
 DROP DATABASE IF EXISTS "$db";
-DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'doc_owner') THEN CREATE ROLE doc_owner LOGIN CREATEROLE; END IF; END \$\$;
+DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'doc_owner') THEN CREATE ROLE doc_owner LOGIN CREATEROLE CREATEDB; END IF; END \$\$;
 CREATE DATABASE "$db" OWNER doc_owner;
 SQL
   setup="tests/docs/$name.setup.sql"

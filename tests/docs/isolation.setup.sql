@@ -1,4 +1,5 @@
 -- docs/isolation.md: roles the examples use, tenancy installed by the database owner, organizations,
+DROP DATABASE IF EXISTS ids_demo;
 -- members, and the tables the policy generators are shown on.
 DO $$
 BEGIN
