@@ -269,32 +269,43 @@ pub fn policy_organization_slug(privilege: &str) -> Option<String> {
 /// Membership-mode policies: the organizations whose rows this transaction may touch with
 /// `privilege`. When an organization is chosen (set_organization, JWT claim): that one alone, if
 /// allowed. Otherwise: every active organization where the current user's role grants it.
-/// Empty when there is no user: no rows.
+/// Without a user: every organization in operator mode (`crate::operator`), else none (no rows).
 fn organizations_for<T>(
     right: Right,
     all_of_user: fn(Uuid, &str) -> Vec<T>,
     chosen: fn(Uuid) -> Option<T>,
+    every: fn() -> Vec<T>,
 ) -> Vec<T> {
     let user = current_user_id();
     match requested_organization() {
         Requested::Invalid => Vec::new(),
         Requested::Organization(org) if may_act_in(user, org, Some(right)) => chosen(org).into_iter().collect(),
         Requested::Organization(_) => Vec::new(),
-        Requested::Nothing => user.map(|u| all_of_user(u, right.as_str())).unwrap_or_default(),
+        Requested::Nothing => match user {
+            Some(u) => all_of_user(u, right.as_str()),
+            // Operator mode (tenancy.operate): every organization.
+            None if crate::operator::is_on() => every(),
+            None => Vec::new(),
+        },
     }
 }
 
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn policy_organization_ids(privilege: &str) -> Vec<Uuid> {
-    organizations_for(Right::parse(privilege), lookups::organizations_with_right, Some)
+    organizations_for(Right::parse(privilege), lookups::organizations_with_right, Some, crate::operator::all_organization_ids)
 }
 
 /// `policy_organization_ids`, as slugs (for text tenant columns).
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn policy_organization_slugs(privilege: &str) -> Vec<String> {
-    organizations_for(Right::parse(privilege), lookups::organization_slugs_with_right, lookups::organization_slug)
+    organizations_for(
+        Right::parse(privilege),
+        lookups::organization_slugs_with_right,
+        lookups::organization_slug,
+        crate::operator::all_organization_slugs,
+    )
 }
 
 /// The slug of `current_organization_id()`, for tenant columns that hold slugs (text).

@@ -89,7 +89,7 @@ const CATALOG_FACTS: &str = "WITH parts AS ( \
      cmds AS ( \
         SELECT p.polrelid, pg_catalog.count(DISTINCT x) AS n FROM pg_catalog.pg_policy p, \
                pg_catalog.unnest(CASE p.polcmd WHEN '*' THEN '{r,a,w,d}'::text[] ELSE ARRAY[p.polcmd::text] END) x \
-         WHERE p.polpermissive GROUP BY p.polrelid) \
+         WHERE p.polpermissive AND p.polname <> 'tenancy_operator' GROUP BY p.polrelid) \
  SELECT a.attnotnull, \
         EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con WHERE con.conrelid = c.oid AND con.contype = 'f' \
                    AND con.confrelid = 'tenancy.organizations'::pg_catalog.regclass AND con.conkey = ARRAY[a.attnum] \

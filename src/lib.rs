@@ -23,6 +23,7 @@ pub mod errors;
 pub mod integrity;
 pub mod lint;
 pub mod lookups;
+pub mod operator;
 pub mod policies;
 pub mod privileged;
 pub mod security;

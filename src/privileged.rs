@@ -27,6 +27,7 @@ pub const OPERATIONS: &[&str] = &[
     "record_isolation",
     "record_backfill",
     "adopt_users",
+    "operate",
 ];
 
 fn catalog_owner() -> pg_sys::Oid {

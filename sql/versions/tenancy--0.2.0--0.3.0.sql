@@ -1046,6 +1046,23 @@ BEGIN
     RETURN jsonb_build_object('id', v_org);
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._op_operate(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_id bigint;
+BEGIN
+    IF NOT is_admin OR actor IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.operate: only a tenancy administrator acting as itself may enter operator mode'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Connect as the role that owns tenancy.organizations, with no tenancy.user_id or JWT set.';
+    END IF;
+    v_id := tenancy._log('operate', NULL, 'succeeded',
+                         jsonb_build_object('reason', tenancy._require('reason', a->>'reason'),
+                                            'session_user', a->>'session_user',
+                                            'current_user', a->>'current_user',
+                                            'outer_role', a->>'outer_role'), p_caller => caller);
+    RETURN jsonb_build_object('log_id', v_id);
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._op_record_backfill(a jsonb, caller oid, is_admin boolean, actor uuid)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -2181,7 +2198,7 @@ findings AS (
            format('%s has no permissive policy for %s: nobody the policies apply to can %s its rows', tt.tbl, cmds.label, cmds.label),
            format('SELECT tenancy.enable_isolation(%L, %L);', tt.tbl, tt.col)
       FROM tt CROSS JOIN cmds
-     WHERE tt.rls AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tt.oid AND p.polpermissive
+     WHERE tt.rls AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tt.oid AND p.polpermissive AND p.polname <> 'tenancy_operator'
                                      AND p.polcmd IN (cmds.cmd::"char", '*'))
     UNION ALL
     -- TEN004: a policy that calls a context or membership function per row.
@@ -2392,6 +2409,20 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'lookup_cache_size_wrapper';
 
+CREATE OR REPLACE FUNCTION tenancy."operate"(
+	"reason" TEXT 
+) RETURNS bool 
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'operate_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."operating"() RETURNS bool 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'operating_wrapper';
+
 CREATE OR REPLACE FUNCTION tenancy.pending_statements()
 RETURNS TABLE (table_name text, statement text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -2569,6 +2600,10 @@ COMMENT ON FUNCTION tenancy.signed_organization_id(text, text) IS
   'Policies of distributed tables: the organization in the signed context (tenancy.context) if tenancy.set_organization signed it in this transaction for the current user and role, and the role there grants the privilege; else NULL.';
 COMMENT ON FUNCTION tenancy.signed_organization_slug(text, text) IS
   'signed_organization_id, as the organization''s slug (text tenant columns).';
+COMMENT ON FUNCTION tenancy.operate(text) IS
+  'Operator mode: a tenancy administrator acting as itself (no user set) acts across every organization for the rest of this transaction, for operations and validation; logged in migration_log with the reason. Ends at COMMIT/ROLLBACK, when its savepoint is rolled back, or when a user is set.';
+COMMENT ON FUNCTION tenancy.operating() IS
+  'True when this transaction entered operator mode (tenancy.operate) and the role running the statement, and the one outside every SECURITY DEFINER function, are tenancy administrators and no user is set.';
 COMMENT ON FUNCTION tenancy.current_user_id() IS
   'The acting user: tenancy.user_id, else the sub claim of request.jwt.claims, each only when written in this transaction. NULL when there is none.';
 COMMENT ON FUNCTION tenancy.current_organization_id() IS
@@ -2590,7 +2625,7 @@ COMMENT ON FUNCTION tenancy.policy_organization_id(text) IS
 COMMENT ON FUNCTION tenancy.policy_organization_slug(text) IS
   'policy_organization_id(privilege) as the organization''s slug, for text tenant columns.';
 COMMENT ON FUNCTION tenancy.policy_organization_ids(text) IS
-  'For membership-mode policies: the organization chosen for the transaction, else every active organization of the user, where the user''s role grants the privilege. Empty: no rows.';
+  'For membership-mode policies: the organization chosen for the transaction, else every active organization of the user, where the user''s role grants the privilege; in operator mode (tenancy.operate) without a chosen organization, every organization. Empty: no rows.';
 COMMENT ON FUNCTION tenancy.policy_organization_slugs(text) IS
   'policy_organization_ids(privilege) as slugs, for text tenant columns.';
 COMMENT ON FUNCTION tenancy.isolation_sql(regclass, name, text, name[]) IS
@@ -2645,3 +2680,7 @@ CREATE POLICY tenant_tables_of_table_owner ON tenancy.tenant_tables FOR SELECT
                     WHERE c.oid OPERATOR(pg_catalog.=) tenant_tables.relid::pg_catalog.oid
                       AND pg_catalog.pg_has_role(c.relowner, 'USAGE'))
            OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
+
+-- Operator mode (issue 15): its log operation runs only through the door, as the catalog owner.
+REVOKE ALL ON FUNCTION tenancy._op_operate(jsonb, oid, boolean, uuid) FROM PUBLIC;
+ALTER FUNCTION tenancy._op_operate(jsonb, oid, boolean, uuid) OWNER TO @extowner@;
