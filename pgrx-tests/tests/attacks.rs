@@ -703,6 +703,230 @@ fn admin_bypass_in_security_definer(db: &str) -> Outcome {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Operator mode (tenancy.operate): entered only explicitly, by an administrator acting as itself,
+// for one transaction
+// ---------------------------------------------------------------------------------------------
+
+/// What an attacker sees of the tenant table in the current transaction: (operating(), rows).
+fn operator_view(tx: &mut impl postgres::GenericClient) -> (bool, i64) {
+    (one_bool(tx, "SELECT tenancy.operating()"), one_i64(tx, "SELECT count(*) FROM public.items"))
+}
+
+/// Refused operate(), and nothing gained: operating() false, no rows of the tenant table.
+fn operate_refused(tx: &mut impl postgres::GenericClient, who: &str) -> Outcome {
+    let r = tx.batch_execute("SAVEPOINT op; SELECT tenancy.operate('attack')");
+    if r.is_ok() {
+        return Err(format!("{who}: tenancy.operate() was accepted"));
+    }
+    tx.batch_execute("ROLLBACK TO SAVEPOINT op").unwrap();
+    match operator_view(tx) {
+        (false, 0) => Ok(()),
+        (on, n) => Err(format!("{who}: operating() = {on}, {n} rows of the tenant table")),
+    }
+}
+
+/// A database with organizations A and B, public.items isolated (2 rows of A, 1 of B), readable by
+/// the application role, and `mallory`, a table owner who is not an administrator.
+fn operator_db(db: &str) -> Client {
+    let mut c = two_tenant_db(db);
+    tenant_table(&mut c);
+    role("mallory", "");
+    c.batch_execute(&format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON public.items TO \"{db}_app\", mallory;
+         GRANT CREATE ON SCHEMA public TO mallory;"
+    ))
+    .unwrap();
+    c
+}
+
+fn operate_as_the_app_role(db: &str, plant: Option<&str>) -> Outcome {
+    operator_db(db);
+    weaken(db, plant.map(|p| p.replace("{app}", &format!("{db}_app"))).as_deref(), &format!("{db}_owner"));
+    let mut app = app_session(db);
+    let mut tx = app.transaction().unwrap();
+    operate_refused(&mut tx, "the application role")
+}
+
+fn operate_as_a_table_owner(db: &str) -> Outcome {
+    operator_db(db);
+    let mut m = connect("mallory", db);
+    m.batch_execute(&format!(
+        "CREATE TABLE public.mine (id int PRIMARY KEY, organization_id uuid NOT NULL);
+         INSERT INTO public.mine VALUES (1, '{ORG_A}'), (2, '{ORG_B}');
+         SELECT tenancy.enable_isolation('public.mine');"
+    ))
+    .unwrap();
+    let mut tx = m.transaction().unwrap();
+    operate_refused(&mut tx, "a table owner who is not an administrator")?;
+    let own = one_i64(&mut tx, "SELECT count(*) FROM public.mine");
+    if own != 0 {
+        return Err(format!("a table owner read {own} rows of its isolated table without a user"));
+    }
+    Ok(())
+}
+
+fn operate_with_a_user(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    for setting in [
+        format!("SET LOCAL tenancy.user_id = '{USER_N}'"),
+        format!("SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_N}\"}}', true)"),
+    ] {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&setting).unwrap();
+        operate_refused(&mut tx, &format!("an administrator after {setting}"))?;
+    }
+    Ok(())
+}
+
+/// An administrator's SECURITY DEFINER function that enters operator mode, called by others.
+fn operate_inside_an_administrators_security_definer(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    c.batch_execute(&format!(
+        "CREATE FUNCTION public.ops_count() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
+           SET search_path = pg_catalog, pg_temp AS $f$
+         BEGIN PERFORM tenancy.operate('called for a user'); RETURN (SELECT count(*) FROM public.items); END $f$;
+         GRANT EXECUTE ON FUNCTION public.ops_count() TO PUBLIC;"
+    ))
+    .unwrap();
+    let mut app = app_session(db);
+    let mut m = connect("mallory", db);
+    for (who, client) in [("the application role", &mut app), ("mallory", &mut m)] {
+        let mut tx = client.transaction().unwrap();
+        if let Ok(r) = tx.query_one("SELECT public.ops_count()", &[]) {
+            let n: i64 = r.get(0);
+            return Err(format!("{who} ran the administrator's function, which entered operator mode and read {n} rows"));
+        }
+        drop(tx);
+        let mut tx = client.transaction().unwrap();
+        if let (on, n) = operator_view(&mut tx) {
+            if on || n != 0 {
+                return Err(format!("{who}: operating() = {on}, {n} rows after calling it"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Any setting a client may write, under the names an implementation might use.
+fn operate_by_a_setting(db: &str, plant: Option<&str>) -> Outcome {
+    let mut c = operator_db(db);
+    weaken(db, plant, &format!("{db}_owner"));
+    let names = [
+        "tenancy.operating", "tenancy.operate", "tenancy.operator", "tenancy.operator_mode", "tenancy.mode",
+        "tenancy.bypass", "tenancy.admin", "tenancy.reason", "tenancy.user_id", "tenancy.organization_id",
+    ];
+    let mut app = app_session(db);
+    for (who, client) in [("the administrator", &mut c), ("the application role", &mut app)] {
+        for name in names {
+            for value in ["on", "true", "1", "all", "operate"] {
+                let mut tx = client.transaction().unwrap();
+                let _ = tx.batch_execute(&format!("SELECT set_config('{name}', '{value}', true)"));
+                let _ = tx.batch_execute(&format!("SELECT set_config('{name}', '{value}', false)"));
+                // An error (tenancy.user_id = 'on' is not a uuid: 22P02) gains nothing.
+                let on = tx.query_one("SELECT tenancy.operating()", &[]).map(|r| r.get::<_, bool>(0)).unwrap_or(false);
+                let n = tx.query_one("SELECT count(*) FROM public.items", &[]).map(|r| r.get::<_, i64>(0)).unwrap_or(0);
+                drop(tx);
+                if on || n != 0 {
+                    return Err(format!("{who} with {name} = {value}: operating() = {on}, {n} rows"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Operator mode does not outlive its transaction, nor a rolled-back savepoint (nor its log row).
+fn operator_mode_outlives(db: &str, end: &str) -> Outcome {
+    let mut c = operator_db(db);
+    let logged = |c: &mut Client| one_i64(c, "SELECT count(*) FROM tenancy.migration_log WHERE operation = 'operate'");
+    let before = logged(&mut c);
+    c.batch_execute("BEGIN").unwrap();
+    let sub = end.starts_with("ROLLBACK TO");
+    if sub {
+        c.batch_execute("SAVEPOINT s1; SAVEPOINT s2").unwrap();
+    }
+    c.batch_execute("SELECT tenancy.operate('maintenance')").unwrap();
+    let (on, n) = operator_view(&mut c);
+    if !(on && n == 3) {
+        c.batch_execute("ROLLBACK").unwrap();
+        return Err(format!("the case is broken: in operator mode operating() = {on}, {n} rows"));
+    }
+    if sub {
+        // RELEASE hands the mode to the enclosing savepoint; rolling that back ends it.
+        c.batch_execute("RELEASE SAVEPOINT s2").unwrap();
+    }
+    c.batch_execute(end).unwrap();
+    let (on, n) = operator_view(&mut c);
+    let _ = c.batch_execute("ROLLBACK");
+    if on || n != 0 {
+        return Err(format!("after {end}: operating() = {on}, {n} rows"));
+    }
+    // The next transaction of the same connection.
+    let (on, n) = operator_view(&mut c);
+    if on || n != 0 {
+        return Err(format!("in the transaction after {end}: operating() = {on}, {n} rows"));
+    }
+    let after = logged(&mut c);
+    let expected = before + i64::from(end == "COMMIT");
+    if after != expected {
+        return Err(format!("after {end}: {after} operate rows in migration_log, expected {expected}"));
+    }
+    Ok(())
+}
+
+/// A table owner's SECURITY DEFINER function, called by an administrator in operator mode, reads
+/// what its owner may read without a user: nothing.
+fn table_owners_security_definer_in_operator_mode(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    let mut m = connect("mallory", db);
+    m.batch_execute(&format!(
+        "CREATE TABLE public.mine (id int PRIMARY KEY, organization_id uuid NOT NULL);
+         INSERT INTO public.mine VALUES (1, '{ORG_A}'), (2, '{ORG_B}');
+         SELECT tenancy.enable_isolation('public.mine');
+         GRANT SELECT ON public.mine TO PUBLIC;
+         CREATE FUNCTION public.peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+           SET search_path = pg_catalog, pg_temp
+           AS 'SELECT (SELECT count(*) FROM public.items) + (SELECT count(*) FROM public.mine)';
+         CREATE FUNCTION public.peek_operating() RETURNS boolean LANGUAGE sql SECURITY DEFINER
+           SET search_path = pg_catalog, pg_temp AS 'SELECT tenancy.operating()';
+         GRANT EXECUTE ON FUNCTION public.peek(), public.peek_operating() TO PUBLIC;"
+    ))
+    .unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SELECT tenancy.operate('validation')").unwrap();
+    let mine = one_i64(&mut tx, "SELECT count(*) FROM public.mine");
+    let peeked = one_i64(&mut tx, "SELECT public.peek()");
+    let on_inside = one_bool(&mut tx, "SELECT public.peek_operating()");
+    if peeked != 0 || on_inside {
+        return Err(format!(
+            "mallory's SECURITY DEFINER function called by an operator read {peeked} rows (operating() inside: {on_inside})"
+        ));
+    }
+    if mine != 2 {
+        return Err(format!("the case is broken: the operator read {mine} rows of public.mine, expected 2"));
+    }
+    Ok(())
+}
+
+/// Setting a user ends operator mode, for the rest of the transaction.
+fn operator_mode_with_a_user_set_later(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SELECT tenancy.operate('validation')").unwrap();
+    for (setting, what) in [
+        (format!("SET LOCAL tenancy.user_id = '{USER_N}'"), "with a user set"),
+        ("SET LOCAL tenancy.user_id = ''".to_string(), "after the user was set back to nothing"),
+    ] {
+        tx.batch_execute(&setting).unwrap();
+        let (on, n) = operator_view(&mut tx);
+        if on || n != 0 {
+            return Err(format!("operator mode {what}: operating() = {on}, {n} rows"));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // What lint and the integrity report must see
 // ---------------------------------------------------------------------------------------------
 
@@ -1037,13 +1261,33 @@ fn attacks_on_a_managed_install() {
     s.case("catalog: slugs enumerable through REFERENCES", || slug_enumeration_by_references("atk_slug", None));
     s.case("reports: one table the administrator cannot read", || report_with_an_unreadable_table("atk_unread"));
     s.case("reports: a report that cannot see the rows says ok", || report_that_cannot_see_says_ok("atk_blind"));
+    s.case("operator: tenancy.operate() by the application role", || operate_as_the_app_role("atk_op_app", None));
+    s.case("operator: tenancy.operate() by a table owner who is not an administrator", || {
+        operate_as_a_table_owner("atk_op_owner")
+    });
+    s.case("operator: tenancy.operate() by an administrator with a user set", || operate_with_a_user("atk_op_user"));
+    s.case("operator: an administrator's SECURITY DEFINER function enters it for its caller", || {
+        operate_inside_an_administrators_security_definer("atk_op_secdef")
+    });
+    s.case("operator: entered through a setting a client writes (set_config of tenancy.*)", || {
+        operate_by_a_setting("atk_op_guc", None)
+    });
+    s.case("operator: the mode outlives COMMIT", || operator_mode_outlives("atk_op_commit", "COMMIT"));
+    s.case("operator: the mode outlives ROLLBACK", || operator_mode_outlives("atk_op_rollback", "ROLLBACK"));
+    s.case("operator: the mode outlives ROLLBACK TO SAVEPOINT", || {
+        operator_mode_outlives("atk_op_savepoint", "ROLLBACK TO SAVEPOINT s1")
+    });
+    s.case("operator: a table owner's SECURITY DEFINER function called by an operator", || {
+        table_owners_security_definer_in_operator_mode("atk_op_owner_sd")
+    });
+    s.case("operator: the mode survives a user set later", || operator_mode_with_a_user_set_later("atk_op_later"));
     s.finish();
 }
 
 /// The suite can fail: with a weakness planted, the same checks report the attack as successful.
 #[test]
 fn the_suite_catches_a_planted_weakness() {
-    let planted: [(&str, Outcome); 4] = [
+    let planted: [(&str, Outcome); 6] = [
         (
             "CREATE on schema tenancy for the database owner",
             nobody_creates_objects_in_the_schema("atk_w_schema", Some("GRANT CREATE ON SCHEMA tenancy TO \"{owner}\"")),
@@ -1063,10 +1307,27 @@ fn the_suite_catches_a_planted_weakness() {
             "REFERENCES (slug) for PUBLIC",
             slug_enumeration_by_references("atk_w_slug", Some("GRANT REFERENCES (slug) ON tenancy.organizations TO PUBLIC")),
         ),
+        (
+            "the application role made a tenancy administrator (UPDATE on tenancy.organizations)",
+            operate_as_the_app_role(
+                "atk_w_op",
+                Some("GRANT UPDATE ON tenancy.organizations TO \"{app}\""),
+            ),
+        ),
+        (
+            "operating() read from a setting",
+            operate_by_a_setting(
+                "atk_w_guc",
+                Some(
+                    "CREATE OR REPLACE FUNCTION tenancy.operating() RETURNS boolean LANGUAGE sql STABLE \
+                     AS $$ SELECT coalesce(current_setting('tenancy.operating', true), '') = 'on' $$",
+                ),
+            ),
+        ),
     ];
     for (weakness, outcome) in planted {
         println!("planted {weakness}: {outcome:?}");
         assert!(outcome.is_err(), "with {weakness} planted, the attack must succeed");
     }
-    println!("planted weaknesses: 4 caught");
+    println!("planted weaknesses: 6 caught");
 }

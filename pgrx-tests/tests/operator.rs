@@ -1,0 +1,157 @@
+//! Operator mode (`tenancy.operate`): the database owner of a managed install — not superuser, no
+//! BYPASSRLS — who installed tenancy runs the runbooks' validation queries after FORCE ROW LEVEL
+//! SECURITY and gets real answers in operator mode, and nothing without it. The attacks on the
+//! mode (who may not enter it, how it ends) are in attacks.rs.
+use postgres::Client;
+use tenancy_client_tests::*;
+
+const DB: &str = "operator_runbook";
+
+/// Seed 001's shape: `client_id` columns, users and uploads of two clients.
+fn runbook_001_db() -> Client {
+    let mut c = two_tenant_db(DB);
+    c.batch_execute(&format!(
+        "CREATE TABLE public.users (id int PRIMARY KEY, email text NOT NULL UNIQUE,
+                                    client_id uuid NOT NULL REFERENCES tenancy.organizations (id));
+         CREATE TABLE public.uploads (id int PRIMARY KEY, filename text,
+                                      client_id uuid NOT NULL REFERENCES tenancy.organizations (id));
+         CREATE INDEX ON public.users (client_id, id);
+         CREATE INDEX ON public.uploads (client_id, id);
+         INSERT INTO public.users SELECT g, 'u' || g || '@example.com',
+                CASE WHEN g <= 3 THEN '{ORG_A}'::uuid ELSE '{ORG_B}'::uuid END FROM generate_series(1, 5) g;
+         INSERT INTO public.uploads SELECT g, 'f' || g,
+                CASE WHEN g <= 70 THEN '{ORG_A}'::uuid ELSE '{ORG_B}'::uuid END FROM generate_series(1, 100) g;
+         ANALYZE public.users, public.uploads;
+         SELECT tenancy.enable_isolation('public.users', 'client_id');
+         SELECT tenancy.enable_isolation('public.uploads', 'client_id');
+         GRANT SELECT, INSERT, UPDATE, DELETE ON public.users, public.uploads TO \"{DB}_app\";"
+    ))
+    .unwrap();
+    c
+}
+
+/// The organization summary (seed 000's, on seed 001's tables), by slug.
+const SUMMARY: &str = "SELECT o.slug, count(DISTINCT up.id), count(DISTINCT u.id)
+                         FROM tenancy.organizations o
+                         LEFT JOIN public.uploads up ON up.client_id = o.id
+                         LEFT JOIN public.users u ON u.client_id = o.id
+                        GROUP BY o.slug ORDER BY o.slug";
+/// Counts per organization, and the runbook's NULL check.
+const PER_ORG: &str = "SELECT client_id::text, count(*) FROM public.uploads GROUP BY 1 ORDER BY 1";
+const NULLS: &str = "SELECT (SELECT count(*) FROM public.users WHERE client_id IS NULL)
+                          + (SELECT count(*) FROM public.uploads WHERE client_id IS NULL)";
+
+fn summary(c: &mut impl postgres::GenericClient) -> Vec<(String, i64, i64)> {
+    c.query(SUMMARY, &[]).unwrap().iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+}
+
+fn per_org(c: &mut impl postgres::GenericClient) -> Vec<(String, i64)> {
+    c.query(PER_ORG, &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+#[test]
+fn the_database_owner_runs_the_runbook_validation_in_operator_mode_and_sees_nothing_without_it() {
+    let mut c = runbook_001_db();
+    let (sup, bypass): (bool, bool) =
+        c.query_one("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user", &[]).map(|r| (r.get(0), r.get(1))).unwrap();
+    assert!(!sup && !bypass, "the owner must be an ordinary managed-install owner");
+
+    // Without operator mode: the issue's "organization summary 0|0, 0 users".
+    let blind = summary(&mut c);
+    assert_eq!(blind, vec![("org-a".into(), 0, 0), ("org-b".into(), 0, 0)], "without operate()");
+    assert!(per_org(&mut c).is_empty());
+
+    // In operator mode: real answers, and the integrity report saw every row.
+    let mut tx = c.transaction().unwrap();
+    let entered: bool = tx.query_one("SELECT tenancy.operate('runbook 001 validation')", &[]).unwrap().get(0);
+    assert!(entered);
+    assert!(tx.query_one("SELECT tenancy.operating()", &[]).unwrap().get::<_, bool>(0));
+    assert_eq!(summary(&mut tx), vec![("org-a".into(), 70, 3), ("org-b".into(), 30, 2)]);
+    assert_eq!(per_org(&mut tx), vec![(ORG_A.into(), 70), (ORG_B.into(), 30)]);
+    assert_eq!(tx.query_one(NULLS, &[]).unwrap().get::<_, i64>(0), 0);
+    let report = tx
+        .query("SELECT table_name, total_rows, saw_every_row, ok FROM tenancy.validate_client_data_integrity()", &[])
+        .unwrap();
+    for r in &report {
+        let (t, n, saw, ok): (String, i64, bool, bool) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert!(saw && ok, "{t}: saw_every_row {saw}, ok {ok}");
+        assert_eq!(n, if t == "public.users" { 5 } else { 100 }, "{t}");
+    }
+    // A fix: move one upload to the other organization (the boundary keeps it in an existing one).
+    tx.batch_execute(&format!("UPDATE public.uploads SET client_id = '{ORG_B}' WHERE id = 1")).unwrap();
+    assert_eq!(per_org(&mut tx), vec![(ORG_A.into(), 69), (ORG_B.into(), 31)]);
+    tx.batch_execute("UPDATE public.uploads SET client_id = client_id WHERE id = 1").unwrap();
+    let bad = tx.execute("UPDATE public.uploads SET client_id = gen_random_uuid() WHERE id = 2", &[]);
+    assert!(bad.is_err(), "an operator moved a row to an organization that does not exist");
+    drop(tx); // ROLLBACK: the fix, the log row and the mode are gone
+
+    // It was logged: who (session user and role), when, why.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SELECT tenancy.operate('logged check')").unwrap();
+    tx.commit().unwrap();
+    let row = c
+        .query_one(
+            "SELECT actor::text, details->>'reason', details->>'session_user', details->>'current_user',
+                    started_at IS NOT NULL, count(*) OVER ()
+               FROM tenancy.migration_log WHERE operation = 'operate' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    let owner = format!("{DB}_owner");
+    assert_eq!(row.get::<_, String>(0), owner);
+    assert_eq!(row.get::<_, String>(1), "logged check");
+    assert_eq!(row.get::<_, String>(2), owner);
+    assert_eq!(row.get::<_, String>(3), owner);
+    assert!(row.get::<_, bool>(4));
+    assert_eq!(row.get::<_, i64>(5), 1, "the rolled-back entry left no log row");
+
+    // And after COMMIT, nothing again.
+    assert_eq!(summary(&mut c), blind);
+    println!("operator mode: runbook 001 validation as the database owner: {:?} without, real counts with", blind);
+}
+
+#[test]
+fn the_application_roles_plans_do_not_change() {
+    let db = "operator_plans";
+    let mut c = two_tenant_db(db);
+    c.batch_execute(&format!(
+        "CREATE TABLE public.items (id int PRIMARY KEY, organization_id uuid NOT NULL, body text);
+         CREATE INDEX ON public.items (organization_id, id);
+         INSERT INTO public.items SELECT g, CASE WHEN g % 2 = 0 THEN '{ORG_A}'::uuid ELSE '{ORG_B}'::uuid END, 'x'
+           FROM generate_series(1, 20000) g;
+         ANALYZE public.items;
+         SELECT tenancy.enable_isolation('public.items');
+         GRANT SELECT ON public.items TO \"{db}_app\";"
+    ))
+    .unwrap();
+    let policies: Vec<(String, String)> = c
+        .query(
+            "SELECT polname::text, array_to_string(polroles::regrole[], ',') FROM pg_policy
+              WHERE polrelid = 'public.items'::regclass AND polname = 'tenancy_operator'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(policies, vec![("tenancy_operator".into(), format!("{db}_owner"))], "one policy, for the catalog owner");
+    let mut app = app_session(db);
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+    for q in ["SELECT * FROM public.items WHERE id = 42", "SELECT * FROM public.items"] {
+        let plan: Vec<String> =
+            tx.query(&format!("EXPLAIN (COSTS OFF) {q}"), &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        let text = plan.join("\n");
+        assert!(!text.contains("InitPlan 2") && !text.contains(" OR "), "{q}: the app role got an extra arm:\n{text}");
+        if q.contains("WHERE") {
+            assert!(text.contains("Index Cond"), "{q}: no index condition:\n{text}");
+        }
+        println!("app role plan of {q}:\n{text}");
+    }
+    drop(tx);
+    // disable_isolation removes exactly what enable_isolation created, the operator policy too.
+    c.batch_execute("SELECT tenancy.disable_isolation('public.items')").unwrap();
+    let left: i64 =
+        c.query_one("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.items'::regclass", &[]).unwrap().get(0);
+    assert_eq!(left, 0);
+}
