@@ -17,10 +17,13 @@
 //!   of a non-administrator called by an operator sees `false`, and once a user is set the mode
 //!   is over for good (setting the user back to nothing does not bring it back).
 //!
-//! What it opens: the policies `enable_isolation` generates give a member of the role that owns
-//! `tenancy.organizations` one more PERMISSIVE policy, `tenancy_operator` (`USING ((SELECT
-//! tenancy.operating()))`), and the membership-mode lookups return every organization; a role
-//! that is not a member of the catalog owner (the application's) gets no extra policy at all.
+//! What it opens: the membership-mode lookups behind the policies return every organization
+//! (so the boundary and access policies for PUBLIC let an operator read and fix the rows of every
+//! organization), and where the generated policies do not reach the administrator (they are for
+//! other roles, or the table's own policies replace an access policy) `enable_isolation` adds a
+//! PERMISSIVE policy for members of the role that owns `tenancy.organizations` only,
+//! `tenancy_operator` (`USING ((SELECT tenancy.operating()))`). A role that is not a member of the
+//! catalog owner (the application's) gets no extra policy, and its plans do not change.
 use std::cell::Cell;
 
 use pgrx::prelude::*;

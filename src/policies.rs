@@ -510,17 +510,18 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
             quote_identifier(&t.column)
         ));
     }
-    // Operator mode (tenancy.operate): one more permissive policy, for members of the catalog
-    // owner only, so the application's roles get no extra policy and their plans do not change.
-    // Not on distributed tables: their workers never see operator mode (fail closed).
+    // Operator mode (tenancy.operate). With the policies for PUBLIC (the default), the boundary
+    // applies to the administrator as to everyone, and in operator mode the membership-mode
+    // lookups return every organization: the access policies already open every organization's
+    // rows to it, and no policy is added (a second permissive policy for the administrator would
+    // change nothing and trip Supabase's linter, multiple_permissive_policies). Where no access
+    // policy reaches the administrator (the policies are for other roles, or the table's own
+    // permissive policies replace an access policy), one more permissive policy, for members of
+    // the catalog owner only: the application's roles get no extra policy and their plans do not
+    // change. Not on distributed tables: their workers never see operator mode (fail closed).
+    let for_public = roles.iter().any(|r| r == "public");
     let operator_role = (!t.distributed).then(catalog_owner_name).flatten();
-    if let Some(role) = &operator_role {
-        comments.push(format!(
-            "-- Operator mode: members of {} (the owner of tenancy.organizations) read and fix rows of every organization \
-             only in a transaction that called tenancy.operate(reason), which is logged (policy {OPERATOR_POLICY}).",
-            quote_identifier(role)
-        ));
-    }
+    let mut operator_comment = false;
     let mut statements = Vec::new();
     let mut rels_out = Vec::new();
     let rels = relations(t);
@@ -577,7 +578,16 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
                 ));
             }
         }
-        if let Some(role) = &operator_role {
+        let all_access = desired.iter().filter(|(n, _)| n.ends_with("_access")).count() == COMMANDS.len();
+        if let Some(role) = operator_role.as_ref().filter(|_| !(for_public && all_access)) {
+            if !operator_comment {
+                comments.push(format!(
+                    "-- Operator mode: members of {} (the owner of tenancy.organizations) read and fix rows of every \
+                     organization only in a transaction that called tenancy.operate(reason), which is logged (policy {OPERATOR_POLICY}).",
+                    quote_identifier(role)
+                ));
+                operator_comment = true;
+            }
             desired.push(operator_policy_ddl(&rel.name, role));
         }
         for (name, ddl) in &desired {

@@ -23,7 +23,8 @@ fn runbook_001_db() -> Client {
                 CASE WHEN g <= 70 THEN '{ORG_A}'::uuid ELSE '{ORG_B}'::uuid END FROM generate_series(1, 100) g;
          ANALYZE public.users, public.uploads;
          SELECT tenancy.enable_isolation('public.users', 'client_id');
-         SELECT tenancy.enable_isolation('public.uploads', 'client_id');
+         -- Supabase-style: policies for the API role only (the administrator then gets tenancy_operator).
+         SELECT tenancy.enable_isolation('public.uploads', 'client_id', roles => '{{{DB}_app}}');
          GRANT SELECT, INSERT, UPDATE, DELETE ON public.users, public.uploads TO \"{DB}_app\";"
     ))
     .unwrap();
@@ -77,7 +78,7 @@ fn the_database_owner_runs_the_runbook_validation_in_operator_mode_and_sees_noth
         assert!(saw && ok, "{t}: saw_every_row {saw}, ok {ok}");
         assert_eq!(n, if t == "public.users" { 5 } else { 100 }, "{t}");
     }
-    // A fix: move one upload to the other organization (the boundary keeps it in an existing one).
+    // A fix: move one upload to the other organization (its foreign key keeps it in an existing one).
     tx.batch_execute(&format!("UPDATE public.uploads SET client_id = '{ORG_B}' WHERE id = 1")).unwrap();
     assert_eq!(per_org(&mut tx), vec![(ORG_A.into(), 69), (ORG_B.into(), 31)]);
     tx.batch_execute("UPDATE public.uploads SET client_id = client_id WHERE id = 1").unwrap();
@@ -114,44 +115,65 @@ fn the_database_owner_runs_the_runbook_validation_in_operator_mode_and_sees_noth
 fn the_application_roles_plans_do_not_change() {
     let db = "operator_plans";
     let mut c = two_tenant_db(db);
+    let app = format!("{db}_app");
     c.batch_execute(&format!(
         "CREATE TABLE public.items (id int PRIMARY KEY, organization_id uuid NOT NULL, body text);
          CREATE INDEX ON public.items (organization_id, id);
          INSERT INTO public.items SELECT g, CASE WHEN g % 2 = 0 THEN '{ORG_A}'::uuid ELSE '{ORG_B}'::uuid END, 'x'
            FROM generate_series(1, 20000) g;
-         ANALYZE public.items;
+         CREATE TABLE public.api_items (LIKE public.items INCLUDING ALL);
+         INSERT INTO public.api_items SELECT * FROM public.items;
+         ANALYZE public.items, public.api_items;
          SELECT tenancy.enable_isolation('public.items');
-         GRANT SELECT ON public.items TO \"{db}_app\";"
+         SELECT tenancy.enable_isolation('public.api_items', roles => '{{{app}}}');
+         GRANT SELECT ON public.items, public.api_items TO \"{app}\";"
     ))
     .unwrap();
-    let policies: Vec<(String, String)> = c
-        .query(
-            "SELECT polname::text, array_to_string(polroles::regrole[], ',') FROM pg_policy
-              WHERE polrelid = 'public.items'::regclass AND polname = 'tenancy_operator'",
+    let operator_policies = |c: &mut Client, t: &str| -> Vec<String> {
+        c.query(
+            &format!(
+                "SELECT array_to_string(polroles::regrole[], ',') FROM pg_policy
+                  WHERE polrelid = '{t}'::regclass AND polname = 'tenancy_operator'"
+            ),
             &[],
         )
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert_eq!(policies, vec![("tenancy_operator".into(), format!("{db}_owner"))], "one policy, for the catalog owner");
-    let mut app = app_session(db);
-    let mut tx = app.transaction().unwrap();
+        .map(|r| r.get(0))
+        .collect()
+    };
+    // Policies for PUBLIC already reach the administrator: nothing is added.
+    assert!(operator_policies(&mut c, "public.items").is_empty());
+    // Policies for the API role only: one policy, for the catalog owner.
+    assert_eq!(operator_policies(&mut c, "public.api_items"), vec![format!("{db}_owner")]);
+    let mut app_c = app_session(db);
+    let mut tx = app_c.transaction().unwrap();
     tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
-    for q in ["SELECT * FROM public.items WHERE id = 42", "SELECT * FROM public.items"] {
-        let plan: Vec<String> =
-            tx.query(&format!("EXPLAIN (COSTS OFF) {q}"), &[]).unwrap().iter().map(|r| r.get(0)).collect();
-        let text = plan.join("\n");
-        assert!(!text.contains("InitPlan 2") && !text.contains(" OR "), "{q}: the app role got an extra arm:\n{text}");
-        if q.contains("WHERE") {
-            assert!(text.contains("Index Cond"), "{q}: no index condition:\n{text}");
+    for t in ["public.items", "public.api_items"] {
+        for q in [format!("SELECT * FROM {t} WHERE id = 42"), format!("SELECT * FROM {t}")] {
+            let plan: Vec<String> =
+                tx.query(&format!("EXPLAIN (COSTS OFF) {q}"), &[]).unwrap().iter().map(|r| r.get(0)).collect();
+            let text = plan.join("\n");
+            assert!(!text.contains("operating") && !text.contains("InitPlan 2") && !text.contains(" OR "),
+                    "{q}: the app role got an extra arm:\n{text}");
+            if q.contains("WHERE") {
+                assert!(text.contains("Index Cond"), "{q}: no index condition:\n{text}");
+            }
+            println!("app role plan of {q}:\n{text}");
         }
-        println!("app role plan of {q}:\n{text}");
+    }
+    drop(tx);
+    // The operator reads both tables whole.
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SELECT tenancy.operate('plans test')").unwrap();
+    for t in ["public.items", "public.api_items"] {
+        let n: i64 = tx.query_one(&format!("SELECT count(*) FROM {t}"), &[]).unwrap().get(0);
+        assert_eq!(n, 20000, "{t} in operator mode");
     }
     drop(tx);
     // disable_isolation removes exactly what enable_isolation created, the operator policy too.
-    c.batch_execute("SELECT tenancy.disable_isolation('public.items')").unwrap();
+    c.batch_execute("SELECT tenancy.disable_isolation('public.api_items')").unwrap();
     let left: i64 =
-        c.query_one("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.items'::regclass", &[]).unwrap().get(0);
+        c.query_one("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.api_items'::regclass", &[]).unwrap().get(0);
     assert_eq!(left, 0);
 }
