@@ -816,6 +816,15 @@ CREATE POLICY organizations_of_current_user ON tenancy.organizations FOR SELECT
                     WHERE m.organization_id OPERATOR(pg_catalog.=) organizations.id
                       AND m.user_id OPERATOR(pg_catalog.=) (SELECT tenancy.current_user_id()))
            OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
+-- Everybody reads the roles (the membership lookups join them, as the caller) and the accepted
+-- lint findings (lint() reads them, as the caller), as before; with row-level security on, so
+-- that no table of schema tenancy readable by PUBLIC lacks it (Supabase's linter reports such a
+-- table as ERROR rls_disabled_in_public once the schema is exposed through PostgREST). Only
+-- their owner writes them: RLS is not forced, and nobody else has a write privilege.
+ALTER TABLE tenancy.roles ENABLE ROW LEVEL SECURITY;
+CREATE POLICY roles_readable_by_all ON tenancy.roles FOR SELECT USING (true);
+ALTER TABLE tenancy.lint_ignores ENABLE ROW LEVEL SECURITY;
+CREATE POLICY lint_ignores_readable_by_all ON tenancy.lint_ignores FOR SELECT USING (true);
 -- A table owner sees its own tables' conversion state; an administrator sees every table.
 CREATE POLICY tenant_tables_of_table_owner ON tenancy.tenant_tables FOR SELECT
     USING (EXISTS (SELECT 1 FROM pg_catalog.pg_class c

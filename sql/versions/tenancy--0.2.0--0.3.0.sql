@@ -2684,3 +2684,9 @@ CREATE POLICY tenant_tables_of_table_owner ON tenancy.tenant_tables FOR SELECT
 -- Operator mode (issue 15): its log operation runs only through the door, as the catalog owner.
 REVOKE ALL ON FUNCTION tenancy._op_operate(jsonb, oid, boolean, uuid) FROM PUBLIC;
 ALTER FUNCTION tenancy._op_operate(jsonb, oid, boolean, uuid) OWNER TO @extowner@;
+
+-- No table of schema tenancy readable by PUBLIC without row-level security (issue 15.11).
+ALTER TABLE tenancy.roles ENABLE ROW LEVEL SECURITY;
+CREATE POLICY roles_readable_by_all ON tenancy.roles FOR SELECT USING (true);
+ALTER TABLE tenancy.lint_ignores ENABLE ROW LEVEL SECURITY;
+CREATE POLICY lint_ignores_readable_by_all ON tenancy.lint_ignores FOR SELECT USING (true);
