@@ -741,6 +741,8 @@ COMMENT ON FUNCTION tenancy.current_organization_slug() IS
   'The slug of current_organization_id(), for tenant columns that store slugs (text).';
 COMMENT ON FUNCTION tenancy.set_organization(uuid) IS
   'Choose the organization for the rest of this transaction. Refuses (42501) unless the current user is an active member.';
+COMMENT ON FUNCTION tenancy.set_organization(text) IS
+  'set_organization by slug (a value that reads as a uuid is an id). The slug is looked up as the caller; refuses (42501) unless the current user is an active member.';
 COMMENT ON FUNCTION tenancy.get_user_organization_id(uuid) IS
   'The user''s default active organization, else the earliest active one, else NULL.';
 COMMENT ON FUNCTION tenancy.validate_client_access(uuid, uuid) IS

@@ -86,7 +86,11 @@ CREATE TABLE tenancy.migration_log (
     details     jsonb NOT NULL DEFAULT '{}',
     actor       name NOT NULL DEFAULT current_user,
     started_at  timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-    finished_at timestamptz
+    finished_at timestamptz,
+    -- The runbooks read a migration log as (phase, operation, status, details, created_at):
+    -- phase is the backfill phase an entry records, created_at when it started.
+    phase       text GENERATED ALWAYS AS (details OPERATOR(pg_catalog.->>) 'phase') STORED,
+    created_at  timestamptz GENERATED ALWAYS AS (started_at) STORED
 );
 ALTER SEQUENCE tenancy.migration_log_id_seq OWNED BY tenancy.migration_log.id;
 CREATE INDEX migration_log_table_idx ON tenancy.migration_log (table_name, started_at);

@@ -382,3 +382,37 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
     crate::citus::write_context(org);
     org
 }
+
+/// `set_organization` by slug, as the runbooks call it (`set_organization('acme')`); a value that
+/// reads as a uuid is taken as the organization's id, so `set_organization('<uuid>')` with an
+/// untyped literal (which Postgres resolves to this text form) means what it always meant. The
+/// slug is looked up as the caller, who sees only the organizations it belongs to (an
+/// administrator: all); then the checks of `set_organization(uuid)` apply.
+#[pg_extern(volatile, parallel_unsafe, name = "set_organization")]
+#[search_path(pg_catalog, pg_temp)]
+pub fn set_organization_by_slug(organization: Option<&str>) -> Uuid {
+    let Some(value) = organization.map(str::trim) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            // The same words as set_organization(uuid): an untyped NULL comes here.
+            "tenancy.set_organization: organization_id must not be NULL",
+            "Pass the slug or the id of an organization the current user belongs to.",
+        )
+    };
+    if let Some(id) = parse_uuid(value) {
+        return set_organization(Some(id));
+    }
+    let id = crate::errors::spi(Spi::get_one_with_args::<Uuid>(
+        "SELECT (SELECT o.id FROM tenancy.organizations o WHERE o.slug = $1)",
+        &[value.into()],
+    ));
+    match id {
+        Some(id) => set_organization(Some(id)),
+        None => raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy.set_organization: no organization with slug {value:?} that this transaction may act in"),
+            "Set the acting user first (SET LOCAL tenancy.user_id = '<uuid>', or a JWT with a sub claim), and choose \
+             the slug of an organization that user belongs to (SELECT slug FROM tenancy.organizations).",
+        ),
+    }
+}

@@ -177,3 +177,57 @@ fn the_application_roles_plans_do_not_change() {
         c.query_one("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.api_items'::regclass", &[]).unwrap().get(0);
     assert_eq!(left, 0);
 }
+
+/// Runbook 001's own queries, as written, with schema tenancy on the search path (README: the
+/// runbooks' queries), and set_organization by slug.
+#[test]
+fn the_runbook_001_queries_run_as_written() {
+    let db = "operator_runbook_queries";
+    let mut c = two_tenant_db(db);
+    c.batch_execute(&format!(
+        "CREATE TABLE public.email_logs (id int PRIMARY KEY, body text);
+         INSERT INTO public.email_logs SELECT g, 'x' FROM generate_series(1, 50) g;"
+    ))
+    .unwrap();
+    // On its own: a procedure that COMMITs cannot run inside a multi-statement batch.
+    c.batch_execute(&format!("CALL tenancy.backfill('public.email_logs', organization_id => '{ORG_A}', tenant_column => 'client_id')"))
+        .unwrap();
+    c.batch_execute("SET search_path = public, tenancy").unwrap();
+    // The migration log as the runbook reads it: phase (the backfill's), operation, status, details, created_at.
+    let q = "SELECT phase, operation, status, details, created_at FROM migration_log WHERE phase = 'phase_1' ORDER BY created_at DESC";
+    assert_eq!(c.query(q, &[]).unwrap().len(), 0);
+    let phases: Vec<String> = c
+        .query("SELECT DISTINCT phase FROM migration_log WHERE phase IS NOT NULL ORDER BY 1", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(phases.contains(&"filling".to_string()), "backfill phases in migration_log.phase: {phases:?}");
+    c.query("SELECT * FROM migration_log WHERE operation LIKE '%client_id%' AND status = 'failed'", &[]).unwrap();
+    assert_eq!(c.query("SELECT * FROM organizations WHERE slug = 'org-a'", &[]).unwrap().len(), 1);
+    let report = c.query("SELECT validate_client_data_integrity()", &[]).unwrap();
+    assert_eq!(report.len(), 1, "one registered table");
+    c.query(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE column_name = 'client_id' AND table_schema = 'public'",
+        &[],
+    )
+    .unwrap();
+
+    // set_organization by slug, and by an untyped uuid literal as before.
+    let mut app = app_session(db);
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+    let by_slug: String = tx.query_one("SELECT tenancy.set_organization('org-a')::text", &[]).unwrap().get(0);
+    assert_eq!(by_slug, ORG_A);
+    let by_id: String = tx.query_one(&format!("SELECT tenancy.set_organization('{ORG_A}')::text"), &[]).unwrap().get(0);
+    assert_eq!(by_id, ORG_A);
+    let current: String = tx.query_one("SELECT tenancy.current_organization_slug()", &[]).unwrap().get(0);
+    assert_eq!(current, "org-a");
+    drop(tx);
+    for slug in ["org-b", "no-such-org"] {
+        let mut tx = app.transaction().unwrap();
+        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+        let r = tx.query_one(&format!("SELECT tenancy.set_organization('{slug}')"), &[]);
+        assert_eq!(sqlstate(r), "42501", "a member of A chooses {slug}: the same refusal whether it exists or not");
+    }
+}

@@ -2490,6 +2490,14 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 CREATE OR REPLACE FUNCTION tenancy."set_organization"(
+	"organization" TEXT 
+) RETURNS uuid 
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'set_organization_by_slug_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."set_organization"(
 	"organization_id" uuid 
 ) RETURNS uuid 
 VOLATILE PARALLEL UNSAFE
@@ -2612,6 +2620,8 @@ COMMENT ON FUNCTION tenancy.current_organization_slug() IS
   'The slug of current_organization_id(), for tenant columns that store slugs (text).';
 COMMENT ON FUNCTION tenancy.set_organization(uuid) IS
   'Choose the organization for the rest of this transaction. Refuses (42501) unless the current user is an active member.';
+COMMENT ON FUNCTION tenancy.set_organization(text) IS
+  'set_organization by slug (a value that reads as a uuid is an id). The slug is looked up as the caller; refuses (42501) unless the current user is an active member.';
 COMMENT ON FUNCTION tenancy.get_user_organization_id(uuid) IS
   'The user''s default active organization, else the earliest active one, else NULL.';
 COMMENT ON FUNCTION tenancy.validate_client_access(uuid, uuid) IS
@@ -2690,3 +2700,8 @@ ALTER TABLE tenancy.roles ENABLE ROW LEVEL SECURITY;
 CREATE POLICY roles_readable_by_all ON tenancy.roles FOR SELECT USING (true);
 ALTER TABLE tenancy.lint_ignores ENABLE ROW LEVEL SECURITY;
 CREATE POLICY lint_ignores_readable_by_all ON tenancy.lint_ignores FOR SELECT USING (true);
+
+-- The runbooks' view of the log (issue 15.10): phase and created_at, computed from the entry.
+ALTER TABLE tenancy.migration_log
+    ADD COLUMN phase text GENERATED ALWAYS AS (details OPERATOR(pg_catalog.->>) 'phase') STORED,
+    ADD COLUMN created_at timestamptz GENERATED ALWAYS AS (started_at) STORED;
