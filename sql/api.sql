@@ -535,6 +535,69 @@ BEGIN
     RETURN jsonb_build_object('table', v_name);
 END $$;
 
+-- Allow (a.columns not null) or forbid (null) login lookups on a table the caller owns: the
+-- owner may read every row anyway (it can turn row-level security off), so this grants nothing
+-- the owner does not have. Only plain or partitioned tables whose key and columns have built-in
+-- types: the lookup reads them with row-level security bypassed, and must run no owner's code.
+CREATE FUNCTION tenancy._op_record_login_lookup(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel     oid    := tenancy._require('tbl', (a->>'relid')::oid);
+    v_name    text;
+    v_key     name;
+    v_cols    name[];
+    v_grantee oid;
+    v_col     name;
+    v_attnum  smallint;
+    v_base    oid;
+BEGIN
+    v_name := tenancy._owned_table(v_rel, caller, 'allow login lookups on it');
+    IF a->'columns' IS NULL OR a->'columns' = 'null'::jsonb THEN
+        DELETE FROM tenancy.login_lookups WHERE relid = v_rel::regclass;
+        PERFORM tenancy._log('revoke_login_lookup', v_name, 'succeeded', '{}', p_caller => caller);
+        RETURN jsonb_build_object('table', v_name);
+    END IF;
+    v_key := tenancy._require('key_column', a->>'key_column');
+    v_cols := ARRAY(SELECT jsonb_array_elements_text(a->'columns'))::name[];
+    v_grantee := tenancy._require('grantee', (a->>'grantee')::oid);
+    IF cardinality(v_cols) = 0 OR array_position(v_cols, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy: columns must name at least one column, and no NULL'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass what login needs, e.g. ''{id,password_hash}''.';
+    END IF;
+    -- Only the tree of a plain or partitioned table: anything else (a view, a foreign table
+    -- anywhere in the tree) runs its owner's code when read.
+    IF EXISTS (WITH RECURSIVE tree AS (SELECT v_rel AS relid
+                                       UNION SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid)
+               SELECT 1 FROM tree JOIN pg_class c ON c.oid = tree.relid WHERE c.relkind NOT IN ('r', 'p')) THEN
+        RAISE EXCEPTION 'tenancy: % is not a plain or partitioned table (or has foreign partitions)', v_name
+            USING ERRCODE = 'wrong_object_type', HINT = 'Login lookups read tables only.';
+    END IF;
+    FOREACH v_col IN ARRAY array_prepend(v_key, v_cols) LOOP
+        SELECT a2.attnum, CASE WHEN t2.typtype = 'd' THEN t2.typbasetype ELSE a2.atttypid END
+          INTO v_attnum, v_base
+          FROM pg_attribute a2 JOIN pg_type t2 ON t2.oid = a2.atttypid
+         WHERE a2.attrelid = v_rel AND a2.attname = v_col AND a2.attnum > 0 AND NOT a2.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'tenancy: column % does not exist in %', quote_ident(v_col), v_name
+                USING ERRCODE = 'undefined_column', HINT = 'Name columns of the table.';
+        END IF;
+        IF v_base >= 16384 THEN
+            RAISE EXCEPTION 'tenancy: column % of % has a type that is not built in', quote_ident(v_col), v_name
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'A login lookup reads with row-level security bypassed and runs no owner''s code: built-in types only.';
+        END IF;
+    END LOOP;
+    INSERT INTO tenancy.login_lookups AS l (relid, key_column, columns, grantee, created_by)
+    VALUES (v_rel::regclass, v_key, v_cols, v_grantee::regrole, (SELECT r.rolname FROM pg_roles r WHERE r.oid = caller))
+    ON CONFLICT (relid) DO UPDATE
+       SET key_column = excluded.key_column, columns = excluded.columns, grantee = excluded.grantee,
+           created_by = excluded.created_by, created_at = now();
+    PERFORM tenancy._log('allow_login_lookup', v_name, 'succeeded',
+                         jsonb_build_object('key_column', v_key, 'columns', to_jsonb(v_cols),
+                                            'grantee', v_grantee::regrole::text), p_caller => caller);
+    RETURN jsonb_build_object('table', v_name);
+END $$;
+
 -- Log the entry into operator mode (tenancy.operate checked the caller first: an administrator
 -- acting as itself, no user). The row belongs to the caller's (sub)transaction, as the mode does.
 CREATE FUNCTION tenancy._op_operate(a jsonb, caller oid, is_admin boolean, actor uuid)
@@ -623,6 +686,22 @@ CREATE FUNCTION tenancy.enable_isolation(tbl regclass, tenant_column name DEFAUL
                                          mode text DEFAULT 'membership', roles name[] DEFAULT '{public}')
 RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT tenancy._isolation($1::oid, $2::text, $3, $4::text[], true)
+$$;
+
+CREATE FUNCTION tenancy.allow_login_lookup(tbl regclass, key_column name, columns name[], grantee regrole)
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._privileged('record_login_lookup',
+              jsonb_build_object('relid', $1::oid, 'key_column', $2, 'columns', $3, 'grantee', $4::oid))->>'table'
+$$;
+
+CREATE FUNCTION tenancy.login_lookup(tbl regclass, key text)
+RETURNS SETOF jsonb LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM tenancy._login_lookup($1::oid, $2)
+$$;
+
+CREATE FUNCTION tenancy.revoke_login_lookup(tbl regclass)
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._privileged('record_login_lookup', jsonb_build_object('relid', $1::oid, 'columns', NULL))->>'table'
 $$;
 
 CREATE FUNCTION tenancy.disable_isolation(tbl regclass)
@@ -733,6 +812,14 @@ COMMENT ON FUNCTION tenancy.operate(text) IS
   'Operator mode: a tenancy administrator acting as itself (no user set) acts across every organization for the rest of this transaction, for operations and validation; logged in migration_log with the reason. Ends at COMMIT/ROLLBACK, when its savepoint is rolled back, or when a user is set.';
 COMMENT ON FUNCTION tenancy.operating() IS
   'True when this transaction entered operator mode (tenancy.operate) and the role running the statement, and the one outside every SECURITY DEFINER function, are tenancy administrators and no user is set.';
+COMMENT ON FUNCTION tenancy.allow_login_lookup(regclass, name, name[], regrole) IS
+  'Login before any tenant context: members of grantee may read these columns of the table''s rows by key_column with tenancy.login_lookup, across organizations, and nothing else. Table owners only; built-in column types; logged.';
+COMMENT ON FUNCTION tenancy._login_lookup(oid, text) IS
+  'Internal: the work of login_lookup.';
+COMMENT ON FUNCTION tenancy.revoke_login_lookup(regclass) IS
+  'Forbid login lookups on the table again (seen by the next statement of every session). Table owners only; logged.';
+COMMENT ON FUNCTION tenancy.login_lookup(regclass, text) IS
+  'Login before any tenant context: the columns allow_login_lookup named, as JSON, of the rows whose key column equals key (at most 100), for a member of the role it named; 42501 for anybody else.';
 COMMENT ON FUNCTION tenancy.current_user_id() IS
   'The acting user: tenancy.user_id, else the sub claim of request.jwt.claims, each only when written in this transaction. NULL when there is none.';
 COMMENT ON FUNCTION tenancy.current_organization_id() IS
@@ -874,3 +961,4 @@ ALTER TABLE tenancy.memberships OWNER TO @extowner@;
 ALTER TABLE tenancy.invitations OWNER TO @extowner@;
 ALTER TABLE tenancy.tenant_tables OWNER TO @extowner@;
 ALTER TABLE tenancy.migration_log OWNER TO @extowner@;
+ALTER TABLE tenancy.login_lookups OWNER TO @extowner@;

@@ -22,6 +22,7 @@ pub mod context;
 pub mod errors;
 pub mod integrity;
 pub mod lint;
+pub mod login;
 pub mod lookups;
 pub mod operator;
 pub mod policies;

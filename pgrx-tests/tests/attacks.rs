@@ -927,6 +927,91 @@ fn operator_mode_with_a_user_set_later(db: &str) -> Outcome {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Login before any tenant context (tenancy.login_lookup)
+// ---------------------------------------------------------------------------------------------
+
+/// A table owner who is not an administrator allows login lookups on a table it does not own.
+fn login_lookup_on_a_table_not_owned(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    role("login_r", "");
+    c.batch_execute("SELECT tenancy.allow_login_lookup('public.items', 'body', '{organization_id}', 'login_r')").unwrap();
+    let mut m = connect("mallory", db);
+    for sql in [
+        "SELECT tenancy.allow_login_lookup('public.items', 'body', '{id,organization_id}', 'mallory')",
+        "SELECT tenancy.revoke_login_lookup('public.items')",
+        "INSERT INTO tenancy.login_lookups VALUES ('public.items', 'body', '{id}', 'mallory')",
+        "UPDATE tenancy.login_lookups SET grantee = 'mallory'",
+    ] {
+        if m.batch_execute(sql).is_ok() {
+            return Err(format!("mallory ran {sql}"));
+        }
+    }
+    if let Ok(rows) = m.query("SELECT * FROM tenancy.login_lookup('public.items', 'a1')", &[]) {
+        return Err(format!("mallory read {} rows through another role's login lookup", rows.len()));
+    }
+    Ok(())
+}
+
+/// Roles the owner did not name call the lookup: the application role, anon, a member.
+fn login_lookup_by_others(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    role("login_r", "");
+    role("anon", "");
+    c.batch_execute("SELECT tenancy.allow_login_lookup('public.items', 'body', '{id,organization_id}', 'login_r')").unwrap();
+    let mut app = app_session(db);
+    let mut anon = connect("anon", db);
+    for (who, client) in [("the application role", &mut app), ("anon", &mut anon)] {
+        for user in [None, Some(USER_A)] {
+            let mut tx = client.transaction().unwrap();
+            if let Some(u) = user {
+                tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{u}'")).unwrap();
+            }
+            if let Ok(rows) = tx.query("SELECT * FROM tenancy.login_lookup('public.items', 'b1')", &[]) {
+                return Err(format!("{who} (user {user:?}) read {} rows of B by login lookup", rows.len()));
+            }
+        }
+    }
+    // The named role, after the owner revoked it: refused in the very next statement.
+    let mut l = connect("login_r", db);
+    let before = l.query("SELECT * FROM tenancy.login_lookup('public.items', 'b1')", &[]).map(|r| r.len()).unwrap_or(0);
+    c.batch_execute("SELECT tenancy.revoke_login_lookup('public.items')").unwrap();
+    if before != 1 {
+        return Err(format!("the case is broken: the named role read {before} rows"));
+    }
+    if let Ok(rows) = l.query("SELECT * FROM tenancy.login_lookup('public.items', 'b1')", &[]) {
+        return Err(format!("after revoke_login_lookup the named role still read {} rows", rows.len()));
+    }
+    Ok(())
+}
+
+/// A table owner's login lookup reads its table as the superuser: none of the owner's code runs
+/// (its policy), and a column of the owner's type is refused.
+fn login_lookup_runs_owner_code(db: &str) -> Outcome {
+    let (_c, mut m) = mallory_db(db);
+    m.batch_execute(
+        "CREATE TYPE m.mood AS ENUM ('ok');
+         CREATE TABLE m.u (id int PRIMARY KEY, email text, mood m.mood, organization_id uuid);
+         INSERT INTO m.u VALUES (1, 'x@example.com', 'ok', NULL);
+         ALTER TABLE m.u ENABLE ROW LEVEL SECURITY; ALTER TABLE m.u FORCE ROW LEVEL SECURITY;
+         CREATE POLICY spy ON m.u USING (m.spy());
+         SELECT tenancy.allow_login_lookup('m.u', 'email', '{id}', 'mallory');",
+    )
+    .unwrap();
+    let n = m.query("SELECT * FROM tenancy.login_lookup('m.u', 'x@example.com')", &[]).map(|r| r.len()).unwrap_or(0);
+    if m.batch_execute("SELECT tenancy.allow_login_lookup('m.u', 'email', '{id,mood}', 'mallory')").is_ok() {
+        return Err("a column of the owner's type was accepted for a lookup read as the superuser".into());
+    }
+    let others = spied_by_others(&mut m);
+    if mallory_gained_update(db) || !others.is_empty() {
+        return Err(format!("mallory's policy ran as {others:?} during a login lookup"));
+    }
+    if n != 1 {
+        return Err(format!("the case is broken: the lookup returned {n} rows"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // What lint and the integrity report must see
 // ---------------------------------------------------------------------------------------------
 
@@ -1281,6 +1366,9 @@ fn attacks_on_a_managed_install() {
         table_owners_security_definer_in_operator_mode("atk_op_owner_sd")
     });
     s.case("operator: the mode survives a user set later", || operator_mode_with_a_user_set_later("atk_op_later"));
+    s.case("login: lookups allowed or read on a table one does not own", || login_lookup_on_a_table_not_owned("atk_login_own"));
+    s.case("login: roles the owner did not name, and a revoked one, read logins", || login_lookup_by_others("atk_login_others"));
+    s.case("login: a table owner's lookup runs its code as the superuser", || login_lookup_runs_owner_code("atk_login_code"));
     s.finish();
 }
 
