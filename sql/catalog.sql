@@ -86,11 +86,28 @@ CREATE TABLE tenancy.migration_log (
     details     jsonb NOT NULL DEFAULT '{}',
     actor       name NOT NULL DEFAULT current_user,
     started_at  timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-    finished_at timestamptz
+    finished_at timestamptz,
+    -- The runbooks read a migration log as (phase, operation, status, details, created_at):
+    -- phase is the backfill phase an entry records, created_at when it started.
+    phase       text GENERATED ALWAYS AS (details OPERATOR(pg_catalog.->>) 'phase') STORED,
+    created_at  timestamptz GENERATED ALWAYS AS (started_at) STORED
 );
 ALTER SEQUENCE tenancy.migration_log_id_seq OWNED BY tenancy.migration_log.id;
 CREATE INDEX migration_log_table_idx ON tenancy.migration_log (table_name, started_at);
 COMMENT ON TABLE tenancy.migration_log IS 'Every operation tenancy performed on user tables or on the catalog, with timings.';
+
+-- Login before any tenant context (tenancy.login_lookup): which columns of which table a role
+-- may read by a key (an email), across organizations. Written by the table's owner only.
+CREATE TABLE tenancy.login_lookups (
+    relid       regclass PRIMARY KEY,
+    key_column  name NOT NULL,
+    columns     name[] NOT NULL CHECK (pg_catalog.cardinality(columns) OPERATOR(pg_catalog.>) 0),
+    grantee     regrole NOT NULL,
+    created_by  name NOT NULL DEFAULT current_user,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE tenancy.login_lookups IS
+  'Login before any tenant context: the columns of a table that members of grantee may read by key_column (tenancy.login_lookup), whatever row-level security hides.';
 
 -- pg_dump keeps the rows (built-in roles are recreated by CREATE EXTENSION itself).
 SELECT pg_catalog.pg_extension_config_dump('tenancy.roles', 'WHERE NOT is_builtin');
@@ -100,3 +117,4 @@ SELECT pg_catalog.pg_extension_config_dump('tenancy.invitations', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.tenant_tables', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.migration_log', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.migration_log_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.login_lookups', '');

@@ -202,7 +202,7 @@ pub fn citus_installed() -> bool {
     unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) != pg_sys::InvalidOid }
 }
 
-fn local_transaction_id() -> u32 {
+pub(crate) fn local_transaction_id() -> u32 {
     // SAFETY: MyProc is this backend's PGPROC, set for the backend's lifetime.
     unsafe {
         #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]

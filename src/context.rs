@@ -320,32 +320,43 @@ pub fn policy_organization_slug(privilege: &str) -> Option<String> {
 /// Membership-mode policies: the organizations whose rows this transaction may touch with
 /// `privilege`. When an organization is chosen (set_organization, JWT claim): that one alone, if
 /// allowed. Otherwise: every active organization where the current user's role grants it.
-/// Empty when there is no user: no rows.
+/// Without a user: every organization in operator mode (`crate::operator`), else none (no rows).
 fn organizations_for<T>(
     right: Right,
     all_of_user: fn(&str, &str) -> Vec<T>,
     chosen: fn(Uuid) -> Option<T>,
+    every: fn() -> Vec<T>,
 ) -> Vec<T> {
     let user = current_user();
     match requested_organization() {
         Requested::Invalid => Vec::new(),
         Requested::Organization(org) if may_act_in(user.as_deref(), org, Some(right)) => chosen(org).into_iter().collect(),
         Requested::Organization(_) => Vec::new(),
-        Requested::Nothing => user.map(|u| all_of_user(&u, right.as_str())).unwrap_or_default(),
+        Requested::Nothing => match user {
+            Some(u) => all_of_user(&u, right.as_str()),
+            // Operator mode (tenancy.operate): every organization.
+            None if crate::operator::is_on() => every(),
+            None => Vec::new(),
+        },
     }
 }
 
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn policy_organization_ids(privilege: &str) -> Vec<Uuid> {
-    organizations_for(Right::parse(privilege), lookups::organizations_with_right, Some)
+    organizations_for(Right::parse(privilege), lookups::organizations_with_right, Some, crate::operator::all_organization_ids)
 }
 
 /// `policy_organization_ids`, as slugs (for text tenant columns).
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn policy_organization_slugs(privilege: &str) -> Vec<String> {
-    organizations_for(Right::parse(privilege), lookups::organization_slugs_with_right, lookups::organization_slug)
+    organizations_for(
+        Right::parse(privilege),
+        lookups::organization_slugs_with_right,
+        lookups::organization_slug,
+        crate::operator::all_organization_slugs,
+    )
 }
 
 /// The slug of `current_organization_id()`, for tenant columns that hold slugs (text).
@@ -421,4 +432,38 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
     // The signed context for distributed tables (and, with Citus, the forwarding of SET LOCAL).
     crate::citus::write_context(org);
     org
+}
+
+/// `set_organization` by slug, as the runbooks call it (`set_organization('acme')`); a value that
+/// reads as a uuid is taken as the organization's id, so `set_organization('<uuid>')` with an
+/// untyped literal (which Postgres resolves to this text form) means what it always meant. The
+/// slug is looked up as the caller, who sees only the organizations it belongs to (an
+/// administrator: all); then the checks of `set_organization(uuid)` apply.
+#[pg_extern(volatile, parallel_unsafe, name = "set_organization")]
+#[search_path(pg_catalog, pg_temp)]
+pub fn set_organization_by_slug(organization: Option<&str>) -> Uuid {
+    let Some(value) = organization.map(str::trim) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            // The same words as set_organization(uuid): an untyped NULL comes here.
+            "tenancy.set_organization: organization_id must not be NULL",
+            "Pass the slug or the id of an organization the current user belongs to.",
+        )
+    };
+    if let Some(id) = parse_uuid(value) {
+        return set_organization(Some(id));
+    }
+    let id = crate::errors::spi(Spi::get_one_with_args::<Uuid>(
+        "SELECT (SELECT o.id FROM tenancy.organizations o WHERE o.slug = $1)",
+        &[value.into()],
+    ));
+    match id {
+        Some(id) => set_organization(Some(id)),
+        None => raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy.set_organization: no organization with slug {value:?} that this transaction may act in"),
+            "Set the acting user first (SET LOCAL tenancy.user_id = '<uuid>', or a JWT with a sub claim), and choose \
+             the slug of an organization that user belongs to (SELECT slug FROM tenancy.organizations).",
+        ),
+    }
 }

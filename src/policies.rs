@@ -413,6 +413,35 @@ fn policy_ddl(rel: &str, cmd: &str, restrictive: bool, roles: &str, t: &Target, 
     (name, ddl)
 }
 
+/// The permissive policy of operator mode (`crate::operator`).
+pub(crate) const OPERATOR_POLICY: &str = "tenancy_operator";
+
+/// The role that owns tenancy.organizations: its members (tenancy administrators) get the
+/// operator policy. None while the schema is older than the library (before ALTER EXTENSION
+/// UPDATE there is no tenancy.operating() to call).
+fn catalog_owner_name() -> Option<String> {
+    spi(Spi::get_one::<String>(
+        "SELECT (SELECT pg_catalog.pg_get_userbyid(c.relowner)::pg_catalog.text FROM pg_catalog.pg_class c \
+          WHERE c.oid = pg_catalog.to_regclass('tenancy.organizations')::pg_catalog.oid \
+            AND pg_catalog.to_regprocedure('tenancy.operating()') IS NOT NULL)",
+    ))
+}
+
+/// `tenancy_operator`: every row, for reading and for fixes (FOR ALL: the operator must be able
+/// to move or delete a misassigned row; the boundary policies still bound writes to existing
+/// organizations), but only while `tenancy.operating()`, read once per statement.
+fn operator_policy_ddl(rel: &str, role: &str) -> (String, String) {
+    let on = "(SELECT tenancy.operating())";
+    (
+        OPERATOR_POLICY.to_owned(),
+        format!(
+            "CREATE POLICY {} ON {rel} AS PERMISSIVE FOR ALL TO {} USING ({on}) WITH CHECK ({on})",
+            quote_identifier(OPERATOR_POLICY),
+            quote_identifier(role)
+        ),
+    )
+}
+
 /// A relation as enable_isolation leaves it: the RLS flags it had before, and its policies.
 struct Planned {
     name: String,
@@ -481,6 +510,18 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
             quote_identifier(&t.column)
         ));
     }
+    // Operator mode (tenancy.operate). With the policies for PUBLIC (the default), the boundary
+    // applies to the administrator as to everyone, and in operator mode the membership-mode
+    // lookups return every organization: the access policies already open every organization's
+    // rows to it, and no policy is added (a second permissive policy for the administrator would
+    // change nothing and trip Supabase's linter, multiple_permissive_policies). Where no access
+    // policy reaches the administrator (the policies are for other roles, or the table's own
+    // permissive policies replace an access policy), one more permissive policy, for members of
+    // the catalog owner only: the application's roles get no extra policy and their plans do not
+    // change. Not on distributed tables: their workers never see operator mode (fail closed).
+    let for_public = roles.iter().any(|r| r == "public");
+    let operator_role = (!t.distributed).then(catalog_owner_name).flatten();
+    let mut operator_comment = false;
     let mut statements = Vec::new();
     let mut rels_out = Vec::new();
     let rels = relations(t);
@@ -536,6 +577,18 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
                     theirs.iter().map(quote_identifier).collect::<Vec<_>>().join(", ")
                 ));
             }
+        }
+        let all_access = desired.iter().filter(|(n, _)| n.ends_with("_access")).count() == COMMANDS.len();
+        if let Some(role) = operator_role.as_ref().filter(|_| !(for_public && all_access)) {
+            if !operator_comment {
+                comments.push(format!(
+                    "-- Operator mode: members of {} (the owner of tenancy.organizations) read and fix rows of every \
+                     organization only in a transaction that called tenancy.operate(reason), which is logged (policy {OPERATOR_POLICY}).",
+                    quote_identifier(role)
+                ));
+                operator_comment = true;
+            }
+            desired.push(operator_policy_ddl(&rel.name, role));
         }
         for (name, ddl) in &desired {
             match existing.iter().find(|p| &p.name == name) {

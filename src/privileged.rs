@@ -28,9 +28,11 @@ pub const OPERATIONS: &[&str] = &[
     "record_backfill",
     "adopt_users",
     "set_user_id_type",
+    "operate",
+    "record_login_lookup",
 ];
 
-fn catalog_owner() -> pg_sys::Oid {
+pub(crate) fn catalog_owner() -> pg_sys::Oid {
     let Some(relid) = organizations_relid() else {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,

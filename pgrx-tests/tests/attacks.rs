@@ -815,6 +815,315 @@ fn admin_bypass_in_security_definer(db: &str) -> Outcome {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Operator mode (tenancy.operate): entered only explicitly, by an administrator acting as itself,
+// for one transaction
+// ---------------------------------------------------------------------------------------------
+
+/// What an attacker sees of the tenant table in the current transaction: (operating(), rows).
+fn operator_view(tx: &mut impl postgres::GenericClient) -> (bool, i64) {
+    (one_bool(tx, "SELECT tenancy.operating()"), one_i64(tx, "SELECT count(*) FROM public.items"))
+}
+
+/// Refused operate(), and nothing gained: operating() false, no rows of the tenant table.
+fn operate_refused(tx: &mut impl postgres::GenericClient, who: &str) -> Outcome {
+    let r = tx.batch_execute("SAVEPOINT op; SELECT tenancy.operate('attack')");
+    if r.is_ok() {
+        return Err(format!("{who}: tenancy.operate() was accepted"));
+    }
+    tx.batch_execute("ROLLBACK TO SAVEPOINT op").unwrap();
+    match operator_view(tx) {
+        (false, 0) => Ok(()),
+        (on, n) => Err(format!("{who}: operating() = {on}, {n} rows of the tenant table")),
+    }
+}
+
+/// A database with organizations A and B, public.items isolated (2 rows of A, 1 of B), readable by
+/// the application role, and `mallory`, a table owner who is not an administrator.
+fn operator_db(db: &str) -> Client {
+    let mut c = two_tenant_db(db);
+    tenant_table(&mut c);
+    role("mallory", "");
+    c.batch_execute(&format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON public.items TO \"{db}_app\", mallory;
+         GRANT CREATE ON SCHEMA public TO mallory;"
+    ))
+    .unwrap();
+    c
+}
+
+fn operate_as_the_app_role(db: &str, plant: Option<&str>) -> Outcome {
+    operator_db(db);
+    weaken(db, plant.map(|p| p.replace("{app}", &format!("{db}_app"))).as_deref(), &format!("{db}_owner"));
+    let mut app = app_session(db);
+    let mut tx = app.transaction().unwrap();
+    operate_refused(&mut tx, "the application role")
+}
+
+fn operate_as_a_table_owner(db: &str) -> Outcome {
+    operator_db(db);
+    let mut m = connect("mallory", db);
+    m.batch_execute(&format!(
+        "CREATE TABLE public.mine (id int PRIMARY KEY, organization_id uuid NOT NULL);
+         INSERT INTO public.mine VALUES (1, '{ORG_A}'), (2, '{ORG_B}');
+         SELECT tenancy.enable_isolation('public.mine');"
+    ))
+    .unwrap();
+    let mut tx = m.transaction().unwrap();
+    operate_refused(&mut tx, "a table owner who is not an administrator")?;
+    let own = one_i64(&mut tx, "SELECT count(*) FROM public.mine");
+    if own != 0 {
+        return Err(format!("a table owner read {own} rows of its isolated table without a user"));
+    }
+    Ok(())
+}
+
+fn operate_with_a_user(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    for setting in [
+        format!("SET LOCAL tenancy.user_id = '{USER_N}'"),
+        format!("SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_N}\"}}', true)"),
+    ] {
+        let mut tx = c.transaction().unwrap();
+        tx.batch_execute(&setting).unwrap();
+        operate_refused(&mut tx, &format!("an administrator after {setting}"))?;
+    }
+    Ok(())
+}
+
+/// An administrator's SECURITY DEFINER function that enters operator mode, called by others.
+fn operate_inside_an_administrators_security_definer(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    c.batch_execute(&format!(
+        "CREATE FUNCTION public.ops_count() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
+           SET search_path = pg_catalog, pg_temp AS $f$
+         BEGIN PERFORM tenancy.operate('called for a user'); RETURN (SELECT count(*) FROM public.items); END $f$;
+         GRANT EXECUTE ON FUNCTION public.ops_count() TO PUBLIC;"
+    ))
+    .unwrap();
+    let mut app = app_session(db);
+    let mut m = connect("mallory", db);
+    for (who, client) in [("the application role", &mut app), ("mallory", &mut m)] {
+        let mut tx = client.transaction().unwrap();
+        if let Ok(r) = tx.query_one("SELECT public.ops_count()", &[]) {
+            let n: i64 = r.get(0);
+            return Err(format!("{who} ran the administrator's function, which entered operator mode and read {n} rows"));
+        }
+        drop(tx);
+        let mut tx = client.transaction().unwrap();
+        if let (on, n) = operator_view(&mut tx) {
+            if on || n != 0 {
+                return Err(format!("{who}: operating() = {on}, {n} rows after calling it"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Any setting a client may write, under the names an implementation might use.
+fn operate_by_a_setting(db: &str, plant: Option<&str>) -> Outcome {
+    let mut c = operator_db(db);
+    weaken(db, plant, &format!("{db}_owner"));
+    let names = [
+        "tenancy.operating", "tenancy.operate", "tenancy.operator", "tenancy.operator_mode", "tenancy.mode",
+        "tenancy.bypass", "tenancy.admin", "tenancy.reason", "tenancy.user_id", "tenancy.organization_id",
+    ];
+    let mut app = app_session(db);
+    for (who, client) in [("the administrator", &mut c), ("the application role", &mut app)] {
+        for name in names {
+            for value in ["on", "true", "1", "all", "operate"] {
+                let mut tx = client.transaction().unwrap();
+                let _ = tx.batch_execute(&format!("SELECT set_config('{name}', '{value}', true)"));
+                let _ = tx.batch_execute(&format!("SELECT set_config('{name}', '{value}', false)"));
+                // An error (tenancy.user_id = 'on' is not a uuid: 22P02) gains nothing.
+                let on = tx.query_one("SELECT tenancy.operating()", &[]).map(|r| r.get::<_, bool>(0)).unwrap_or(false);
+                let n = tx.query_one("SELECT count(*) FROM public.items", &[]).map(|r| r.get::<_, i64>(0)).unwrap_or(0);
+                drop(tx);
+                if on || n != 0 {
+                    return Err(format!("{who} with {name} = {value}: operating() = {on}, {n} rows"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Operator mode does not outlive its transaction, nor a rolled-back savepoint (nor its log row).
+fn operator_mode_outlives(db: &str, end: &str) -> Outcome {
+    let mut c = operator_db(db);
+    let logged = |c: &mut Client| one_i64(c, "SELECT count(*) FROM tenancy.migration_log WHERE operation = 'operate'");
+    let before = logged(&mut c);
+    c.batch_execute("BEGIN").unwrap();
+    let sub = end.starts_with("ROLLBACK TO");
+    if sub {
+        c.batch_execute("SAVEPOINT s1; SAVEPOINT s2").unwrap();
+    }
+    c.batch_execute("SELECT tenancy.operate('maintenance')").unwrap();
+    let (on, n) = operator_view(&mut c);
+    if !(on && n == 3) {
+        c.batch_execute("ROLLBACK").unwrap();
+        return Err(format!("the case is broken: in operator mode operating() = {on}, {n} rows"));
+    }
+    if sub {
+        // RELEASE hands the mode to the enclosing savepoint; rolling that back ends it.
+        c.batch_execute("RELEASE SAVEPOINT s2").unwrap();
+    }
+    c.batch_execute(end).unwrap();
+    let (on, n) = operator_view(&mut c);
+    let _ = c.batch_execute("ROLLBACK");
+    if on || n != 0 {
+        return Err(format!("after {end}: operating() = {on}, {n} rows"));
+    }
+    // The next transaction of the same connection.
+    let (on, n) = operator_view(&mut c);
+    if on || n != 0 {
+        return Err(format!("in the transaction after {end}: operating() = {on}, {n} rows"));
+    }
+    let after = logged(&mut c);
+    let expected = before + i64::from(end == "COMMIT");
+    if after != expected {
+        return Err(format!("after {end}: {after} operate rows in migration_log, expected {expected}"));
+    }
+    Ok(())
+}
+
+/// A table owner's SECURITY DEFINER function, called by an administrator in operator mode, reads
+/// what its owner may read without a user: nothing.
+fn table_owners_security_definer_in_operator_mode(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    let mut m = connect("mallory", db);
+    m.batch_execute(&format!(
+        "CREATE TABLE public.mine (id int PRIMARY KEY, organization_id uuid NOT NULL);
+         INSERT INTO public.mine VALUES (1, '{ORG_A}'), (2, '{ORG_B}');
+         SELECT tenancy.enable_isolation('public.mine');
+         GRANT SELECT ON public.mine TO PUBLIC;
+         CREATE FUNCTION public.peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER
+           SET search_path = pg_catalog, pg_temp
+           AS 'SELECT (SELECT count(*) FROM public.items) + (SELECT count(*) FROM public.mine)';
+         CREATE FUNCTION public.peek_operating() RETURNS boolean LANGUAGE sql SECURITY DEFINER
+           SET search_path = pg_catalog, pg_temp AS 'SELECT tenancy.operating()';
+         GRANT EXECUTE ON FUNCTION public.peek(), public.peek_operating() TO PUBLIC;"
+    ))
+    .unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SELECT tenancy.operate('validation')").unwrap();
+    let mine = one_i64(&mut tx, "SELECT count(*) FROM public.mine");
+    let peeked = one_i64(&mut tx, "SELECT public.peek()");
+    let on_inside = one_bool(&mut tx, "SELECT public.peek_operating()");
+    if peeked != 0 || on_inside {
+        return Err(format!(
+            "mallory's SECURITY DEFINER function called by an operator read {peeked} rows (operating() inside: {on_inside})"
+        ));
+    }
+    if mine != 2 {
+        return Err(format!("the case is broken: the operator read {mine} rows of public.mine, expected 2"));
+    }
+    Ok(())
+}
+
+/// Setting a user ends operator mode, for the rest of the transaction.
+fn operator_mode_with_a_user_set_later(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute("SELECT tenancy.operate('validation')").unwrap();
+    for (setting, what) in [
+        (format!("SET LOCAL tenancy.user_id = '{USER_N}'"), "with a user set"),
+        ("SET LOCAL tenancy.user_id = ''".to_string(), "after the user was set back to nothing"),
+    ] {
+        tx.batch_execute(&setting).unwrap();
+        let (on, n) = operator_view(&mut tx);
+        if on || n != 0 {
+            return Err(format!("operator mode {what}: operating() = {on}, {n} rows"));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login before any tenant context (tenancy.login_lookup)
+// ---------------------------------------------------------------------------------------------
+
+/// A table owner who is not an administrator allows login lookups on a table it does not own.
+fn login_lookup_on_a_table_not_owned(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    role("login_r", "");
+    c.batch_execute("SELECT tenancy.allow_login_lookup('public.items', 'body', '{organization_id}', 'login_r')").unwrap();
+    let mut m = connect("mallory", db);
+    for sql in [
+        "SELECT tenancy.allow_login_lookup('public.items', 'body', '{id,organization_id}', 'mallory')",
+        "SELECT tenancy.revoke_login_lookup('public.items')",
+        "INSERT INTO tenancy.login_lookups VALUES ('public.items', 'body', '{id}', 'mallory')",
+        "UPDATE tenancy.login_lookups SET grantee = 'mallory'",
+    ] {
+        if m.batch_execute(sql).is_ok() {
+            return Err(format!("mallory ran {sql}"));
+        }
+    }
+    if let Ok(rows) = m.query("SELECT * FROM tenancy.login_lookup('public.items', 'a1')", &[]) {
+        return Err(format!("mallory read {} rows through another role's login lookup", rows.len()));
+    }
+    Ok(())
+}
+
+/// Roles the owner did not name call the lookup: the application role, anon, a member.
+fn login_lookup_by_others(db: &str) -> Outcome {
+    let mut c = operator_db(db);
+    role("login_r", "");
+    role("anon", "");
+    c.batch_execute("SELECT tenancy.allow_login_lookup('public.items', 'body', '{id,organization_id}', 'login_r')").unwrap();
+    let mut app = app_session(db);
+    let mut anon = connect("anon", db);
+    for (who, client) in [("the application role", &mut app), ("anon", &mut anon)] {
+        for user in [None, Some(USER_A)] {
+            let mut tx = client.transaction().unwrap();
+            if let Some(u) = user {
+                tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{u}'")).unwrap();
+            }
+            if let Ok(rows) = tx.query("SELECT * FROM tenancy.login_lookup('public.items', 'b1')", &[]) {
+                return Err(format!("{who} (user {user:?}) read {} rows of B by login lookup", rows.len()));
+            }
+        }
+    }
+    // The named role, after the owner revoked it: refused in the very next statement.
+    let mut l = connect("login_r", db);
+    let before = l.query("SELECT * FROM tenancy.login_lookup('public.items', 'b1')", &[]).map(|r| r.len()).unwrap_or(0);
+    c.batch_execute("SELECT tenancy.revoke_login_lookup('public.items')").unwrap();
+    if before != 1 {
+        return Err(format!("the case is broken: the named role read {before} rows"));
+    }
+    if let Ok(rows) = l.query("SELECT * FROM tenancy.login_lookup('public.items', 'b1')", &[]) {
+        return Err(format!("after revoke_login_lookup the named role still read {} rows", rows.len()));
+    }
+    Ok(())
+}
+
+/// A table owner's login lookup reads its table as the superuser: none of the owner's code runs
+/// (its policy), and a column of the owner's type is refused.
+fn login_lookup_runs_owner_code(db: &str) -> Outcome {
+    let (_c, mut m) = mallory_db(db);
+    m.batch_execute(
+        "CREATE TYPE m.mood AS ENUM ('ok');
+         CREATE TABLE m.u (id int PRIMARY KEY, email text, mood m.mood, organization_id uuid);
+         INSERT INTO m.u VALUES (1, 'x@example.com', 'ok', NULL);
+         ALTER TABLE m.u ENABLE ROW LEVEL SECURITY; ALTER TABLE m.u FORCE ROW LEVEL SECURITY;
+         CREATE POLICY spy ON m.u USING (m.spy());
+         SELECT tenancy.allow_login_lookup('m.u', 'email', '{id}', 'mallory');",
+    )
+    .unwrap();
+    let n = m.query("SELECT * FROM tenancy.login_lookup('m.u', 'x@example.com')", &[]).map(|r| r.len()).unwrap_or(0);
+    if m.batch_execute("SELECT tenancy.allow_login_lookup('m.u', 'email', '{id,mood}', 'mallory')").is_ok() {
+        return Err("a column of the owner's type was accepted for a lookup read as the superuser".into());
+    }
+    let others = spied_by_others(&mut m);
+    if mallory_gained_update(db) || !others.is_empty() {
+        return Err(format!("mallory's policy ran as {others:?} during a login lookup"));
+    }
+    if n != 1 {
+        return Err(format!("the case is broken: the lookup returned {n} rows"));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // What lint and the integrity report must see
 // ---------------------------------------------------------------------------------------------
 
@@ -1167,13 +1476,36 @@ fn attacks_on_a_managed_install() {
     s.case("user ids: a change of type while members exist (bigint 1 becomes text '1')", || {
         user_id_type_switch_with_members("atk_uid_switch")
     });
+    s.case("operator: tenancy.operate() by the application role", || operate_as_the_app_role("atk_op_app", None));
+    s.case("operator: tenancy.operate() by a table owner who is not an administrator", || {
+        operate_as_a_table_owner("atk_op_owner")
+    });
+    s.case("operator: tenancy.operate() by an administrator with a user set", || operate_with_a_user("atk_op_user"));
+    s.case("operator: an administrator's SECURITY DEFINER function enters it for its caller", || {
+        operate_inside_an_administrators_security_definer("atk_op_secdef")
+    });
+    s.case("operator: entered through a setting a client writes (set_config of tenancy.*)", || {
+        operate_by_a_setting("atk_op_guc", None)
+    });
+    s.case("operator: the mode outlives COMMIT", || operator_mode_outlives("atk_op_commit", "COMMIT"));
+    s.case("operator: the mode outlives ROLLBACK", || operator_mode_outlives("atk_op_rollback", "ROLLBACK"));
+    s.case("operator: the mode outlives ROLLBACK TO SAVEPOINT", || {
+        operator_mode_outlives("atk_op_savepoint", "ROLLBACK TO SAVEPOINT s1")
+    });
+    s.case("operator: a table owner's SECURITY DEFINER function called by an operator", || {
+        table_owners_security_definer_in_operator_mode("atk_op_owner_sd")
+    });
+    s.case("operator: the mode survives a user set later", || operator_mode_with_a_user_set_later("atk_op_later"));
+    s.case("login: lookups allowed or read on a table one does not own", || login_lookup_on_a_table_not_owned("atk_login_own"));
+    s.case("login: roles the owner did not name, and a revoked one, read logins", || login_lookup_by_others("atk_login_others"));
+    s.case("login: a table owner's lookup runs its code as the superuser", || login_lookup_runs_owner_code("atk_login_code"));
     s.finish();
 }
 
 /// The suite can fail: with a weakness planted, the same checks report the attack as successful.
 #[test]
 fn the_suite_catches_a_planted_weakness() {
-    let planted: [(&str, Outcome); 4] = [
+    let planted: [(&str, Outcome); 6] = [
         (
             "CREATE on schema tenancy for the database owner",
             nobody_creates_objects_in_the_schema("atk_w_schema", Some("GRANT CREATE ON SCHEMA tenancy TO \"{owner}\"")),
@@ -1193,10 +1525,27 @@ fn the_suite_catches_a_planted_weakness() {
             "REFERENCES (slug) for PUBLIC",
             slug_enumeration_by_references("atk_w_slug", Some("GRANT REFERENCES (slug) ON tenancy.organizations TO PUBLIC")),
         ),
+        (
+            "the application role made a tenancy administrator (UPDATE on tenancy.organizations)",
+            operate_as_the_app_role(
+                "atk_w_op",
+                Some("GRANT UPDATE ON tenancy.organizations TO \"{app}\""),
+            ),
+        ),
+        (
+            "operating() read from a setting",
+            operate_by_a_setting(
+                "atk_w_guc",
+                Some(
+                    "CREATE OR REPLACE FUNCTION tenancy.operating() RETURNS boolean LANGUAGE sql STABLE \
+                     AS $$ SELECT coalesce(current_setting('tenancy.operating', true), '') = 'on' $$",
+                ),
+            ),
+        ),
     ];
     for (weakness, outcome) in planted {
         println!("planted {weakness}: {outcome:?}");
         assert!(outcome.is_err(), "with {weakness} planted, the attack must succeed");
     }
-    println!("planted weaknesses: 4 caught");
+    println!("planted weaknesses: 6 caught");
 }

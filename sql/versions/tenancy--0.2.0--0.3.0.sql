@@ -772,6 +772,15 @@ RETURNS bigint LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     RETURNING id
 $$;
 
+CREATE OR REPLACE FUNCTION tenancy."_login_lookup"(
+	"tbl" oid, 
+	"key" TEXT 
+) RETURNS SETOF jsonb 
+STRICT STABLE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_login_lookup_wrapper';
+
 CREATE OR REPLACE FUNCTION tenancy."_lookups_changed_trigger"()
 	RETURNS TRIGGER
 	LANGUAGE c
@@ -1071,6 +1080,23 @@ BEGIN
     RETURN jsonb_build_object('id', v_org);
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._op_operate(a jsonb, caller oid, is_admin boolean, actor text)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_id bigint;
+BEGIN
+    IF NOT is_admin OR actor IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.operate: only a tenancy administrator acting as itself may enter operator mode'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Connect as the role that owns tenancy.organizations, with no tenancy.user_id or JWT set.';
+    END IF;
+    v_id := tenancy._log('operate', NULL, 'succeeded',
+                         jsonb_build_object('reason', tenancy._require('reason', a->>'reason'),
+                                            'session_user', a->>'session_user',
+                                            'current_user', a->>'current_user',
+                                            'outer_role', a->>'outer_role'), p_caller => caller);
+    RETURN jsonb_build_object('log_id', v_id);
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._op_record_backfill(a jsonb, caller oid, is_admin boolean, actor text)
 RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1141,6 +1167,65 @@ BEGIN
     END IF;
     PERFORM tenancy._log(tenancy._require('operation', a->>'operation'), v_name, 'succeeded',
                          coalesce(a->'log_details', '{}') || jsonb_build_object('actor', actor), p_caller => caller);
+    RETURN jsonb_build_object('table', v_name);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._op_record_login_lookup(a jsonb, caller oid, is_admin boolean, actor text)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rel     oid    := tenancy._require('tbl', (a->>'relid')::oid);
+    v_name    text;
+    v_key     name;
+    v_cols    name[];
+    v_grantee oid;
+    v_col     name;
+    v_attnum  smallint;
+    v_base    oid;
+BEGIN
+    v_name := tenancy._owned_table(v_rel, caller, 'allow login lookups on it');
+    IF a->'columns' IS NULL OR a->'columns' = 'null'::jsonb THEN
+        DELETE FROM tenancy.login_lookups WHERE relid = v_rel::regclass;
+        PERFORM tenancy._log('revoke_login_lookup', v_name, 'succeeded', '{}', p_caller => caller);
+        RETURN jsonb_build_object('table', v_name);
+    END IF;
+    v_key := tenancy._require('key_column', a->>'key_column');
+    v_cols := ARRAY(SELECT jsonb_array_elements_text(a->'columns'))::name[];
+    v_grantee := tenancy._require('grantee', (a->>'grantee')::oid);
+    IF cardinality(v_cols) = 0 OR array_position(v_cols, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy: columns must name at least one column, and no NULL'
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass what login needs, e.g. ''{id,password_hash}''.';
+    END IF;
+    -- Only the tree of a plain or partitioned table: anything else (a view, a foreign table
+    -- anywhere in the tree) runs its owner's code when read.
+    IF EXISTS (WITH RECURSIVE tree AS (SELECT v_rel AS relid
+                                       UNION SELECT i.inhrelid FROM pg_inherits i JOIN tree ON i.inhparent = tree.relid)
+               SELECT 1 FROM tree JOIN pg_class c ON c.oid = tree.relid WHERE c.relkind NOT IN ('r', 'p')) THEN
+        RAISE EXCEPTION 'tenancy: % is not a plain or partitioned table (or has foreign partitions)', v_name
+            USING ERRCODE = 'wrong_object_type', HINT = 'Login lookups read tables only.';
+    END IF;
+    FOREACH v_col IN ARRAY array_prepend(v_key, v_cols) LOOP
+        SELECT a2.attnum, CASE WHEN t2.typtype = 'd' THEN t2.typbasetype ELSE a2.atttypid END
+          INTO v_attnum, v_base
+          FROM pg_attribute a2 JOIN pg_type t2 ON t2.oid = a2.atttypid
+         WHERE a2.attrelid = v_rel AND a2.attname = v_col AND a2.attnum > 0 AND NOT a2.attisdropped;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'tenancy: column % does not exist in %', quote_ident(v_col), v_name
+                USING ERRCODE = 'undefined_column', HINT = 'Name columns of the table.';
+        END IF;
+        IF v_base >= 16384 THEN
+            RAISE EXCEPTION 'tenancy: column % of % has a type that is not built in', quote_ident(v_col), v_name
+                USING ERRCODE = 'datatype_mismatch',
+                      HINT = 'A login lookup reads with row-level security bypassed and runs no owner''s code: built-in types only.';
+        END IF;
+    END LOOP;
+    INSERT INTO tenancy.login_lookups AS l (relid, key_column, columns, grantee, created_by)
+    VALUES (v_rel::regclass, v_key, v_cols, v_grantee::regrole, (SELECT r.rolname FROM pg_roles r WHERE r.oid = caller))
+    ON CONFLICT (relid) DO UPDATE
+       SET key_column = excluded.key_column, columns = excluded.columns, grantee = excluded.grantee,
+           created_by = excluded.created_by, created_at = now();
+    PERFORM tenancy._log('allow_login_lookup', v_name, 'succeeded',
+                         jsonb_build_object('key_column', v_key, 'columns', to_jsonb(v_cols),
+                                            'grantee', v_grantee::regrole::text), p_caller => caller);
     RETURN jsonb_build_object('table', v_name);
 END $$;
 
@@ -2026,6 +2111,12 @@ BEGIN
          ORDER BY (SELECT rank FROM tenancy.roles ro WHERE ro.name = x.role) DESC;
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy.allow_login_lookup(tbl regclass, key_column name, columns name[], grantee regrole)
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._privileged('record_login_lookup',
+              jsonb_build_object('relid', $1::oid, 'key_column', $2, 'columns', $3, 'grantee', $4::oid))->>'table'
+$$;
+
 CREATE OR REPLACE PROCEDURE tenancy.backfill(
     tbl regclass,
     organization_id uuid DEFAULT NULL,
@@ -2315,7 +2406,7 @@ findings AS (
            format('%s has no permissive policy for %s: nobody the policies apply to can %s its rows', tt.tbl, cmds.label, cmds.label),
            format('SELECT tenancy.enable_isolation(%L, %L);', tt.tbl, tt.col)
       FROM tt CROSS JOIN cmds
-     WHERE tt.rls AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tt.oid AND p.polpermissive
+     WHERE tt.rls AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = tt.oid AND p.polpermissive AND p.polname <> 'tenancy_operator'
                                      AND p.polcmd IN (cmds.cmd::"char", '*'))
     UNION ALL
     -- TEN004: a policy that calls a context or membership function per row.
@@ -2520,11 +2611,30 @@ SELECT f.level, f.code, f.object, f.message, f.fix
  ORDER BY CASE f.level WHEN 'error' THEN 1 WHEN 'warning' THEN 2 ELSE 3 END, f.code, f.object, f.message
 $lint$;
 
+CREATE OR REPLACE FUNCTION tenancy.login_lookup(tbl regclass, key text)
+RETURNS SETOF jsonb LANGUAGE sql STABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM tenancy._login_lookup($1::oid, $2)
+$$;
+
 CREATE OR REPLACE FUNCTION tenancy."lookup_cache_size"() RETURNS bigint 
 STRICT VOLATILE PARALLEL RESTRICTED
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', 'lookup_cache_size_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."operate"(
+	"reason" TEXT 
+) RETURNS bool 
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'operate_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy."operating"() RETURNS bool 
+STRICT STABLE PARALLEL RESTRICTED
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'operating_wrapper';
 
 CREATE OR REPLACE FUNCTION tenancy.pending_statements()
 RETURNS TABLE (table_name text, statement text)
@@ -2592,10 +2702,23 @@ RETURNS uuid LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
               jsonb_build_object('organization_id', $1, 'name', $2, 'slug', $3))->>'id')::uuid
 $$;
 
+CREATE OR REPLACE FUNCTION tenancy.revoke_login_lookup(tbl regclass)
+RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._privileged('record_login_lookup', jsonb_build_object('relid', $1::oid, 'columns', NULL))->>'table'
+$$;
+
 CREATE OR REPLACE FUNCTION tenancy.rollback(tbl regclass, drop_column boolean DEFAULT false) RETURNS text
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT tenancy._as_owner(tenancy._require('tbl', $1)::oid, 'rollback', jsonb_build_object('drop_column', $2))->>'ddl'
 $$;
+
+CREATE OR REPLACE FUNCTION tenancy."set_organization"(
+	"organization" TEXT 
+) RETURNS uuid 
+VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'set_organization_by_slug_wrapper';
 
 CREATE OR REPLACE FUNCTION tenancy."set_organization"(
 	"organization_id" uuid 
@@ -2728,6 +2851,18 @@ COMMENT ON FUNCTION tenancy.signed_organization_id(text, text) IS
   'Policies of distributed tables: the organization in the signed context (tenancy.context) if tenancy.set_organization signed it in this transaction for the current user and role, and the role there grants the privilege; else NULL.';
 COMMENT ON FUNCTION tenancy.signed_organization_slug(text, text) IS
   'signed_organization_id, as the organization''s slug (text tenant columns).';
+COMMENT ON FUNCTION tenancy.operate(text) IS
+  'Operator mode: a tenancy administrator acting as itself (no user set) acts across every organization for the rest of this transaction, for operations and validation; logged in migration_log with the reason. Ends at COMMIT/ROLLBACK, when its savepoint is rolled back, or when a user is set.';
+COMMENT ON FUNCTION tenancy.operating() IS
+  'True when this transaction entered operator mode (tenancy.operate) and the role running the statement, and the one outside every SECURITY DEFINER function, are tenancy administrators and no user is set.';
+COMMENT ON FUNCTION tenancy.allow_login_lookup(regclass, name, name[], regrole) IS
+  'Login before any tenant context: members of grantee may read these columns of the table''s rows by key_column with tenancy.login_lookup, across organizations, and nothing else. Table owners only; built-in column types; logged.';
+COMMENT ON FUNCTION tenancy._login_lookup(oid, text) IS
+  'Internal: the work of login_lookup.';
+COMMENT ON FUNCTION tenancy.revoke_login_lookup(regclass) IS
+  'Forbid login lookups on the table again (seen by the next statement of every session). Table owners only; logged.';
+COMMENT ON FUNCTION tenancy.login_lookup(regclass, text) IS
+  'Login before any tenant context: the columns allow_login_lookup named, as JSON, of the rows whose key column equals key (at most 100), for a member of the role it named; 42501 for anybody else.';
 COMMENT ON FUNCTION tenancy.current_user_id() IS
   'The acting user: tenancy.user_id, else the sub claim of request.jwt.claims, each only when written in this transaction. NULL when there is none. With bigint or text user ids: 42804 when there is one (use current_user_id_text()).';
 COMMENT ON FUNCTION tenancy.current_organization_id() IS
@@ -2736,6 +2871,8 @@ COMMENT ON FUNCTION tenancy.current_organization_slug() IS
   'The slug of current_organization_id(), for tenant columns that store slugs (text).';
 COMMENT ON FUNCTION tenancy.set_organization(uuid) IS
   'Choose the organization for the rest of this transaction. Refuses (42501) unless the current user is an active member.';
+COMMENT ON FUNCTION tenancy.set_organization(text) IS
+  'set_organization by slug (a value that reads as a uuid is an id). The slug is looked up as the caller; refuses (42501) unless the current user is an active member.';
 COMMENT ON FUNCTION tenancy.get_user_organization_id(uuid) IS
   'The user''s default active organization, else the earliest active one, else NULL.';
 COMMENT ON FUNCTION tenancy.validate_client_access(uuid, uuid) IS
@@ -2749,7 +2886,7 @@ COMMENT ON FUNCTION tenancy.policy_organization_id(text) IS
 COMMENT ON FUNCTION tenancy.policy_organization_slug(text) IS
   'policy_organization_id(privilege) as the organization''s slug, for text tenant columns.';
 COMMENT ON FUNCTION tenancy.policy_organization_ids(text) IS
-  'For membership-mode policies: the organization chosen for the transaction, else every active organization of the user, where the user''s role grants the privilege. Empty: no rows.';
+  'For membership-mode policies: the organization chosen for the transaction, else every active organization of the user, where the user''s role grants the privilege; in operator mode (tenancy.operate) without a chosen organization, every organization. Empty: no rows.';
 COMMENT ON FUNCTION tenancy.policy_organization_slugs(text) IS
   'policy_organization_ids(privilege) as slugs, for text tenant columns.';
 COMMENT ON FUNCTION tenancy.isolation_sql(regclass, name, text, name[]) IS
@@ -2828,8 +2965,8 @@ CREATE POLICY tenant_tables_of_table_owner ON tenancy.tenant_tables FOR SELECT
            OR (SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
 
 -- Issue 15 (user ids that are not uuids): the operations take the acting user as text, so they
--- were created again above. Like every operation they belong to the catalog owner, and nobody
--- else may execute them.
+-- were created again above (with operate and record_login_lookup, new in 0.3.0). Like every
+-- operation they belong to the catalog owner, and nobody else may execute them.
 DO $$
 DECLARE
     f pg_catalog.regprocedure;
@@ -2843,4 +2980,35 @@ BEGIN
         EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
         EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO %s', f, v_owner);
     END LOOP;
+END $$;
+
+-- No table of schema tenancy readable by PUBLIC without row-level security (issue 15.11).
+ALTER TABLE tenancy.roles ENABLE ROW LEVEL SECURITY;
+CREATE POLICY roles_readable_by_all ON tenancy.roles FOR SELECT USING (true);
+ALTER TABLE tenancy.lint_ignores ENABLE ROW LEVEL SECURITY;
+CREATE POLICY lint_ignores_readable_by_all ON tenancy.lint_ignores FOR SELECT USING (true);
+
+-- The runbooks' view of the log (issue 15.10): phase and created_at, computed from the entry.
+ALTER TABLE tenancy.migration_log
+    ADD COLUMN phase text GENERATED ALWAYS AS (details OPERATOR(pg_catalog.->>) 'phase') STORED,
+    ADD COLUMN created_at timestamptz GENERATED ALWAYS AS (started_at) STORED;
+
+-- Login before any tenant context (issue 15.9).
+CREATE TABLE tenancy.login_lookups (
+    relid       regclass PRIMARY KEY,
+    key_column  name NOT NULL,
+    columns     name[] NOT NULL CHECK (pg_catalog.cardinality(columns) OPERATOR(pg_catalog.>) 0),
+    grantee     regrole NOT NULL,
+    created_by  name NOT NULL DEFAULT current_user,
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE tenancy.login_lookups IS
+  'Login before any tenant context: the columns of a table that members of grantee may read by key_column (tenancy.login_lookup), whatever row-level security hides.';
+SELECT pg_catalog.pg_extension_config_dump('tenancy.login_lookups', '');
+-- Owned, like every catalog table, by the catalog owner (not necessarily the role running the update).
+DO $$
+BEGIN
+    EXECUTE pg_catalog.format('ALTER TABLE tenancy.login_lookups OWNER TO %s',
+        (SELECT c.relowner::pg_catalog.regrole FROM pg_catalog.pg_class c
+          WHERE c.oid OPERATOR(pg_catalog.=) 'tenancy.organizations'::pg_catalog.regclass));
 END $$;
