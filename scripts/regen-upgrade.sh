@@ -27,4 +27,7 @@ manual=$(grep -n '^-- Everything else 0.3.0 changed' "$up" | cut -d: -f1)
   tail -n +"$manual" "$up"
 } > "$tmp/up.sql"
 mv "$tmp/up.sql" "$up"
+# Install the new upgrade script too (setup.sh above copied the old one).
+ext_dir="$("$PG_CONFIG" --sharedir)/extension"
+if [ -w "$ext_dir" ]; then cp "$up" "$ext_dir/"; else sudo cp "$up" "$ext_dir/"; fi
 echo "regen-upgrade: $up rewritten ($(wc -l < "$up") lines); run the upgrade test to check it"
