@@ -5,14 +5,14 @@
 # roles the examples talk about). A block fenced ```sql must succeed; a block fenced
 # ```sql fails must raise an error (it shows one). Other fences (```text, ```bash) are not run.
 # Usage: bash scripts/doctest.sh [PORT]   (scripts/test.sh passes its client-test cluster's port;
-# without one, a cluster is started on TENANCY_GOLDEN_PORT+2).
+# without one, a cluster is started on TENANCY_GOLDEN_PORT+6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cluster.sh
 if [ -n "${1:-}" ]; then
   port=$1
 else
-  port=$(( ${TENANCY_GOLDEN_PORT:-28817} + 2 )); dir="${TENANCY_TMP:-/tmp}/tenancy-doctest-${TENANCY_PG_MAJOR:-15}"
+  port=$(( ${TENANCY_GOLDEN_PORT:-28817} + 6 )); dir="${TENANCY_TMP:-/tmp}/tenancy-doctest-${TENANCY_PG_MAJOR:-15}"
   cluster_start "$dir" "$port"; trap 'cluster_stop "$dir"' EXIT
 fi
 mkdir -p target/doctest
