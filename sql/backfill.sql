@@ -1238,6 +1238,21 @@ BEGIN
             RAISE NOTICE 'tenancy.rollback %: key % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is (%) again',
                   v_tbl, quote_ident(v_con.conname), tenancy._idents(tenancy._att_names(v_rel, v_con.rest));
         END LOOP;
+        -- The same for a plain unique index (lint's fix: DROP INDEX, CREATE UNIQUE INDEX with the
+        -- tenant column first), rebuilt under its name on its other columns.
+        FOR v_con IN SELECT x.relname,
+                            ARRAY(SELECT k FROM unnest(i.indkey::int2[]) k WHERE k <> v_att)::int2[] AS rest
+                       FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                      WHERE i.indrelid = v_rel AND i.indisunique AND v_att = ANY (i.indkey::int2[])
+                        AND i.indnatts > 1 AND i.indnkeyatts = i.indnatts AND i.indpred IS NULL AND i.indexprs IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = v_rel)
+                        AND NOT coalesce(v_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))
+                      ORDER BY x.relname LOOP
+            v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_con.relname)
+                           || format('CREATE UNIQUE INDEX %I ON %s (%s)', v_con.relname, v_tbl, tenancy._idents(tenancy._att_names(v_rel, v_con.rest)));
+            RAISE NOTICE 'tenancy.rollback %: unique index % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is on (%) again',
+                  v_tbl, quote_ident(v_con.relname), tenancy._idents(tenancy._att_names(v_rel, v_con.rest));
+        END LOOP;
         FOR v_i IN v_done + 1 .. cardinality(v_ddl) LOOP
             EXECUTE v_ddl[v_i];
         END LOOP;
