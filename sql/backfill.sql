@@ -1344,7 +1344,13 @@ DECLARE
     v_rec   jsonb;
     v_i     integer;
 BEGIN
-    v_order := tenancy._fk_order(ARRAY(SELECT DISTINCT unnest(p_tables)::regclass));
+    BEGIN
+        v_order := tenancy._fk_order(ARRAY(SELECT DISTINCT unnest(p_tables)::regclass));
+    EXCEPTION WHEN invalid_foreign_key THEN
+        RAISE EXCEPTION 'tenancy: % cannot put the tables in order: their foreign keys form a cycle', p_what
+            USING ERRCODE = 'invalid_foreign_key', DETAIL = SQLERRM,
+                  HINT = 'Drop one foreign key of the cycle (ALTER TABLE ... DROP CONSTRAINT), then roll back again. Nothing was changed.';
+    END;
     FOR v_i IN REVERSE cardinality(v_order) .. 1 LOOP
         v_tbl := v_order[v_i];
         table_name := v_tbl::text;

@@ -667,7 +667,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
                 WHERE c.oid = p_rel AND c.relkind IN ('r', 'p') AND a.attname = p_col AND a.attnum > 0
                   AND NOT a.attisdropped AND NOT a.attnotnull AND pg_has_role(c.relowner, 'USAGE')) THEN
-        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I IS NULL)', p_rel::regclass, p_col) INTO v_null;
+        -- Read as the table's owner (the table's code never runs with the caller's rights).
+        v_null := (tenancy._as_owner(p_rel, 'null_check', jsonb_build_object('column', p_col))->>'nulls')::boolean;
         IF v_null THEN
             RETURN format('it has rows whose %I is NULL', p_col);
         END IF;
@@ -1642,6 +1643,19 @@ BEGIN
     RETURN jsonb_build_object('done', done, 'sleep', sleep);
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._owner_null_check(p_rel oid, a jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_null boolean;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = p_rel AND attname = a->>'column' AND attnum > 0 AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'tenancy: column % does not exist in %', quote_ident(a->>'column'), p_rel::regclass
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I IS NULL)', p_rel::regclass, a->>'column') INTO v_null;
+    RETURN jsonb_build_object('nulls', v_null);
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._owner_rollback(p_rel oid, a jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1945,7 +1959,13 @@ DECLARE
     v_rec   jsonb;
     v_i     integer;
 BEGIN
-    v_order := tenancy._fk_order(ARRAY(SELECT DISTINCT unnest(p_tables)::regclass));
+    BEGIN
+        v_order := tenancy._fk_order(ARRAY(SELECT DISTINCT unnest(p_tables)::regclass));
+    EXCEPTION WHEN invalid_foreign_key THEN
+        RAISE EXCEPTION 'tenancy: % cannot put the tables in order: their foreign keys form a cycle', p_what
+            USING ERRCODE = 'invalid_foreign_key', DETAIL = SQLERRM,
+                  HINT = 'Drop one foreign key of the cycle (ALTER TABLE ... DROP CONSTRAINT), then roll back again. Nothing was changed.';
+    END;
     FOR v_i IN REVERSE cardinality(v_order) .. 1 LOOP
         v_tbl := v_order[v_i];
         table_name := v_tbl::text;
@@ -2869,6 +2889,8 @@ COMMENT ON FUNCTION tenancy.isolation_sql(regclass, name, text, name[]) IS
   'The DDL enable_isolation would run now for these arguments, without running it: for review or a migration file.';
 COMMENT ON FUNCTION tenancy.enable_isolation(regclass, name, text, name[], boolean) IS
   'Isolate a table by its tenant column: enable and force RLS, boundary and access policies for every command, a default for the column; registers and logs it. Returns the DDL it ran. Idempotent. Modes: membership, context. Refuses (55000) a table whose backfill is unfinished or that has rows without an organization, unless allow_incomplete => true.';
+COMMENT ON FUNCTION tenancy._owner_null_check(oid, jsonb) IS
+  'Internal: whether a column of a table holds a NULL; runs only as the table''s owner (through tenancy._as_owner).';
 COMMENT ON FUNCTION tenancy._incomplete(oid, name) IS
   'Internal: why isolating a table now would hide rows from everyone (an unfinished backfill, NULL tenant columns), or NULL.';
 COMMENT ON FUNCTION tenancy.disable_isolation(regclass) IS
