@@ -16,7 +16,7 @@ CREATE FUNCTION pg_temp.shape(t regclass) RETURNS SETOF text LANGUAGE sql AS $$
           FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
          WHERE a.attrelid = t AND a.attnum > 0 AND NOT a.attisdropped
         UNION ALL SELECT format('constraint %s %s valid=%s', conname, pg_get_constraintdef(oid), convalidated)
-          FROM pg_constraint WHERE conrelid = t
+          FROM pg_constraint WHERE conrelid = t AND contype <> 'n'  -- (PostgreSQL 18's NOT NULL constraints: the column says it)
         UNION ALL SELECT format('index %s', pg_get_indexdef(indexrelid)) FROM pg_index WHERE indrelid = t
         UNION ALL SELECT format('trigger %s', tgname) FROM pg_trigger WHERE tgrelid = t AND NOT tgisinternal
         UNION ALL SELECT format('policy %s', polname) FROM pg_policy WHERE polrelid = t
