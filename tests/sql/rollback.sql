@@ -126,8 +126,15 @@ ALTER TABLE jobs DROP COLUMN organization_id;
 ALTER TABLE notifications DROP COLUMN organization_id;
 CALL tenancy.backfill_all('{users,jobs,notifications}', organization_id => '00000000-0000-0000-0000-000000000001',
                           derive => '{"jobs": {"parent": "users"}, "notifications": {"parent": "users"}}', build_indexes => true);
+-- A table isolated without a backfill (its tenant column was there): rollback_all removes
+-- exactly what enable_isolation created.
+SET ROLE rollback_app_owner;
+CREATE TABLE settings (organization_id uuid NOT NULL, k text, v text);
+RESET ROLE;
 SELECT table_name, action FROM tenancy.enable_isolation_all('public') ORDER BY 1;
 SELECT * FROM tenancy.rollback_all('public', drop_column => true);
+SELECT s FROM pg_temp.shape('settings') s WHERE s ~ '^(rls|policy)';
+DROP TABLE settings;
 SELECT * FROM pg_temp.differences();
 SELECT count(*) AS still_recorded FROM tenancy.tenant_tables;
 SELECT pg_temp.try($$SELECT * FROM tenancy.rollback_all('nowhere')$$) AS no_such_schema;
