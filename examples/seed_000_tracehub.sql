@@ -75,6 +75,10 @@ SELECT t, cols, (pg_temp.fingerprint(t::regclass, cols)).*
  CROSS JOIN LATERAL (SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
                       WHERE attrelid = t::regclass AND attnum > 0 AND NOT attisdropped) c(cols);
 
+-- Their catalog shape too (columns, constraints with names and definitions, indexes, triggers,
+-- policies, RLS flags), for the rollback levels of part 4.
+\ir rollback_check.psql
+
 ------------------------------------------------------------------------------------------------
 -- Part 2. The conversion (migrations 003-006 of the runbook).
 ------------------------------------------------------------------------------------------------
@@ -178,4 +182,49 @@ BEGIN
         SELECT 'public.' || t FROM unnest(v_tables) t);
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: lint findings: %', v_bad; END IF;
     RAISE WARNING 'checklist: every item passed';
+END $$;
+
+------------------------------------------------------------------------------------------------
+-- Part 4. The runbook's rollback strategy, its three levels, each from the converted, isolated
+-- database above: one call (tenancy.rollback_all), children before parents, all or nothing. Levels
+-- 1 and 2 run in a transaction that is rolled back, so that each starts from the same state.
+------------------------------------------------------------------------------------------------
+-- Level 2 (alembic downgrade 004: keep the columns, remove the data migration and constraints):
+-- organization_id stays, nullable, without constraints, indexes or policies; its values (the data
+-- migration, 005) are cleared with the VIBOTAJ organization and its memberships.
+BEGIN;
+SELECT table_name, action, detail FROM tenancy.rollback_all('public') ORDER BY 1;
+UPDATE users SET organization_id = NULL; UPDATE parties SET organization_id = NULL;
+UPDATE products SET organization_id = NULL; UPDATE origins SET organization_id = NULL;
+UPDATE shipments SET organization_id = NULL; UPDATE documents SET organization_id = NULL;
+UPDATE container_events SET organization_id = NULL; UPDATE notifications SET organization_id = NULL;
+UPDATE audit_logs SET organization_id = NULL;
+DELETE FROM tenancy.memberships WHERE organization_id = '00000000-0000-0000-0000-000000000001';
+DELETE FROM tenancy.organizations WHERE id = '00000000-0000-0000-0000-000000000001';
+SELECT pg_temp.assert_original('level 2 (downgrade 004)',
+         ARRAY(SELECT 'now: ' || t || ' column organization_id uuid default ' FROM checksums));
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM tenancy.tenant_tables) THEN RAISE EXCEPTION 'rollback level 2: tables still registered'; END IF;
+END $$;
+ROLLBACK;
+
+-- Level 1 (alembic downgrade 002): back to before migration 003, tenancy's tables included.
+BEGIN;
+SELECT table_name, action, detail FROM tenancy.rollback_all('public', drop_column => true) ORDER BY 1;
+DROP EXTENSION tenancy;
+DROP SCHEMA tenancy;  -- empty now (RESTRICT): CREATE EXTENSION made it, migration 003 had none
+SELECT pg_temp.assert_original('level 1 (downgrade 002)');
+ROLLBACK;
+
+-- Level 3 (full restore from the pre-migration backup): what a restore gives, without one. The
+-- same call, committed this time: the database is the one part 1 built, shape and rows.
+SELECT table_name, action, detail FROM tenancy.rollback_all('public', drop_column => true) ORDER BY 1;
+DROP EXTENSION tenancy;
+DROP SCHEMA tenancy;
+SELECT pg_temp.assert_original('level 3 (restore)');
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'tenancy') THEN RAISE EXCEPTION 'rollback level 3: schema tenancy is left'; END IF;
+    RAISE WARNING 'rollback: every level passed';
 END $$;

@@ -111,6 +111,10 @@ SELECT t, cols, (pg_temp.fingerprint(t::regclass, cols)).*
  CROSS JOIN LATERAL (SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
                       WHERE attrelid = t::regclass AND attnum > 0 AND NOT attisdropped) c(cols);
 
+-- Their catalog shape too (columns, constraints with names and definitions, indexes, triggers,
+-- policies, RLS flags), for the rollback of part 4.
+\ir rollback_check.psql
+
 ------------------------------------------------------------------------------------------------
 -- Part 2. The conversion (phase_1_multitenant_schema.sql).
 ------------------------------------------------------------------------------------------------
@@ -414,3 +418,23 @@ BEGIN
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: lint findings: %', v_bad; END IF;
     RAISE WARNING 'checklist: every item passed';
 END $$;
+
+------------------------------------------------------------------------------------------------
+-- Part 4. The runbook's rollback (phase_1_rollback.sql: drop the utility functions, the new
+-- indexes, the client_id columns and the organization tables), on the converted, isolated
+-- database: what part 2 did by hand is undone by hand, in reverse; everything tenancy did, in one
+-- call (tenancy.rollback_all: children before parents, all or nothing).
+------------------------------------------------------------------------------------------------
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM sellout_app;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM sellout_app;
+DROP INDEX idx_uploads_client_created_at, idx_sellout_entries2_client_year_month;
+-- The foreign key by EAN and the unique key it needs, as they were (the hand-made tenant ones go).
+ALTER TABLE products ADD CONSTRAINT products_ean_key UNIQUE (ean);
+ALTER TABLE sellout_entries2 ADD CONSTRAINT sellout_entries2_ean_fkey FOREIGN KEY (ean) REFERENCES products (ean);
+ALTER TABLE sellout_entries2 DROP CONSTRAINT sellout_entries2_ean_fkey_tenant;
+ALTER TABLE products DROP CONSTRAINT products_client_id_ean_key;
+SELECT table_name, action, detail FROM tenancy.rollback_all('public', drop_column => true) ORDER BY 1;
+DROP EXTENSION tenancy;   -- organizations, memberships (user_organizations) and the utility functions
+DROP SCHEMA tenancy;      -- empty now (RESTRICT)
+SELECT pg_temp.assert_original('phase_1_rollback');
+DO $$ BEGIN RAISE WARNING 'rollback: every level passed'; END $$;

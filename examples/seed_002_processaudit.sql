@@ -152,6 +152,10 @@ SELECT set_config('seed.reports', (SELECT n FROM checksums WHERE t = 'public.aud
        set_config('seed.jobs', (SELECT n FROM checksums WHERE t = 'public.automation_jobs')::text, false),
        set_config('seed.automations', (SELECT n FROM checksums WHERE t = 'public.generated_automations')::text, false) \gset
 
+-- Their catalog shape too (columns, constraints with names and definitions, indexes, triggers,
+-- policies with their expressions, RLS flags), for the rollback of part 4.
+\ir rollback_check.psql
+
 ------------------------------------------------------------------------------------------------
 -- Part 2. The conversion (migrations 20250904000001-3).
 ------------------------------------------------------------------------------------------------
@@ -628,4 +632,42 @@ BEGIN
         '{public.audit_reports,public.automation_jobs,public.generated_automations,public.organizations,public.organization_memberships,public.organization_stats}');
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: lint findings: %', v_bad; END IF;
     RAISE WARNING 'checklist: every item passed';
+END $$;
+
+------------------------------------------------------------------------------------------------
+-- Part 4. The runbook's emergency rollback (rollback-multi-tenant-organizations.sql: "this will
+-- delete all organization data"), on the converted, isolated database, in one transaction: what
+-- part 2 did by hand (the views, the dropped per-user policies, the revoked grants) is undone by
+-- hand; everything tenancy did in one call (tenancy.rollback_all: isolation removed, foreign and
+-- unique keys back under their names, organization_id dropped, children before parents).
+------------------------------------------------------------------------------------------------
+BEGIN;
+-- The second organization part 3 created (its owner, with their report, job and automation,
+-- which cascade): the comparison below is with the database as it was before the migration.
+DELETE FROM auth.users WHERE id = 'bbbbbbbb-0000-0000-0000-000000000001';
+DROP VIEW public.organization_stats, public.organization_memberships, public.organizations;
+SELECT table_name, action, detail FROM tenancy.rollback_all('public', drop_column => true) ORDER BY 1;
+-- Row-level security was on before the migration: rollback leaves it on (and no longer forced),
+-- with the single-tenant policies of before.
+CREATE POLICY "Users can view own reports" ON public.audit_reports FOR SELECT USING (auth.uid() = user_id);
+CREATE POLICY "Users can create own reports" ON public.audit_reports FOR INSERT WITH CHECK (auth.uid() = user_id);
+CREATE POLICY "Users can update own reports" ON public.audit_reports FOR UPDATE USING (auth.uid() = user_id);
+CREATE POLICY "Users can delete own reports" ON public.audit_reports FOR DELETE USING (auth.uid() = user_id);
+CREATE POLICY "Users can view own jobs" ON public.automation_jobs FOR SELECT USING (auth.uid() = user_id);
+CREATE POLICY "Users can create own jobs" ON public.automation_jobs FOR INSERT WITH CHECK (auth.uid() = user_id);
+CREATE POLICY "Users can view own automations" ON public.generated_automations FOR SELECT
+    USING (EXISTS (SELECT 1 FROM public.automation_jobs j WHERE j.id = job_id AND j.user_id = auth.uid()));
+GRANT ALL ON public.audit_reports, public.automation_jobs, public.generated_automations TO anon, authenticated;
+DROP EXTENSION tenancy;   -- organizations and organization_memberships, with every membership
+DROP SCHEMA tenancy;      -- empty now (RESTRICT)
+COMMIT;
+SELECT pg_temp.assert_original('rollback-multi-tenant-organizations');
+DO $$
+BEGIN
+    -- The grants of before, as Supabase's defaults gave them.
+    IF NOT has_table_privilege('anon', 'public.audit_reports', 'SELECT')
+       OR NOT has_table_privilege('authenticated', 'public.generated_automations', 'TRUNCATE') THEN
+        RAISE EXCEPTION 'rollback: the grants of before are not back';
+    END IF;
+    RAISE WARNING 'rollback: every level passed';
 END $$;

@@ -125,10 +125,10 @@ SELECT tenancy.create_organization('Default Organization', 'default', id => '000
 -- ADD COLUMN, one UPDATE per table and SET NOT NULL in a maintenance window; tenancy fills in
 -- batches (one COMMIT each) while the application keeps writing, proves NOT NULL with a
 -- validated CHECK, and adds the foreign key NOT VALID + VALIDATE. Every Prisma unique index is
--- rewritten to lead with org_id ("items_itemNumber_key" becomes "items_itemNumber_key_tenant"
--- on (org_id, item_number)), as the runbook wants; its names differ from Prisma's
--- "items_orgId_itemNumber_key" (the runbook's rollback also drops those unquoted, which would
--- not find a mixed-case Prisma name: tenancy.rollback() restores exactly what it replaced).
+-- rewritten to lead with org_id and keeps its name ("items_itemNumber_key" on (org_id,
+-- item_number)), so Prisma sees no drift in the names it created (the runbook's own names,
+-- "items_orgId_itemNumber_key", would be a rename; tenancy.rollback() restores exactly what it
+-- replaced, under the same name).
 CALL tenancy.backfill_all(
     '{users,items,locations,inventory_ledger,count_sheets,count_lines,audit_logs,feature_flags}',
     organization_id => '00000000-0000-0000-0000-0000000000d1',
@@ -251,8 +251,8 @@ BEGIN
      WHERE c.contype = 'f' AND c.confrelid = 'tenancy.organizations'::regclass AND c.convalidated
        AND c.conrelid::regclass::text = ANY (v_tables);
     IF v_n <> 9 THEN RAISE EXCEPTION 'checklist: % tables with a validated foreign key to organizations, not 9', v_n; END IF;
-    -- The unique keys: each rewritten to (org_id, ...), valid; the old one gone; no unique index
-    -- left without org_id on these tables (primary keys aside).
+    -- The unique keys: each rewritten to (org_id, ...), valid, under the old name (no ORM drift);
+    -- no unique index left without org_id on these tables (primary keys aside).
     FOR v_u IN SELECT * FROM jsonb_array_elements(v_uniques) LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_index i
                         WHERE i.indrelid = (v_u->>'t')::regclass AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
@@ -262,8 +262,11 @@ BEGIN
                               = ARRAY(SELECT jsonb_array_elements_text(v_u->'cols'))) THEN
             RAISE EXCEPTION 'checklist: no unique index on %(%)', v_u->>'t', v_u->'cols';
         END IF;
-        IF EXISTS (SELECT 1 FROM pg_class WHERE relname = v_u->>'old' AND relnamespace = 'public'::regnamespace) THEN
-            RAISE EXCEPTION 'checklist: the old unique index % is still there', v_u->>'old';
+        IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                        WHERE c.relname = v_u->>'old' AND c.relnamespace = 'public'::regnamespace
+                          AND i.indrelid = (v_u->>'t')::regclass AND a.attname = 'org_id') THEN
+            RAISE EXCEPTION 'checklist: the unique index % does not keep its name leading with org_id', v_u->>'old';
         END IF;
     END LOOP;
     SELECT string_agg(i.indexrelid::regclass::text, ', ') INTO v_bad FROM pg_index i

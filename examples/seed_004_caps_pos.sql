@@ -265,6 +265,10 @@ SELECT t, cols, (pg_temp.fingerprint(t::regclass, cols)).*
 SELECT count(*) AS tables, sum(n) AS rows FROM checksums;
 SELECT array_agg(t ORDER BY t) AS tables FROM tables_of_task_23 \gset
 
+-- Their catalog shape too (columns, constraints with names and definitions, indexes, triggers,
+-- policies, RLS flags), for the rollback of part 4.
+\ir rollback_check.psql
+
 ------------------------------------------------------------------------------------------------
 -- Part 2. The conversion (phase 2, "Migrate").
 ------------------------------------------------------------------------------------------------
@@ -542,3 +546,26 @@ BEGIN
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: integrity fails on % after the isolation test', v_bad; END IF;
     RAISE WARNING 'checklist: every item passed';
 END $$;
+
+------------------------------------------------------------------------------------------------
+-- Part 4. The runbook's rollback ("simple restore from backup if anything fails"; phase 5's
+-- "rollback test: verify backup restore"), without the backup: on the converted, isolated
+-- database, one call (tenancy.rollback_all: isolation removed, unique and foreign keys back under
+-- their names, tenant_id dropped, children before parents, all or nothing), then the extension.
+-- The result is what the restore would give: every table's shape and every row of before.
+------------------------------------------------------------------------------------------------
+BEGIN;
+-- The white-label test tenant of part 3 is not in the backup: its rows go first (foreign key
+-- triggers off for this cleanup only: every row of that tenant goes, in any order).
+SET LOCAL session_replication_role = replica;
+SELECT format('DELETE FROM %I WHERE tenant_id = %L', t, 'demo-parts') FROM tables_of_task_23 ORDER BY t \gexec
+SET LOCAL session_replication_role = origin;
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM caps_pos_app;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM caps_pos_app;
+REVOKE USAGE ON SCHEMA public FROM caps_pos_app;
+SELECT action, count(*) AS tables FROM tenancy.rollback_all('public', drop_column => true) GROUP BY 1;
+DROP EXTENSION tenancy;
+DROP SCHEMA tenancy;      -- empty now (RESTRICT)
+COMMIT;
+SELECT pg_temp.assert_original('restore');
+DO $$ BEGIN RAISE WARNING 'rollback: every level passed'; END $$;

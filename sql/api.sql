@@ -786,11 +786,67 @@ RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT tenancy._isolation($1::oid, $2::text, $3, $4::text[], false)
 $$;
 
+-- Why isolating p_rel now would hide some of its rows from everyone, or NULL: a recorded
+-- backfill that has not finished, or rows whose tenant column is NULL (checked only for a table
+-- the caller owns; for another table enable_isolation refuses anyway).
+CREATE FUNCTION tenancy._incomplete(p_rel oid, p_col name) RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec  jsonb := tenancy._backfill_record(p_rel);
+    v_null boolean;
+BEGIN
+    IF v_rec IS NOT NULL AND v_rec->>'phase' <> 'converted' THEN
+        RETURN format('its backfill is unfinished (phase %s%s)', v_rec->>'phase',
+                      CASE WHEN v_rec->>'phase' = 'filling'
+                           THEN format(', %s of ~%s rows filled', coalesce(v_rec->'fill'->>'rows_done', '0'),
+                                       greatest((v_rec->'fill'->>'rows_total')::bigint, (v_rec->'fill'->>'rows_done')::bigint))
+                           ELSE '' END);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+                WHERE c.oid = p_rel AND c.relkind IN ('r', 'p') AND a.attname = p_col AND a.attnum > 0
+                  AND NOT a.attisdropped AND NOT a.attnotnull AND pg_has_role(c.relowner, 'USAGE')) THEN
+        -- Read as the table's owner (the table's code never runs with the caller's rights).
+        v_null := (tenancy._as_owner(p_rel, 'null_check', jsonb_build_object('column', p_col))->>'nulls')::boolean;
+        IF v_null THEN
+            RETURN format('it has rows whose %I is NULL', p_col);
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Does column a.column of p_rel hold a NULL? As the table's owner (through tenancy._as_owner).
+CREATE FUNCTION tenancy._owner_null_check(p_rel oid, a jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_null boolean;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = p_rel AND attname = a->>'column' AND attnum > 0 AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'tenancy: column % does not exist in %', quote_ident(a->>'column'), p_rel::regclass
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I IS NULL)', p_rel::regclass, a->>'column') INTO v_null;
+    RETURN jsonb_build_object('nulls', v_null);
+END $$;
+
 CREATE FUNCTION tenancy.enable_isolation(tbl regclass, tenant_column name DEFAULT 'organization_id',
-                                         mode text DEFAULT 'membership', roles name[] DEFAULT '{public}')
-RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT tenancy._isolation($1::oid, $2::text, $3, $4::text[], true)
-$$;
+                                         mode text DEFAULT 'membership', roles name[] DEFAULT '{public}',
+                                         allow_incomplete boolean DEFAULT false)
+RETURNS text LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_why text;
+BEGIN
+    IF tbl IS NOT NULL AND tenant_column IS NOT NULL THEN
+        v_why := tenancy._incomplete(tbl::oid, tenant_column);
+    END IF;
+    IF v_why IS NOT NULL AND NOT coalesce(allow_incomplete, false) THEN
+        RAISE EXCEPTION 'tenancy.enable_isolation: % is not ready to be isolated: %', tbl, v_why
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Isolation hides every row without an organization from every tenant.',
+                  HINT = format('Finish the backfill first (CALL tenancy.backfill(%L)), or give those rows an organization; pass allow_incomplete => true to isolate it anyway.', tbl::text);
+    ELSIF v_why IS NOT NULL THEN
+        RAISE WARNING 'tenancy.enable_isolation: % is isolated although %: rows without an organization are hidden from every tenant', tbl, v_why;
+    END IF;
+    RETURN tenancy._isolation(tbl::oid, tenant_column::text, mode, roles::text[], true);
+END $$;
 
 CREATE FUNCTION tenancy.allow_login_lookup(tbl regclass, key_column name, columns name[], grantee regrole)
 RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
@@ -818,7 +874,8 @@ $$;
 CREATE FUNCTION tenancy.enable_isolation_all(schema name DEFAULT 'public',
                                              tenant_column name DEFAULT 'organization_id',
                                              mode text DEFAULT 'membership',
-                                             roles name[] DEFAULT '{public}')
+                                             roles name[] DEFAULT '{public}',
+                                             allow_incomplete boolean DEFAULT false)
 RETURNS TABLE (table_name text, action text, detail text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -826,8 +883,10 @@ DECLARE
     p_column name   := tenancy._require('tenant_column', $2);
     p_mode   text   := $3;
     p_roles  name[] := $4;
+    p_allow  boolean := coalesce($5, false);
     r        record;
     v_ddl    text;
+    v_why    text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = p_schema) THEN
         RAISE EXCEPTION 'tenancy: schema % does not exist', quote_ident(p_schema)
@@ -859,7 +918,8 @@ BEGIN
             detail := format('a partition of %s: isolated with its parent', r.parent);
         ELSE
             BEGIN
-                v_ddl := tenancy.enable_isolation(r.oid::regclass, p_column, p_mode, p_roles);
+                v_why := tenancy._incomplete(r.oid, p_column);
+                v_ddl := tenancy.enable_isolation(r.oid::regclass, p_column, p_mode, p_roles, p_allow);
             EXCEPTION WHEN OTHERS THEN
                 DECLARE v_state text; v_msg text; v_hint text;
                 BEGIN
@@ -875,6 +935,9 @@ BEGIN
             ELSE
                 action := 'unchanged';
                 detail := 'already isolated as requested';
+            END IF;
+            IF v_why IS NOT NULL THEN  -- allow_incomplete => true: say it on the table's row
+                detail := detail || '; INCOMPLETE: ' || v_why || ', rows without an organization are hidden from every tenant';
             END IF;
         END IF;
         RETURN NEXT;
@@ -952,12 +1015,16 @@ COMMENT ON FUNCTION tenancy.policy_organization_slugs(text) IS
   'policy_organization_ids(privilege) as slugs, for text tenant columns.';
 COMMENT ON FUNCTION tenancy.isolation_sql(regclass, name, text, name[]) IS
   'The DDL enable_isolation would run now for these arguments, without running it: for review or a migration file.';
-COMMENT ON FUNCTION tenancy.enable_isolation(regclass, name, text, name[]) IS
-  'Isolate a table by its tenant column: enable and force RLS, boundary and access policies for every command, a default for the column; registers and logs it. Returns the DDL it ran. Idempotent. Modes: membership, context.';
+COMMENT ON FUNCTION tenancy.enable_isolation(regclass, name, text, name[], boolean) IS
+  'Isolate a table by its tenant column: enable and force RLS, boundary and access policies for every command, a default for the column; registers and logs it. Returns the DDL it ran. Idempotent. Modes: membership, context. Refuses (55000) a table whose backfill is unfinished or that has rows without an organization, unless allow_incomplete => true.';
+COMMENT ON FUNCTION tenancy._owner_null_check(oid, jsonb) IS
+  'Internal: whether a column of a table holds a NULL; runs only as the table''s owner (through tenancy._as_owner).';
+COMMENT ON FUNCTION tenancy._incomplete(oid, name) IS
+  'Internal: why isolating a table now would hide rows from everyone (an unfinished backfill, NULL tenant columns), or NULL.';
 COMMENT ON FUNCTION tenancy.disable_isolation(regclass) IS
   'Remove exactly what enable_isolation created on a table (policies, RLS flags it set, the default); hand-written policies stay. Returns the DDL it ran.';
-COMMENT ON FUNCTION tenancy.enable_isolation_all(name, name, text, name[]) IS
-  'enable_isolation for every table of a schema that has the tenant column, all or nothing; one row per relation saying what was done or skipped, and why.';
+COMMENT ON FUNCTION tenancy.enable_isolation_all(name, name, text, name[], boolean) IS
+  'enable_isolation for every table of a schema that has the tenant column, all or nothing; one row per relation saying what was done or skipped, and why. A table with an unfinished backfill or rows without an organization stops it (55000) unless allow_incomplete => true, which isolates it and says INCOMPLETE in its row.';
 COMMENT ON FUNCTION tenancy._isolation(oid, text, text, text[], boolean) IS
   'Internal: the work of isolation_sql and enable_isolation.';
 COMMENT ON FUNCTION tenancy._disable_isolation(oid) IS

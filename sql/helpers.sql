@@ -73,6 +73,21 @@ RETURNS text LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      WHERE con.oid = p_con AND con.contype = 'f'
 $$;
 
+-- Is key p_keys of p_rel a surrogate key, one whose values mean nothing outside the row (lint
+-- TEN010 and the backfill leave a surrogate primary key as it is)? One column that the database
+-- fills (identity, default), a uuid, or a text/varchar column the application fills with ids
+-- (cuid, ulid, nanoid) -- named id, uuid, guid, cuid, ulid or ending in _id, _uuid, ... A text key
+-- named otherwise (email, sku, code, username, slug) is a natural key: tenants would share it.
+CREATE FUNCTION tenancy._surrogate_key(p_rel oid, p_keys int2[]) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT cardinality(p_keys) = 1 AND EXISTS (
+        SELECT 1 FROM pg_attribute a
+         WHERE a.attrelid = p_rel AND a.attnum = p_keys[array_lower(p_keys, 1)]
+           AND (a.attidentity <> '' OR a.atthasdef OR a.atttypid = 'uuid'::regtype
+                OR (a.atttypid IN ('text'::regtype, 'character varying'::regtype, 'bpchar'::regtype)
+                    AND lower(a.attname) ~ '^(.*_)?(id|uuid|guid|cuid|cuid2|ulid|nanoid)$')))
+$$;
+
 -- Refuses unless the current role is the owner of table p_rel: the internal table operations
 -- (tenancy._owner_*) run only as the owner, through tenancy._as_owner.
 CREATE FUNCTION tenancy._running_as_owner(p_rel oid) RETURNS void
@@ -91,4 +106,5 @@ COMMENT ON FUNCTION tenancy._idents(text[]) IS 'Internal: a list of column names
 COMMENT ON FUNCTION tenancy._byte_prefix(text, integer) IS 'Internal: the longest prefix of a text that fits in a number of bytes.';
 COMMENT ON FUNCTION tenancy._name(text, text) IS 'Internal: a name of at most 63 bytes made of a base and a suffix.';
 COMMENT ON FUNCTION tenancy._fk_definition(oid, text, text, boolean) IS 'Internal: a foreign key''s definition built from the catalog, optionally with tenant columns first.';
+COMMENT ON FUNCTION tenancy._surrogate_key(oid, int2[]) IS 'Internal: is this key a surrogate key (one column filled by the database, a uuid, or an application-generated text id)?';
 COMMENT ON FUNCTION tenancy._running_as_owner(oid) IS 'Internal: refuses unless the current role owns the table.';

@@ -132,7 +132,8 @@ findings AS (
                           AND con.confrelid = 'tenancy.organizations'::regclass AND con.conkey = ARRAY[tt.attnum])
     UNION ALL
     -- TEN010: a unique constraint or index without the tenant column (surrogate primary keys aside:
-    -- one column with an identity, a default or type uuid).
+    -- one column with an identity, a default or type uuid, or a text id the application fills,
+    -- see tenancy._surrogate_key; issue 15: cuid keys are not natural keys).
     SELECT 'warning', 'TEN010', format('%s index %s', tt.tbl, quote_ident(ic.relname)),
            format('unique %s on %s does not include the tenant column %I: two tenants cannot use the same value, and one can probe the other''s',
                   coalesce('constraint ' || quote_ident(con.conname), 'index ' || quote_ident(ic.relname)), tt.tbl, tt.col),
@@ -152,9 +153,7 @@ findings AS (
       JOIN pg_class ic ON ic.oid = i.indexrelid
       LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = tt.oid AND con.contype IN ('p', 'u')
      WHERE NOT (tt.attnum = ANY (i.indkey))
-       AND NOT (i.indisprimary AND i.indnatts = 1 AND EXISTS (
-                    SELECT 1 FROM pg_attribute a WHERE a.attrelid = tt.oid AND a.attnum = i.indkey[0]
-                       AND (a.attidentity <> '' OR a.atthasdef OR a.atttypid = 'uuid'::regtype)))
+       AND NOT (i.indisprimary AND i.indnatts = 1 AND tenancy._surrogate_key(tt.oid, i.indkey::int2[]))
     UNION ALL
     -- TEN011: a foreign key between tenant tables that does not carry the tenant column.
     SELECT 'warning', 'TEN011', format('%s constraint %s', fk.child, quote_ident(fk.conname)),

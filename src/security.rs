@@ -90,7 +90,7 @@ pub(crate) fn relation_owner(rel: pg_sys::Oid) -> Option<(pg_sys::Oid, String)> 
 
 /// The operations on one table that are driven by what tenancy recorded about it, and so must
 /// run as its owner (`tenancy._owner_<op>(rel oid, args jsonb) returns jsonb`).
-pub const OWNER_OPERATIONS: &[&str] = &["rollback", "backfill_step"];
+pub const OWNER_OPERATIONS: &[&str] = &["rollback", "backfill_step", "null_check"];
 
 /// Internal: run record-driven operation `op` on table `rel` as the table's owner, in a
 /// security-restricted operation. The caller must have the owner's privileges (be the owner, a

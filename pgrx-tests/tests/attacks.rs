@@ -1343,7 +1343,11 @@ fn internal_table_operations_called_directly(db: &str) -> Outcome {
     m.batch_execute("CREATE TABLE m.k (id int PRIMARY KEY)").unwrap();
     let mut su = superuser_of(db);
     // As somebody else than the owner, the work functions refuse to run at all.
-    for sql in ["SELECT tenancy._owner_rollback('m.k'::regclass, '{}')", "SELECT tenancy._owner_backfill_step('m.k'::regclass, '{}')"] {
+    for sql in [
+        "SELECT tenancy._owner_rollback('m.k'::regclass, '{}')",
+        "SELECT tenancy._owner_backfill_step('m.k'::regclass, '{}')",
+        "SELECT tenancy._owner_null_check('m.k'::regclass, '{\"column\": \"id\"}')",
+    ] {
         if su.batch_execute(sql).is_ok() {
             return Err(format!("a superuser ran {sql} directly, with its own rights"));
         }

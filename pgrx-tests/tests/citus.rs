@@ -390,7 +390,10 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
     ))
     .unwrap_or_else(|e| panic!("{db}: backfill labels: {}", err_text::<()>(Err(e))));
     let pending: Vec<String> = adm
-        .query("SELECT statement FROM tenancy.pending_statements() WHERE table_name = 'labels'", &[])
+        .query(
+            "SELECT statement FROM tenancy.pending_statements() WHERE table_name::regclass = 'public.labels'::regclass",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))

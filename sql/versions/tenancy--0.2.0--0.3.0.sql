@@ -108,6 +108,9 @@ DROP FUNCTION tenancy._op_register_table(jsonb, oid, boolean, uuid);
 DROP FUNCTION tenancy._op_remove_member(jsonb, oid, boolean, uuid);
 DROP FUNCTION tenancy._op_rename_organization(jsonb, oid, boolean, uuid);
 DROP FUNCTION tenancy._table_integrity(oid);
+DROP FUNCTION tenancy.enable_isolation(regclass, name, text, name[]);
+DROP FUNCTION tenancy.enable_isolation_all(name, name, text, name[]);
+DROP FUNCTION tenancy.rollback(regclass, boolean);
 DROP FUNCTION tenancy.validate_client_data_integrity();
 DROP FUNCTION tenancy.validate_client_data_integrity(regclass);
 CREATE OR REPLACE FUNCTION tenancy."_as_owner"(
@@ -398,8 +401,7 @@ BEGIN
             v_plan := v_plan || jsonb_build_object('name', tenancy._name(v_rel || '_' || v_col, 'pkey_key'), 'unique', true,
                                                    'columns', to_jsonb(v_cols), 'kind', 'pkey');
         END IF;
-        IF NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = p_rel AND a.attnum = r.conkey[1]
-                          AND cardinality(r.conkey) = 1 AND (a.attidentity <> '' OR a.atthasdef OR a.atttypid = 'uuid'::regtype)) THEN
+        IF NOT tenancy._surrogate_key(p_rel, r.conkey) THEN
             v_skipped := v_skipped || jsonb_build_object('object', r.conname,
                 'reason', 'the primary key is kept as it is (other tables may reference it); it is a natural key, so tenants share its values (lint TEN010)');
         END IF;
@@ -666,6 +668,31 @@ CREATE OR REPLACE FUNCTION tenancy._idents(p_cols text[]) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT string_agg(quote_ident(c), ', ' ORDER BY n) FROM unnest(p_cols) WITH ORDINALITY u(c, n)
 $$;
+
+CREATE OR REPLACE FUNCTION tenancy._incomplete(p_rel oid, p_col name) RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec  jsonb := tenancy._backfill_record(p_rel);
+    v_null boolean;
+BEGIN
+    IF v_rec IS NOT NULL AND v_rec->>'phase' <> 'converted' THEN
+        RETURN format('its backfill is unfinished (phase %s%s)', v_rec->>'phase',
+                      CASE WHEN v_rec->>'phase' = 'filling'
+                           THEN format(', %s of ~%s rows filled', coalesce(v_rec->'fill'->>'rows_done', '0'),
+                                       greatest((v_rec->'fill'->>'rows_total')::bigint, (v_rec->'fill'->>'rows_done')::bigint))
+                           ELSE '' END);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+                WHERE c.oid = p_rel AND c.relkind IN ('r', 'p') AND a.attname = p_col AND a.attnum > 0
+                  AND NOT a.attisdropped AND NOT a.attnotnull AND pg_has_role(c.relowner, 'USAGE')) THEN
+        -- Read as the table's owner (the table's code never runs with the caller's rights).
+        v_null := (tenancy._as_owner(p_rel, 'null_check', jsonb_build_object('column', p_col))->>'nulls')::boolean;
+        IF v_null THEN
+            RETURN format('it has rows whose %I is NULL', p_col);
+        END IF;
+    END IF;
+    RETURN NULL;
+END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._index_ready(p_rel oid, p_ix jsonb) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -1683,18 +1710,24 @@ BEGIN
 
     WHEN 'indexes_built' THEN
         -- The tenant-scoped unique constraints take over from the old ones, which are dropped
-        -- only now that the new ones are valid.
+        -- only now that the new ones are valid. A replacement takes the old one's name (drop the
+        -- old, add the new under its name, in this transaction): ORMs that compare names (Prisma)
+        -- see no drift, and SQL written against the old name goes on working (issue 15 item 8).
         FOR v_ix IN SELECT ix FROM jsonb_array_elements(v_rec->'indexes') ix WHERE ix->>'kind' IN ('pkey', 'unique') LOOP
-            IF (v_ix->>'kind' = 'pkey' OR v_ix->'replaces'->>'constraint' IS NOT NULL)
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->>'name') THEN
-                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE USING INDEX %I', v_tbl, v_ix->>'name', v_ix->>'name');
-            END IF;
-            IF v_ix->'replaces'->>'constraint' IS NOT NULL THEN
+            IF v_ix->>'kind' = 'pkey' THEN
+                IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->>'name') THEN
+                    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE USING INDEX %I', v_tbl, v_ix->>'name', v_ix->>'name');
+                END IF;
+            ELSIF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                               WHERE i.indrelid = p_rel AND c.relname = v_ix->>'name') THEN
+                NULL;  -- taken over already (the index carries the old name now)
+            ELSIF v_ix->'replaces'->>'constraint' IS NOT NULL THEN
                 EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_ix->'replaces'->>'constraint');
+                -- USING INDEX renames the index to the constraint's name.
+                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE USING INDEX %I', v_tbl, v_ix->'replaces'->>'constraint', v_ix->>'name');
             ELSIF v_ix->'replaces'->>'index' IS NOT NULL THEN
-                EXECUTE format('DROP INDEX IF EXISTS %s.%I',
-                               tenancy._schema_of(p_rel),
-                               v_ix->'replaces'->>'index');
+                EXECUTE format('DROP INDEX IF EXISTS %s.%I', tenancy._schema_of(p_rel), v_ix->'replaces'->>'index');
+                EXECUTE format('ALTER INDEX %s.%I RENAME TO %I', tenancy._schema_of(p_rel), v_ix->>'name', v_ix->'replaces'->>'index');
             END IF;
         END LOOP;
         v_rec := tenancy._backfill_advance(p_rel, v_rec, 'uniques_done');
@@ -1774,6 +1807,19 @@ BEGIN
     RETURN jsonb_build_object('done', done, 'sleep', sleep);
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._owner_null_check(p_rel oid, a jsonb) RETURNS jsonb
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_null boolean;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = p_rel AND attname = a->>'column' AND attnum > 0 AND NOT attisdropped) THEN
+        RAISE EXCEPTION 'tenancy: column % does not exist in %', quote_ident(a->>'column'), p_rel::regclass
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %I IS NULL)', p_rel::regclass, a->>'column') INTO v_null;
+    RETURN jsonb_build_object('nulls', v_null);
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._owner_rollback(p_rel oid, a jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1783,7 +1829,9 @@ DECLARE
     v_rec   jsonb := tenancy._backfill_record(v_rel);
     v_tbl   text := tbl::text;
     v_col   text;
+    v_att   int2;
     v_ddl   text[] := '{}';
+    v_done  integer := 0;
     v_iso   text;
     v_stmt  text;
     v_other integer;
@@ -1791,6 +1839,13 @@ DECLARE
     v_fk    jsonb;
     v_leaf  oid;
     v_schema text := tenancy._schema_of(v_rel);
+    v_deps  text;
+    v_parent oid;
+    v_forced oid[];
+    v_r     oid;
+    v_con   record;
+    v_left  text;
+    v_i     integer;
 BEGIN
     PERFORM tenancy._running_as_owner(v_rel);
     IF v_rec IS NULL THEN
@@ -1804,20 +1859,75 @@ BEGIN
             USING ERRCODE = 'object_in_use', HINT = 'Stop it first: SELECT pg_cancel_backend(pid).';
     END IF;
     v_col := v_rec->>'tenant_column';
+    v_att := (SELECT attnum FROM pg_attribute WHERE attrelid = v_rel AND attname = v_col AND attnum > 0 AND NOT attisdropped);
+
+    -- Foreign keys of other tables that point at a key of this table holding the tenant column
+    -- (a child converted after it): this rollback would drop what they reference. Say so, by
+    -- name, before anything is changed (Postgres would say "use DROP ... CASCADE" halfway).
+    SELECT string_agg(format('%s (%s)', f.conrelid::regclass, quote_ident(f.conname)), ', '
+                      ORDER BY f.conrelid::regclass::text, f.conname)
+      INTO v_deps FROM pg_constraint f
+     WHERE f.contype = 'f' AND f.confrelid = v_rel AND f.conrelid <> v_rel AND v_att = ANY (f.confkey);
+    IF v_deps IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.rollback: foreign keys of other tables reference the tenant keys of %: %', v_tbl, v_deps
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Rolling this table back first would drop the keys they point at. Nothing was changed.',
+                  HINT = format('Roll those tables back first, or all of them children first in one call: SELECT tenancy.rollback(%L, cascade => true); or SELECT * FROM tenancy.rollback_all(%L).',
+                                v_tbl, (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = v_rel));
+    END IF;
 
     IF EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = tbl AND t.details ? 'isolation') THEN
         v_iso := tenancy.disable_isolation(tbl);  -- runs its own statements and returns them
     END IF;
-    -- Foreign keys: the old ones back (validated), the tenant-carrying ones gone.
+    -- Foreign keys: the old ones back, the tenant-carrying ones gone. An old key is added NOT
+    -- VALID and then validated with FORCE ROW LEVEL SECURITY off on the tables (this table, its
+    -- parent) that the owner would otherwise see through their policies: Postgres's check of
+    -- existing rows runs as the owner, and under a FORCE policy it sees no parent row at all
+    -- (issue 15: "Key (user_id)=(...) is not present"). FORCE is back on before this returns, in
+    -- the same transaction; the ALTER TABLE holds its lock until the commit, so nobody sees the gap.
     FOR v_fk IN SELECT f FROM jsonb_array_elements(coalesce(v_rec->'fk_rewrites', '[]')) f LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_fk->>'old') THEN
-            v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_fk->>'old', v_fk->>'old_def');
+            IF right(v_fk->>'old_def', 10) = ' NOT VALID' THEN  -- it was not valid before either
+                v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_fk->>'old', v_fk->>'old_def');
+                EXECUTE v_ddl[cardinality(v_ddl)];
+            ELSE
+                v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tbl, v_fk->>'old', v_fk->>'old_def');
+                EXECUTE v_ddl[cardinality(v_ddl)];
+                SELECT c.confrelid INTO v_parent FROM pg_constraint c WHERE c.conrelid = v_rel AND c.conname = v_fk->>'old';
+                v_forced := ARRAY(SELECT x.oid FROM pg_class x
+                                   WHERE x.oid IN (v_rel, v_parent) AND x.relrowsecurity AND x.relforcerowsecurity
+                                     AND pg_has_role(current_user, x.relowner, 'USAGE')
+                                   ORDER BY x.oid);
+                FOREACH v_r IN ARRAY v_forced LOOP
+                    v_ddl := v_ddl || format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', v_r::regclass);
+                    EXECUTE v_ddl[cardinality(v_ddl)];
+                END LOOP;
+                v_ddl := v_ddl || format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tbl, v_fk->>'old');
+                EXECUTE v_ddl[cardinality(v_ddl)];
+                FOREACH v_r IN ARRAY v_forced LOOP
+                    v_ddl := v_ddl || format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', v_r::regclass);
+                    EXECUTE v_ddl[cardinality(v_ddl)];
+                END LOOP;
+            END IF;
         END IF;
         v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_fk->>'new');
+        EXECUTE v_ddl[cardinality(v_ddl)];
     END LOOP;
+    v_done := cardinality(v_ddl);
     -- Unique constraints and indexes: the old ones back, under their names; the new ones gone.
+    -- A replaced key took the old one's name when it took over (issue 15 item 8): that object,
+    -- which holds the tenant column, is dropped and the old definition added under the name.
     FOR v_ix IN SELECT ix FROM jsonb_array_elements(coalesce(v_rec->'indexes', '[]')) ix LOOP
         IF v_ix->'replaces'->>'constraint' IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->'replaces'->>'constraint'
+                          AND v_att = ANY (conkey)) THEN
+            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->'replaces'->>'constraint')
+                           || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
+        ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
+              AND EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                           WHERE i.indrelid = v_rel AND c.relname = v_ix->'replaces'->>'index' AND v_att = ANY (i.indkey::int2[])) THEN
+            v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_ix->'replaces'->>'index') || (v_ix->'replaces'->>'def');
+        ELSIF v_ix->'replaces'->>'constraint' IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->'replaces'->>'constraint') THEN
             v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
         ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
@@ -1827,7 +1937,8 @@ BEGIN
         END IF;
         IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->>'name') THEN
             v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->>'name');
-        ELSE
+        ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = v_ix->>'name' AND c.relkind IN ('i', 'I')
+                         AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = v_rel)) THEN
             v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, v_ix->>'name');
         END IF;
         IF (v_rec->>'partitioned')::boolean THEN  -- leaf indexes not attached yet
@@ -1836,6 +1947,62 @@ BEGIN
             END LOOP;
         END IF;
     END LOOP;
+    FOR v_i IN v_done + 1 .. cardinality(v_ddl) LOOP
+        EXECUTE v_ddl[v_i];
+    END LOOP;
+    v_done := cardinality(v_ddl);
+    -- Keys that hold the tenant column and that tenancy did not make: a fix lint printed (TEN010:
+    -- the key with the tenant column first) and the DBA applied. The column did not exist before
+    -- the backfill, so the key was (columns without it) then: it goes back to that, under its
+    -- name. Other objects on the column that tenancy did not make are named in a NOTICE.
+    IF v_att IS NOT NULL AND NOT (v_rec->>'column_existed')::boolean THEN
+        FOR v_con IN SELECT c.conname, c.contype,
+                            ARRAY(SELECT k FROM unnest(c.conkey) WITH ORDINALITY u(k, n) WHERE k <> v_att ORDER BY n)::int2[] AS rest
+                       FROM pg_constraint c
+                      WHERE c.conrelid = v_rel AND c.contype IN ('p', 'u') AND v_att = ANY (c.conkey)
+                        AND cardinality(c.conkey) > 1
+                      ORDER BY c.conname LOOP
+            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s (%s)', v_tbl, v_con.conname, v_con.conname,
+                                     CASE v_con.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
+                                     tenancy._idents(tenancy._att_names(v_rel, v_con.rest)));
+            RAISE NOTICE 'tenancy.rollback %: key % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is (%) again',
+                  v_tbl, quote_ident(v_con.conname), tenancy._idents(tenancy._att_names(v_rel, v_con.rest));
+        END LOOP;
+        -- The same for a plain unique index (lint's fix: DROP INDEX, CREATE UNIQUE INDEX with the
+        -- tenant column first), rebuilt under its name on its other columns.
+        FOR v_con IN SELECT x.relname,
+                            ARRAY(SELECT k FROM unnest(i.indkey::int2[]) k WHERE k <> v_att)::int2[] AS rest
+                       FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                      WHERE i.indrelid = v_rel AND i.indisunique AND v_att = ANY (i.indkey::int2[])
+                        AND i.indnatts > 1 AND i.indnkeyatts = i.indnatts AND i.indpred IS NULL AND i.indexprs IS NULL
+                        AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = v_rel)
+                        AND NOT coalesce(v_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))
+                      ORDER BY x.relname LOOP
+            v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_con.relname)
+                           || format('CREATE UNIQUE INDEX %I ON %s (%s)', v_con.relname, v_tbl, tenancy._idents(tenancy._att_names(v_rel, v_con.rest)));
+            RAISE NOTICE 'tenancy.rollback %: unique index % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is on (%) again',
+                  v_tbl, quote_ident(v_con.relname), tenancy._idents(tenancy._att_names(v_rel, v_con.rest));
+        END LOOP;
+        FOR v_i IN v_done + 1 .. cardinality(v_ddl) LOOP
+            EXECUTE v_ddl[v_i];
+        END LOOP;
+        v_done := cardinality(v_ddl);
+        SELECT string_agg(x, ', ' ORDER BY x) INTO v_left FROM (
+            SELECT 'constraint ' || quote_ident(c.conname) AS x FROM pg_constraint c
+             WHERE c.conrelid = v_rel AND v_att = ANY (c.conkey) AND c.contype NOT IN ('p', 'u', 'n')
+               AND c.conname IS DISTINCT FROM v_rec->>'fk' AND c.conname IS DISTINCT FROM v_rec->>'check'
+               AND NOT coalesce(v_rec->'fk_rewrites', '[]') @> jsonb_build_array(jsonb_build_object('new', c.conname))
+            UNION ALL
+            SELECT 'index ' || quote_ident(x.relname) FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+             WHERE i.indrelid = v_rel AND v_att = ANY (i.indkey::int2[])
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = v_rel)
+               AND NOT coalesce(v_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))) s;
+        IF v_left IS NOT NULL THEN
+            RAISE NOTICE 'tenancy.rollback %: objects on % that tenancy did not make: %', v_tbl, quote_ident(v_col), v_left
+                USING HINT = CASE WHEN drop_column THEN 'Dropping the column drops them too.'
+                                  ELSE 'They are left as they are.' END;
+        END IF;
+    END IF;
     IF v_rec->>'fk' IS NOT NULL THEN
         v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_rec->>'fk');
         FOR v_leaf IN SELECT unnest(tenancy._leaves(v_rel)) LOOP
@@ -1869,8 +2036,8 @@ BEGIN
             v_ddl := v_ddl || format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', v_tbl, v_col);
         END IF;
     END IF;
-    FOREACH v_stmt IN ARRAY v_ddl LOOP
-        EXECUTE v_stmt;
+    FOR v_i IN v_done + 1 .. cardinality(v_ddl) LOOP
+        EXECUTE v_ddl[v_i];
     END LOOP;
     PERFORM tenancy._privileged('record_backfill', jsonb_build_object('relid', v_rel, 'backfill', 'null'::jsonb,
         'log', jsonb_build_object('operation', 'rollback', 'status', 'succeeded',
@@ -1934,6 +2101,64 @@ BEGIN
     RETURN r;
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._rollback_closure(p_tables oid[]) RETURNS oid[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH RECURSIVE s(rel) AS (
+        SELECT unnest(p_tables)
+        UNION
+        SELECT f.conrelid FROM s
+          JOIN tenancy.tenant_tables t ON t.relid = s.rel::regclass
+          JOIN pg_attribute a ON a.attrelid = s.rel AND a.attname = t.tenant_column AND NOT a.attisdropped
+          JOIN pg_constraint f ON f.contype = 'f' AND f.confrelid = s.rel AND f.conrelid <> s.rel AND a.attnum = ANY (f.confkey)
+    )
+    SELECT coalesce(array_agg(DISTINCT rel), '{}') FROM s
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._rollback_many(p_tables oid[], p_drop boolean, p_what text)
+RETURNS TABLE (table_name text, action text, detail text, ddl text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_order regclass[];
+    v_tbl   regclass;
+    v_rec   jsonb;
+    v_i     integer;
+BEGIN
+    BEGIN
+        v_order := tenancy._fk_order(ARRAY(SELECT DISTINCT unnest(p_tables)::regclass));
+    EXCEPTION WHEN invalid_foreign_key THEN
+        RAISE EXCEPTION 'tenancy: % cannot put the tables in order: their foreign keys form a cycle', p_what
+            USING ERRCODE = 'invalid_foreign_key', DETAIL = SQLERRM,
+                  HINT = 'Drop one foreign key of the cycle (ALTER TABLE ... DROP CONSTRAINT), then roll back again. Nothing was changed.';
+    END;
+    FOR v_i IN REVERSE cardinality(v_order) .. 1 LOOP
+        v_tbl := v_order[v_i];
+        table_name := v_tbl::text;
+        SELECT t.details->'backfill' INTO v_rec FROM tenancy.tenant_tables t WHERE t.relid = v_tbl;
+        BEGIN
+            IF v_rec IS NOT NULL THEN
+                ddl := tenancy._as_owner(v_tbl::oid, 'rollback', jsonb_build_object('drop_column', p_drop))->>'ddl';
+                action := 'rolled back';
+                detail := format('from phase %s%s', v_rec->>'phase', CASE WHEN p_drop AND NOT (v_rec->>'column_existed')::boolean
+                                                                              THEN ', column ' || quote_ident(v_rec->>'tenant_column') || ' dropped' ELSE '' END);
+            ELSIF EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = v_tbl AND t.details ? 'isolation') THEN
+                ddl := tenancy.disable_isolation(v_tbl);
+                action := 'isolation removed';
+                detail := 'no backfill recorded: only what enable_isolation created';
+            ELSE
+                CONTINUE;
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            DECLARE v_state text; v_msg text; v_hint text;
+            BEGIN
+                GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT, v_hint = PG_EXCEPTION_HINT;
+                RAISE EXCEPTION 'tenancy: % stopped at %: %', p_what, v_tbl, v_msg
+                    USING ERRCODE = v_state, HINT = coalesce(v_hint || ' ', '') || 'Nothing was changed.';
+            END;
+        END;
+        RETURN NEXT;
+    END LOOP;
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._running_as_owner(p_rel oid) RETURNS void
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -1948,6 +2173,16 @@ END $$;
 CREATE OR REPLACE FUNCTION tenancy._schema_of(p_rel oid) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel
+$$;
+
+CREATE OR REPLACE FUNCTION tenancy._surrogate_key(p_rel oid, p_keys int2[]) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT cardinality(p_keys) = 1 AND EXISTS (
+        SELECT 1 FROM pg_attribute a
+         WHERE a.attrelid = p_rel AND a.attnum = p_keys[array_lower(p_keys, 1)]
+           AND (a.attidentity <> '' OR a.atthasdef OR a.atttypid = 'uuid'::regtype
+                OR (a.atttypid IN ('text'::regtype, 'character varying'::regtype, 'bpchar'::regtype)
+                    AND lower(a.attname) ~ '^(.*_)?(id|uuid|guid|cuid|cuid2|ulid|nanoid)$')))
 $$;
 
 CREATE OR REPLACE FUNCTION tenancy."_table_integrity"(
@@ -2164,10 +2399,11 @@ DECLARE
     v_map jsonb := tenancy._derive_map(derive, tables, pg_catalog.current_setting('search_path'));
 BEGIN
     FOREACH v_tbl IN ARRAY tenancy._fk_order(tables) LOOP
-        -- A derived table falls back only on the organization its own derive entry names.
+        -- A derived table falls back on the organization its own derive entry names, else on
+        -- organization_id (issue 15 item 2: rows a derivation leaves without one get it).
         CALL tenancy.backfill(v_tbl,
-                              CASE WHEN pg_catalog.jsonb_extract_path(v_map, v_tbl::oid::text) IS NULL THEN organization_id
-                                   ELSE pg_catalog.jsonb_extract_path_text(v_map, v_tbl::oid::text, 'organization_id')::uuid END,
+                              COALESCE(pg_catalog.jsonb_extract_path_text(v_map, v_tbl::oid::text, 'organization_id')::uuid,
+                                                  organization_id),
                               tenant_column, column_type,
                               pg_catalog.jsonb_extract_path_text(v_map, v_tbl::oid::text, 'parent')::oid::regclass,
                               pg_catalog.jsonb_extract_path_text(v_map, v_tbl::oid::text, 'user_column')::name,
@@ -2258,15 +2494,30 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 CREATE OR REPLACE FUNCTION tenancy.enable_isolation(tbl regclass, tenant_column name DEFAULT 'organization_id',
-                                         mode text DEFAULT 'membership', roles name[] DEFAULT '{public}')
-RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT tenancy._isolation($1::oid, $2::text, $3, $4::text[], true)
-$$;
+                                         mode text DEFAULT 'membership', roles name[] DEFAULT '{public}',
+                                         allow_incomplete boolean DEFAULT false)
+RETURNS text LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_why text;
+BEGIN
+    IF tbl IS NOT NULL AND tenant_column IS NOT NULL THEN
+        v_why := tenancy._incomplete(tbl::oid, tenant_column);
+    END IF;
+    IF v_why IS NOT NULL AND NOT coalesce(allow_incomplete, false) THEN
+        RAISE EXCEPTION 'tenancy.enable_isolation: % is not ready to be isolated: %', tbl, v_why
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Isolation hides every row without an organization from every tenant.',
+                  HINT = format('Finish the backfill first (CALL tenancy.backfill(%L)), or give those rows an organization; pass allow_incomplete => true to isolate it anyway.', tbl::text);
+    ELSIF v_why IS NOT NULL THEN
+        RAISE WARNING 'tenancy.enable_isolation: % is isolated although %: rows without an organization are hidden from every tenant', tbl, v_why;
+    END IF;
+    RETURN tenancy._isolation(tbl::oid, tenant_column::text, mode, roles::text[], true);
+END $$;
 
 CREATE OR REPLACE FUNCTION tenancy.enable_isolation_all(schema name DEFAULT 'public',
                                              tenant_column name DEFAULT 'organization_id',
                                              mode text DEFAULT 'membership',
-                                             roles name[] DEFAULT '{public}')
+                                             roles name[] DEFAULT '{public}',
+                                             allow_incomplete boolean DEFAULT false)
 RETURNS TABLE (table_name text, action text, detail text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -2274,8 +2525,10 @@ DECLARE
     p_column name   := tenancy._require('tenant_column', $2);
     p_mode   text   := $3;
     p_roles  name[] := $4;
+    p_allow  boolean := coalesce($5, false);
     r        record;
     v_ddl    text;
+    v_why    text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = p_schema) THEN
         RAISE EXCEPTION 'tenancy: schema % does not exist', quote_ident(p_schema)
@@ -2307,7 +2560,8 @@ BEGIN
             detail := format('a partition of %s: isolated with its parent', r.parent);
         ELSE
             BEGIN
-                v_ddl := tenancy.enable_isolation(r.oid::regclass, p_column, p_mode, p_roles);
+                v_why := tenancy._incomplete(r.oid, p_column);
+                v_ddl := tenancy.enable_isolation(r.oid::regclass, p_column, p_mode, p_roles, p_allow);
             EXCEPTION WHEN OTHERS THEN
                 DECLARE v_state text; v_msg text; v_hint text;
                 BEGIN
@@ -2323,6 +2577,9 @@ BEGIN
             ELSE
                 action := 'unchanged';
                 detail := 'already isolated as requested';
+            END IF;
+            IF v_why IS NOT NULL THEN  -- allow_incomplete => true: say it on the table's row
+                detail := detail || '; INCOMPLETE: ' || v_why || ', rows without an organization are hidden from every tenant';
             END IF;
         END IF;
         RETURN NEXT;
@@ -2470,7 +2727,8 @@ findings AS (
                           AND con.confrelid = 'tenancy.organizations'::regclass AND con.conkey = ARRAY[tt.attnum])
     UNION ALL
     -- TEN010: a unique constraint or index without the tenant column (surrogate primary keys aside:
-    -- one column with an identity, a default or type uuid).
+    -- one column with an identity, a default or type uuid, or a text id the application fills,
+    -- see tenancy._surrogate_key; issue 15: cuid keys are not natural keys).
     SELECT 'warning', 'TEN010', format('%s index %s', tt.tbl, quote_ident(ic.relname)),
            format('unique %s on %s does not include the tenant column %I: two tenants cannot use the same value, and one can probe the other''s',
                   coalesce('constraint ' || quote_ident(con.conname), 'index ' || quote_ident(ic.relname)), tt.tbl, tt.col),
@@ -2490,9 +2748,7 @@ findings AS (
       JOIN pg_class ic ON ic.oid = i.indexrelid
       LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = tt.oid AND con.contype IN ('p', 'u')
      WHERE NOT (tt.attnum = ANY (i.indkey))
-       AND NOT (i.indisprimary AND i.indnatts = 1 AND EXISTS (
-                    SELECT 1 FROM pg_attribute a WHERE a.attrelid = tt.oid AND a.attnum = i.indkey[0]
-                       AND (a.attidentity <> '' OR a.atthasdef OR a.atttypid = 'uuid'::regtype)))
+       AND NOT (i.indisprimary AND i.indnatts = 1 AND tenancy._surrogate_key(tt.oid, i.indkey::int2[]))
     UNION ALL
     -- TEN011: a foreign key between tenant tables that does not carry the tenant column.
     SELECT 'warning', 'TEN011', format('%s constraint %s', fk.child, quote_ident(fk.conname)),
@@ -2707,10 +2963,41 @@ RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT tenancy._privileged('record_login_lookup', jsonb_build_object('relid', $1::oid, 'columns', NULL))->>'table'
 $$;
 
-CREATE OR REPLACE FUNCTION tenancy.rollback(tbl regclass, drop_column boolean DEFAULT false) RETURNS text
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT tenancy._as_owner(tenancy._require('tbl', $1)::oid, 'rollback', jsonb_build_object('drop_column', $2))->>'ddl'
-$$;
+CREATE OR REPLACE FUNCTION tenancy.rollback(tbl regclass, drop_column boolean DEFAULT false, cascade boolean DEFAULT false) RETURNS text
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT coalesce(cascade, false) THEN
+        RETURN tenancy._as_owner(tenancy._require('tbl', tbl)::oid, 'rollback', jsonb_build_object('drop_column', drop_column))->>'ddl';
+    END IF;
+    IF tenancy._backfill_record(tenancy._require('tbl', tbl)::oid) IS NULL THEN
+        RAISE EXCEPTION 'tenancy.rollback: no backfill of % is recorded', tbl
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'tenancy.disable_isolation() removes policies created by enable_isolation alone.';
+    END IF;
+    RETURN (SELECT string_agg(format('-- %s: %s (%s)', r.table_name, r.action, r.detail) || E'\n' || coalesce(r.ddl, ''), E'\n')
+              FROM tenancy._rollback_many(tenancy._rollback_closure(ARRAY[tbl::oid]), coalesce(drop_column, false),
+                                          format('rollback(%s, cascade => true)', tbl)) r);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy.rollback_all(schema name DEFAULT 'public', drop_column boolean DEFAULT false)
+RETURNS TABLE (table_name text, action text, detail text)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p_schema name := tenancy._require('schema', $1);
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_namespace n WHERE n.nspname = p_schema) THEN
+        RAISE EXCEPTION 'tenancy: schema % does not exist', quote_ident(p_schema)
+            USING ERRCODE = 'invalid_schema_name', HINT = 'Pass the schema of your tables, e.g. ''public''.';
+    END IF;
+    RETURN QUERY
+        SELECT r.table_name, r.action, r.detail
+          FROM tenancy._rollback_many(
+                   tenancy._rollback_closure(ARRAY(
+                       SELECT t.relid::oid FROM tenancy.tenant_tables t JOIN pg_class c ON c.oid = t.relid::oid
+                        WHERE c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = p_schema)
+                          AND (t.details ? 'backfill' OR t.details ? 'isolation'))),
+                   coalesce($2, false), format('rollback_all(%L)', p_schema)) r;
+END $$;
 
 CREATE OR REPLACE FUNCTION tenancy."set_organization"(
 	"organization" TEXT 
@@ -2811,6 +3098,7 @@ COMMENT ON FUNCTION tenancy._idents(text[]) IS 'Internal: a list of column names
 COMMENT ON FUNCTION tenancy._byte_prefix(text, integer) IS 'Internal: the longest prefix of a text that fits in a number of bytes.';
 COMMENT ON FUNCTION tenancy._name(text, text) IS 'Internal: a name of at most 63 bytes made of a base and a suffix.';
 COMMENT ON FUNCTION tenancy._fk_definition(oid, text, text, boolean) IS 'Internal: a foreign key''s definition built from the catalog, optionally with tenant columns first.';
+COMMENT ON FUNCTION tenancy._surrogate_key(oid, int2[]) IS 'Internal: is this key a surrogate key (one column filled by the database, a uuid, or an application-generated text id)?';
 COMMENT ON FUNCTION tenancy._running_as_owner(oid) IS 'Internal: refuses unless the current role owns the table.';
 COMMENT ON FUNCTION tenancy.lint() IS
   'Is this database safely multi-tenant? One row per finding (level, code, object, message, and the SQL that fixes it). Codes TEN001-TEN017 are listed in the README; silence one with INSERT INTO tenancy.lint_ignores.';
@@ -2824,8 +3112,12 @@ COMMENT ON PROCEDURE tenancy.backfill_all(regclass[], uuid, jsonb, name, text, i
   'tenancy.backfill for several tables, parents before children (foreign-key order). derive maps a table to {"parent": "shipments"} or {"user_column": "created_by"}, optionally with a fallback "organization_id"; the other tables get organization_id.';
 COMMENT ON FUNCTION tenancy.pending_statements() IS
   'Statements a backfill waits for that cannot run in a transaction (CREATE INDEX CONCURRENTLY). In psql: SELECT statement FROM tenancy.pending_statements() \gexec, then CALL tenancy.backfill again.';
-COMMENT ON FUNCTION tenancy.rollback(regclass, boolean) IS
-  'Undo a backfill (finished or not): policies, foreign keys, unique keys and indexes it rewrote or added (the old ones restored), NOT NULL, trigger and default. Drops the tenant column only with drop_column => true.';
+COMMENT ON FUNCTION tenancy.rollback(regclass, boolean, boolean) IS
+  'Undo a backfill (finished or not, isolated or not) in one transaction: isolation, foreign keys, unique keys and indexes it rewrote or added (the old ones restored under their names), NOT NULL, trigger and default. Drops the tenant column only with drop_column => true. cascade => true first rolls back the tables whose foreign keys reference its tenant keys, children first.';
+COMMENT ON FUNCTION tenancy.rollback_all(name, boolean) IS
+  'Roll back every table of a schema that tenancy converted or isolated, children first, all or nothing in one transaction; one row per table (rolled back / isolation removed). drop_column => true drops the tenant columns the backfill added.';
+COMMENT ON FUNCTION tenancy._rollback_closure(oid[]) IS 'Internal: the tables with their children (foreign keys to a key holding the tenant column), recursively.';
+COMMENT ON FUNCTION tenancy._rollback_many(oid[], boolean, text) IS 'Internal: roll back tables children first, each as its owner, all or nothing.';
 COMMENT ON FUNCTION tenancy.adopt_users(regclass, jsonb, uuid, name, name, text) IS
   'Create memberships for the users of an existing users table, mapping application roles to tenancy roles (role_map jsonb). All or nothing; existing memberships are kept. Needs manage_members in the organization.';
 COMMENT ON FUNCTION tenancy._backfill_step(oid) IS 'Internal: one step of a backfill, in the caller''s transaction, run as the table''s owner.';
@@ -2891,12 +3183,16 @@ COMMENT ON FUNCTION tenancy.policy_organization_slugs(text) IS
   'policy_organization_ids(privilege) as slugs, for text tenant columns.';
 COMMENT ON FUNCTION tenancy.isolation_sql(regclass, name, text, name[]) IS
   'The DDL enable_isolation would run now for these arguments, without running it: for review or a migration file.';
-COMMENT ON FUNCTION tenancy.enable_isolation(regclass, name, text, name[]) IS
-  'Isolate a table by its tenant column: enable and force RLS, boundary and access policies for every command, a default for the column; registers and logs it. Returns the DDL it ran. Idempotent. Modes: membership, context.';
+COMMENT ON FUNCTION tenancy.enable_isolation(regclass, name, text, name[], boolean) IS
+  'Isolate a table by its tenant column: enable and force RLS, boundary and access policies for every command, a default for the column; registers and logs it. Returns the DDL it ran. Idempotent. Modes: membership, context. Refuses (55000) a table whose backfill is unfinished or that has rows without an organization, unless allow_incomplete => true.';
+COMMENT ON FUNCTION tenancy._owner_null_check(oid, jsonb) IS
+  'Internal: whether a column of a table holds a NULL; runs only as the table''s owner (through tenancy._as_owner).';
+COMMENT ON FUNCTION tenancy._incomplete(oid, name) IS
+  'Internal: why isolating a table now would hide rows from everyone (an unfinished backfill, NULL tenant columns), or NULL.';
 COMMENT ON FUNCTION tenancy.disable_isolation(regclass) IS
   'Remove exactly what enable_isolation created on a table (policies, RLS flags it set, the default); hand-written policies stay. Returns the DDL it ran.';
-COMMENT ON FUNCTION tenancy.enable_isolation_all(name, name, text, name[]) IS
-  'enable_isolation for every table of a schema that has the tenant column, all or nothing; one row per relation saying what was done or skipped, and why.';
+COMMENT ON FUNCTION tenancy.enable_isolation_all(name, name, text, name[], boolean) IS
+  'enable_isolation for every table of a schema that has the tenant column, all or nothing; one row per relation saying what was done or skipped, and why. A table with an unfinished backfill or rows without an organization stops it (55000) unless allow_incomplete => true, which isolates it and says INCOMPLETE in its row.';
 COMMENT ON FUNCTION tenancy._isolation(oid, text, text, text[], boolean) IS
   'Internal: the work of isolation_sql and enable_isolation.';
 COMMENT ON FUNCTION tenancy._disable_isolation(oid) IS
