@@ -20,3 +20,4 @@ INSERT INTO public.documents (shipment_id, kind) SELECT 1 + g % 2000, 'invoice' 
 INSERT INTO public.container_events (shipment_id, event) SELECT 1 + g % 2000, 'gate_in' FROM generate_series(1, 3000) g;
 INSERT INTO public.notes (author_id, body) SELECT '11111111-1111-1111-1111-111111111111', 'note ' || g FROM generate_series(1, 100) g;
 INSERT INTO public.clients (name) SELECT 'client ' || g FROM generate_series(1, 10) g;
+INSERT INTO public.container_events (shipment_id, event) SELECT NULL, 'orphan scan' FROM generate_series(1, 100) g;
