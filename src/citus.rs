@@ -817,7 +817,7 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
                 let name = spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[relid.into()]))
                     .unwrap_or_default();
                 raise(
-                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
                     format!("tenancy.distribute: {name} is not a registered tenant table"),
                     "Register it first (tenancy.register_table, tenancy.backfill or tenancy.enable_isolation).",
                 )

@@ -409,7 +409,7 @@ pub fn _table_integrity(tbl: pg_sys::Oid) -> TableIterator<
         .unwrap_or_default();
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("{name} is not a registered tenant table"),
+            format!("tenancy.validate_client_data_integrity: {name} is not a registered tenant table"),
             "Register it with tenancy.register_table(tbl, tenant_column), or list them in tenancy.tenant_tables.",
         )
     }
