@@ -16,19 +16,19 @@
 //!    hand-over of the catalog to the installing role.
 use pgrx::prelude::*;
 
-pub mod cache;
-pub mod citus;
-pub mod context;
-pub mod errors;
-pub mod integrity;
-pub mod lint;
-pub mod login;
-pub mod lookups;
-pub mod operator;
-pub mod policies;
-pub mod privileged;
-pub mod security;
-pub mod user_ids;
+mod cache;
+mod citus;
+mod context;
+mod errors;
+mod integrity;
+mod lint;
+mod login;
+mod lookups;
+mod operator;
+mod policies;
+mod privileged;
+mod security;
+mod user_ids;
 
 ::pgrx::pg_module_magic!();
 
