@@ -34,6 +34,13 @@ END $$;
 SELECT format('ALTER DATABASE %I OWNER TO tracehub_owner', current_database()) \gexec
 -- From here on, the database owner (the superuser comes back only for DROP SCHEMA tenancy).
 SET SESSION AUTHORIZATION tracehub_owner;
+DO $$
+BEGIN   -- what the rest runs as: the owner of the database, neither superuser nor BYPASSRLS
+    IF (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       OR (SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()) <> current_user THEN
+        RAISE EXCEPTION 'not running as the database owner %, an ordinary role', current_user;
+    END IF;
+END $$;
 
 ------------------------------------------------------------------------------------------------
 -- Part 1. TraceHub before Sprint 8: nine tables, no notion of organization.

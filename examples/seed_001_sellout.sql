@@ -53,6 +53,13 @@ GRANT sellout_app TO sellout_owner;   -- to run the application's requests (SET 
 SELECT format('ALTER DATABASE %I OWNER TO sellout_owner', current_database()) \gexec
 -- From here on, the database owner (the superuser comes back only where said).
 SET SESSION AUTHORIZATION sellout_owner;
+DO $$
+BEGIN   -- what the rest runs as: the owner of the database, neither superuser nor BYPASSRLS
+    IF (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       OR (SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()) <> current_user THEN
+        RAISE EXCEPTION 'not running as the database owner %, an ordinary role', current_user;
+    END IF;
+END $$;
 
 CREATE TABLE users (
     id uuid PRIMARY KEY DEFAULT gen_random_uuid(), email text NOT NULL UNIQUE, full_name text,

@@ -58,6 +58,13 @@ GRANT anon, authenticated TO processaudit_owner;   -- to run requests as PostgRE
 SELECT format('ALTER DATABASE %I OWNER TO processaudit_owner', current_database()) \gexec
 -- From here on, the database owner (the superuser comes back only where said).
 SET SESSION AUTHORIZATION processaudit_owner;
+DO $$
+BEGIN   -- what the rest runs as: the owner of the database, neither superuser nor BYPASSRLS
+    IF (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       OR (SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()) <> current_user THEN
+        RAISE EXCEPTION 'not running as the database owner %, an ordinary role', current_user;
+    END IF;
+END $$;
 
 -- Supabase's auth schema, as far as this database uses it: the users GoTrue writes, and
 -- auth.uid() / auth.jwt() reading the claims PostgREST puts in request.jwt.claims.

@@ -49,6 +49,13 @@ GRANT inventory_app TO inventory_owner;   -- to run the application's requests (
 SELECT format('ALTER DATABASE %I OWNER TO inventory_owner', current_database()) \gexec
 -- From here on, the database owner (the superuser comes back only for DROP SCHEMA tenancy).
 SET SESSION AUTHORIZATION inventory_owner;
+DO $$
+BEGIN   -- what the rest runs as: the owner of the database, neither superuser nor BYPASSRLS
+    IF (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       OR (SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()) <> current_user THEN
+        RAISE EXCEPTION 'not running as the database owner %, an ordinary role', current_user;
+    END IF;
+END $$;
 
 -- Prisma's cuid for user number g (25 characters: "c", then base-36 letters and digits).
 CREATE FUNCTION pg_temp.cuid(g int) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
