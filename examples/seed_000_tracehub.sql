@@ -4,12 +4,43 @@
 --
 --   psql -v ON_ERROR_STOP=1 -f examples/seed_000_tracehub.sql     (in an empty database)
 --
--- as a superuser (scripts/test.sh runs it): the checklist reads the tables after RLS is on.
+-- connected as a superuser (scripts/test.sh runs it). Who runs what:
+--   * the superuser, at the top only: creates the LOGIN role tracehub_owner (NOSUPERUSER,
+--     NOBYPASSRLS) and makes it the owner of the database (cluster-wide roles and ALTER DATABASE
+--     OWNER need it); then SET SESSION AUTHORIZATION tracehub_owner;
+--   * the database owner tracehub_owner, everything else: CREATE EXTENSION tenancy (a trusted
+--     install, as on managed Postgres), the single-tenant schema and its data, the conversion, the
+--     checklist (its queries over isolated tables in a transaction that called
+--     tenancy.operate('runbook 000 validation'): operator mode, no superuser, no BYPASSRLS), and
+--     the three rollback levels;
+--   * a concurrent writer (a second connection of tracehub_owner, examples/writer_start.psql) keeps
+--     inserting and updating documents and audit_logs during the whole backfill;
+--   * the superuser again for one statement only: DROP SCHEMA tenancy after DROP EXTENSION (the
+--     empty schema belongs to the bootstrap superuser, docs/security.md; the owner cannot drop it).
 -- Part 1 builds the single-tenant schema with data (what exists before the sprint); part 2 is
 -- the conversion; part 3 is seed 000's validation checklist, each item an assertion.
 \set ON_ERROR_STOP 1
 \pset pager off
 SET client_min_messages = warning;
+
+-- As the superuser: the database owner, an ordinary login role (roles are cluster-wide, so only
+-- created when absent).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'tracehub_owner') THEN
+        CREATE ROLE tracehub_owner LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB;
+    END IF;
+END $$;
+SELECT format('ALTER DATABASE %I OWNER TO tracehub_owner', current_database()) \gexec
+-- From here on, the database owner (the superuser comes back only for DROP SCHEMA tenancy).
+SET SESSION AUTHORIZATION tracehub_owner;
+DO $$
+BEGIN   -- what the rest runs as: the owner of the database, neither superuser nor BYPASSRLS
+    IF (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       OR (SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()) <> current_user THEN
+        RAISE EXCEPTION 'not running as the database owner %, an ordinary role', current_user;
+    END IF;
+END $$;
 
 ------------------------------------------------------------------------------------------------
 -- Part 1. TraceHub before Sprint 8: nine tables, no notion of organization.
@@ -60,7 +91,7 @@ INSERT INTO notifications (user_id, message) SELECT ('11111111-0000-0000-0000-' 
   FROM generate_series(1, 10000) g;
 INSERT INTO audit_logs (user_id, action, entity) SELECT ('11111111-0000-0000-0000-' || lpad((1 + g % 60)::text, 12, '0'))::uuid, 'update', 'shipment'
   FROM generate_series(1, 50000) g;
-ANALYZE;
+ANALYZE users, parties, products, origins, shipments, documents, container_events, notifications, audit_logs;  -- the owner's tables (a bare ANALYZE skips the shared catalogs with a warning each)
 
 -- What must survive the conversion unchanged: every row of every table, as it is now (its
 -- columns of today, in order), hashed; compared again at the end.
@@ -95,6 +126,35 @@ SELECT tenancy.create_organization('VIBOTAJ GmbH', 'vibotaj', id => '00000000-00
 INSERT INTO tenancy.lint_ignores (code, object, reason)
 VALUES ('TEN010', 'public.users index users_email_key', 'users log in by email: an email is one user in every organization');
 
+-- The application keeps writing during the backfill: a concurrent writer (a second connection of
+-- the owner) inserts documents (their organization derived from their shipment) and audit_logs
+-- (VIBOTAJ's), each marked as the writer's, and updates the one it wrote before, one COMMIT each,
+-- until the backfill is over (writer_stop.psql). The checklist finds every one of them, with its
+-- organization, then deletes them (by their marker) before comparing the rows with part 1's.
+CREATE SCHEMA seed_writer;
+CREATE TABLE seed_writer.control (stop boolean NOT NULL DEFAULT false, written int NOT NULL DEFAULT 0, finished_at timestamptz);
+INSERT INTO seed_writer.control DEFAULT VALUES;
+CREATE PROCEDURE seed_writer.run() LANGUAGE plpgsql AS $w$
+DECLARE
+    v_i int := 0;
+    v_doc int;
+    v_log bigint;
+BEGIN
+    WHILE NOT (SELECT stop FROM seed_writer.control) LOOP
+        v_i := v_i + 1;
+        UPDATE public.documents SET document_type = 'writer-updated' WHERE id = v_doc;
+        UPDATE public.audit_logs SET entity = 'writer-updated' WHERE id = v_log;
+        INSERT INTO public.documents (shipment_id, document_type, file_name)
+        VALUES (1 + v_i * 37 % 20000, 'writer', 'seed-writer-' || v_i) RETURNING id INTO v_doc;
+        INSERT INTO public.audit_logs (action, entity) VALUES ('seed-writer-' || v_i, 'writer') RETURNING id INTO v_log;
+        UPDATE seed_writer.control SET written = v_i;
+        COMMIT;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    UPDATE seed_writer.control SET finished_at = clock_timestamp();
+END $w$;
+\ir writer_start.psql
+
 -- Migrations 004 + 005 + 006, online: every table gets organization_id; documents take theirs
 -- from their shipment, everything else belongs to VIBOTAJ. Parents are converted first.
 CALL tenancy.backfill_all(
@@ -112,6 +172,8 @@ CALL tenancy.backfill_all(
     organization_id => '00000000-0000-0000-0000-000000000001',
     derive => '{"documents": {"parent": "shipments"}}');
 SELECT table_name, phase, skipped FROM tenancy.backfill_progress ORDER BY table_name;
+-- The backfill is over: the writer stops (its rows are checked in part 3).
+\ir writer_stop.psql
 
 -- Migration 005: every user becomes a member of VIBOTAJ, with the runbook's role mapping.
 SELECT * FROM tenancy.adopt_users('users',
@@ -122,8 +184,23 @@ SELECT * FROM tenancy.adopt_users('users',
 SELECT table_name, action FROM tenancy.enable_isolation_all('public') ORDER BY 1;
 
 ------------------------------------------------------------------------------------------------
--- Part 3. Seed 000's validation checklist, each item an assertion.
+-- Part 3. Seed 000's validation checklist, each item an assertion, run by the database owner.
 ------------------------------------------------------------------------------------------------
+-- Row-level security is forced: without operator mode the owner sees no row of an isolated table,
+-- so the answers below come from the explicit operator path, not from a privilege.
+DO $$
+DECLARE v_n bigint;
+BEGIN
+    SELECT count(*) INTO v_n FROM shipments;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the owner sees % shipments without operator mode', v_n; END IF;
+    SELECT count(*) INTO v_n FROM users;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the owner sees % users without operator mode', v_n; END IF;
+END $$;
+
+-- The validation queries: a tenancy administrator acting as itself, in operator mode (one
+-- transaction, logged with its reason).
+BEGIN;
+SELECT tenancy.operate('runbook 000 validation');
 DO $$
 DECLARE
     v_tables text[] := '{users,parties,products,origins,shipments,documents,container_events,notifications,audit_logs}';
@@ -135,7 +212,8 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = t::regclass AND a.attname = 'organization_id' AND a.attnotnull);
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: no NOT NULL organization_id on %', v_bad; END IF;
     -- No NULL organization_id values, no orphaned records (validate_client_data_integrity).
-    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity() WHERE NOT ok OR null_rows > 0 OR orphan_rows > 0;
+    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity()
+     WHERE NOT ok OR NOT saw_every_row OR null_rows > 0 OR orphan_rows > 0;
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: integrity fails on %', v_bad; END IF;
     SELECT count(*) INTO v_n FROM tenancy.validate_client_data_integrity();
     IF v_n <> 9 THEN RAISE EXCEPTION 'checklist: % tenant tables registered, not 9', v_n; END IF;
@@ -173,6 +251,26 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid::regclass::text = ANY (v_tables) AND NOT i.indisvalid) THEN
         RAISE EXCEPTION 'checklist: an invalid index is left';
     END IF;
+    -- Every row the concurrent writer wrote during the backfill is there, updated as it was
+    -- (all but its last), in a valid organization: documents in their shipment's (checked above
+    -- for every document), audit_logs in VIBOTAJ.
+    SELECT written INTO v_n FROM seed_writer.control;
+    IF v_n < 3 THEN RAISE EXCEPTION 'checklist: the concurrent writer wrote only % rows', v_n; END IF;
+    IF (SELECT count(*) FROM documents d JOIN tenancy.organizations o ON o.id = d.organization_id
+         WHERE d.file_name LIKE 'seed-writer-%' AND d.file_name = 'seed-writer-' || substr(d.file_name, 13)::int
+           AND d.document_type = CASE WHEN substr(d.file_name, 13)::int = v_n THEN 'writer' ELSE 'writer-updated' END) <> v_n
+       OR (SELECT count(*) FROM documents WHERE file_name LIKE 'seed-writer-%') <> v_n THEN
+        RAISE EXCEPTION 'checklist: the writer wrote % documents, found %', v_n, (SELECT count(*) FROM documents WHERE file_name LIKE 'seed-writer-%');
+    END IF;
+    IF (SELECT count(*) FROM audit_logs WHERE action LIKE 'seed-writer-%' AND organization_id = '00000000-0000-0000-0000-000000000001'
+           AND entity = CASE WHEN action = 'seed-writer-' || v_n THEN 'writer' ELSE 'writer-updated' END) <> v_n
+       OR (SELECT count(*) FROM audit_logs WHERE action LIKE 'seed-writer-%') <> v_n THEN
+        RAISE EXCEPTION 'checklist: the writer wrote % audit_logs, found %', v_n, (SELECT count(*) FROM audit_logs WHERE action LIKE 'seed-writer-%');
+    END IF;
+    RAISE WARNING 'checklist: the % documents and % audit_logs of the concurrent writer are there, in their organization', v_n, v_n;
+    -- The writer's rows go (by their marker), so that what is left is part 1's rows exactly.
+    DELETE FROM documents WHERE file_name LIKE 'seed-writer-%';
+    DELETE FROM audit_logs WHERE action LIKE 'seed-writer-%';
     -- Every row kept, unchanged apart from the new column.
     SELECT string_agg(c.t, ', ') INTO v_bad FROM checksums c
      WHERE NOT EXISTS (SELECT 1 FROM pg_temp.fingerprint(c.t::regclass, c.cols) f WHERE f.n = c.n AND f.sum = c.sum);
@@ -183,6 +281,8 @@ BEGIN
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: lint findings: %', v_bad; END IF;
     RAISE WARNING 'checklist: every item passed';
 END $$;
+COMMIT;
+DROP SCHEMA seed_writer CASCADE;
 
 ------------------------------------------------------------------------------------------------
 -- Part 4. The runbook's rollback strategy, its three levels, each from the converted, isolated
@@ -213,7 +313,11 @@ ROLLBACK;
 BEGIN;
 SELECT table_name, action, detail FROM tenancy.rollback_all('public', drop_column => true) ORDER BY 1;
 DROP EXTENSION tenancy;
-DROP SCHEMA tenancy;  -- empty now (RESTRICT): CREATE EXTENSION made it, migration 003 had none
+-- The empty schema belongs to the bootstrap superuser (CREATE EXTENSION made it, migration 003 had
+-- none): only a superuser can drop it (docs/security.md), so this one statement runs as one.
+RESET SESSION AUTHORIZATION;
+DROP SCHEMA tenancy;  -- empty now (RESTRICT)
+SET SESSION AUTHORIZATION tracehub_owner;
 SELECT pg_temp.assert_original('level 1 (downgrade 002)');
 ROLLBACK;
 
@@ -221,7 +325,9 @@ ROLLBACK;
 -- same call, committed this time: the database is the one part 1 built, shape and rows.
 SELECT table_name, action, detail FROM tenancy.rollback_all('public', drop_column => true) ORDER BY 1;
 DROP EXTENSION tenancy;
+RESET SESSION AUTHORIZATION;   -- the superuser's empty schema, as in level 1
 DROP SCHEMA tenancy;
+SET SESSION AUTHORIZATION tracehub_owner;
 SELECT pg_temp.assert_original('level 3 (restore)');
 DO $$
 BEGIN

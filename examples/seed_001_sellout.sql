@@ -6,7 +6,21 @@
 --
 --   psql -v ON_ERROR_STOP=1 -f examples/seed_001_sellout.sql     (in an empty database)
 --
--- as a superuser (scripts/test.sh runs it): the checklist reads the tables after RLS is on.
+-- connected as a superuser (scripts/test.sh runs it). Who runs what:
+--   * the superuser, at the top only: the cluster roles (service_role, Supabase's BYPASSRLS role;
+--     sellout_app; the LOGIN role sellout_owner, NOSUPERUSER NOBYPASSRLS, member of sellout_app),
+--     and ALTER DATABASE ... OWNER TO sellout_owner; then SET SESSION AUTHORIZATION sellout_owner;
+--   * the database owner sellout_owner, everything else: CREATE EXTENSION tenancy (a trusted
+--     install), the single-tenant schema and data, the conversion, the runbook's validation
+--     queries (over isolated tables in a transaction that called
+--     tenancy.operate('runbook 001 validation'): operator mode, no superuser, no BYPASSRLS), the
+--     requests of sellout_app (SET LOCAL ROLE), the rollback;
+--   * a concurrent writer (a second connection of sellout_owner, examples/writer_start.psql) keeps
+--     inserting and updating uploads and processing_logs during the whole backfill;
+--   * the superuser again, twice, only where it cannot be avoided: the "backward compatibility"
+--     check of the back end's service_role (a BYPASSRLS role: only a superuser may SET ROLE to it
+--     without making the owner a member of a role that bypasses RLS), and DROP SCHEMA tenancy
+--     after DROP EXTENSION (the empty schema belongs to the bootstrap superuser, docs/security.md).
 -- Part 1 builds the single-tenant schema with data (what exists before phase 1); part 2 is the
 -- conversion; part 3 is the runbook's validation queries, each an assertion.
 \set ON_ERROR_STOP 1
@@ -29,6 +43,21 @@ BEGIN
     -- The role the application uses for end-user requests in later phases (RLS applies to it).
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sellout_app') THEN
         CREATE ROLE sellout_app NOLOGIN;
+    END IF;
+    -- The database owner: an ordinary login role, as on managed Postgres.
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sellout_owner') THEN
+        CREATE ROLE sellout_owner LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB;
+    END IF;
+END $$;
+GRANT sellout_app TO sellout_owner;   -- to run the application's requests (SET LOCAL ROLE sellout_app)
+SELECT format('ALTER DATABASE %I OWNER TO sellout_owner', current_database()) \gexec
+-- From here on, the database owner (the superuser comes back only where said).
+SET SESSION AUTHORIZATION sellout_owner;
+DO $$
+BEGIN   -- what the rest runs as: the owner of the database, neither superuser nor BYPASSRLS
+    IF (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       OR (SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()) <> current_user THEN
+        RAISE EXCEPTION 'not running as the database owner %, an ordinary role', current_user;
     END IF;
 END $$;
 
@@ -96,7 +125,7 @@ SELECT md5('user' || (1 + g % 50))::uuid, CASE WHEN g % 4 = 0 THEN NULL ELSE md5
        'analyst' || (1 + g % 50) || '@sellout.example', 'Upload processed', CASE WHEN g % 33 = 0 THEN 'bounced' ELSE 'sent' END,
        timestamptz '2024-01-01' + g * interval '2 hours'
   FROM generate_series(1, 4000) g;
-ANALYZE;
+ANALYZE users, products, uploads, sellout_entries2, processing_logs, transform_logs, email_logs;
 
 -- What must survive the conversion unchanged: every row of every table, as it is now (its
 -- columns of today, in order), hashed; compared again at the end.
@@ -139,6 +168,35 @@ VALUES ('TEN010', 'public.users index users_email_key', 'users log in by email: 
 -- fills in batches (one COMMIT each, writers go on), then NOT NULL and a validated foreign key to
 -- the organizations (the runbook adds client_id as a plain nullable uuid, and its integrity
 -- function has to look for NULL and orphaned values afterwards). Parents first.
+-- The application keeps writing meanwhile: a concurrent writer (a second connection of the owner)
+-- inserts uploads and processing_logs, each marked as the writer's, and updates the one it wrote
+-- before, one COMMIT each, until the backfill is over (writer_stop.psql). The checklist finds
+-- every one of them in the Default Organization, then deletes them (by their marker) before
+-- comparing the rows with part 1's.
+CREATE SCHEMA seed_writer;
+CREATE TABLE seed_writer.control (stop boolean NOT NULL DEFAULT false, written int NOT NULL DEFAULT 0, finished_at timestamptz);
+INSERT INTO seed_writer.control DEFAULT VALUES;
+CREATE PROCEDURE seed_writer.run() LANGUAGE plpgsql AS $w$
+DECLARE
+    v_i int := 0;
+    v_upload uuid;
+    v_log bigint;
+BEGIN
+    WHILE NOT (SELECT stop FROM seed_writer.control) LOOP
+        v_i := v_i + 1;
+        UPDATE public.uploads SET status = 'processed', rows_count = 1 WHERE id = v_upload;
+        UPDATE public.processing_logs SET level = 'writer-updated' WHERE id = v_log;
+        INSERT INTO public.uploads (user_id, filename) VALUES (md5('user' || (1 + v_i % 50))::uuid, 'seed-writer-' || v_i)
+        RETURNING id INTO v_upload;
+        INSERT INTO public.processing_logs (upload_id, step, level) VALUES (md5('upload' || (1 + v_i % 2000))::uuid, 'seed-writer-' || v_i, 'writer')
+        RETURNING id INTO v_log;
+        UPDATE seed_writer.control SET written = v_i;
+        COMMIT;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    UPDATE seed_writer.control SET finished_at = clock_timestamp();
+END $w$;
+\ir writer_start.psql
 CALL tenancy.backfill_all(
     '{users,products,uploads,sellout_entries2,processing_logs,transform_logs,email_logs}',
     organization_id => :'default_org', tenant_column => 'client_id', batch_size => 20000);
@@ -152,6 +210,8 @@ CALL tenancy.backfill_all(
     '{users,products,uploads,sellout_entries2,processing_logs,transform_logs,email_logs}',
     organization_id => :'default_org', tenant_column => 'client_id');
 SELECT table_name, phase, skipped FROM tenancy.backfill_progress ORDER BY table_name;
+-- The backfill is over: the writer stops (its rows are checked in part 3).
+\ir writer_stop.psql
 
 -- Gap in tenancy (reported): a foreign key to a unique key that is not the primary key
 -- (sellout_entries2.ean -> products.ean) is left as it was. The backfill of products keeps
@@ -190,11 +250,27 @@ SELECT * FROM tenancy.adopt_users('users', '{"admin": "owner", "user": "member"}
 SELECT table_name, action FROM tenancy.enable_isolation_all('public', tenant_column => 'client_id') ORDER BY 1;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO sellout_app;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO sellout_app;
-ANALYZE;
+ANALYZE users, products, uploads, sellout_entries2, processing_logs, transform_logs, email_logs;
 
 ------------------------------------------------------------------------------------------------
--- Part 3. The runbook's validation queries and data validation, each an assertion.
+-- Part 3. The runbook's validation queries and data validation, each an assertion, run by the
+-- database owner.
 ------------------------------------------------------------------------------------------------
+-- Row-level security is forced: without operator mode the owner sees no row of an isolated table,
+-- so the answers below come from the explicit operator path, not from a privilege.
+DO $$
+DECLARE v_n bigint;
+BEGIN
+    SELECT count(*) INTO v_n FROM sellout_entries2;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the owner sees % sell-out lines without operator mode', v_n; END IF;
+    SELECT count(*) INTO v_n FROM uploads;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the owner sees % uploads without operator mode', v_n; END IF;
+END $$;
+
+-- The validation queries: a tenancy administrator acting as itself, in operator mode (one
+-- transaction, logged with its reason).
+BEGIN;
+SELECT tenancy.operate('runbook 001 validation');
 DO $$
 DECLARE
     v_tables text[] := '{users,products,uploads,sellout_entries2,processing_logs,transform_logs,email_logs}';
@@ -220,10 +296,31 @@ BEGIN
     SELECT count(*) INTO v_n FROM tenancy.organizations;
     IF v_n <> 1 THEN RAISE EXCEPTION 'checklist: % organizations, not just the default one', v_n; END IF;
 
+    -- Every row the concurrent writer wrote during the backfill is there, updated as it was (all
+    -- but its last), in the Default Organization; then they go (by their marker), so that what is
+    -- left is part 1's rows exactly.
+    SELECT written INTO v_n FROM seed_writer.control;
+    IF v_n < 3 THEN RAISE EXCEPTION 'checklist: the concurrent writer wrote only % rows', v_n; END IF;
+    IF (SELECT count(*) FROM uploads WHERE filename LIKE 'seed-writer-%' AND client_id = v_org
+           AND (status, rows_count) IS NOT DISTINCT FROM
+               (CASE WHEN filename = 'seed-writer-' || v_n THEN 'pending' ELSE 'processed' END,
+                CASE WHEN filename = 'seed-writer-' || v_n THEN NULL ELSE 1 END)) <> v_n
+       OR (SELECT count(*) FROM uploads WHERE filename LIKE 'seed-writer-%') <> v_n THEN
+        RAISE EXCEPTION 'checklist: the writer wrote % uploads, found %', v_n, (SELECT count(*) FROM uploads WHERE filename LIKE 'seed-writer-%');
+    END IF;
+    IF (SELECT count(*) FROM processing_logs WHERE step LIKE 'seed-writer-%' AND client_id = v_org
+           AND level = CASE WHEN step = 'seed-writer-' || v_n THEN 'writer' ELSE 'writer-updated' END) <> v_n
+       OR (SELECT count(*) FROM processing_logs WHERE step LIKE 'seed-writer-%') <> v_n THEN
+        RAISE EXCEPTION 'checklist: the writer wrote % processing_logs, found %', v_n, (SELECT count(*) FROM processing_logs WHERE step LIKE 'seed-writer-%');
+    END IF;
+    RAISE WARNING 'checklist: the % uploads and % processing_logs of the concurrent writer are there, in the Default Organization', v_n, v_n;
+    DELETE FROM processing_logs WHERE step LIKE 'seed-writer-%';
+    DELETE FROM uploads WHERE filename LIKE 'seed-writer-%';
+
     -- "Check data integrity": validate_client_data_integrity() for the seven tables: no NULL
     -- client_id, no orphaned one, no row pointing at another client's row, NOT NULL, validated
     -- foreign key, index, RLS.
-    SELECT count(*), string_agg(table_name, ', ') FILTER (WHERE NOT ok OR null_rows > 0 OR orphan_rows > 0 OR cross_tenant_rows > 0
+    SELECT count(*), string_agg(table_name, ', ') FILTER (WHERE NOT ok OR NOT saw_every_row OR null_rows > 0 OR orphan_rows > 0 OR cross_tenant_rows > 0
                                                            OR tenant_column <> 'client_id')
       INTO v_n, v_bad FROM tenancy.validate_client_data_integrity();
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: integrity fails on %', v_bad; END IF;
@@ -318,20 +415,25 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM pg_temp.fingerprint(c.t::regclass, c.cols) f WHERE f.n = c.n AND f.sum = c.sum);
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: rows lost or changed in %', v_bad; END IF;
 END $$;
+COMMIT;
+DROP SCHEMA seed_writer CASCADE;
 
 -- "Backward compatibility" and the phases to come, in one transaction rolled back: the back end's
 -- service role still reads every row; a request acting for a user (the application sets
 -- tenancy.user_id per transaction) writes without naming client_id and gets the user's client;
 -- a second client, added the way later phases will, sees only its own rows, may reuse an EAN,
 -- and cannot point a sell-out line at the other client's product.
+-- The number of sell-out lines is part 1's (the owner sees none outside operator mode).
 BEGIN;
+-- The service role is Supabase's BYPASSRLS role: the owner (NOBYPASSRLS) could only SET ROLE to
+-- it as a member, which would give it BYPASSRLS in effect; so this check alone runs from the
+-- session's superuser, SET LOCAL ROLE service_role, and the owner takes over again right after.
+RESET SESSION AUTHORIZATION;
 DO $$
 DECLARE
     v_org   uuid := (SELECT id FROM tenancy.organizations WHERE slug = 'default-org');
-    v_acme  uuid;
     v_user  uuid := md5('user2')::uuid;                       -- a member of the Default Organization
-    v_buyer uuid := 'aaaaaaaa-0000-0000-0000-000000000001';    -- Acme's first user
-    v_total bigint := (SELECT count(*) FROM sellout_entries2);
+    v_total bigint := (SELECT n FROM checksums WHERE t = 'sellout_entries2');
     v_n     bigint;
     v_id    uuid;
 BEGIN
@@ -350,8 +452,22 @@ BEGIN
     PERFORM set_config('tenancy.user_id', v_user::text, true);
     INSERT INTO uploads (user_id, filename) VALUES (v_user, 'old-code-2.xlsx') RETURNING client_id INTO v_id;
     IF v_id IS DISTINCT FROM v_org THEN RAISE EXCEPTION 'checklist: the service role acting for a user wrote into %', v_id; END IF;
-    SET LOCAL tenancy.user_id = 'aaaaaaaa-0000-0000-0000-00000000ffff';   -- nobody
     RESET ROLE;
+END $$;
+SET SESSION AUTHORIZATION sellout_owner;
+-- The rest as the database owner: the application's requests (SET LOCAL ROLE sellout_app, a
+-- member), an administrator creating a second client.
+DO $$
+DECLARE
+    v_org   uuid := (SELECT id FROM tenancy.organizations WHERE slug = 'default-org');
+    v_acme  uuid;
+    v_user  uuid := md5('user2')::uuid;                       -- a member of the Default Organization
+    v_buyer uuid := 'aaaaaaaa-0000-0000-0000-000000000001';    -- Acme's first user
+    v_total bigint := (SELECT n FROM checksums WHERE t = 'sellout_entries2');
+    v_n     bigint;
+    v_id    uuid;
+BEGIN
+    SET LOCAL tenancy.user_id = 'aaaaaaaa-0000-0000-0000-00000000ffff';   -- nobody
 
     -- A request of an end user: only RLS-bound sellout_app, with the user's context.
     SET LOCAL ROLE sellout_app;
@@ -435,6 +551,10 @@ ALTER TABLE sellout_entries2 DROP CONSTRAINT sellout_entries2_ean_fkey_tenant;
 ALTER TABLE products DROP CONSTRAINT products_client_id_ean_key;
 SELECT table_name, action, detail FROM tenancy.rollback_all('public', drop_column => true) ORDER BY 1;
 DROP EXTENSION tenancy;   -- organizations, memberships (user_organizations) and the utility functions
+-- The empty schema belongs to the bootstrap superuser (docs/security.md): only a superuser can
+-- drop it, so this one statement runs as one.
+RESET SESSION AUTHORIZATION;
 DROP SCHEMA tenancy;      -- empty now (RESTRICT)
+SET SESSION AUTHORIZATION sellout_owner;
 SELECT pg_temp.assert_original('phase_1_rollback');
 DO $$ BEGIN RAISE WARNING 'rollback: every level passed'; END $$;

@@ -6,7 +6,23 @@
 --
 --   psql -v ON_ERROR_STOP=1 -f examples/seed_002_processaudit.sql     (in an empty database)
 --
--- as a superuser (scripts/test.sh runs it). Part 1 builds what a Supabase project has before the
+-- connected as a superuser (scripts/test.sh runs it). Who runs what:
+--   * the superuser, at the top only: Supabase's cluster roles (anon, authenticated, service_role
+--     BYPASSRLS) and the project's database owner, the LOGIN role processaudit_owner (NOSUPERUSER,
+--     NOBYPASSRLS, as Supabase's postgres role is not a superuser), member of anon and
+--     authenticated, made owner of the database; then SET SESSION AUTHORIZATION processaudit_owner;
+--   * the database owner processaudit_owner, everything else: the auth schema and the tables with
+--     data, CREATE EXTENSION tenancy (a trusted install), the conversion, the runbook's checks
+--     (over isolated tables in a transaction that called tenancy.operate('runbook 002
+--     validation'): operator mode, no superuser, no BYPASSRLS), the API requests (SET LOCAL ROLE
+--     authenticated / anon), the rollback;
+--   * a concurrent writer (a second connection of processaudit_owner, examples/writer_start.psql)
+--     keeps inserting and updating audit_reports and automation_jobs during the whole backfill;
+--   * the superuser again, twice, only where it cannot be avoided: the Workers' check, which runs
+--     as Supabase's service_role (BYPASSRLS: only a superuser may SET ROLE to it without making the
+--     owner a member of a role that bypasses RLS), and DROP SCHEMA tenancy after DROP EXTENSION
+--     (the empty schema belongs to the bootstrap superuser, docs/security.md).
+-- Part 1 builds what a Supabase project has before the
 -- migration (the roles, auth.users and auth.uid(), three tables under per-user RLS) with data;
 -- part 2 is the conversion; part 3 is the runbook's checks, each an assertion, and isolation
 -- proven the way PostgREST runs requests (SET LOCAL ROLE authenticated + request.jwt.claims).
@@ -32,6 +48,21 @@ BEGIN
     END IF;
     IF NOT (SELECT rolbypassrls FROM pg_roles WHERE rolname = 'service_role') THEN
         ALTER ROLE service_role BYPASSRLS;   -- as Supabase defines it
+    END IF;
+    -- The project's database owner: an ordinary login role.
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'processaudit_owner') THEN
+        CREATE ROLE processaudit_owner LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB;
+    END IF;
+END $$;
+GRANT anon, authenticated TO processaudit_owner;   -- to run requests as PostgREST does (SET LOCAL ROLE)
+SELECT format('ALTER DATABASE %I OWNER TO processaudit_owner', current_database()) \gexec
+-- From here on, the database owner (the superuser comes back only where said).
+SET SESSION AUTHORIZATION processaudit_owner;
+DO $$
+BEGIN   -- what the rest runs as: the owner of the database, neither superuser nor BYPASSRLS
+    IF (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       OR (SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()) <> current_user THEN
+        RAISE EXCEPTION 'not running as the database owner %, an ordinary role', current_user;
     END IF;
 END $$;
 
@@ -125,7 +156,7 @@ INSERT INTO public.generated_automations (job_id, name, platform, workflow_json,
 SELECT md5('job' || (1 + a % 45000))::uuid, 'Workflow ' || a, (ARRAY['n8n', 'zapier', 'make'])[1 + (1 + a % 45000) % 3],
        jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object('type', 'trigger', 'id', a))), 1 + a / 45000, a % 4 = 0
   FROM generate_series(1, 60000) a;
-ANALYZE;
+ANALYZE auth.users, public.audit_reports, public.automation_jobs, public.generated_automations;
 
 -- The runbook's data assessment, and what must survive unchanged: every row of every table, as
 -- it is now (its columns of today, in order), hashed; compared again at the end.
@@ -183,6 +214,36 @@ SELECT * FROM tenancy.adopt_users('auth.users', '{"authenticated": "member"}', o
 -- whose author has no membership is reported, not silently put somewhere. Then NOT NULL and a
 -- validated foreign key to the organizations (the runbook's 'Personal' context, a NULL
 -- organization_id, does not exist: a personal workspace is an organization of one).
+-- The application keeps writing meanwhile: a concurrent writer (a second connection of the owner)
+-- inserts a report (its organization from its author) and a job for it (from its report), each
+-- marked as the writer's, and updates the ones it wrote before, one COMMIT each, until the
+-- backfill is over (writer_stop.psql). The checklist finds every one of them in its author's
+-- organization, then deletes them (by their marker) before comparing the rows with part 1's.
+CREATE SCHEMA seed_writer;
+CREATE TABLE seed_writer.control (stop boolean NOT NULL DEFAULT false, written int NOT NULL DEFAULT 0, finished_at timestamptz);
+INSERT INTO seed_writer.control DEFAULT VALUES;
+CREATE PROCEDURE seed_writer.run() LANGUAGE plpgsql AS $w$
+DECLARE
+    v_i int := 0;
+    v_report uuid;
+    v_job uuid;
+    v_user uuid;
+BEGIN
+    WHILE NOT (SELECT stop FROM seed_writer.control) LOOP
+        v_i := v_i + 1;
+        UPDATE public.audit_reports SET status = 'completed' WHERE id = v_report;
+        UPDATE public.automation_jobs SET status = 'completed', progress = 100 WHERE id = v_job;
+        v_user := md5('auth-user' || (1 + v_i * 7 % 3000))::uuid;
+        INSERT INTO public.audit_reports (user_id, title) VALUES (v_user, 'seed-writer-' || v_i) RETURNING id INTO v_report;
+        INSERT INTO public.automation_jobs (report_id, user_id, platform, error_message) VALUES (v_report, v_user, 'n8n', 'seed-writer-' || v_i)
+        RETURNING id INTO v_job;
+        UPDATE seed_writer.control SET written = v_i;
+        COMMIT;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    UPDATE seed_writer.control SET finished_at = clock_timestamp();
+END $w$;
+\ir writer_start.psql
 CALL tenancy.backfill_all('{audit_reports,automation_jobs,generated_automations}',
     derive => '{"audit_reports": {"user_column": "user_id"},
                 "automation_jobs": {"parent": "audit_reports"},
@@ -199,6 +260,8 @@ CALL tenancy.backfill_all('{audit_reports,automation_jobs,generated_automations}
                 "automation_jobs": {"parent": "audit_reports"},
                 "generated_automations": {"parent": "automation_jobs"}}');
 SELECT table_name, phase, skipped FROM tenancy.backfill_progress ORDER BY table_name;
+-- The backfill is over: the writer stops (its rows are checked in part 3).
+\ir writer_stop.psql
 
 -- 000002: organization RLS policies replace the per-user ones, in one transaction (no moment
 -- without a policy). tenancy's are membership policies for Supabase's API role: a user reads
@@ -246,9 +309,25 @@ REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON public.organizations, public.organiza
 ANALYZE public.audit_reports, public.automation_jobs, public.generated_automations;
 
 ------------------------------------------------------------------------------------------------
--- Part 3. The runbook's validation, health and debug queries, each an assertion.
+-- Part 3. The runbook's validation, health and debug queries, each an assertion, run by the
+-- database owner.
 ------------------------------------------------------------------------------------------------
 SELECT set_config('seed.org_default', (SELECT id FROM tenancy.organizations WHERE slug = 'default')::text, false) \gset
+-- Row-level security is forced: without operator mode the owner sees no row of an isolated table,
+-- so the answers below come from the explicit operator path, not from a privilege.
+DO $$
+DECLARE v_n bigint;
+BEGIN
+    SELECT count(*) INTO v_n FROM public.audit_reports;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the owner sees % reports without operator mode', v_n; END IF;
+    SELECT reports INTO v_n FROM public.organization_stats;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the owner counts % reports in organization_stats without operator mode', v_n; END IF;
+END $$;
+
+-- The validation queries: a tenancy administrator acting as itself, in operator mode (one
+-- transaction, logged with its reason).
+BEGIN;
+SELECT tenancy.operate('runbook 002 validation');
 DO $$
 DECLARE
     v_tables text[] := '{audit_reports,automation_jobs,generated_automations}';
@@ -258,6 +337,27 @@ DECLARE
     v_bad    text;
     v_plan   jsonb;
 BEGIN
+    -- Every row the concurrent writer wrote during the backfill is there, updated as it was (all
+    -- but its last): each report in its author's organization (the default one), each job in its
+    -- report's; then they go (by their marker), so that what is left is part 1's rows exactly.
+    SELECT written INTO v_n FROM seed_writer.control;
+    IF v_n < 3 THEN RAISE EXCEPTION 'checklist: the concurrent writer wrote only % rows', v_n; END IF;
+    IF (SELECT count(*) FROM public.audit_reports WHERE title LIKE 'seed-writer-%' AND organization_id = v_org
+           AND organization_id = tenancy.get_user_organization_id(user_id)
+           AND status = CASE WHEN title = 'seed-writer-' || v_n THEN 'draft' ELSE 'completed' END) <> v_n
+       OR (SELECT count(*) FROM public.audit_reports WHERE title LIKE 'seed-writer-%') <> v_n THEN
+        RAISE EXCEPTION 'checklist: the writer wrote % reports, found %', v_n, (SELECT count(*) FROM public.audit_reports WHERE title LIKE 'seed-writer-%');
+    END IF;
+    IF (SELECT count(*) FROM public.automation_jobs j JOIN public.audit_reports r ON r.id = j.report_id
+         WHERE j.error_message LIKE 'seed-writer-%' AND r.title = j.error_message AND j.organization_id = r.organization_id
+           AND (j.status, j.progress) = (CASE WHEN j.error_message = 'seed-writer-' || v_n THEN 'queued' ELSE 'completed' END,
+                                         CASE WHEN j.error_message = 'seed-writer-' || v_n THEN 0 ELSE 100 END)) <> v_n
+       OR (SELECT count(*) FROM public.automation_jobs WHERE error_message LIKE 'seed-writer-%') <> v_n THEN
+        RAISE EXCEPTION 'checklist: the writer wrote % jobs, found %', v_n, (SELECT count(*) FROM public.automation_jobs WHERE error_message LIKE 'seed-writer-%');
+    END IF;
+    RAISE WARNING 'checklist: the % reports and % jobs of the concurrent writer are there, in their organization', v_n, v_n;
+    DELETE FROM public.audit_reports WHERE title LIKE 'seed-writer-%';   -- their jobs cascade
+
     -- Data assessment, again: as many users, reports, jobs and automations as before.
     SELECT string_agg(c.t || ' ' || x.n || ' <> ' || c.n, ', ') INTO v_bad
       FROM checksums c CROSS JOIN LATERAL pg_temp.fingerprint(c.t::regclass, c.cols) x WHERE x.n <> c.n;
@@ -313,7 +413,7 @@ BEGIN
 
     -- Integrity (tenancy's report): no NULL, orphaned or cross-organization row; NOT NULL, validated
     -- foreign key, index, RLS enabled and forced, a policy for every command.
-    SELECT count(*), string_agg(table_name, ', ') FILTER (WHERE NOT ok OR null_rows > 0 OR orphan_rows > 0 OR cross_tenant_rows > 0)
+    SELECT count(*), string_agg(table_name, ', ') FILTER (WHERE NOT ok OR NOT saw_every_row OR null_rows > 0 OR orphan_rows > 0 OR cross_tenant_rows > 0)
       INTO v_n, v_bad FROM tenancy.validate_client_data_integrity();
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: integrity fails on %', v_bad; END IF;
     IF v_n <> 3 THEN RAISE EXCEPTION 'checklist: % tenant tables registered, not 3', v_n; END IF;
@@ -365,9 +465,11 @@ BEGIN
         RAISE EXCEPTION 'checklist: an invalid index is left';
     END IF;
     -- Weekly performance check: "SELECT * FROM audit_reports WHERE organization_id = 'some-uuid'"
-    -- is an index scan.
-    EXECUTE format('EXPLAIN (FORMAT JSON) SELECT * FROM public.audit_reports WHERE organization_id = %L', gen_random_uuid()) INTO v_plan;
-    IF v_plan::text NOT LIKE '%"Index Cond": "(organization_id = %' OR v_plan::text LIKE '%Seq Scan%' THEN
+    -- is an index scan. The owner runs it under row-level security (forced), so the policies'
+    -- conditions join the index condition: the looked-up id must be one of the index's conditions.
+    v_bad := gen_random_uuid()::text;
+    EXECUTE format('EXPLAIN (FORMAT JSON) SELECT * FROM public.audit_reports WHERE organization_id = %L', v_bad) INTO v_plan;
+    IF v_plan::text NOT LIKE '%"Index Cond": "%(organization_id = ''' || v_bad || '''::uuid)%' OR v_plan::text LIKE '%Seq Scan%' THEN
         RAISE EXCEPTION 'checklist: a lookup by organization_id is not an index scan: %', v_plan;
     END IF;
 
@@ -386,6 +488,8 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM pg_temp.fingerprint(c.t::regclass, c.cols) f WHERE f.n = c.n AND f.sum = c.sum);
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: rows lost or changed in %', v_bad; END IF;
 END $$;
+COMMIT;
+DROP SCHEMA seed_writer CASCADE;
 
 -- "RLS policies properly isolate organization data", proven through the API the way PostgREST
 -- runs each request: a transaction, SET LOCAL ROLE authenticated, the JWT's claims in
@@ -592,8 +696,12 @@ END $$;
 ROLLBACK;
 
 -- "Workers can access organization context": the Workers use the service role key: every row,
--- and tenancy's organization functions answer for any user.
+-- and tenancy's organization functions answer for any user. service_role is Supabase's BYPASSRLS
+-- role: the owner (NOBYPASSRLS) could only SET ROLE to it as a member, which would give it
+-- BYPASSRLS in effect; so this check alone runs from the session's superuser (the transaction
+-- ends with the owner as the session's role again).
 BEGIN;
+RESET SESSION AUTHORIZATION;
 SET LOCAL ROLE service_role;
 SELECT set_config('request.jwt.claims', '{"role": "service_role"}', true);
 DO $$
@@ -613,12 +721,16 @@ BEGIN
 END $$;
 ROLLBACK;
 
+-- The owner's last checks read the isolated tables: operator mode again.
+BEGIN;
+SELECT tenancy.operate('runbook 002 validation, two organizations');
 DO $$
 DECLARE
     v_bad text;
 BEGIN
     -- With two organizations: still no row pointing across them, and the stats agree.
-    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity() WHERE NOT ok OR cross_tenant_rows > 0;
+    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity()
+     WHERE NOT ok OR NOT saw_every_row OR cross_tenant_rows > 0;
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: integrity fails with two organizations on %', v_bad; END IF;
     SELECT string_agg(slug || ' ' || active_members || '/' || reports || '/' || jobs || '/' || automations, ', ' ORDER BY slug) INTO v_bad
       FROM public.organization_stats;
@@ -633,6 +745,7 @@ BEGIN
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: lint findings: %', v_bad; END IF;
     RAISE WARNING 'checklist: every item passed';
 END $$;
+COMMIT;
 
 ------------------------------------------------------------------------------------------------
 -- Part 4. The runbook's emergency rollback (rollback-multi-tenant-organizations.sql: "this will
@@ -659,7 +772,11 @@ CREATE POLICY "Users can view own automations" ON public.generated_automations F
     USING (EXISTS (SELECT 1 FROM public.automation_jobs j WHERE j.id = job_id AND j.user_id = auth.uid()));
 GRANT ALL ON public.audit_reports, public.automation_jobs, public.generated_automations TO anon, authenticated;
 DROP EXTENSION tenancy;   -- organizations and organization_memberships, with every membership
+-- The empty schema belongs to the bootstrap superuser (docs/security.md): only a superuser can
+-- drop it, so this one statement runs as one.
+RESET SESSION AUTHORIZATION;
 DROP SCHEMA tenancy;      -- empty now (RESTRICT)
+SET SESSION AUTHORIZATION processaudit_owner;
 COMMIT;
 SELECT pg_temp.assert_original('rollback-multi-tenant-organizations');
 DO $$

@@ -7,9 +7,23 @@
 --
 --   psql -v ON_ERROR_STOP=1 -f examples/seed_003_inventory.sql     (in an empty database)
 --
--- as a superuser. Part 1 builds the single-tenant schema with data (what exists before the
--- migration); part 2 is the conversion (runbook steps 3 and 4); part 3 is the runbook's
--- verification queries and post-migration checks, each an assertion.
+-- connected as a superuser (scripts/test.sh runs it). Who runs what:
+--   * the superuser, at the top only: the cluster roles (the application's inventory_app, and the
+--     LOGIN role inventory_owner, NOSUPERUSER NOBYPASSRLS, member of inventory_app) and ALTER
+--     DATABASE ... OWNER TO inventory_owner; then SET SESSION AUTHORIZATION inventory_owner;
+--   * the database owner inventory_owner, everything else: the single-tenant schema and data,
+--     CREATE EXTENSION tenancy (a trusted install), the conversion, the verification queries (over
+--     isolated tables in a transaction that called tenancy.operate('runbook 003 validation'):
+--     operator mode, no superuser, no BYPASSRLS), the application's requests (SET LOCAL ROLE
+--     inventory_app) and the runbook's rollback (part 4);
+--   * a concurrent writer (a second connection of inventory_owner, examples/writer_start.psql)
+--     keeps inserting and updating feature_flags (a unique key being rewritten) and audit_logs
+--     during the whole backfill;
+--   * the superuser again for one statement only: DROP SCHEMA tenancy after DROP EXTENSION (the
+--     empty schema belongs to the bootstrap superuser, docs/security.md; the owner cannot drop it).
+-- Part 1 builds the single-tenant schema with data (what exists before the migration); part 2 is
+-- the conversion (runbook steps 3 and 4); part 3 is the runbook's verification queries and
+-- post-migration checks, each an assertion; part 4 is the runbook's rollback procedure.
 --
 -- The application is a Prisma app: its users have cuid ids (text, "clh3x5k2p0000qzrmn831i7rn"),
 -- which tenancy takes as they are (tenancy.set_user_id_type('text')): its users are adopted as
@@ -18,6 +32,30 @@
 \set ON_ERROR_STOP 1
 \pset pager off
 SET client_min_messages = warning;
+
+-- As the superuser: the application's database role (an ordinary role, not a superuser, not a
+-- tenancy administrator: RLS applies to it, and it sees the catalog only as the acting user) and
+-- the database owner, an ordinary login role (roles are cluster-wide: created only when absent).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'inventory_app') THEN
+        CREATE ROLE inventory_app NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'inventory_owner') THEN
+        CREATE ROLE inventory_owner LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB;
+    END IF;
+END $$;
+GRANT inventory_app TO inventory_owner;   -- to run the application's requests (SET LOCAL ROLE inventory_app)
+SELECT format('ALTER DATABASE %I OWNER TO inventory_owner', current_database()) \gexec
+-- From here on, the database owner (the superuser comes back only for DROP SCHEMA tenancy).
+SET SESSION AUTHORIZATION inventory_owner;
+DO $$
+BEGIN   -- what the rest runs as: the owner of the database, neither superuser nor BYPASSRLS
+    IF (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       OR (SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()) <> current_user THEN
+        RAISE EXCEPTION 'not running as the database owner %, an ordinary role', current_user;
+    END IF;
+END $$;
 
 -- Prisma's cuid for user number g (25 characters: "c", then base-36 letters and digits).
 CREATE FUNCTION pg_temp.cuid(g int) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
@@ -91,7 +129,7 @@ SELECT pg_temp.cuid(1 + g % 300), (ARRAY['create', 'update', 'post'])[1 + g % 3]
 INSERT INTO feature_flags (key, enabled, description)
 SELECT k, k LIKE '%count%', 'flag ' || k
   FROM unnest('{cycle_counts,blind_counts,lot_tracking,negative_stock,balance_table,multi_site,count_approvals,barcode_scan}'::text[]) k;
-ANALYZE;
+ANALYZE users, items, locations, inventory_ledger, count_sheets, count_lines, audit_logs, feature_flags;
 
 -- What must survive the conversion unchanged: every row of every table, as it is now (its
 -- columns of today, in order), hashed; compared again at the end.
@@ -105,6 +143,10 @@ SELECT t, cols, (pg_temp.fingerprint(t::regclass, cols)).*
   FROM unnest('{users,items,locations,inventory_ledger,count_sheets,count_lines,audit_logs,feature_flags}'::text[]) t
  CROSS JOIN LATERAL (SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute
                       WHERE attrelid = t::regclass AND attnum > 0 AND NOT attisdropped) c(cols);
+
+-- Their catalog shape too (columns, constraints with names and definitions, indexes, triggers,
+-- policies, RLS flags), for the rollback of part 4.
+\ir rollback_check.psql
 
 ------------------------------------------------------------------------------------------------
 -- Part 2. The conversion: runbook step 3 (migration.sql: organizations, org_id, backfill,
@@ -129,6 +171,35 @@ SELECT tenancy.create_organization('Default Organization', 'default', id => '000
 -- item_number)), so Prisma sees no drift in the names it created (the runbook's own names,
 -- "items_orgId_itemNumber_key", would be a rename; tenancy.rollback() restores exactly what it
 -- replaced, under the same name).
+-- The application keeps writing meanwhile: a concurrent writer (a second connection of the owner)
+-- inserts feature flags (a unique key the backfill rewrites) and audit_logs, each marked as the
+-- writer's, and updates the ones it wrote before, one COMMIT each, until the backfill is over
+-- (writer_stop.psql). The checklist finds every one of them in the default organization, then
+-- deletes them (by their marker) before comparing the rows with part 1's.
+CREATE SCHEMA seed_writer;
+CREATE TABLE seed_writer.control (stop boolean NOT NULL DEFAULT false, written int NOT NULL DEFAULT 0, finished_at timestamptz);
+INSERT INTO seed_writer.control DEFAULT VALUES;
+CREATE PROCEDURE seed_writer.run() LANGUAGE plpgsql AS $w$
+DECLARE
+    v_i int := 0;
+    v_flag int;
+    v_log bigint;
+BEGIN
+    WHILE NOT (SELECT stop FROM seed_writer.control) LOOP
+        v_i := v_i + 1;
+        UPDATE public.feature_flags SET enabled = true WHERE id = v_flag;
+        UPDATE public.audit_logs SET details = '{"updated": true}' WHERE id = v_log;
+        INSERT INTO public.feature_flags (key, description) VALUES ('seed-writer-' || v_i, 'seed-writer') RETURNING id INTO v_flag;
+        INSERT INTO public.audit_logs (user_id, action, entity, entity_id)
+        VALUES ('cl' || lpad((1 + v_i % 300)::text, 9, '0') || substr(md5('seed003-' || (1 + v_i % 300)), 1, 14), 'seed-writer', 'feature_flag', 'seed-writer-' || v_i)
+        RETURNING id INTO v_log;
+        UPDATE seed_writer.control SET written = v_i;
+        COMMIT;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    UPDATE seed_writer.control SET finished_at = clock_timestamp();
+END $w$;
+\ir writer_start.psql
 CALL tenancy.backfill_all(
     '{users,items,locations,inventory_ledger,count_sheets,count_lines,audit_logs,feature_flags}',
     organization_id => '00000000-0000-0000-0000-0000000000d1',
@@ -144,6 +215,8 @@ CALL tenancy.backfill_all(
     organization_id => '00000000-0000-0000-0000-0000000000d1',
     tenant_column => 'org_id', column_type => 'uuid');
 SELECT table_name, phase, skipped FROM tenancy.backfill_progress ORDER BY table_name;
+-- The backfill is over: the writer stops (its rows are checked in part 3).
+\ir writer_stop.psql
 
 -- Beyond the runbook (it keeps org_id on users, nothing else): every user becomes a member of the
 -- default organization, by its cuid, so that the database can check who may see what ("Test
@@ -189,22 +262,30 @@ ANALYZE inventory_balances;
 -- RLS on every table with org_id, so the database itself keeps organizations apart.
 SELECT table_name, action FROM tenancy.enable_isolation_all('public', tenant_column => 'org_id') ORDER BY 1;
 
--- The application's database role: an ordinary role (not a superuser, not a tenancy
--- administrator: RLS applies to it, and it sees the catalog only as the acting user).
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'inventory_app') THEN
-        CREATE ROLE inventory_app NOLOGIN;
-    END IF;
-END $$;
+-- The application's database role (created at the top, by the superuser).
 GRANT USAGE ON SCHEMA public TO inventory_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO inventory_app;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO inventory_app;
 
 ------------------------------------------------------------------------------------------------
 -- Part 3. The runbook's verification queries (step 2.3, step 3.4, step 4.4, troubleshooting)
--- and its post-migration "Test Tenant Isolation", each an assertion.
+-- and its post-migration "Test Tenant Isolation", each an assertion, run by the database owner.
 ------------------------------------------------------------------------------------------------
+-- Row-level security is forced: without operator mode the owner sees no row of an isolated table,
+-- so the answers below come from the explicit operator path, not from a privilege.
+DO $$
+DECLARE v_n bigint;
+BEGIN
+    SELECT count(*) INTO v_n FROM items;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the owner sees % items without operator mode', v_n; END IF;
+    SELECT count(*) INTO v_n FROM inventory_ledger;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the owner sees % ledger rows without operator mode', v_n; END IF;
+END $$;
+
+-- The verification queries: a tenancy administrator acting as itself, in operator mode (one
+-- transaction, logged with its reason).
+BEGIN;
+SELECT tenancy.operate('runbook 003 validation');
 DO $$
 DECLARE
     v_tables text[] := '{users,items,locations,inventory_ledger,count_sheets,count_lines,audit_logs,feature_flags,inventory_balances}';
@@ -220,6 +301,25 @@ DECLARE
     v_m bigint;
     v_bad text;
 BEGIN
+    -- Every row the concurrent writer wrote during the backfill is there, updated as it was (all
+    -- but its last), in the default organization; then they go (by their marker), so that what is
+    -- left is part 1's rows exactly.
+    SELECT written INTO v_n FROM seed_writer.control;
+    IF v_n < 3 THEN RAISE EXCEPTION 'checklist: the concurrent writer wrote only % rows', v_n; END IF;
+    IF (SELECT count(*) FROM feature_flags WHERE description = 'seed-writer' AND org_id = '00000000-0000-0000-0000-0000000000d1'
+           AND enabled = (key <> 'seed-writer-' || v_n)) <> v_n
+       OR (SELECT count(*) FROM feature_flags WHERE description = 'seed-writer') <> v_n THEN
+        RAISE EXCEPTION 'checklist: the writer wrote % feature flags, found %', v_n, (SELECT count(*) FROM feature_flags WHERE description = 'seed-writer');
+    END IF;
+    IF (SELECT count(*) FROM audit_logs WHERE action = 'seed-writer' AND org_id = '00000000-0000-0000-0000-0000000000d1'
+           AND details IS NOT DISTINCT FROM CASE WHEN entity_id = 'seed-writer-' || v_n THEN NULL ELSE '{"updated": true}'::jsonb END) <> v_n
+       OR (SELECT count(*) FROM audit_logs WHERE action = 'seed-writer') <> v_n THEN
+        RAISE EXCEPTION 'checklist: the writer wrote % audit_logs, found %', v_n, (SELECT count(*) FROM audit_logs WHERE action = 'seed-writer');
+    END IF;
+    RAISE WARNING 'checklist: the % feature flags and % audit_logs of the concurrent writer are there, in the default organization', v_n, v_n;
+    DELETE FROM feature_flags WHERE description = 'seed-writer';
+    DELETE FROM audit_logs WHERE action = 'seed-writer';
+
     -- SELECT COUNT(*) FROM organizations; the default organization exists.
     IF NOT EXISTS (SELECT 1 FROM tenancy.organizations WHERE id = '00000000-0000-0000-0000-0000000000d1'
                       AND name = 'Default Organization' AND is_active) THEN
@@ -305,7 +405,7 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM pg_temp.fingerprint(c.t::regclass, c.cols) f WHERE f.n = c.n AND f.sum = c.sum);
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: rows lost or changed in %', v_bad; END IF;
     -- No NULL org_id, no orphan, no cross-organization reference, RLS on: the integrity report.
-    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity() WHERE NOT ok;
+    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity() WHERE NOT ok OR NOT saw_every_row;
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: integrity fails on %', v_bad; END IF;
     SELECT count(*) INTO v_n FROM tenancy.validate_client_data_integrity();
     IF v_n <> 9 THEN RAISE EXCEPTION 'checklist: % tenant tables registered, not 9', v_n; END IF;
@@ -322,6 +422,8 @@ BEGIN
         SELECT 'public.' || t FROM unnest(v_tables) t);
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: lint findings: %', v_bad; END IF;
 END $$;
+COMMIT;
+DROP SCHEMA seed_writer CASCADE;
 
 -- Post-migration task 3, "Test Tenant Isolation: create test organizations, verify no
 -- cross-org data access": a second organization, whose owner is not a user of the default one.
@@ -451,8 +553,10 @@ BEGIN
     RESET ROLE;
 END $$;
 
--- Back as the DBA: both organizations hold the same values; the default organization's rows
--- are as they were; the report is still clean.
+-- Back as the DBA (the owner, in operator mode): both organizations hold the same values; the
+-- default organization's rows are as they were; the report is still clean.
+BEGIN;
+SELECT tenancy.operate('runbook 003 validation, two organizations');
 DO $$
 DECLARE
     v_n bigint;
@@ -475,7 +579,48 @@ BEGIN
     IF EXISTS (SELECT 1 FROM items WHERE item_number IN ('ITM-SNEAK') OR description = 'hijacked') THEN
         RAISE EXCEPTION 'checklist: a cross-organization write got through';
     END IF;
-    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity() WHERE NOT ok;
+    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity() WHERE NOT ok OR NOT saw_every_row;
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: integrity fails on % after the isolation test', v_bad; END IF;
     RAISE WARNING 'checklist: every item passed';
 END $$;
+COMMIT;
+
+------------------------------------------------------------------------------------------------
+-- Part 4. The runbook's rollback procedure, on the converted, isolated database, as the owner.
+-- "Rollback Balance Table" (trigger, function, table) first: the balance table's foreign keys
+-- need the (org_id, id) keys the organization rollback removes. Then what part 3's isolation
+-- test added (the test organization's rows and the default organization's "shared" rows),
+-- deleted in operator mode, so that the comparison is with the database part 1 built. Then
+-- "Rollback Organization Migration" in one call (tenancy.rollback_all: isolation removed, foreign
+-- keys and the five unique indexes back under their names, org_id dropped, children before
+-- parents) and the organizations table with the extension.
+------------------------------------------------------------------------------------------------
+BEGIN;
+-- Rollback Balance Table: 1. the trigger, 2. the function, 3. the table (Prisma's migration).
+DROP TRIGGER inventory_ledger_balance_trigger ON inventory_ledger;
+DROP FUNCTION update_inventory_balance();
+DROP TABLE inventory_balances;
+SELECT tenancy.operate('runbook 003 rollback: remove the isolation test''s rows');
+DELETE FROM inventory_ledger WHERE org_id = '00000000-0000-0000-0000-0000000000a2'
+    OR item_id IN (SELECT id FROM items WHERE item_number = 'ITM-SHARED');
+DELETE FROM count_sheets WHERE org_id = '00000000-0000-0000-0000-0000000000a2' OR count_number = 'CS-SHARED';
+DELETE FROM items WHERE org_id = '00000000-0000-0000-0000-0000000000a2' OR item_number = 'ITM-SHARED';
+DELETE FROM locations WHERE org_id = '00000000-0000-0000-0000-0000000000a2' OR (site, name) = ('SITE-01', 'Dock 1');
+DELETE FROM feature_flags WHERE org_id = '00000000-0000-0000-0000-0000000000a2' OR key = 'shared_flag';
+DELETE FROM users WHERE org_id = '00000000-0000-0000-0000-0000000000a2' OR email = 'shared@example.com';
+COMMIT;
+
+BEGIN;
+-- Rollback Organization Migration: steps 1-4 (foreign keys, unique indexes back as they were,
+-- org_id dropped), and tenancy's policies and triggers.
+SELECT table_name, action, detail FROM tenancy.rollback_all('public', drop_column => true) ORDER BY 1;
+-- Step 5, the organizations table: tenancy's catalog goes with the extension.
+DROP EXTENSION tenancy;
+-- The empty schema belongs to the bootstrap superuser (docs/security.md): only a superuser can
+-- drop it, so this one statement runs as one.
+RESET SESSION AUTHORIZATION;
+DROP SCHEMA tenancy;      -- empty now (RESTRICT)
+SET SESSION AUTHORIZATION inventory_owner;
+COMMIT;
+SELECT pg_temp.assert_original('runbook rollback procedure');
+DO $$ BEGIN RAISE WARNING 'rollback: every level passed'; END $$;

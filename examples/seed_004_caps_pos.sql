@@ -7,12 +7,48 @@
 --
 --   psql -v ON_ERROR_STOP=1 -f examples/seed_004_caps_pos.sql     (in an empty database)
 --
--- as a superuser. Part 1 builds the single-tenant schema with data (what exists before Task 23);
--- part 2 is the conversion (phase 2); part 3 is the runbook's success criteria and validation
--- (phase 3), each an assertion.
+-- connected as a superuser (scripts/test.sh runs it). Who runs what:
+--   * the superuser, at the top only: the cluster roles (the POS's caps_pos_app, and the LOGIN
+--     role caps_owner, NOSUPERUSER NOBYPASSRLS, member of caps_pos_app) and ALTER DATABASE ...
+--     OWNER TO caps_owner; then SET SESSION AUTHORIZATION caps_owner;
+--   * the database owner caps_owner, everything else: the single-tenant schema and data, CREATE
+--     EXTENSION tenancy (a trusted install), the conversion, the success criteria and validation
+--     (over isolated tables in a transaction that called tenancy.operate('runbook 004
+--     validation'): operator mode, no superuser, no BYPASSRLS), the POS's requests (SET LOCAL ROLE
+--     caps_pos_app) and the rollback;
+--   * a concurrent writer (a second connection of caps_owner, examples/writer_start.psql) keeps
+--     inserting and updating audit_log and pending_operations during the whole backfill;
+--   * the superuser again for one statement only: DROP SCHEMA tenancy after DROP EXTENSION (the
+--     empty schema belongs to the bootstrap superuser, docs/security.md; the owner cannot drop it).
+-- Part 1 builds the single-tenant schema with data (what exists before Task 23); part 2 is the
+-- conversion (phase 2); part 3 is the runbook's success criteria and validation (phase 3), each
+-- an assertion; part 4 the rollback.
 \set ON_ERROR_STOP 1
 \pset pager off
 SET client_min_messages = warning;
+
+-- As the superuser: the POS's database role (not a superuser: RLS applies to it) and the database
+-- owner, an ordinary login role (roles are cluster-wide: created only when absent).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'caps_pos_app') THEN
+        CREATE ROLE caps_pos_app NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'caps_owner') THEN
+        CREATE ROLE caps_owner LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB;
+    END IF;
+END $$;
+GRANT caps_pos_app TO caps_owner;   -- to run the POS's requests (SET LOCAL ROLE caps_pos_app)
+SELECT format('ALTER DATABASE %I OWNER TO caps_owner', current_database()) \gexec
+-- From here on, the database owner (the superuser comes back only for DROP SCHEMA tenancy).
+SET SESSION AUTHORIZATION caps_owner;
+DO $$
+BEGIN   -- what the rest runs as: the owner of the database, neither superuser nor BYPASSRLS
+    IF (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       OR (SELECT datdba::regrole::text FROM pg_database WHERE datname = current_database()) <> current_user THEN
+        RAISE EXCEPTION 'not running as the database owner %, an ordinary role', current_user;
+    END IF;
+END $$;
 
 ------------------------------------------------------------------------------------------------
 -- Part 1. The POS before Task 23: 32 tables, no notion of tenant.
@@ -238,7 +274,8 @@ SELECT 1 + g % 3, CASE WHEN g % 7 = 1 THEN 'full' ELSE 'incremental' END, 'compl
   FROM generate_series(1, 400) g;
 INSERT INTO restore_jobs (backup_id, status, requested_by, rows_restored)
 SELECT 30 * g, 'completed', 'c0000000-0000-0000-0000-000000000001', 100000 + g FROM generate_series(1, 12) g;
-ANALYZE;
+SELECT format('ANALYZE %s', string_agg(quote_ident(relname), ', ')) FROM pg_class
+ WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' \gexec
 
 -- What must survive the conversion unchanged: every row of every table, as it is now (its
 -- columns of today, in order), hashed; compared again at the end. The runbook's "audit: document
@@ -295,6 +332,36 @@ SELECT tenancy.create_organization('CAPS Automotive', 'caps-automotive', id => '
 --    with tenant_id instead (tenant + primary key, tenant + each foreign key, tenant + each unique
 --    key), which serve the same lookups, and rewrites every unique key to be per tenant (the
 --    runbook's question 3, "composite indexes: yes").
+-- The POS keeps writing meanwhile: a concurrent writer (a second connection of the owner) inserts
+-- audit_log rows and pending operations, each marked as the writer's, and updates the ones it
+-- wrote before, one COMMIT each, until the backfill is over (writer_stop.psql). The checklist
+-- finds every one of them in caps-automotive, then deletes them (by their marker) before
+-- comparing the rows with part 1's.
+CREATE SCHEMA seed_writer;
+CREATE TABLE seed_writer.control (stop boolean NOT NULL DEFAULT false, written int NOT NULL DEFAULT 0, finished_at timestamptz);
+INSERT INTO seed_writer.control DEFAULT VALUES;
+CREATE PROCEDURE seed_writer.run() LANGUAGE plpgsql AS $w$
+DECLARE
+    v_i int := 0;
+    v_log bigint;
+    v_op bigint;
+BEGIN
+    WHILE NOT (SELECT stop FROM seed_writer.control) LOOP
+        v_i := v_i + 1;
+        UPDATE public.audit_log SET action = 'update' WHERE id = v_log;
+        UPDATE public.pending_operations SET attempts = 1 WHERE id = v_op;
+        INSERT INTO public.audit_log (user_id, entity_type, entity_id, action)
+        VALUES ('c0000000-0000-0000-0000-' || lpad((1 + v_i % 80)::text, 12, '0'), 'seed-writer', v_i::text, 'create')
+        RETURNING id INTO v_log;
+        INSERT INTO public.pending_operations (entity_type, entity_id, operation, payload)
+        VALUES ('seed-writer', v_i::text, 'update', jsonb_build_object('qty', v_i)) RETURNING id INTO v_op;
+        UPDATE seed_writer.control SET written = v_i;
+        COMMIT;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    UPDATE seed_writer.control SET finished_at = clock_timestamp();
+END $w$;
+\ir writer_start.psql
 CALL tenancy.backfill_all(:'tables',
     organization_id => '00000000-0000-0000-0000-00000000ca05',
     tenant_column => 'tenant_id', column_type => 'text',
@@ -308,6 +375,8 @@ CALL tenancy.backfill_all(:'tables',
     organization_id => '00000000-0000-0000-0000-00000000ca05',
     tenant_column => 'tenant_id', column_type => 'text');
 SELECT table_name, phase, skipped FROM tenancy.backfill_progress ORDER BY table_name;
+-- The backfill is over: the writer stops (its rows are checked in part 3).
+\ir writer_stop.psql
 
 -- Phase 4's "middleware injects tenant_id from context" needs to know which users belong to
 -- CAPS: every user of the POS becomes a member, the POS roles mapped to tenancy's.
@@ -320,20 +389,30 @@ SELECT * FROM tenancy.adopt_users('users',
 -- keyed on the slug, so a query the application forgets to filter still sees one tenant.
 SELECT table_name, action FROM tenancy.enable_isolation_all('public', tenant_column => 'tenant_id') ORDER BY 1;
 
--- The POS's database role (not a superuser: RLS applies to it).
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'caps_pos_app') THEN
-        CREATE ROLE caps_pos_app NOLOGIN;
-    END IF;
-END $$;
+-- The POS's database role (created at the top, by the superuser).
 GRANT USAGE ON SCHEMA public TO caps_pos_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO caps_pos_app;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO caps_pos_app;
 
 ------------------------------------------------------------------------------------------------
--- Part 3. The runbook's success criteria and phase 3 validation, each an assertion.
+-- Part 3. The runbook's success criteria and phase 3 validation, each an assertion, run by the
+-- database owner.
 ------------------------------------------------------------------------------------------------
+-- Row-level security is forced: without operator mode the owner sees no row of an isolated table,
+-- so the answers below come from the explicit operator path, not from a privilege.
+DO $$
+DECLARE v_n bigint;
+BEGIN
+    SELECT count(*) INTO v_n FROM products;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the owner sees % products without operator mode', v_n; END IF;
+    SELECT count(*) INTO v_n FROM audit_log;
+    IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: the owner sees % audit_log rows without operator mode', v_n; END IF;
+END $$;
+
+-- The validation queries: a tenancy administrator acting as itself, in operator mode (one
+-- transaction, logged with its reason).
+BEGIN;
+SELECT tenancy.operate('runbook 004 validation');
 DO $$
 DECLARE
     v_tables text[] := ARRAY(SELECT t FROM tables_of_task_23 ORDER BY t);
@@ -342,6 +421,25 @@ DECLARE
     v_m bigint;
     v_bad text;
 BEGIN
+    -- Every row the concurrent writer wrote during the backfill is there, updated as it was (all
+    -- but its last), in caps-automotive; then they go (by their marker), so that what is left is
+    -- part 1's rows exactly.
+    SELECT written INTO v_n FROM seed_writer.control;
+    IF v_n < 3 THEN RAISE EXCEPTION 'checklist: the concurrent writer wrote only % rows', v_n; END IF;
+    IF (SELECT count(*) FROM audit_log WHERE entity_type = 'seed-writer' AND tenant_id = 'caps-automotive'
+           AND action = CASE WHEN entity_id = v_n::text THEN 'create' ELSE 'update' END) <> v_n
+       OR (SELECT count(*) FROM audit_log WHERE entity_type = 'seed-writer') <> v_n THEN
+        RAISE EXCEPTION 'checklist: the writer wrote % audit_log rows, found %', v_n, (SELECT count(*) FROM audit_log WHERE entity_type = 'seed-writer');
+    END IF;
+    IF (SELECT count(*) FROM pending_operations WHERE entity_type = 'seed-writer' AND tenant_id = 'caps-automotive'
+           AND attempts = CASE WHEN entity_id = v_n::text THEN 0 ELSE 1 END) <> v_n
+       OR (SELECT count(*) FROM pending_operations WHERE entity_type = 'seed-writer') <> v_n THEN
+        RAISE EXCEPTION 'checklist: the writer wrote % pending operations, found %', v_n, (SELECT count(*) FROM pending_operations WHERE entity_type = 'seed-writer');
+    END IF;
+    RAISE WARNING 'checklist: the % audit_log rows and % pending operations of the concurrent writer are there, in caps-automotive', v_n, v_n;
+    DELETE FROM audit_log WHERE entity_type = 'seed-writer';
+    DELETE FROM pending_operations WHERE entity_type = 'seed-writer';
+
     IF cardinality(v_tables) <> 32 THEN RAISE EXCEPTION 'checklist: % tables in scope, not 32', cardinality(v_tables); END IF;
     -- All 30+ tables have a tenant_id column, text, NOT NULL.
     SELECT string_agg(t, ', ') INTO v_bad FROM unnest(v_tables) t
@@ -388,7 +486,7 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM pg_temp.fingerprint(c.t::regclass, c.cols) f WHERE f.n = c.n AND f.sum = c.sum);
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: rows lost or changed in %', v_bad; END IF;
     -- Integrity: no NULL, no unknown tenant, no row pointing at another tenant's row, RLS on.
-    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity() WHERE NOT ok;
+    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity() WHERE NOT ok OR NOT saw_every_row;
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: integrity fails on %', v_bad; END IF;
     SELECT count(*) INTO v_n FROM tenancy.validate_client_data_integrity() WHERE tenant_column = 'tenant_id';
     IF v_n <> 32 THEN RAISE EXCEPTION 'checklist: % tenant tables registered, not 32', v_n; END IF;
@@ -400,6 +498,8 @@ BEGIN
         SELECT 'public.' || t FROM unnest(v_tables) t);
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: lint findings: %', v_bad; END IF;
 END $$;
+COMMIT;
+DROP SCHEMA seed_writer CASCADE;
 
 CREATE FUNCTION pg_temp.explain(q text) RETURNS SETOF text LANGUAGE plpgsql AS $f$
 BEGIN
@@ -513,12 +613,12 @@ BEGIN
     RESET ROLE;
 END $$;
 
--- Switching back: the CAPS user sees none of the demo tenant's rows; as the DBA, both tenants
--- hold the same key values, CAPS's rows are as they were, and the integrity report is clean.
+-- Switching back: the CAPS user sees none of the demo tenant's rows; as the DBA (the owner, in
+-- operator mode: a transaction of its own, as a user is set in this one), both tenants hold the
+-- same key values, CAPS's rows are as they were, and the integrity report is clean.
 DO $$
 DECLARE
     v_n bigint;
-    v_bad text;
 BEGIN
     SET LOCAL ROLE caps_pos_app;
     PERFORM set_config('tenancy.user_id', 'c0000000-0000-0000-0000-000000000001', true);
@@ -529,6 +629,14 @@ BEGIN
     SELECT count(*) INTO v_n FROM products WHERE tenant_id <> 'caps-automotive';
     IF v_n <> 0 THEN RAISE EXCEPTION 'checklist: a CAPS user sees % products of another tenant', v_n; END IF;
     RESET ROLE;
+END $$;
+BEGIN;
+SELECT tenancy.operate('runbook 004 validation, two tenants');
+DO $$
+DECLARE
+    v_n bigint;
+    v_bad text;
+BEGIN
     SELECT count(*) INTO v_n FROM (
         SELECT tenant_id FROM products WHERE sku = 'SKU-004242' UNION ALL SELECT tenant_id FROM customers WHERE customer_number = 'C-000001'
         UNION ALL SELECT tenant_id FROM users WHERE username = 'user1' UNION ALL SELECT tenant_id FROM gift_cards WHERE card_number = '6035000000000001'
@@ -542,10 +650,11 @@ BEGIN
        OR NOT EXISTS (SELECT 1 FROM promotions WHERE tenant_id = 'demo-parts' AND code = 'PROMO1') THEN
         RAISE EXCEPTION 'checklist: a cross-tenant write got through';
     END IF;
-    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity() WHERE NOT ok;
+    SELECT string_agg(table_name, ', ') INTO v_bad FROM tenancy.validate_client_data_integrity() WHERE NOT ok OR NOT saw_every_row;
     IF v_bad IS NOT NULL THEN RAISE EXCEPTION 'checklist: integrity fails on % after the isolation test', v_bad; END IF;
     RAISE WARNING 'checklist: every item passed';
 END $$;
+COMMIT;
 
 ------------------------------------------------------------------------------------------------
 -- Part 4. The runbook's rollback ("simple restore from backup if anything fails"; phase 5's
@@ -555,17 +664,39 @@ END $$;
 -- The result is what the restore would give: every table's shape and every row of before.
 ------------------------------------------------------------------------------------------------
 BEGIN;
--- The white-label test tenant of part 3 is not in the backup: its rows go first (foreign key
--- triggers off for this cleanup only: every row of that tenant goes, in any order).
-SET LOCAL session_replication_role = replica;
-SELECT format('DELETE FROM %I WHERE tenant_id = %L', t, 'demo-parts') FROM tables_of_task_23 ORDER BY t \gexec
-SET LOCAL session_replication_role = origin;
+-- The white-label test tenant of part 3 is not in the backup: its rows go first, deleted by the
+-- owner in operator mode (row-level security is forced on the owner). Children before parents:
+-- each table is tried again, in passes, until a pass deletes without a foreign key violation (the
+-- superuser's session_replication_role = replica, which switched the foreign keys off for this
+-- before, is not the owner's to set).
+SELECT tenancy.operate('runbook 004 rollback: remove the white-label test tenant');
+DO $$
+DECLARE
+    v_t text;
+    v_left text[];
+BEGIN
+    FOR v_pass IN 1 .. 10 LOOP
+        v_left := '{}';
+        FOR v_t IN SELECT t FROM tables_of_task_23 ORDER BY t LOOP
+            BEGIN
+                EXECUTE format('DELETE FROM %I WHERE tenant_id = %L', v_t, 'demo-parts');
+            EXCEPTION WHEN foreign_key_violation THEN v_left := v_left || v_t;
+            END;
+        END LOOP;
+        IF cardinality(v_left) = 0 THEN RETURN; END IF;
+    END LOOP;
+    RAISE EXCEPTION 'rollback: the demo tenant''s rows of % could not be deleted', v_left;
+END $$;
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM caps_pos_app;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM caps_pos_app;
 REVOKE USAGE ON SCHEMA public FROM caps_pos_app;
 SELECT action, count(*) AS tables FROM tenancy.rollback_all('public', drop_column => true) GROUP BY 1;
 DROP EXTENSION tenancy;
+-- The empty schema belongs to the bootstrap superuser (docs/security.md): only a superuser can
+-- drop it, so this one statement runs as one.
+RESET SESSION AUTHORIZATION;
 DROP SCHEMA tenancy;      -- empty now (RESTRICT)
+SET SESSION AUTHORIZATION caps_owner;
 COMMIT;
 SELECT pg_temp.assert_original('restore');
 DO $$ BEGIN RAISE WARNING 'rollback: every level passed'; END $$;
