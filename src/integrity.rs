@@ -150,7 +150,7 @@ fn base_type(rel: pg_sys::Oid, column: &str) -> Option<pg_sys::Oid> {
 /// relation in their inheritance trees is not a plain or partitioned table (a foreign table runs
 /// its wrapper), or a compared column's type (after domains) is not built in (its casts and
 /// operators would be its owner's).
-fn owner_code_could_run(rels: &[pg_sys::Oid], columns: &[(pg_sys::Oid, &str)]) -> bool {
+pub(crate) fn owner_code_could_run(rels: &[pg_sys::Oid], columns: &[(pg_sys::Oid, &str)]) -> bool {
     let not_tables = spi(Spi::get_one_with_args::<bool>(
         "WITH RECURSIVE tree AS ( \
              SELECT r AS relid FROM pg_catalog.unnest($1::pg_catalog.oid[]) r \

@@ -27,6 +27,13 @@ pub const OPERATIONS: &[&str] = &[
     "record_isolation",
     "record_backfill",
     "adopt_users",
+    "erase_begin",
+    "erase_progress",
+    "erase_finish",
+    "import_begin",
+    "import_progress",
+    "import_finish",
+    "log_lifecycle",
 ];
 
 fn catalog_owner() -> pg_sys::Oid {
