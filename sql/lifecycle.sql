@@ -327,27 +327,35 @@ $$;
 
 -- The lines of an export (tenancy.export_organization runs it as one query, with the policies
 -- naming p_org for reading). STABLE: every statement in it sees the snapshot of that one query.
-CREATE FUNCTION tenancy._export_lines(p_org uuid) RETURNS SETOF text
+CREATE FUNCTION tenancy._export_lines(p_org uuid, p_tables jsonb) RETURNS SETOF text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_tables  regclass[];
     t         record;
     v_outside jsonb := '[]';
     v_rows    jsonb := '{}';
     v_n       bigint;
+    v_denied  text;
     o         record;
 BEGIN
     SELECT * INTO o FROM tenancy.organizations WHERE id = p_org;
-    v_tables := tenancy._fk_order(ARRAY(SELECT tt.relid FROM tenancy.tenant_tables tt JOIN pg_class c ON c.oid = tt.relid::oid));
+    SELECT string_agg(x.relid::regclass::text, ', ') INTO v_denied
+      FROM jsonb_to_recordset(p_tables) x(relid oid, tenant_column name, column_type text)
+     WHERE NOT has_table_privilege(x.relid, 'SELECT');
+    IF v_denied IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.export_organization: permission denied to read %', v_denied
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'An export holds every tenant table: export as a role that may read them all, or ask a tenancy administrator.';
+    END IF;
     -- Rows that reference outside the organization: through a foreign key to a table that is not
-    -- a tenant table, or to a tenant table's row that is not the organization's.
+    -- a tenant table, or to a tenant table's row that is not the organization's (a key without the
+    -- tenant column).
     FOR t IN
         SELECT con.conrelid::regclass AS child, con.conname, con.confrelid::regclass AS parent,
                ct.tenant_column AS ccol, ct.column_type, pt.tenant_column AS pcol,
                tenancy._att_names(con.conrelid, con.conkey) AS cols, tenancy._att_names(con.confrelid, con.confkey) AS pcols
           FROM pg_constraint con
-          JOIN tenancy.tenant_tables ct ON ct.relid::oid = con.conrelid
-          LEFT JOIN tenancy.tenant_tables pt ON pt.relid::oid = con.confrelid
+          JOIN jsonb_to_recordset(p_tables) ct(relid oid, tenant_column name, column_type text) ON ct.relid = con.conrelid
+          LEFT JOIN jsonb_to_recordset(p_tables) pt(relid oid, tenant_column name, column_type text) ON pt.relid = con.confrelid
          WHERE con.contype = 'f' AND con.conparentid = 0 AND con.confrelid <> 'tenancy.organizations'::regclass
            AND (pt.relid IS NULL OR NOT EXISTS (
                 SELECT 1 FROM generate_subscripts(con.conkey, 1) i
@@ -371,26 +379,26 @@ BEGIN
                   o.slug, v_n, t.child, t.conname, t.parent;
         END IF;
     END LOOP;
-    RETURN NEXT jsonb_build_object(
+    RETURN NEXT json_build_object(
         'format', 'tenancy-export', 'format_version', 1,
         'tenancy_version', (SELECT extversion FROM pg_extension WHERE extname = 'tenancy'),
         'source_database', current_database(),
-        'organization', jsonb_build_object('id', o.id, 'name', o.name, 'slug', o.slug, 'settings', o.settings,
-                                           'is_active', o.is_active),
+        'organization', json_build_object('id', o.id, 'name', o.name, 'slug', o.slug, 'settings', o.settings,
+                                          'is_active', o.is_active),
         'snapshot', pg_current_snapshot()::text, 'exported_at', statement_timestamp(),
-        'tables', to_jsonb(ARRAY(SELECT x::text FROM unnest(v_tables) x)),
+        'tables', (SELECT json_agg(x.relid::regclass::text) FROM jsonb_to_recordset(p_tables) x(relid oid)),
         'outside_references', v_outside)::text;
-    FOR t IN SELECT x.tbl, x.n, tt.tenant_column, tt.column_type
-               FROM unnest(v_tables) WITH ORDINALITY x(tbl, n) JOIN tenancy.tenant_tables tt ON tt.relid = x.tbl ORDER BY x.n
+    FOR t IN SELECT x.relid::regclass AS tbl, x.tenant_column, x.column_type
+               FROM jsonb_to_recordset(p_tables) x(relid oid, tenant_column name, column_type text)
     LOOP
-        RETURN QUERY EXECUTE format('SELECT jsonb_build_object(''table'', %L, ''row'', to_jsonb(r))::text FROM %s r WHERE r.%I = $1%s',
+        RETURN QUERY EXECUTE format('SELECT json_build_object(''table'', %L, ''row'', to_jsonb(r))::text FROM %s r WHERE r.%I = $1%s',
                                     t.tbl::text, t.tbl, t.tenant_column,
                                     CASE WHEN t.column_type = 'text' THEN '' ELSE '::uuid' END)
                      USING CASE WHEN t.column_type = 'text' THEN o.slug ELSE p_org::text END;
         GET DIAGNOSTICS v_n = ROW_COUNT;
         v_rows := v_rows || jsonb_build_object(t.tbl::text, v_n);
     END LOOP;
-    RETURN NEXT jsonb_build_object('end', true, 'rows', v_rows)::text;
+    RETURN NEXT json_build_object('end', true, 'rows', v_rows)::text;
 END $$;
 
 ----------------------------------------------------------------------------------------------
@@ -611,7 +619,7 @@ COMMENT ON FUNCTION tenancy._erase_batch(oid, uuid, integer) IS 'Internal: delet
 COMMENT ON FUNCTION tenancy._erase_remaining(oid, uuid) IS 'Internal: counts an organization''s rows left in a tenant table, as the table''s owner.';
 COMMENT ON FUNCTION tenancy._erase_references(uuid) IS 'Internal: foreign keys through which rows outside an organization reference its rows, with how many.';
 COMMENT ON FUNCTION tenancy._usage() IS 'Internal: rows per tenant value and tenant table, with each table''s size.';
-COMMENT ON FUNCTION tenancy._export_lines(uuid) IS 'Internal: the lines of an export, from one snapshot.';
+COMMENT ON FUNCTION tenancy._export_lines(uuid, jsonb) IS 'Internal: the lines of an export, from one snapshot.';
 COMMENT ON FUNCTION tenancy._import_begin(regclass, integer) IS 'Internal: checks an export''s header and trailer and starts or resumes its import.';
 COMMENT ON FUNCTION tenancy._import_step(regclass, uuid, integer) IS 'Internal: imports the next run of one table''s lines.';
 COMMENT ON FUNCTION tenancy._import_rows(oid, uuid, jsonb) IS 'Internal: inserts rows of an import into a tenant table, as the table''s owner.';

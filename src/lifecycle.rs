@@ -21,6 +21,7 @@ use pgrx::{pg_sys, JsonB, PgSqlErrorCode, Uuid};
 use crate::context::{acting_administrator, current_user_id, LifecycleScope};
 use crate::errors::{raise, spi};
 use crate::integrity::owner_code_could_run;
+use crate::privileged::catalog_owner;
 use crate::security::{self, AsRole};
 
 /// A registered tenant table as the lifecycle needs it.
@@ -32,8 +33,15 @@ struct Tenant {
     owner: pg_sys::Oid,
 }
 
+/// Reads the registry as the catalog's owner: `tenancy.tenant_tables` shows a table owner its
+/// own tables only, and the callers here are authorized by their own checks.
+fn as_catalog_owner<T>(f: impl FnOnce() -> T) -> T {
+    let _owner = AsRole::switch_to(catalog_owner());
+    f()
+}
+
 fn tenant_table(rel: pg_sys::Oid) -> Tenant {
-    let t = spi(Spi::connect(|c| {
+    let t = as_catalog_owner(|| spi(Spi::connect(|c| {
         let r = c.select(
             "SELECT c.oid::pg_catalog.regclass::pg_catalog.text, t.tenant_column::pg_catalog.text, t.column_type, \
                     c.relkind::pg_catalog.text, c.relowner \
@@ -53,7 +61,7 @@ fn tenant_table(rel: pg_sys::Oid) -> Tenant {
             kind: r.get::<String>(4)?.unwrap_or_default().chars().next().unwrap_or('r'),
             owner: r.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
         }))
-    }));
+    })));
     t.unwrap_or_else(|| {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
@@ -329,7 +337,7 @@ pub fn _usage() -> TableIterator<
     ),
 > {
     let admin = acting_administrator();
-    let tables: Vec<pg_sys::Oid> = spi(Spi::connect(|c| {
+    let tables: Vec<pg_sys::Oid> = as_catalog_owner(|| spi(Spi::connect(|c| {
         let mut v = Vec::new();
         for r in c.select(
             "SELECT c.oid FROM tenancy.tenant_tables t JOIN pg_catalog.pg_class c \
@@ -340,7 +348,7 @@ pub fn _usage() -> TableIterator<
             v.push(r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid));
         }
         Ok::<_, pgrx::spi::SpiError>(v)
-    }));
+    })));
     let mut out = Vec::new();
     for rel in tables {
         let t = tenant_table(rel);
@@ -445,11 +453,22 @@ pub fn export_organization(organization_id: Option<Uuid>) -> SetOfIterator<'stat
         )?;
         Ok::<_, pgrx::spi::SpiError>(())
     }));
+    // The tenant tables, parents first, with their tenant columns (read as the catalog owner).
+    let tables = as_catalog_owner(|| {
+        spi(Spi::get_one::<JsonB>(
+            "SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('relid', x.t::pg_catalog.oid, \
+                    'tenant_column', tt.tenant_column, 'column_type', tt.column_type) ORDER BY x.n), '[]') \
+               FROM pg_catalog.unnest(tenancy._fk_order(ARRAY(SELECT t.relid FROM tenancy.tenant_tables t \
+                      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid::pg_catalog.oid))) WITH ORDINALITY x(t, n) \
+               JOIN tenancy.tenant_tables tt ON tt.relid OPERATOR(pg_catalog.=) x.t",
+        ))
+    })
+    .unwrap_or(JsonB(serde_json::json!([])));
     let lines: Vec<String> = {
         let _scope = LifecycleScope::enter(org, Some(slug), false, false);
         spi(Spi::connect(|c| {
             let mut v = Vec::new();
-            for r in c.select("SELECT l FROM tenancy._export_lines($1) l", None, &[org.into()])? {
+            for r in c.select("SELECT l FROM tenancy._export_lines($1, $2) l", None, &[org.into(), tables.into()])? {
                 v.push(r.get::<String>(1)?.unwrap_or_default());
             }
             Ok::<_, pgrx::spi::SpiError>(v)

@@ -36,7 +36,7 @@ pub const OPERATIONS: &[&str] = &[
     "log_lifecycle",
 ];
 
-fn catalog_owner() -> pg_sys::Oid {
+pub(crate) fn catalog_owner() -> pg_sys::Oid {
     let Some(relid) = organizations_relid() else {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
