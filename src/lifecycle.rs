@@ -425,7 +425,7 @@ fn may_export(org: Uuid) -> bool {
 /// the snapshot that query started with), at any isolation level.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-pub fn export_organization(organization_id: Option<Uuid>) -> SetOfIterator<'static, String> {
+pub fn export_organization(organization_id: Option<Uuid>) -> TableIterator<'static, (name!(line, String),)> {
     let Some(org) = organization_id else {
         raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "tenancy: organization_id must not be NULL", "Pass an organization id.")
     };
@@ -474,7 +474,7 @@ pub fn export_organization(organization_id: Option<Uuid>) -> SetOfIterator<'stat
             Ok::<_, pgrx::spi::SpiError>(v)
         }))
     };
-    SetOfIterator::new(lines)
+    TableIterator::new(lines.into_iter().map(|l| (l,)))
 }
 
 /// Internal (`tenancy.import_organization`): insert the rows `rows` (a JSON array of row objects)

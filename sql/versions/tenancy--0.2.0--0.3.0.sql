@@ -2640,7 +2640,9 @@ END $$;
 
 CREATE OR REPLACE FUNCTION tenancy."export_organization"(
 	"organization_id" uuid 
-) RETURNS SETOF TEXT 
+) RETURNS TABLE (
+	"line" TEXT  
+)
 VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
