@@ -313,6 +313,7 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
     let mut cases: Vec<Case> = Vec::new();
     let mut run = |name: &'static str, want: &'static str, r: Result<Vec<postgres::Row>, postgres::Error>| {
         let got = sqlstate(r);
+        println!("lifecycle case: {name}: expected {want}, got {got}{}", if want == got { "" } else { "  <-- WRONG" });
         cases.push((name, want, got));
     };
     let fresh = || superuser_of(db);
@@ -455,9 +456,6 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
     assert_eq!(theirs[0].get::<_, i64>(0), 0, "a user of another organization counts none of VIBOTAJ's rows");
 
     let failed: Vec<&Case> = cases.iter().filter(|(_, want, got)| want != got).collect();
-    for (name, want, got) in &cases {
-        println!("lifecycle case: {name}: expected {want}, got {got}{}", if want == got { "" } else { "  <-- WRONG" });
-    }
     println!("lifecycle: {} bad-input and attack cases, {} wrong", cases.len(), failed.len());
     assert!(failed.is_empty(), "{} cases did not fail as they must: {failed:?}", failed.len());
     let _ = std::fs::remove_file(&file);
