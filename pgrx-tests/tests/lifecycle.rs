@@ -359,7 +359,8 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
              CREATE TABLE links (id serial PRIMARY KEY, organization_id uuid NOT NULL REFERENCES tenancy.organizations,
                                  shipment_id int REFERENCES shipments (id) ON DELETE CASCADE);
              SELECT tenancy.register_table('links');
-             GRANT SELECT ON links TO lc_app;
+             GRANT SELECT, DELETE ON links TO lc_app, lc_tables;
+             GRANT SELECT ON vibotaj_export TO lc_app, lc_tables;
              INSERT INTO links (organization_id, shipment_id) SELECT '{VIBOTAJ}', min(id) FROM shipments WHERE organization_id = '{ACME}';"
         ))
         .unwrap();
