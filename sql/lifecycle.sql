@@ -49,8 +49,42 @@ CREATE UNIQUE INDEX imports_running_idx ON tenancy.imports (organization_id)
 COMMENT ON TABLE tenancy.imports IS
   'One record per import of an export (tenancy.import_organization): its source, the export''s header, progress (lines done) and rows per table.';
 
+CREATE TABLE tenancy.clones (
+    id                uuid PRIMARY KEY DEFAULT pg_catalog.gen_random_uuid(),
+    source_id         uuid NOT NULL,
+    organization_id   uuid NOT NULL,
+    organization_slug text NOT NULL,
+    status            text NOT NULL DEFAULT 'running'
+                      CHECK (status OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'completed'])),
+    tables            regclass[] NOT NULL,
+    table_names       text[] NOT NULL,
+    tables_done       integer NOT NULL DEFAULT 0,
+    last_key          text,
+    rows_copied       jsonb NOT NULL DEFAULT '{}',
+    requested_by      name NOT NULL,
+    started_at        timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    finished_at       timestamptz
+);
+CREATE UNIQUE INDEX clones_running_idx ON tenancy.clones (organization_id)
+    WHERE status OPERATOR(pg_catalog.=) 'running';
+COMMENT ON TABLE tenancy.clones IS
+  'One record per clone of an organization (tenancy.clone_organization): source, new organization, progress (tables done, last key copied) and rows per table.';
+
+-- Old primary key -> new primary key of every row a running clone copied (deleted when it ends).
+CREATE TABLE tenancy.clone_keys (
+    clone_id uuid NOT NULL REFERENCES tenancy.clones (id) ON DELETE CASCADE,
+    relid    oid NOT NULL,
+    old_key  text NOT NULL,
+    new_key  text NOT NULL,
+    PRIMARY KEY (clone_id, relid, old_key)
+);
+COMMENT ON TABLE tenancy.clone_keys IS
+  'The key map of running clones: each copied row''s old and new primary key, by table; foreign keys of later tables are mapped through it.';
+
 SELECT pg_catalog.pg_extension_config_dump('tenancy.erasures', '');
 SELECT pg_catalog.pg_extension_config_dump('tenancy.imports', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.clones', '');
+SELECT pg_catalog.pg_extension_config_dump('tenancy.clone_keys', '');
 
 ----------------------------------------------------------------------------------------------
 -- Catalog operations (run as the catalog owner through tenancy._privileged)
@@ -601,6 +635,173 @@ BEGIN
 END $$;
 
 ----------------------------------------------------------------------------------------------
+-- Clone (a copy of an organization in this database, with new keys)
+----------------------------------------------------------------------------------------------
+
+-- {source_id, organization_id, name, slug}: creates the new organization and the clone record
+-- (or finds the running clone of that source under that slug).
+CREATE FUNCTION tenancy._op_clone_begin(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_src    uuid := tenancy._require('source', (a->>'source_id')::uuid);
+    v_slug   text := tenancy._require('slug', a->>'slug');
+    o        record;
+    c        record;
+    v_org    uuid;
+    v_tables regclass[];
+BEGIN
+    PERFORM tenancy._lifecycle_admin(is_admin, 'clone an organization');
+    SELECT * INTO c FROM tenancy.clones WHERE source_id = v_src AND organization_slug = v_slug AND status = 'running';
+    IF FOUND THEN
+        RETURN jsonb_build_object('id', c.id, 'organization_id', c.organization_id, 'resumed', true);
+    END IF;
+    SELECT * INTO o FROM tenancy.organizations WHERE id = v_src;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: organization % does not exist', v_src
+            USING ERRCODE = 'undefined_object', HINT = 'List organizations with SELECT id, slug FROM tenancy.organizations.';
+    END IF;
+    v_org := coalesce((a->>'organization_id')::uuid, gen_random_uuid());
+    IF EXISTS (SELECT 1 FROM tenancy.organizations WHERE id = v_org OR slug = v_slug) THEN
+        RAISE EXCEPTION 'tenancy: organization % (%) exists already', v_slug, v_org
+            USING ERRCODE = 'duplicate_object', HINT = 'A clone creates a new organization: choose another slug (and id). Nothing was changed.';
+    END IF;
+    INSERT INTO tenancy.organizations (id, name, slug, settings, is_active)
+    VALUES (v_org, tenancy._require('name', a->>'name'), v_slug, o.settings, true);
+    v_tables := tenancy._fk_order(ARRAY(SELECT tt.relid FROM tenancy.tenant_tables tt JOIN pg_class pc ON pc.oid = tt.relid::oid));
+    INSERT INTO tenancy.clones (source_id, organization_id, organization_slug, tables, table_names, requested_by)
+    VALUES (v_src, v_org, v_slug, v_tables, ARRAY(SELECT t::text FROM unnest(v_tables) t),
+            (SELECT rolname FROM pg_roles WHERE oid = caller))
+    RETURNING * INTO c;
+    PERFORM tenancy._log('clone_organization', NULL, 'started',
+                         jsonb_build_object('source_id', v_src, 'organization_id', v_org, 'slug', v_slug, 'clone_id', c.id,
+                                            'actor', actor), p_caller => caller);
+    RETURN jsonb_build_object('id', c.id, 'organization_id', v_org, 'resumed', false);
+END $$;
+
+-- {clone_id, table, keys: [[old, new], ...], last, rows, done}
+CREATE FUNCTION tenancy._op_clone_progress(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+BEGIN
+    PERFORM tenancy._lifecycle_admin(is_admin, 'clone an organization');
+    SELECT * INTO c FROM tenancy.clones WHERE id = (a->>'clone_id')::uuid AND status = 'running' FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: no such running clone' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    INSERT INTO tenancy.clone_keys (clone_id, relid, old_key, new_key)
+    SELECT c.id, c.tables[c.tables_done + 1]::oid, k->>0, k->>1 FROM jsonb_array_elements(a->'keys') k;
+    UPDATE tenancy.clones
+       SET rows_copied = jsonb_set(rows_copied, ARRAY[table_names[tables_done + 1]],
+                                   to_jsonb(coalesce((rows_copied->>(table_names[tables_done + 1]))::bigint, 0) + (a->>'rows')::bigint)),
+           last_key = CASE WHEN (a->>'done')::boolean THEN NULL ELSE coalesce(a->>'last', last_key) END,
+           tables_done = tables_done + CASE WHEN (a->>'done')::boolean THEN 1 ELSE 0 END
+     WHERE id = c.id
+    RETURNING * INTO c;
+    RETURN to_jsonb(c);
+END $$;
+
+CREATE FUNCTION tenancy._op_clone_finish(a jsonb, caller oid, is_admin boolean, actor uuid)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c record;
+BEGIN
+    PERFORM tenancy._lifecycle_admin(is_admin, 'clone an organization');
+    UPDATE tenancy.clones SET status = 'completed', finished_at = clock_timestamp()
+     WHERE id = (a->>'clone_id')::uuid AND status = 'running' AND tables_done = cardinality(tables)
+    RETURNING * INTO c;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: the clone has not copied every table yet' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    DELETE FROM tenancy.clone_keys WHERE clone_id = c.id;
+    PERFORM tenancy._log('clone_organization', NULL, 'succeeded',
+                         jsonb_build_object('source_id', c.source_id, 'organization_id', c.organization_id,
+                                            'slug', c.organization_slug, 'clone_id', c.id, 'rows_copied', c.rows_copied,
+                                            'actor', actor),
+                         p_started => c.started_at, p_caller => caller);
+    RETURN to_jsonb(c);
+END $$;
+
+CREATE FUNCTION tenancy._clone_begin(p_source uuid, p_name text, p_slug text, p_organization_id uuid, p_batch_size integer)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec jsonb;
+BEGIN
+    IF p_batch_size IS NULL OR p_batch_size < 1 THEN
+        RAISE EXCEPTION 'tenancy.clone_organization: batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    v_rec := tenancy._privileged('clone_begin', jsonb_build_object('source_id', p_source, 'name', p_name, 'slug', p_slug,
+                                                                   'organization_id', p_organization_id));
+    RAISE NOTICE 'tenancy.clone_organization %: % (organization %)', p_slug,
+          CASE WHEN (v_rec->>'resumed')::boolean THEN 'resumed' ELSE 'started' END, v_rec->>'organization_id';
+    RETURN v_rec;
+END $$;
+
+-- One step: the next batch of the current table, or the end.
+CREATE FUNCTION tenancy._clone_step(p_clone uuid, p_batch_size integer, OUT done boolean)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c      record;
+    v_tbl  regclass;
+    v_maps jsonb;
+    v_out  jsonb;
+    v_rec  jsonb;
+BEGIN
+    SELECT * INTO c FROM tenancy.clones WHERE id = p_clone AND status = 'running';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy: no such running clone' USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    IF c.tables_done >= cardinality(c.tables) THEN
+        PERFORM tenancy._privileged('clone_finish', jsonb_build_object('clone_id', p_clone));
+        RAISE NOTICE 'tenancy.clone_organization %: completed, % rows', c.organization_slug,
+              (SELECT coalesce(sum(value::bigint), 0) FROM jsonb_each_text(c.rows_copied));
+        done := true;
+        RETURN;
+    END IF;
+    v_tbl := c.tables[c.tables_done + 1];
+    -- The key maps of the tables this one references (itself included).
+    SELECT coalesce(jsonb_object_agg(m.relid::text, m.keys), '{}') INTO v_maps
+      FROM (SELECT k.relid, jsonb_object_agg(k.old_key, k.new_key) AS keys FROM tenancy.clone_keys k
+             WHERE k.clone_id = p_clone
+               AND k.relid IN (SELECT con.confrelid FROM pg_constraint con WHERE con.conrelid = v_tbl AND con.contype = 'f')
+             GROUP BY k.relid) m;
+    BEGIN
+        v_out := tenancy._clone_batch(v_tbl, c.source_id, c.organization_id, c.last_key, p_batch_size, v_maps);
+    EXCEPTION WHEN unique_violation OR foreign_key_violation OR not_null_violation OR check_violation THEN
+        RAISE EXCEPTION 'tenancy.clone_organization %: a row of % cannot be copied: %', c.organization_slug, v_tbl, SQLERRM
+            USING ERRCODE = SQLSTATE,
+                  HINT = 'Keys that are unique across organizations (not tenant-scoped) cannot be cloned. Nothing of this batch '
+                         'was written; what was copied before stays, and the next CALL goes on from here once the conflict is fixed.';
+    END;
+    v_rec := tenancy._privileged('clone_progress', jsonb_build_object(
+                 'clone_id', p_clone, 'keys', v_out->'keys', 'last', v_out->>'last', 'rows', v_out->'rows',
+                 'done', (v_out->>'rows')::bigint < p_batch_size));
+    RAISE NOTICE 'tenancy.clone_organization %: % % rows copied%', c.organization_slug, v_tbl,
+          v_rec->'rows_copied'->>(c.table_names[c.tables_done + 1]),
+          CASE WHEN (v_out->>'rows')::bigint < p_batch_size THEN ' (done)' ELSE '' END;
+    done := false;
+END $$;
+
+-- No SET clause and not SECURITY DEFINER (either forbids COMMIT): names are schema-qualified
+-- and the procedure uses no operators.
+CREATE PROCEDURE tenancy.clone_organization(source uuid, name text, slug text, organization_id uuid DEFAULT NULL,
+                                            batch_size integer DEFAULT 5000)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_rec  jsonb;
+    v_done boolean;
+BEGIN
+    v_rec := tenancy._clone_begin(source, name, slug, organization_id, batch_size);
+    COMMIT;
+    LOOP
+        SELECT s.done INTO v_done
+          FROM tenancy._clone_step(pg_catalog.jsonb_extract_path_text(v_rec, 'id')::uuid, batch_size) s;
+        COMMIT;
+        EXIT WHEN v_done;
+    END LOOP;
+END $$;
+
+----------------------------------------------------------------------------------------------
 -- Comments and privileges
 ----------------------------------------------------------------------------------------------
 
@@ -622,6 +823,14 @@ COMMENT ON FUNCTION tenancy._usage() IS 'Internal: rows per tenant value and ten
 COMMENT ON FUNCTION tenancy._export_lines(uuid, jsonb) IS 'Internal: the lines of an export, from one snapshot.';
 COMMENT ON FUNCTION tenancy._import_begin(regclass, integer) IS 'Internal: checks an export''s header and trailer and starts or resumes its import.';
 COMMENT ON FUNCTION tenancy._import_step(regclass, uuid, integer) IS 'Internal: imports the next run of one table''s lines.';
+COMMENT ON FUNCTION tenancy._op_clone_begin(jsonb, oid, boolean, uuid) IS 'Internal catalog operation: creates a clone''s organization and record (or finds the running one).';
+COMMENT ON FUNCTION tenancy._op_clone_progress(jsonb, oid, boolean, uuid) IS 'Internal catalog operation: records a clone batch''s keys and progress.';
+COMMENT ON FUNCTION tenancy._op_clone_finish(jsonb, oid, boolean, uuid) IS 'Internal catalog operation: completes a clone and drops its key map.';
+COMMENT ON FUNCTION tenancy._clone_begin(uuid, text, text, uuid, integer) IS 'Internal: starts or resumes a clone.';
+COMMENT ON FUNCTION tenancy._clone_step(uuid, integer) IS 'Internal: one step of a clone (a batch of one table, or the end).';
+COMMENT ON FUNCTION tenancy._clone_batch(oid, uuid, uuid, text, integer, jsonb) IS 'Internal: copies one batch of an organization''s rows of a tenant table into its clone with new keys, as the table''s owner.';
+COMMENT ON PROCEDURE tenancy.clone_organization(uuid, text, text, uuid, integer) IS
+  'Copy an organization into a new one in this database (a sandbox, a demo): parents first, in batches with a COMMIT each, as each table''s owner; primary keys get new values (sequence, uuid) and every foreign key inside the organization is mapped to them; other columns, natural keys included, are kept. Resumable: CALL again. Administrators only.';
 COMMENT ON FUNCTION tenancy._import_rows(oid, uuid, jsonb) IS 'Internal: inserts rows of an import into a tenant table, as the table''s owner.';
 COMMENT ON PROCEDURE tenancy.erase_organization(uuid, integer, interval) IS
   'Delete every row of a deactivated organization from every tenant table (children first, batches with a COMMIT each, as each table''s owner), then its invitations, memberships and the organization; verifies that no row is left and completes its record in tenancy.erasures. Resumable: CALL again. Administrators only.';
@@ -632,12 +841,20 @@ COMMENT ON FUNCTION tenancy.export_organization(uuid) IS
 COMMENT ON PROCEDURE tenancy.import_organization(regclass, integer) IS
   'Load an export (its lines in a table with columns n, line) into this database: creates the organization with its id, inserts the rows with their ids, parents first, in batches with a COMMIT each, as each table''s owner. Resumable: CALL again. Administrators only.';
 
-GRANT SELECT ON tenancy.erasures, tenancy.imports, tenancy.erase_progress TO PUBLIC;
+GRANT SELECT ON tenancy.erasures, tenancy.imports, tenancy.clones, tenancy.clone_keys, tenancy.erase_progress TO PUBLIC;
 ALTER TABLE tenancy.erasures ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenancy.imports ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.clones ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenancy.clone_keys ENABLE ROW LEVEL SECURITY;
 CREATE POLICY erasures_of_administrators ON tenancy.erasures FOR SELECT
     USING ((SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
 CREATE POLICY imports_of_administrators ON tenancy.imports FOR SELECT
     USING ((SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
+CREATE POLICY clones_of_administrators ON tenancy.clones FOR SELECT
+    USING ((SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
+CREATE POLICY clone_keys_of_administrators ON tenancy.clone_keys FOR SELECT
+    USING ((SELECT pg_catalog.has_table_privilege('tenancy.organizations', 'UPDATE')));
 ALTER TABLE tenancy.erasures OWNER TO @extowner@;
 ALTER TABLE tenancy.imports OWNER TO @extowner@;
+ALTER TABLE tenancy.clones OWNER TO @extowner@;
+ALTER TABLE tenancy.clone_keys OWNER TO @extowner@;

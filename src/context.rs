@@ -230,6 +230,8 @@ struct Lifecycle {
     slug: Option<String>,
     delete: bool,
     write: bool,
+    /// A clone reads the source organization and writes the new one: reading names this one.
+    read_from: Option<(Uuid, Option<String>)>,
 }
 
 thread_local! {
@@ -245,7 +247,14 @@ impl LifecycleScope {
     /// Let the policies see organization `org` (with slug `slug`, for text tenant columns) for
     /// reading, and for deleting when `delete`, for writing when `write` (an import into it).
     pub(crate) fn enter(org: Uuid, slug: Option<String>, delete: bool, write: bool) -> Self {
-        let saved = LIFECYCLE.with(|l| l.replace(Some(Lifecycle { org, slug, delete, write })));
+        let saved = LIFECYCLE.with(|l| l.replace(Some(Lifecycle { org, slug, delete, write, read_from: None })));
+        LifecycleScope { saved }
+    }
+
+    /// A clone's statement: reading sees organization `from` only, writing `to` only.
+    pub(crate) fn enter_clone(from: (Uuid, Option<String>), to: (Uuid, Option<String>)) -> Self {
+        let lc = Lifecycle { org: to.0, slug: to.1, delete: false, write: true, read_from: Some(from) };
+        let saved = LIFECYCLE.with(|l| l.replace(Some(lc)));
         LifecycleScope { saved }
     }
 }
@@ -262,6 +271,9 @@ impl Drop for LifecycleScope {
 fn lifecycle_for(right: Option<Right>) -> Option<Option<(Uuid, Option<String>)>> {
     LIFECYCLE.with(|l| {
         l.borrow().as_ref().map(|lc| {
+            if let (Some(Right::Read), Some(from)) = (right, &lc.read_from) {
+                return Some(from.clone());
+            }
             let granted = match right {
                 None | Some(Right::Read) => true,
                 Some(Right::Delete) => lc.delete,

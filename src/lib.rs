@@ -60,7 +60,8 @@ extension_sql_file!(
         lifecycle::_erase_references,
         lifecycle::_usage,
         lifecycle::export_organization,
-        lifecycle::_import_rows
+        lifecycle::_import_rows,
+        lifecycle::_clone_batch
     ]
 );
 extension_sql_file!("../sql/api.sql", name = "api", finalize);

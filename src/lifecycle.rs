@@ -538,3 +538,178 @@ pub fn _import_rows(rel: pg_sys::Oid, org: Uuid, rows: JsonB) -> i64 {
     }
     n
 }
+
+/// What a clone needs to know about one column of a table's rows.
+struct CloneColumn {
+    name: String,
+    typ: String,
+}
+
+/// Internal (`tenancy.clone_organization`): copy the next `batch_size` rows (in primary key
+/// order, after key `after`) of organization `src` in tenant table `rel` into organization `dst`,
+/// in one statement run as the table's owner (reading sees `src` only, writing `dst` only). The
+/// primary key gets a new value (its sequence, or a new uuid); each column of a foreign key to a
+/// tenant table's primary key is mapped through `maps` ({"<parent oid>": {"<old key>": "<new
+/// key>"}}); everything else, natural keys included, is kept. Returns {"keys": [[old, new], ...],
+/// "last": <last old key>, "rows": n}.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _clone_batch(rel: pg_sys::Oid, src: Uuid, dst: Uuid, after: Option<String>, batch_size: i32, maps: JsonB) -> JsonB {
+    require_administrator("clone an organization");
+    let running = spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM tenancy.clones WHERE source_id OPERATOR(pg_catalog.=) $1 \
+            AND organization_id OPERATOR(pg_catalog.=) $2 AND status OPERATOR(pg_catalog.=) 'running')",
+        &[src.into(), dst.into()],
+    ))
+    .unwrap_or(false);
+    let (Some((_, src_slug)), Some((_, dst_slug))) = (organization(src), organization(dst)) else {
+        raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "tenancy: unknown organization", "CALL tenancy.clone_organization(...).")
+    };
+    if !running {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("tenancy: no clone of organization {src} into {dst} is running"),
+            "CALL tenancy.clone_organization(...) starts one.",
+        )
+    }
+    let t = tenant_table(rel);
+    if !has_table_privilege(rel, pg_sys::ACL_INSERT) || !has_table_privilege(rel, pg_sys::ACL_SELECT) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy: permission denied to read and insert into {}", t.name),
+            "The administrator who clones needs SELECT and INSERT on every tenant table.",
+        )
+    }
+    // The primary key (without the tenant column): one column, its type, its sequence.
+    let pk: Vec<(String, String, Option<String>)> = spi(Spi::connect(|c| {
+        let mut v = Vec::new();
+        for r in c.select(
+            "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                    pg_catalog.pg_get_serial_sequence($1::pg_catalog.regclass::pg_catalog.text, a.attname::pg_catalog.text) \
+               FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid \
+                AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey) \
+              WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attname OPERATOR(pg_catalog.<>) $2::pg_catalog.name \
+              ORDER BY a.attnum",
+            None,
+            &[rel.into(), t.column.clone().into()],
+        )? {
+            v.push((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default(), r.get::<String>(3)?));
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    }));
+    if pk.len() != 1 {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("tenancy: {} has no single-column primary key; a clone copies rows in key order and maps keys", t.name),
+            "Give the table a single-column primary key (an identity column), or leave it out of the tenant tables.",
+        )
+    }
+    let (pk_name, pk_type, pk_seq) = pk.into_iter().next().unwrap();
+    let new_key = match (&pk_seq, pk_type.as_str()) {
+        (Some(seq), _) => format!("pg_catalog.nextval({}::pg_catalog.regclass)", pgrx::spi::quote_literal(seq)),
+        (None, "uuid") => "pg_catalog.gen_random_uuid()".to_owned(),
+        _ => format!("s.{}", quote_identifier(&pk_name)),
+    };
+    let cols: Vec<CloneColumn> = spi(Spi::connect(|c| {
+        let mut v = Vec::new();
+        for r in c.select(
+            "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+                AND a.attgenerated OPERATOR(pg_catalog.=) '' ORDER BY a.attnum",
+            None,
+            &[rel.into()],
+        )? {
+            v.push(CloneColumn { name: r.get::<String>(1)?.unwrap_or_default(), typ: r.get::<String>(2)?.unwrap_or_default() });
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    }));
+    // Foreign keys to tenant tables: (child column, parent oid, parent column is the parent's
+    // primary key, carries the tenant column).
+    let fks: Vec<(Vec<String>, pg_sys::Oid, Vec<String>, String)> = as_catalog_owner(|| spi(Spi::connect(|c| {
+        let mut v = Vec::new();
+        for r in c.select(
+            "SELECT tenancy._att_names(con.conrelid, con.conkey), con.confrelid, tenancy._att_names(con.confrelid, con.confkey), \
+                    pt.tenant_column::pg_catalog.text \
+               FROM pg_catalog.pg_constraint con JOIN tenancy.tenant_tables pt ON pt.relid::pg_catalog.oid OPERATOR(pg_catalog.=) con.confrelid \
+              WHERE con.conrelid OPERATOR(pg_catalog.=) $1 AND con.contype OPERATOR(pg_catalog.=) 'f' AND con.conparentid OPERATOR(pg_catalog.=) 0",
+            None,
+            &[rel.into()],
+        )? {
+            v.push((
+                r.get::<Vec<String>>(1)?.unwrap_or_default(),
+                r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+                r.get::<Vec<String>>(3)?.unwrap_or_default(),
+                r.get::<String>(4)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    })));
+    let mut mapped: Vec<(String, pg_sys::Oid)> = Vec::new();
+    for (ccols, parent, pcols, ptcol) in &fks {
+        let pairs: Vec<(&String, &String)> = ccols.iter().zip(pcols).collect();
+        let carries = pairs.iter().any(|(c, p)| **c == t.column && **p == *ptcol);
+        let p = tenant_table(*parent);
+        if !carries {
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("tenancy: a foreign key of {} to {} does not carry the tenant column: the clone's rows would point at the source's", t.name, p.name),
+                "Rewrite the foreign key with the tenant column first (tenancy.backfill does; lint() reports TEN011).",
+            )
+        }
+        let ppk: Option<String> = spi(Spi::get_one_with_args::<String>(
+            "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a \
+                ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey) \
+              WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attname OPERATOR(pg_catalog.<>) $2::pg_catalog.name",
+            &[(*parent).into(), ptcol.clone().into()],
+        ));
+        for (c, pc) in pairs {
+            if *c != t.column && Some(pc) == ppk.as_ref() {
+                mapped.push((c.clone(), *parent));
+            }
+        }
+    }
+    let cast = |ct: &str| if ct == "text" { "" } else { "::pg_catalog.uuid" };
+    let exprs: Vec<String> = cols
+        .iter()
+        .map(|col| {
+            let q = quote_identifier(&col.name);
+            if col.name == t.column {
+                format!("$2{}", cast(&t.column_type))
+            } else if col.name == pk_name {
+                "m.\"__tenancy_new\"".to_owned()
+            } else if let Some((_, parent)) = mapped.iter().find(|(c, _)| *c == col.name) {
+                format!(
+                    "(($4::pg_catalog.jsonb OPERATOR(pg_catalog.->) '{}') OPERATOR(pg_catalog.->>) m.{q}::pg_catalog.text)::{}",
+                    parent.to_u32(),
+                    col.typ
+                )
+            } else {
+                format!("m.{q}")
+            }
+        })
+        .collect();
+    let list = cols.iter().map(|c| quote_identifier(&c.name)).collect::<Vec<_>>().join(", ");
+    let pkq = quote_identifier(&pk_name);
+    let sql = format!(
+        "WITH m AS MATERIALIZED ( \
+            SELECT s.*, s.{pkq}::pg_catalog.text AS \"__tenancy_old\", {new_key} AS \"__tenancy_new\" FROM {tbl} s \
+             WHERE s.{tcol} OPERATOR(pg_catalog.=) $1{c} AND ($3::pg_catalog.text IS NULL OR s.{pkq} OPERATOR(pg_catalog.>) $3::{pk_type}) \
+             ORDER BY s.{pkq} LIMIT {n}), \
+         ins AS (INSERT INTO {tbl} ({list}) OVERRIDING SYSTEM VALUE SELECT {exprs} FROM m) \
+         SELECT pg_catalog.jsonb_build_object('keys', coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(m.\"__tenancy_old\", \
+                    m.\"__tenancy_new\"::pg_catalog.text) ORDER BY m.{pkq}), '[]'), \
+                'last', (pg_catalog.array_agg(m.\"__tenancy_old\" ORDER BY m.{pkq} DESC))[1], 'rows', pg_catalog.count(*)) FROM m",
+        tbl = t.name,
+        tcol = quote_identifier(&t.column),
+        c = cast(&t.column_type),
+        n = batch_size.max(1),
+        exprs = exprs.join(", ")
+    );
+    let (sv, dv) = (tenant_value(&t, src, &src_slug), tenant_value(&t, dst, &dst_slug));
+    let _owner = AsRole::switch_to(t.owner);
+    let _scope = LifecycleScope::enter_clone((src, Some(src_slug)), (dst, Some(dst_slug)));
+    spi(Spi::connect_mut(|c| {
+        c.update(&sql, None, &[sv.into(), dv.into(), after.into(), maps.into()])?.first().get_one::<JsonB>()
+    }))
+    .unwrap_or(JsonB(serde_json::json!({"keys": [], "rows": 0})))
+}

@@ -34,6 +34,9 @@ pub const OPERATIONS: &[&str] = &[
     "import_progress",
     "import_finish",
     "log_lifecycle",
+    "clone_begin",
+    "clone_progress",
+    "clone_finish",
 ];
 
 pub(crate) fn catalog_owner() -> pg_sys::Oid {

@@ -1,7 +1,8 @@
 //! The tenant lifecycle on seed 000's conversion (examples/seed_000_tracehub.sql run with psql):
 //! VIBOTAJ exported to a file with psql's \copy and imported into another database (equal by
-//! fingerprint, isolated there); a second organization erased while a writer works in a third
-//! one, killed once mid-way (pg_terminate_backend) and finished by a second CALL; bad input with
+//! fingerprint, isolated there); VIBOTAJ cloned in place (new keys, every reference mapped); the
+//! clone erased while a writer works in another organization, killed once mid-way
+//! (pg_terminate_backend) and finished by a second CALL; bad input with
 //! its SQLSTATE and nothing changed; and attacks by members, viewers, owners of another
 //! organization and a table owner who is not an administrator, each of which must fail.
 //!
@@ -18,6 +19,7 @@ use tenancy_client_tests::*;
 
 const VIBOTAJ: &str = "00000000-0000-0000-0000-000000000001";
 const ACME: &str = "00000000-0000-0000-0000-0000000000a2";
+const CLONE: &str = "00000000-0000-0000-0000-0000000000c1";
 const WRITER_ORG: &str = "00000000-0000-0000-0000-0000000000a3";
 const WRITER_USER: &str = "cccccccc-0000-0000-0000-000000000003";
 /// Seed 000's adopted users: user 5 is a viewer of VIBOTAJ, user 3 a member, user 6 an owner.
@@ -152,9 +154,9 @@ fn as_user(db: &str, user: &str, sql: &str) -> Result<Vec<postgres::Row>, postgr
 }
 
 #[test]
-fn seed_000_export_import_and_an_online_erase_killed_once() {
+fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
     let (src, dst) = ("lc_seed", "lc_restore");
-    seed_db(src, 20_000);
+    seed_db(src, 0);
     let mut su = superuser_of(src);
     let vibotaj_before = fingerprint(&mut su, VIBOTAJ);
     assert_eq!(vibotaj_before.iter().map(|f| f.1).sum::<i64>(), 230_760, "seed 000's rows");
@@ -173,7 +175,7 @@ fn seed_000_export_import_and_an_online_erase_killed_once() {
     let last_party = lines.iter().rposition(|l| l.starts_with("{\"table\" : \"public.parties\"")).unwrap();
     let first_document = lines.iter().position(|l| l.starts_with("{\"table\" : \"public.documents\"")).unwrap();
     assert!(last_party < first_shipment && first_shipment < first_document, "parents before children");
-    assert!(!text.contains(ACME) && !text.contains(WRITER_ORG), "no row of another organization");
+    assert!(!text.contains(WRITER_ORG), "no row of another organization");
 
     // 2. Import it into another database where VIBOTAJ was erased: every row equal, isolated.
     seed_db(dst, 0);
@@ -197,10 +199,67 @@ fn seed_000_export_import_and_an_online_erase_killed_once() {
         .get(0);
     assert_eq!(logged, 1);
 
-    // 3. Erase ACME while a writer works in another organization; killed once, then resumed.
-    let acme_rows = rows_of(&mut su, ACME);
-    assert!(acme_rows > 100_000);
-    su.batch_execute(&format!("SELECT tenancy.deactivate_organization('{ACME}')")).unwrap();
+    // 3. Clone VIBOTAJ in place. Seed 000 keeps users' email unique across organizations (a
+    //    login), so the first CALL stops at users with a clear report, having lost nothing.
+    let clone = format!("CALL tenancy.clone_organization('{VIBOTAJ}', 'VIBOTAJ sandbox', 'vibotaj-sandbox', '{CLONE}', 5000)");
+    let err = su.batch_execute(&clone).unwrap_err();
+    let db_err = err.as_db_error().unwrap();
+    assert_eq!(db_err.code().code(), "23505");
+    assert!(db_err.message().contains("public.users") && db_err.message().contains("users_email_key"), "{}", db_err.message());
+    assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj_before, "the source unchanged");
+    let copied: i64 = su
+        .query_one("SELECT count(*) FROM parties WHERE organization_id = $1::text::uuid", &[&CLONE])
+        .unwrap()
+        .get(0);
+    assert_eq!(copied, 100, "the tables before users stay copied");
+    // A sandbox may reuse emails: the DBA makes the key tenant-scoped, and the CALL resumes.
+    su.batch_execute("ALTER TABLE users DROP CONSTRAINT users_email_key, ADD UNIQUE (organization_id, email)").unwrap();
+    su.batch_execute(&clone).unwrap();
+    assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj_before, "the source unchanged");
+    let counts = |c: &mut postgres::Client, org: &str| fingerprint(c, org).into_iter().map(|f| (f.0, f.1)).collect::<Vec<_>>();
+    assert_eq!(counts(&mut su, CLONE), counts(&mut su, VIBOTAJ), "same row counts per table");
+    // New surrogate keys; every reference of the clone mapped to the clone's copy of the row the
+    // source referenced (compared through natural keys: shipment reference, party and product
+    // names, user email).
+    let same_ids: i64 = su
+        .query_one(
+            "SELECT (SELECT count(*) FROM shipments a JOIN shipments b ON a.id = b.id WHERE a.organization_id = $1::text::uuid AND b.organization_id = $2::text::uuid)
+                  + (SELECT count(*) FROM users a JOIN users b ON a.id = b.id WHERE a.organization_id = $1::text::uuid AND b.organization_id = $2::text::uuid)",
+            &[&VIBOTAJ, &CLONE],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(same_ids, 0, "every surrogate key is new");
+    let mismatched: i64 = su
+        .query_one(
+            "WITH s AS (SELECT x.organization_id o, x.reference, b.name buyer, p.name product, u.email creator,
+                               (SELECT count(*) FROM documents d WHERE d.organization_id = x.organization_id AND d.shipment_id = x.id) docs,
+                               (SELECT count(*) FROM container_events e WHERE e.organization_id = x.organization_id AND e.shipment_id = x.id) events
+                          FROM shipments x
+                          LEFT JOIN parties b ON b.organization_id = x.organization_id AND b.id = x.buyer_id
+                          LEFT JOIN products p ON p.organization_id = x.organization_id AND p.id = x.product_id
+                          LEFT JOIN users u ON u.organization_id = x.organization_id AND u.id = x.created_by)
+             SELECT count(*) FROM (SELECT * FROM s WHERE o = $1::text::uuid) a FULL JOIN (SELECT * FROM s WHERE o = $2::text::uuid) b
+                 ON a.reference = b.reference
+              WHERE a.o IS NULL OR b.o IS NULL
+                 OR (a.buyer, a.product, a.creator, a.docs, a.events) IS DISTINCT FROM (b.buyer, b.product, b.creator, b.docs, b.events)",
+            &[&VIBOTAJ, &CLONE],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(mismatched, 0, "every foreign key of the clone points at the clone's copy of the source's row");
+    let keys_left: i64 = su.query_one("SELECT count(*) FROM tenancy.clone_keys", &[]).unwrap().get(0);
+    assert_eq!(keys_left, 0);
+    let not_ok: i64 = su
+        .query_one("SELECT count(*) FROM tenancy.validate_client_data_integrity() WHERE NOT ok", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(not_ok, 0, "no row of the clone points at another organization's row");
+
+    // 4. Erase the clone while a writer works in another organization; killed once, then resumed.
+    let clone_rows = rows_of(&mut su, CLONE);
+    assert!(clone_rows > 200_000);
+    su.batch_execute(&format!("SELECT tenancy.deactivate_organization('{CLONE}')")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicI64::new(0));
     let writer = {
@@ -231,34 +290,34 @@ fn seed_000_export_import_and_an_online_erase_killed_once() {
     let pid: i32 = eraser.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let call = thread::spawn(move || {
         eraser
-            .batch_execute(&format!("CALL tenancy.erase_organization('{ACME}', batch_size => 2000, pause => '5ms')"))
+            .batch_execute(&format!("CALL tenancy.erase_organization('{CLONE}', batch_size => 2000, pause => '5ms')"))
             .map_err(|e| e.to_string())
     });
     let mut watcher = superuser_of(src);
-    wait_for("a third of ACME deleted", Duration::from_secs(300), || {
+    wait_for("a third of the clone deleted", Duration::from_secs(300), || {
         watcher
             .query_one("SELECT coalesce(sum(rows_deleted), 0)::bigint FROM tenancy.erase_progress", &[])
             .unwrap()
             .get::<_, i64>(0)
-            > acme_rows / 3
+            > clone_rows / 3
     });
     watcher.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
     assert!(call.join().unwrap().is_err(), "the killed CALL ends with an error");
-    let left_after_kill = rows_of(&mut su, ACME);
-    assert!(left_after_kill > 0 && left_after_kill < acme_rows, "killed mid-way: {left_after_kill} of {acme_rows} left");
+    let left_after_kill = rows_of(&mut su, CLONE);
+    assert!(left_after_kill > 0 && left_after_kill < clone_rows, "killed mid-way: {left_after_kill} of {clone_rows} left");
     let running: i64 = su
-        .query_one("SELECT count(*) FROM tenancy.erasures WHERE organization_id = $1::text::uuid AND status = 'running'", &[&ACME])
+        .query_one("SELECT count(*) FROM tenancy.erasures WHERE organization_id = $1::text::uuid AND status = 'running'", &[&CLONE])
         .unwrap()
         .get(0);
     assert_eq!(running, 1, "the record says the erase is running");
 
     let mut again = superuser_of(src);
-    again.batch_execute(&format!("CALL tenancy.erase_organization('{ACME}', batch_size => 2000)")).unwrap();
+    again.batch_execute(&format!("CALL tenancy.erase_organization('{CLONE}', batch_size => 2000)")).unwrap();
     stop.store(true, Ordering::Relaxed);
     let writer_max = writer.join().unwrap();
     let written = writes.load(Ordering::Relaxed);
 
-    assert_eq!(rows_of(&mut su, ACME), 0, "no row of ACME left");
+    assert_eq!(rows_of(&mut su, CLONE), 0, "no row of the clone left");
     assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj_before, "VIBOTAJ unchanged");
     let writer_rows: i64 = su
         .query_one("SELECT count(*) FROM parties WHERE organization_id = $1::text::uuid AND name = 'written during the erase'", &[&WRITER_ORG])
@@ -270,20 +329,20 @@ fn seed_000_export_import_and_an_online_erase_killed_once() {
             "SELECT status, verified, (SELECT sum(value::bigint) FROM jsonb_each_text(rows_deleted))::bigint,
                     catalog_rows_deleted->>'tenancy.organizations', requested_by::text
                FROM tenancy.erasures WHERE organization_id = $1::text::uuid",
-            &[&ACME],
+            &[&CLONE],
         )
         .unwrap();
     assert_eq!(r.get::<_, String>(0), "completed");
     assert!(r.get::<_, bool>(1));
-    assert_eq!(r.get::<_, i64>(2), acme_rows, "the record counts every row deleted, across the kill");
+    assert_eq!(r.get::<_, i64>(2), clone_rows, "the record counts every row deleted, across the kill");
     assert_eq!(r.get::<_, String>(3), "1");
     assert_eq!(r.get::<_, String>(4), "postgres");
-    let orgs: i64 = su.query_one("SELECT count(*) FROM tenancy.organizations WHERE id = $1::text::uuid", &[&ACME]).unwrap().get(0);
+    let orgs: i64 = su.query_one("SELECT count(*) FROM tenancy.organizations WHERE id = $1::text::uuid", &[&CLONE]).unwrap().get(0);
     assert_eq!(orgs, 0);
     let log: Vec<String> = su
         .query(
             "SELECT status FROM tenancy.migration_log WHERE operation = 'erase_organization' AND details->>'organization_id' = $1 ORDER BY id",
-            &[&ACME],
+            &[&CLONE],
         )
         .unwrap()
         .iter()
@@ -291,8 +350,8 @@ fn seed_000_export_import_and_an_online_erase_killed_once() {
         .collect();
     assert_eq!(log, ["started", "succeeded"]);
     println!(
-        "lifecycle: export {} lines, import equal by fingerprint, erase of {acme_rows} rows through one kill, \
-         {written} writer transactions (slowest {writer_max:?})",
+        "lifecycle: export {} lines, import equal by fingerprint, clone equal by counts and references, \
+         erase of the clone's {clone_rows} rows through one kill, {written} writer transactions (slowest {writer_max:?})",
         lines.len()
     );
     let _ = std::fs::remove_file(&file);
@@ -344,6 +403,18 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
         .batch_execute(&format!("UPDATE old_export SET line = replace(line, '{VIBOTAJ}', '99999999-0000-0000-0000-000000000001') WHERE n = 1"))
         .unwrap();
     run("import an export of another tenancy version", "0A000", fresh().query("CALL tenancy.import_organization('old_export')", &[]));
+    run(
+        "clone into a slug that exists",
+        "42710",
+        fresh().query(&format!("CALL tenancy.clone_organization('{VIBOTAJ}', 'Copy', 'acme')"), &[]),
+    );
+    run(
+        "clone an unknown organization",
+        "42704",
+        fresh().query("CALL tenancy.clone_organization('99999999-0000-0000-0000-000000000000', 'Copy', 'copy')", &[]),
+    );
+    let clones: i64 = su.query_one("SELECT count(*) FROM tenancy.clones", &[]).unwrap().get(0);
+    assert_eq!(clones, 0);
     let orgs: i64 = su.query_one("SELECT count(*) FROM tenancy.organizations", &[]).unwrap().get(0);
     let imports: i64 = su.query_one("SELECT count(*) FROM tenancy.imports", &[]).unwrap().get(0);
     let erasures: i64 = su.query_one("SELECT count(*) FROM tenancy.erasures", &[]).unwrap().get(0);
@@ -399,6 +470,11 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
         "an owner of VIBOTAJ erases ACME",
         "42501",
         as_user(db, VIBOTAJ_OWNER, &format!("CALL tenancy.erase_organization('{ACME}')")),
+    );
+    run(
+        "the tables' owner clones VIBOTAJ",
+        "42501",
+        tables_owner.query(&format!("CALL tenancy.clone_organization('{VIBOTAJ}', 'Copy', 'copy')"), &[]),
     );
     run(
         "the tables' owner imports an export",
