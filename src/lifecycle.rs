@@ -554,8 +554,23 @@ struct CloneColumn {
 /// "last": <last old key>, "rows": n}.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-pub fn _clone_batch(rel: pg_sys::Oid, src: Uuid, dst: Uuid, after: Option<String>, batch_size: i32, maps: JsonB) -> JsonB {
+pub fn _clone_batch(
+    rel: Option<pg_sys::Oid>,
+    src: Option<Uuid>,
+    dst: Option<Uuid>,
+    after: Option<String>,
+    batch_size: Option<i32>,
+    maps: Option<JsonB>,
+) -> JsonB {
     require_administrator("clone an organization");
+    let (Some(rel), Some(src), Some(dst), Some(batch_size)) = (rel, src, dst, batch_size) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenancy: _clone_batch needs a table, both organizations and a batch size",
+            "Call CALL tenancy.clone_organization(...) instead.",
+        )
+    };
+    let maps = maps.unwrap_or(JsonB(serde_json::json!({})));
     let running = spi(Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM tenancy.clones WHERE source_id OPERATOR(pg_catalog.=) $1 \
             AND organization_id OPERATOR(pg_catalog.=) $2 AND status OPERATOR(pg_catalog.=) 'running')",
