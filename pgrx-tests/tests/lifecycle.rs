@@ -58,8 +58,13 @@ fn tmp_file(name: &str) -> String {
 /// lc_app granted what an application has, and organization ACME (rows in every table, `acme`
 /// shipments) and the writer's organization added.
 fn seed_db(db: &str, acme: i64) {
-    role("lc_tables", "");
-    role("lc_app", "");
+    // Both tests start with this: CREATE ROLE racing itself on a fresh cluster is a unique
+    // violation, not the duplicate_object role() expects.
+    static ROLES: std::sync::Once = std::sync::Once::new();
+    ROLES.call_once(|| {
+        role("lc_tables", "");
+        role("lc_app", "");
+    });
     let mut su = superuser();
     su.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
     su.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
