@@ -7,10 +7,14 @@
 #                        concurrent writer
 #   3. integrity         validate_client_data_integrity() vs the hand-written queries
 #   4. function cost     get_user_organization_id / validate_client_access vs plain SQL functions
+#   5. lifecycle         erase_organization vs hand-written DELETEs in foreign-key order,
+#                        export_organization vs COPY (SELECT ...) per table, organization_usage()
+#                        vs a hand-written GROUP BY per table
 # then writes the figures to BENCHMARKS.md.
 #
 #   bash scripts/bench.sh            # 1,000 organizations, 10,000 users, 5M rows (< 30 min on 2 cores)
 #   bash scripts/bench.sh --quick    # 100 organizations, 1,000 users, 200k rows (a few minutes)
+#   bash scripts/bench.sh --lifecycle [--quick]   # part 5 alone, printed (BENCHMARKS.md untouched)
 #
 # It uses the tenancy installed in the system PostgreSQL 15 (scripts/setup.sh installs it) and
 # needs only psql, pgbench (both come with postgresql-15) and awk. Environment:
@@ -22,11 +26,13 @@ ROOT="$PWD"
 source scripts/cluster.sh
 
 SIZE=full
+ONLY=""
 for arg in "$@"; do
   case "$arg" in
     --quick) SIZE=quick ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
-    *) echo "bench: unknown argument $arg (use --quick)" >&2; exit 2 ;;
+    --lifecycle) ONLY=lifecycle ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    *) echo "bench: unknown argument $arg (use --quick, --lifecycle)" >&2; exit 2 ;;
   esac
 done
 
@@ -39,6 +45,9 @@ if [ "$SIZE" = quick ]; then
   BF_ROUNDS=2               # backfill: rounds (fresh copies each)
   WRITER_BASE_SECS=3        # backfill: the writer alone, seconds per copy
   INTEGRITY_ROUNDS=3
+  LC_ORGS=20; LC_PER_ORG=5000   # lifecycle: background organizations and their shipments (+2 documents each)
+  LC_SIZE=20000                 # lifecycle: shipments of the measured organization (+2 documents each)
+  LC_ROUNDS=3
 else
   N_ORGS=1000; N_USERS=10000; N_ROWS=5000000
   ROUNDS=9; SECS=3
@@ -48,6 +57,9 @@ else
   BF_ROUNDS=2
   WRITER_BASE_SECS=10
   INTEGRITY_ROUNDS=5
+  LC_ORGS=100; LC_PER_ORG=20000
+  LC_SIZE=200000
+  LC_ROUNDS=3
 fi
 K_MAX=$(( N_USERS / N_ORGS - 1 ))
 PORT="${TENANCY_BENCH_PORT:-28840}"
@@ -142,9 +154,104 @@ med() { local -n arr="$1"; local r; for (( r = 0; r < $3; r++ )); do if [ -n "${
 
 # The report, one markdown section per part (the parts run in the order 1, 3, 4, 2: the backfill
 # registers and drops tables, which the integrity part must not see).
-declare -a MD1=() MD2=() MD3=() MD4=()
+declare -a MD1=() MD2=() MD3=() MD4=() MD5=()
 SECTION=1
 md() { local -n sec="MD$SECTION"; sec+=("$*"); }
+
+# ==================================================================================================
+# 5. Lifecycle (a function: run after the other parts, or alone with --lifecycle)
+# ==================================================================================================
+# Two tables of their own (lc_shipments, lc_documents: bench/lifecycle/setup.sql), converted and
+# isolated, with background organizations. Each round fills two organizations with the same rows
+# (LC_SIZE shipments, two documents each) and erases one with CALL tenancy.erase_organization and
+# the other with the hand-written DELETEs, children first (in alternating order); it exports a
+# third one with export_organization and with COPY (SELECT * ...) per table, both to /dev/null on
+# the client (psql's \copy); and times organization_usage() against one GROUP BY per tenant table.
+# Times are wall-clock around one psql call each; ratios are of medians over the rounds.
+lifecycle_part() {
+  SECTION=5
+  log "lifecycle: $LC_ORGS background organizations of $(num "$LC_PER_ORG") shipments, measured organizations of $(num "$LC_SIZE") (+ 2 documents each)"
+  q -v n_orgs="$LC_ORGS" -v per_org="$LC_PER_ORG" -f bench/lifecycle/setup.sql >/dev/null
+  local r t0 org_t org_h org_x order w
+  declare -gA LC=()
+  for (( r = 0; r < LC_ROUNDS; r++ )); do
+    org_t="dddddddd-0000-4000-8000-0000000000$(printf '%02d' $(( 3 * r + 1 )))"
+    org_h="dddddddd-0000-4000-8000-0000000000$(printf '%02d' $(( 3 * r + 2 )))"
+    org_x="dddddddd-0000-4000-8000-0000000000$(printf '%02d' $(( 3 * r + 3 )))"
+    for o in "$org_t" "$org_h" "$org_x"; do
+      q -c "SELECT tenancy.create_organization('LC $o', 'lc-$o', id => '$o'); SELECT lc_fill('$o', $LC_SIZE);" >/dev/null
+    done
+    q -c "VACUUM ANALYZE lc_shipments, lc_documents" >/dev/null
+    q -c "SELECT tenancy.deactivate_organization('$org_t')" >/dev/null
+    order=(tenancy hand); (( r % 2 )) && order=(hand tenancy)
+    for w in "${order[@]}"; do
+      t0=$(now)
+      if [ "$w" = tenancy ]; then
+        PGOPTIONS="-c client_min_messages=warning" q -c "CALL tenancy.erase_organization('$org_t')" >/dev/null
+      else
+        q -c "DELETE FROM lc_documents WHERE organization_id = '$org_h'" -c "DELETE FROM lc_shipments WHERE organization_id = '$org_h'" >/dev/null
+      fi
+      LC[erase-$w,$r]=$(elapsed "$t0" "$(now)")
+    done
+    [ "$(q -c "SELECT count(*) FROM lc_shipments WHERE organization_id IN ('$org_t', '$org_h')")" = 0 ] || die "lifecycle: rows left after the erase"
+    order=(tenancy hand); (( r % 2 )) && order=(hand tenancy)
+    for w in "${order[@]}"; do
+      t0=$(now)
+      if [ "$w" = tenancy ]; then
+        PGOPTIONS="-c client_min_messages=warning" \
+          q -c "\copy (SELECT * FROM tenancy.export_organization('$org_x')) TO '/dev/null' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')" >/dev/null
+      else
+        q -c "\copy (SELECT * FROM lc_shipments WHERE organization_id = '$org_x') TO '/dev/null'" \
+          -c "\copy (SELECT * FROM lc_documents WHERE organization_id = '$org_x') TO '/dev/null'" >/dev/null
+      fi
+      LC[export-$w,$r]=$(elapsed "$t0" "$(now)")
+    done
+    PGOPTIONS="-c client_min_messages=warning" q -c "SELECT tenancy.deactivate_organization('$org_x')" \
+      -c "CALL tenancy.erase_organization('$org_x', batch_size => 100000)" >/dev/null
+    q -At -c "SELECT format('SELECT %I, count(*) FROM %s GROUP BY 1;', tenant_column, relid) FROM tenancy.tenant_tables" >"$RUN/usage-hand.sql"
+    order=(tenancy hand); (( r % 2 )) && order=(hand tenancy)
+    for w in "${order[@]}"; do
+      t0=$(now)
+      if [ "$w" = tenancy ]; then q -c "SELECT * FROM tenancy.organization_usage()" >/dev/null; else q -f "$RUN/usage-hand.sql" >/dev/null; fi
+      LC[usage-$w,$r]=$(elapsed "$t0" "$(now)")
+    done
+    log "lifecycle round $((r + 1)): erase ${LC[erase-tenancy,$r]} s vs ${LC[erase-hand,$r]} s, export ${LC[export-tenancy,$r]} s vs ${LC[export-hand,$r]} s, usage ${LC[usage-tenancy,$r]} s vs ${LC[usage-hand,$r]} s"
+  done
+  local e_t e_h x_t x_h u_t u_h rows e_thr x_thr u_rat
+  e_t=$(med LC erase-tenancy "$LC_ROUNDS"); e_h=$(med LC erase-hand "$LC_ROUNDS")
+  x_t=$(med LC export-tenancy "$LC_ROUNDS"); x_h=$(med LC export-hand "$LC_ROUNDS")
+  u_t=$(med LC usage-tenancy "$LC_ROUNDS"); u_h=$(med LC usage-hand "$LC_ROUNDS")
+  e_thr=$(ratio "$e_h" "$e_t"); x_thr=$(ratio "$x_h" "$x_t"); u_rat=$(ratio "$u_t" "$u_h")
+  rows=$(( 3 * LC_SIZE ))
+  say "== 5. Lifecycle ($(num "$rows") rows per measured organization; throughput ratios higher is better, the usage time ratio lower)"
+  say "$(printf 'erase_organization vs DELETEs in foreign-key order: %.2f s vs %.2f s, throughput %.3f [>= 0.8 %s]' "$e_t" "$e_h" "$e_thr" "$(verdict "$e_thr" 0.8 '>=')")"
+  say "$(printf 'export_organization vs COPY (SELECT ...) per table:  %.2f s vs %.2f s, throughput %.3f [>= 0.8 %s]' "$x_t" "$x_h" "$x_thr" "$(verdict "$x_thr" 0.8 '>=')")"
+  say "$(printf 'organization_usage() vs GROUP BY per table:          %.3f s vs %.3f s, time %.3f [<= 1.5 %s]' "$u_t" "$u_h" "$u_rat" "$(verdict "$u_rat" 1.5)")"
+  md "## 5. Lifecycle: erase, export, usage"
+  md ""
+  md "\`lc_shipments\` and \`lc_documents\` (\`bench/lifecycle/setup.sql\`: two documents per shipment, \`ON DELETE CASCADE\`, converted and isolated),"
+  md "$LC_ORGS background organizations of $(num "$LC_PER_ORG") shipments; each measured organization has $(num "$LC_SIZE") shipments and $(num $(( 2 * LC_SIZE ))) documents."
+  md "Per round: two identical organizations, one erased by \`CALL tenancy.erase_organization\` (default batches of 10,000, a COMMIT each),"
+  md "the other by the hand-written \`DELETE FROM lc_documents WHERE organization_id = ...; DELETE FROM lc_shipments WHERE ...\` (children first,"
+  md "as the superuser); a third exported by \`\\copy (SELECT * FROM tenancy.export_organization(...)) TO '/dev/null'\` and by \`\\copy (SELECT * FROM t"
+  md "WHERE organization_id = ...) TO '/dev/null'\` per table; \`organization_usage()\` against one \`SELECT organization_id, count(*) ... GROUP BY 1\` per"
+  md "registered tenant table. Wall-clock time of one psql call each, alternating which goes first; medians of $LC_ROUNDS rounds."
+  md ""
+  md "| | tenancy | hand-written | ratio | target |"
+  md "|---|---:|---:|---:|---|"
+  md "| erase ($(num "$rows") rows), throughput | $(fmt "$e_t" 2) s | $(fmt "$e_h" 2) s | $(fmt "$e_thr" 3) | ≥ 0.8 **$(verdict "$e_thr" 0.8 '>=')** |"
+  md "| export ($(num "$rows") rows), throughput | $(fmt "$x_t" 2) s | $(fmt "$x_h" 2) s | $(fmt "$x_thr" 3) | ≥ 0.8 **$(verdict "$x_thr" 0.8 '>=')** |"
+  md "| usage (every registered tenant table), time | $(fmt "$u_t" 3) s | $(fmt "$u_h" 3) s | $(fmt "$u_rat" 3) | ≤ 1.5 **$(verdict "$u_rat" 1.5)** |"
+  md ""
+}
+
+if [ "$ONLY" = lifecycle ]; then
+  q -c "CREATE EXTENSION tenancy" >/dev/null
+  lifecycle_part
+  printf '%s\n' "${MD5[@]}" >"$RUN/lifecycle.md"
+  log "part 5 alone: $RUN/lifecycle.md (BENCHMARKS.md untouched)"
+  exit 0
+fi
 
 # --- the data set --------------------------------------------------------------------------------
 log "creating the data set: $N_ORGS organizations, $N_USERS users, $(num "$N_ROWS") rows"
@@ -573,6 +680,8 @@ else
   md ""
 fi
 
+lifecycle_part
+
 # ==================================================================================================
 # BENCHMARKS.md
 # ==================================================================================================
@@ -614,7 +723,7 @@ CMD="bash scripts/bench.sh"; [ "$SIZE" = quick ] && CMD+=" --quick"
   echo "| tenancy | $EXTV; $SO_BUILD |"
   echo "| data | $(num "$N_ORGS") organizations, $(num "$N_USERS") users (+20 with deactivated or inactive memberships), $(num "$N_ROWS") rows in the tenant table with Zipf-sized tenants ($SKEW), ${TABLE_MB} MB with its indexes; one copy per variant |"
   echo ""
-  printf '%s\n' "${MD1[@]}" "${MD2[@]}" "${MD3[@]}" "${MD4[@]}"
+  printf '%s\n' "${MD1[@]}" "${MD2[@]}" "${MD3[@]}" "${MD4[@]}" "${MD5[@]}"
 } >"$OUT"
 log "wrote $OUT"
 log "done in $(( ELAPSED / 60 )) min $(( ELAPSED % 60 )) s"

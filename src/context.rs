@@ -267,6 +267,74 @@ impl Right {
     }
 }
 
+/// The organization a lifecycle operation (erase, export, import) works on, for the duration of
+/// one statement that tenancy itself runs: while it is set, the policies of every tenant table
+/// name that organization alone, for reading and, when `delete` is set, for deleting (never for
+/// writing). Nothing outside this module can set it: it is a variable of the backend's Rust code,
+/// not a setting, and `LifecycleScope` clears it when the statement ends, also when an error
+/// unwinds through it. It is how an erase reaches the rows of a *deactivated* organization
+/// (which no context may choose) while running as the table's owner, with forced row-level
+/// security still in force for every other organization.
+#[derive(Clone, Debug)]
+struct Lifecycle {
+    org: Uuid,
+    slug: Option<String>,
+    delete: bool,
+    write: bool,
+    /// A clone reads the source organization and writes the new one: reading names this one.
+    read_from: Option<(Uuid, Option<String>)>,
+}
+
+thread_local! {
+    static LIFECYCLE: std::cell::RefCell<Option<Lifecycle>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets the lifecycle organization until dropped (see `Lifecycle`).
+pub(crate) struct LifecycleScope {
+    saved: Option<Lifecycle>,
+}
+
+impl LifecycleScope {
+    /// Let the policies see organization `org` (with slug `slug`, for text tenant columns) for
+    /// reading, and for deleting when `delete`, for writing when `write` (an import into it).
+    pub(crate) fn enter(org: Uuid, slug: Option<String>, delete: bool, write: bool) -> Self {
+        let saved = LIFECYCLE.with(|l| l.replace(Some(Lifecycle { org, slug, delete, write, read_from: None })));
+        LifecycleScope { saved }
+    }
+
+    /// A clone's statement: reading sees organization `from` only, writing `to` only.
+    pub(crate) fn enter_clone(from: (Uuid, Option<String>), to: (Uuid, Option<String>)) -> Self {
+        let lc = Lifecycle { org: to.0, slug: to.1, delete: false, write: true, read_from: Some(from) };
+        let saved = LIFECYCLE.with(|l| l.replace(Some(lc)));
+        LifecycleScope { saved }
+    }
+}
+
+impl Drop for LifecycleScope {
+    fn drop(&mut self) {
+        let saved = self.saved.take();
+        LIFECYCLE.with(|l| *l.borrow_mut() = saved);
+    }
+}
+
+/// The lifecycle organization, if one is set and it grants `right` (None: merely act there).
+/// `Some(None)`: a lifecycle operation is running and the right is not granted (no rows).
+fn lifecycle_for(right: Option<Right>) -> Option<Option<(Uuid, Option<String>)>> {
+    LIFECYCLE.with(|l| {
+        l.borrow().as_ref().map(|lc| {
+            if let (Some(Right::Read), Some(from)) = (right, &lc.read_from) {
+                return Some(from.clone());
+            }
+            let granted = match right {
+                None | Some(Right::Read) => true,
+                Some(Right::Delete) => lc.delete,
+                Some(Right::Write) => lc.write,
+            };
+            granted.then(|| (lc.org, lc.slug.clone()))
+        })
+    })
+}
+
 /// May this transaction act in `org` with `right` (None: merely act there)? Yes when the current
 /// user is an active member whose role grants it; without a user, when a tenancy administrator
 /// acts as itself (`administrator_without_user`) and the organization is active.
@@ -280,6 +348,9 @@ pub(crate) fn may_act_in(user: Option<&str>, org: Uuid, right: Option<Right>) ->
 /// The organization this transaction acts for, when the transaction may act there with `right`:
 /// the one chosen (set_organization, JWT claim), else the current user's default organization.
 fn organization_for(right: Option<Right>) -> Option<Uuid> {
+    if let Some(lc) = lifecycle_for(right) {
+        return lc.map(|(org, _)| org);
+    }
     let user = current_user();
     match requested_organization() {
         Requested::Invalid => None,
@@ -314,6 +385,9 @@ pub fn policy_organization_id(privilege: &str) -> Option<Uuid> {
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn policy_organization_slug(privilege: &str) -> Option<String> {
+    if let Some(lc) = lifecycle_for(Some(Right::parse(privilege))) {
+        return lc.and_then(|(_, slug)| slug);
+    }
     organization_for(Some(Right::parse(privilege))).and_then(lookups::organization_slug)
 }
 
@@ -327,6 +401,9 @@ fn organizations_for<T>(
     chosen: fn(Uuid) -> Option<T>,
     every: fn() -> Vec<T>,
 ) -> Vec<T> {
+    if let Some(lc) = lifecycle_for(Some(right)) {
+        return lc.and_then(|(org, _)| chosen(org)).into_iter().collect();
+    }
     let user = current_user();
     match requested_organization() {
         Requested::Invalid => Vec::new(),

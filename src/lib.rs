@@ -12,7 +12,9 @@
 //!    adopt_users;
 //! 7. `sql/citus.sql`: distribute(), distribute_all(), distribution_plan() (Citus), the
 //!    catalog's subquery-free membership check;
-//! 8. `sql/api.sql` (finalize): the SQL API that wraps them, comments, grants, and the
+//! 8. `sql/lifecycle.sql`: the tenant lifecycle (erase, usage, export, import) and its
+//!    records;
+//! 9. `sql/api.sql` (finalize): the SQL API that wraps them, comments, grants, and the
 //!    hand-over of the catalog to the installing role.
 use pgrx::prelude::*;
 
@@ -21,6 +23,7 @@ mod citus;
 mod context;
 mod errors;
 mod integrity;
+mod lifecycle;
 mod lint;
 mod login;
 mod lookups;
@@ -49,6 +52,20 @@ extension_sql_file!(
     "../sql/citus.sql",
     name = "citus",
     requires = ["backfill", citus::_distribute, lookups::get_user_organization_id]
+);
+extension_sql_file!(
+    "../sql/lifecycle.sql",
+    name = "lifecycle",
+    requires = [
+        "citus",
+        lifecycle::_erase_batch,
+        lifecycle::_erase_remaining,
+        lifecycle::_erase_references,
+        lifecycle::_usage,
+        lifecycle::export_organization,
+        lifecycle::_import_rows,
+        lifecycle::_clone_batch
+    ]
 );
 extension_sql_file!("../sql/api.sql", name = "api", finalize);
 

@@ -30,6 +30,16 @@ pub const OPERATIONS: &[&str] = &[
     "set_user_id_type",
     "operate",
     "record_login_lookup",
+    "erase_begin",
+    "erase_progress",
+    "erase_finish",
+    "import_begin",
+    "import_progress",
+    "import_finish",
+    "log_lifecycle",
+    "clone_begin",
+    "clone_progress",
+    "clone_finish",
 ];
 
 pub(crate) fn catalog_owner() -> pg_sys::Oid {

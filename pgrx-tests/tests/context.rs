@@ -36,14 +36,15 @@ fn a_database_owner_who_is_not_superuser_installs_tenancy_and_gains_nothing() {
         .unwrap()
         .get(0);
     assert_eq!(unpinned, 0, "every function pins its search_path");
-    // The procedures that COMMIT (backfill, backfill_all) cannot: they qualify every name instead.
+    // The procedures that COMMIT (backfill, backfill_all, and the lifecycle's clone, erase and
+    // import) cannot: they qualify every name instead.
     let procedures: Vec<String> = c
         .query("SELECT proname::text FROM pg_proc WHERE pronamespace = 'tenancy'::regnamespace AND prokind = 'p' ORDER BY 1", &[])
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(procedures, ["backfill", "backfill_all"]);
+    assert_eq!(procedures, ["backfill", "backfill_all", "clone_organization", "erase_organization", "import_organization"]);
     // The internal operations are closed to the installer's own users.
     let mut tx = c.transaction().unwrap();
     tx.batch_execute("SET LOCAL ROLE ctx_install_app").unwrap();

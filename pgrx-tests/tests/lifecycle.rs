@@ -1,0 +1,544 @@
+//! The tenant lifecycle on seed 000's conversion (examples/seed_000_tracehub.sql run with psql):
+//! VIBOTAJ exported to a file with psql's \copy and imported into another database (equal by
+//! fingerprint, isolated there); VIBOTAJ cloned in place (new keys, every reference mapped); the
+//! clone erased while a writer works in another organization, killed once mid-way
+//! (pg_terminate_backend) and finished by a second CALL; bad input with
+//! its SQLSTATE and nothing changed; and attacks by members, viewers, owners of another
+//! organization and a table owner who is not an administrator, each of which must fail.
+//!
+//! The tables are handed to `lc_tables` (not a superuser, not a tenancy administrator), so that
+//! erase and import run as that owner, under forced row-level security.
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tenancy_client_tests::*;
+
+const VIBOTAJ: &str = "00000000-0000-0000-0000-000000000001";
+const ACME: &str = "00000000-0000-0000-0000-0000000000a2";
+const CLONE: &str = "00000000-0000-0000-0000-0000000000c1";
+const WRITER_ORG: &str = "00000000-0000-0000-0000-0000000000a3";
+const WRITER_USER: &str = "cccccccc-0000-0000-0000-000000000003";
+/// Seed 000's adopted users: user 5 is a viewer of VIBOTAJ, user 3 a member, user 6 an owner.
+const VIBOTAJ_VIEWER: &str = "11111111-0000-0000-0000-000000000005";
+const VIBOTAJ_MEMBER: &str = "11111111-0000-0000-0000-000000000003";
+const VIBOTAJ_OWNER: &str = "11111111-0000-0000-0000-000000000006";
+const TABLES: [&str; 9] =
+    ["users", "parties", "products", "origins", "shipments", "documents", "container_events", "notifications", "audit_logs"];
+
+fn psql_bin() -> PathBuf {
+    std::env::var("PG_BIN").map(|b| PathBuf::from(b).join("psql")).unwrap_or_else(|_| PathBuf::from("psql"))
+}
+
+/// Run psql as the superuser on `db` with `args`; panics with its output on failure.
+fn psql(db: &str, args: &[&str]) -> String {
+    let out = Command::new(psql_bin())
+        .args(["-h", "127.0.0.1", "-p", &port().to_string(), "-U", "postgres", "-d", db, "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .output()
+        .expect("psql runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "psql {args:?} on {db} failed:\n{text}");
+    text
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn tmp_file(name: &str) -> String {
+    let dir = std::env::var("TENANCY_TMP").unwrap_or_else(|_| "/tmp".into());
+    format!("{dir}/{name}")
+}
+
+/// Seed 000 converted in database `db`, its tables handed to lc_tables, the application role
+/// lc_app granted what an application has, and organization ACME (rows in every table, `acme`
+/// shipments) and the writer's organization added.
+fn seed_db(db: &str, acme: i64) {
+    // Both tests start with this: CREATE ROLE racing itself on a fresh cluster is a unique
+    // violation, not the duplicate_object role() expects.
+    static ROLES: std::sync::Once = std::sync::Once::new();
+    ROLES.call_once(|| {
+        role("lc_tables", "");
+        role("lc_app", "");
+    });
+    let mut su = superuser();
+    su.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
+    su.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    psql(db, &["-f", repo().join("examples/seed_000_tracehub.sql").to_str().unwrap()]);
+    let mut c = superuser_of(db);
+    for t in TABLES {
+        c.batch_execute(&format!("ALTER TABLE {t} OWNER TO lc_tables")).unwrap();
+    }
+    c.batch_execute(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO lc_app;
+         GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO lc_app;",
+    )
+    .unwrap();
+    if acme > 0 {
+        psql(
+            db,
+            &["-v", &format!("org={ACME}"), "-v", "slug=acme", "-v", &format!("n={acme}"), "-f",
+              repo().join("pgrx-tests/tests/fixtures/lifecycle_org.sql").to_str().unwrap()],
+        );
+    }
+    c.batch_execute(&format!(
+        "SELECT tenancy.create_organization('Writer Ltd', 'writer', id => '{WRITER_ORG}', owner_user_id => '{WRITER_USER}');
+         ANALYZE;"
+    ))
+    .unwrap();
+}
+
+/// Count and an order-independent hash of every row of organization `org`, per table (read by
+/// the superuser, which row-level security does not filter).
+fn fingerprint(c: &mut postgres::Client, org: &str) -> Vec<(String, i64, String)> {
+    TABLES
+        .iter()
+        .map(|t| {
+            let r = c
+                .query_one(
+                    &format!(
+                        "SELECT count(*), coalesce(sum(hashtextextended(x::text, 0)::numeric), 0)::text FROM {t} x
+                          WHERE organization_id = $1::text::uuid"
+                    ),
+                    &[&org],
+                )
+                .unwrap();
+            (t.to_string(), r.get(0), r.get(1))
+        })
+        .collect()
+}
+
+fn rows_of(c: &mut postgres::Client, org: &str) -> i64 {
+    fingerprint(c, org).iter().map(|f| f.1).sum()
+}
+
+fn export_to_file(db: &str, org: &str, file: &str) {
+    psql(
+        db,
+        &["-c", &format!(
+            "\\copy (SELECT * FROM tenancy.export_organization('{org}')) TO '{file}' WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')"
+        )],
+    );
+}
+
+fn load_export(db: &str, table: &str, file: &str) {
+    psql(
+        db,
+        &[
+            "-c",
+            &format!("CREATE TABLE {table} (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, line text)"),
+            "-c",
+            &format!("\\copy {table} (line) FROM '{file}' WITH (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')"),
+        ],
+    );
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ready() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A session of the application acting as `user` (membership decides what it sees).
+fn as_user(db: &str, user: &str, sql: &str) -> Result<Vec<postgres::Row>, postgres::Error> {
+    let mut c = connect("postgres", db);
+    c.batch_execute("SET ROLE lc_app").unwrap();
+    let mut tx = c.transaction().unwrap();
+    tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{user}'")).unwrap();
+    let r = tx.query(sql, &[]);
+    if r.is_ok() {
+        tx.commit().unwrap();
+    }
+    r
+}
+
+#[test]
+fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
+    let (src, dst) = ("lc_seed", "lc_restore");
+    seed_db(src, 0);
+    let mut su = superuser_of(src);
+    let vibotaj_before = fingerprint(&mut su, VIBOTAJ);
+    assert_eq!(vibotaj_before.iter().map(|f| f.1).sum::<i64>(), 230_760, "seed 000's rows");
+
+    // 1. Export VIBOTAJ with one psql command; every line is JSON, the header first, then rows
+    //    parents first, the end line last with the counts.
+    let file = tmp_file("lc_vibotaj.jsonl");
+    export_to_file(src, VIBOTAJ, &file);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 230_760 + 2);
+    assert!(lines[0].starts_with("{\"format\" : \"tenancy-export\"") && lines[0].contains("\"tenancy_version\" : \"0.3.0\""));
+    assert!(lines[0].contains(&format!("\"id\" : \"{VIBOTAJ}\"")), "the header names the source organization");
+    assert!(lines[lines.len() - 1].starts_with("{\"end\" : true"));
+    let first_shipment = lines.iter().position(|l| l.starts_with("{\"table\" : \"public.shipments\"")).unwrap();
+    let last_party = lines.iter().rposition(|l| l.starts_with("{\"table\" : \"public.parties\"")).unwrap();
+    let first_document = lines.iter().position(|l| l.starts_with("{\"table\" : \"public.documents\"")).unwrap();
+    assert!(last_party < first_shipment && first_shipment < first_document, "parents before children");
+    assert!(!text.contains(WRITER_ORG), "no row of another organization");
+
+    // 2. Import it into another database where VIBOTAJ was erased: every row equal, isolated.
+    seed_db(dst, 0);
+    let mut d = superuser_of(dst);
+    d.batch_execute(&format!("SELECT tenancy.deactivate_organization('{VIBOTAJ}')")).unwrap();
+    d.batch_execute(&format!("CALL tenancy.erase_organization('{VIBOTAJ}', batch_size => 50000)")).unwrap();
+    assert_eq!(rows_of(&mut d, VIBOTAJ), 0);
+    load_export(dst, "vibotaj_export", &file);
+    d.batch_execute("CALL tenancy.import_organization('vibotaj_export', batch_size => 10000)").unwrap();
+    assert_eq!(fingerprint(&mut d, VIBOTAJ), vibotaj_before, "every imported row equal to the source's");
+    let not_ok: i64 = d
+        .query_one("SELECT count(*) FROM tenancy.validate_client_data_integrity() WHERE NOT ok", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(not_ok, 0, "the imported organization passes the integrity report");
+    let seen = as_user(dst, WRITER_USER, "SELECT count(*) FROM shipments").unwrap()[0].get::<_, i64>(0);
+    assert_eq!(seen, 0, "another organization's user sees none of the imported rows");
+    let logged: i64 = d
+        .query_one("SELECT count(*) FROM tenancy.migration_log WHERE operation = 'import_organization' AND status = 'succeeded'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 1);
+
+    // 3. Clone VIBOTAJ in place. Seed 000 keeps users' email unique across organizations (a
+    //    login), so the first CALL stops at users with a clear report, having lost nothing.
+    let clone = format!("CALL tenancy.clone_organization('{VIBOTAJ}', 'VIBOTAJ sandbox', 'vibotaj-sandbox', '{CLONE}', 5000)");
+    let err = su.batch_execute(&clone).unwrap_err();
+    let db_err = err.as_db_error().unwrap();
+    assert_eq!(db_err.code().code(), "23505");
+    assert!(db_err.message().contains("public.users") && db_err.message().contains("users_email_key"), "{}", db_err.message());
+    assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj_before, "the source unchanged");
+    let copied: i64 = su
+        .query_one("SELECT count(*) FROM parties WHERE organization_id = $1::text::uuid", &[&CLONE])
+        .unwrap()
+        .get(0);
+    assert_eq!(copied, 100, "the tables before users stay copied");
+    // A sandbox may reuse emails: the DBA makes the key tenant-scoped, and the CALL resumes.
+    su.batch_execute("ALTER TABLE users DROP CONSTRAINT users_email_key, ADD UNIQUE (organization_id, email)").unwrap();
+    su.batch_execute(&clone).unwrap();
+    assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj_before, "the source unchanged");
+    let counts = |c: &mut postgres::Client, org: &str| fingerprint(c, org).into_iter().map(|f| (f.0, f.1)).collect::<Vec<_>>();
+    assert_eq!(counts(&mut su, CLONE), counts(&mut su, VIBOTAJ), "same row counts per table");
+    // New surrogate keys; every reference of the clone mapped to the clone's copy of the row the
+    // source referenced (compared through natural keys: shipment reference, party and product
+    // names, user email).
+    let same_ids: i64 = su
+        .query_one(
+            "SELECT (SELECT count(*) FROM shipments a JOIN shipments b ON a.id = b.id WHERE a.organization_id = $1::text::uuid AND b.organization_id = $2::text::uuid)
+                  + (SELECT count(*) FROM users a JOIN users b ON a.id = b.id WHERE a.organization_id = $1::text::uuid AND b.organization_id = $2::text::uuid)",
+            &[&VIBOTAJ, &CLONE],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(same_ids, 0, "every surrogate key is new");
+    let mismatched: i64 = su
+        .query_one(
+            "WITH s AS (SELECT x.organization_id o, x.reference, b.name buyer, p.name product, u.email creator,
+                               (SELECT count(*) FROM documents d WHERE d.organization_id = x.organization_id AND d.shipment_id = x.id) docs,
+                               (SELECT count(*) FROM container_events e WHERE e.organization_id = x.organization_id AND e.shipment_id = x.id) events
+                          FROM shipments x
+                          LEFT JOIN parties b ON b.organization_id = x.organization_id AND b.id = x.buyer_id
+                          LEFT JOIN products p ON p.organization_id = x.organization_id AND p.id = x.product_id
+                          LEFT JOIN users u ON u.organization_id = x.organization_id AND u.id = x.created_by)
+             SELECT count(*) FROM (SELECT * FROM s WHERE o = $1::text::uuid) a FULL JOIN (SELECT * FROM s WHERE o = $2::text::uuid) b
+                 ON a.reference = b.reference
+              WHERE a.o IS NULL OR b.o IS NULL
+                 OR (a.buyer, a.product, a.creator, a.docs, a.events) IS DISTINCT FROM (b.buyer, b.product, b.creator, b.docs, b.events)",
+            &[&VIBOTAJ, &CLONE],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(mismatched, 0, "every foreign key of the clone points at the clone's copy of the source's row");
+    let keys_left: i64 = su.query_one("SELECT count(*) FROM tenancy.clone_keys", &[]).unwrap().get(0);
+    assert_eq!(keys_left, 0);
+    let not_ok: i64 = su
+        .query_one("SELECT count(*) FROM tenancy.validate_client_data_integrity() WHERE NOT ok", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(not_ok, 0, "no row of the clone points at another organization's row");
+
+    // 4. Erase the clone while a writer works in another organization; killed once, then resumed.
+    let clone_rows = rows_of(&mut su, CLONE);
+    assert!(clone_rows > 200_000);
+    su.batch_execute(&format!("SELECT tenancy.deactivate_organization('{CLONE}')")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicI64::new(0));
+    let writer = {
+        let (stop, writes) = (stop.clone(), writes.clone());
+        let mut w = connect("postgres", src);
+        w.batch_execute("SET ROLE lc_app; SET lock_timeout = '5s'").unwrap();
+        thread::spawn(move || {
+            let mut max = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let mut tx = w.transaction().unwrap();
+                tx.batch_execute(&format!(
+                    "SET LOCAL tenancy.user_id = '{WRITER_USER}'; SELECT tenancy.set_organization('{WRITER_ORG}');
+                     INSERT INTO parties (name, kind) VALUES ('written during the erase', 'buyer');
+                     UPDATE parties SET kind = kind WHERE id = (SELECT max(id) FROM parties);"
+                ))
+                .expect("the writer's transaction");
+                tx.commit().unwrap();
+                max = max.max(t.elapsed());
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+            max
+        })
+    };
+    wait_for("the writer", Duration::from_secs(30), || writes.load(Ordering::Relaxed) > 10);
+
+    let mut eraser = connect("postgres", src);
+    let pid: i32 = eraser.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let call = thread::spawn(move || {
+        eraser
+            .batch_execute(&format!("CALL tenancy.erase_organization('{CLONE}', batch_size => 2000, pause => '5ms')"))
+            .map_err(|e| e.to_string())
+    });
+    let mut watcher = superuser_of(src);
+    wait_for("a third of the clone deleted", Duration::from_secs(300), || {
+        watcher
+            .query_one("SELECT coalesce(sum(rows_deleted), 0)::bigint FROM tenancy.erase_progress", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            > clone_rows / 3
+    });
+    watcher.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    assert!(call.join().unwrap().is_err(), "the killed CALL ends with an error");
+    let left_after_kill = rows_of(&mut su, CLONE);
+    assert!(left_after_kill > 0 && left_after_kill < clone_rows, "killed mid-way: {left_after_kill} of {clone_rows} left");
+    let running: i64 = su
+        .query_one("SELECT count(*) FROM tenancy.erasures WHERE organization_id = $1::text::uuid AND status = 'running'", &[&CLONE])
+        .unwrap()
+        .get(0);
+    assert_eq!(running, 1, "the record says the erase is running");
+
+    let mut again = superuser_of(src);
+    again.batch_execute(&format!("CALL tenancy.erase_organization('{CLONE}', batch_size => 2000)")).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let writer_max = writer.join().unwrap();
+    let written = writes.load(Ordering::Relaxed);
+
+    assert_eq!(rows_of(&mut su, CLONE), 0, "no row of the clone left");
+    assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj_before, "VIBOTAJ unchanged");
+    let writer_rows: i64 = su
+        .query_one("SELECT count(*) FROM parties WHERE organization_id = $1::text::uuid AND name = 'written during the erase'", &[&WRITER_ORG])
+        .unwrap()
+        .get(0);
+    assert_eq!(writer_rows, written, "every row the writer wrote is there");
+    let r = su
+        .query_one(
+            "SELECT status, verified, (SELECT sum(value::bigint) FROM jsonb_each_text(rows_deleted))::bigint,
+                    catalog_rows_deleted->>'tenancy.organizations', requested_by::text
+               FROM tenancy.erasures WHERE organization_id = $1::text::uuid",
+            &[&CLONE],
+        )
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "completed");
+    assert!(r.get::<_, bool>(1));
+    assert_eq!(r.get::<_, i64>(2), clone_rows, "the record counts every row deleted, across the kill");
+    assert_eq!(r.get::<_, String>(3), "1");
+    assert_eq!(r.get::<_, String>(4), "postgres");
+    let orgs: i64 = su.query_one("SELECT count(*) FROM tenancy.organizations WHERE id = $1::text::uuid", &[&CLONE]).unwrap().get(0);
+    assert_eq!(orgs, 0);
+    let log: Vec<String> = su
+        .query(
+            "SELECT status FROM tenancy.migration_log WHERE operation = 'erase_organization' AND details->>'organization_id' = $1 ORDER BY id",
+            &[&CLONE],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(log, ["started", "succeeded"]);
+    println!(
+        "lifecycle: export {} lines, import equal by fingerprint, clone equal by counts and references, \
+         erase of the clone's {clone_rows} rows through one kill, {written} writer transactions (slowest {writer_max:?})",
+        lines.len()
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+/// (case, SQLSTATE expected, what happened).
+type Case = (&'static str, &'static str, String);
+
+#[test]
+fn bad_input_and_attacks_fail_and_change_nothing() {
+    let db = "lc_attacks";
+    seed_db(db, 500);
+    let mut su = superuser_of(db);
+    let vibotaj = fingerprint(&mut su, VIBOTAJ);
+    let acme = fingerprint(&mut su, ACME);
+    let file = tmp_file("lc_attacks_vibotaj.jsonl");
+    export_to_file(db, VIBOTAJ, &file);
+    let mut cases: Vec<Case> = Vec::new();
+    let mut run = |name: &'static str, want: &'static str, r: Result<Vec<postgres::Row>, postgres::Error>| {
+        let got = sqlstate(r);
+        println!("lifecycle case: {name}: expected {want}, got {got}{}", if want == got { "" } else { "  <-- WRONG" });
+        cases.push((name, want, got));
+    };
+    let fresh = || superuser_of(db);
+
+    // Bad input.
+    run("erase an active organization", "55000", fresh().query(&format!("CALL tenancy.erase_organization('{VIBOTAJ}')"), &[]));
+    run(
+        "erase an unknown organization",
+        "42704",
+        fresh().query("CALL tenancy.erase_organization('99999999-0000-0000-0000-000000000000')", &[]),
+    );
+    run(
+        "export an unknown organization",
+        "42704",
+        fresh().query("SELECT * FROM tenancy.export_organization('99999999-0000-0000-0000-000000000000')", &[]),
+    );
+    load_export(db, "vibotaj_export", &file);
+    run("import into an organization that exists", "42710", fresh().query("CALL tenancy.import_organization('vibotaj_export')", &[]));
+    fresh()
+        .batch_execute(
+            "CREATE TABLE old_export AS SELECT * FROM vibotaj_export;
+             UPDATE old_export SET line = replace(line, '\"tenancy_version\" : \"0.3.0\"', '\"tenancy_version\" : \"0.2.0\"') WHERE n = 1;",
+        )
+        .unwrap();
+    fresh().batch_execute(&format!("SELECT tenancy.deactivate_organization('{ACME}')")).unwrap();
+    // An export of another version, even for an organization that does not exist here.
+    fresh()
+        .batch_execute(&format!("UPDATE old_export SET line = replace(line, '{VIBOTAJ}', '99999999-0000-0000-0000-000000000001') WHERE n = 1"))
+        .unwrap();
+    run("import an export of another tenancy version", "0A000", fresh().query("CALL tenancy.import_organization('old_export')", &[]));
+    run(
+        "clone into a slug that exists",
+        "42710",
+        fresh().query(&format!("CALL tenancy.clone_organization('{VIBOTAJ}', 'Copy', 'acme')"), &[]),
+    );
+    run(
+        "clone an unknown organization",
+        "42704",
+        fresh().query("CALL tenancy.clone_organization('99999999-0000-0000-0000-000000000000', 'Copy', 'copy')", &[]),
+    );
+    let clones: i64 = su.query_one("SELECT count(*) FROM tenancy.clones", &[]).unwrap().get(0);
+    assert_eq!(clones, 0);
+    let orgs: i64 = su.query_one("SELECT count(*) FROM tenancy.organizations", &[]).unwrap().get(0);
+    let imports: i64 = su.query_one("SELECT count(*) FROM tenancy.imports", &[]).unwrap().get(0);
+    let erasures: i64 = su.query_one("SELECT count(*) FROM tenancy.erasures", &[]).unwrap().get(0);
+    assert_eq!((orgs, imports, erasures), (3, 0, 0), "bad input created no organization, import or erasure");
+
+    // Rows outside ACME referencing its rows stop the erase before anything is deleted: a
+    // non-tenant table, and a tenant table whose foreign key does not carry the tenant column
+    // (ON DELETE CASCADE would delete VIBOTAJ's row).
+    fresh()
+        .batch_execute(&format!(
+            "CREATE TABLE archive (id serial PRIMARY KEY, shipment_id int REFERENCES shipments (id) ON DELETE SET NULL);
+             INSERT INTO archive (shipment_id) SELECT min(id) FROM shipments WHERE organization_id = '{ACME}';
+             CREATE TABLE links (id serial PRIMARY KEY, organization_id uuid NOT NULL REFERENCES tenancy.organizations,
+                                 shipment_id int REFERENCES shipments (id) ON DELETE CASCADE);
+             SELECT tenancy.register_table('links');
+             GRANT SELECT, DELETE ON links TO lc_app, lc_tables;
+             GRANT SELECT ON vibotaj_export TO lc_app, lc_tables;
+             INSERT INTO links (organization_id, shipment_id) SELECT '{VIBOTAJ}', min(id) FROM shipments WHERE organization_id = '{ACME}';"
+        ))
+        .unwrap();
+    let refused = fresh().query(&format!("CALL tenancy.erase_organization('{ACME}')"), &[]);
+    let message = refused.as_ref().err().and_then(|e| e.as_db_error().map(|d| d.message().to_string())).unwrap_or_default();
+    run("erase while other rows reference the organization's rows", "23503", refused);
+    assert!(message.contains("public.archive") && message.contains("public.links"), "the report names both: {message}");
+    let links: i64 = su.query_one("SELECT count(*) FROM links", &[]).unwrap().get(0);
+    let archived: i64 = su.query_one("SELECT count(shipment_id) FROM archive", &[]).unwrap().get(0);
+    assert_eq!((links, archived), (1, 1), "the other organization's row and the archive's reference are intact");
+    assert_eq!(fingerprint(&mut su, ACME), acme, "nothing of ACME deleted");
+
+    // Attacks on export: a viewer and a member of VIBOTAJ, and the owner of another
+    // organization, may not export VIBOTAJ; the owner of VIBOTAJ may, and gets its rows only.
+    let export = format!("SELECT * FROM tenancy.export_organization('{VIBOTAJ}')");
+    run("a viewer exports its organization", "42501", as_user(db, VIBOTAJ_VIEWER, &export));
+    run("a member exports its organization", "42501", as_user(db, VIBOTAJ_MEMBER, &export));
+    // A user of another organization does not even see that VIBOTAJ exists (RLS on
+    // tenancy.organizations): told it does not exist, as for an organization that does not.
+    run("the owner of another organization exports VIBOTAJ", "42704", as_user(db, WRITER_USER, &export));
+    let own = as_user(db, VIBOTAJ_OWNER, &export).expect("an owner exports its own organization");
+    // Seed 000's rows and VIBOTAJ's row of links, which references ACME's shipment: reported.
+    assert_eq!(own.len(), 230_760 + 1 + 2);
+    let header: String = own[0].get(0);
+    assert!(header.contains("\"references\": \"public.shipments\"") && header.contains("\"table\": \"public.links\""), "{header}");
+    // Attacks on erase and import: the table owner (not an administrator), a member and the
+    // application role.
+    let mut tables_owner = connect("postgres", db);
+    tables_owner.batch_execute("SET ROLE lc_tables").unwrap();
+    run(
+        "the tables' owner (not an administrator) erases ACME",
+        "42501",
+        tables_owner.query(&format!("CALL tenancy.erase_organization('{ACME}')"), &[]),
+    );
+    run(
+        "an owner of VIBOTAJ erases ACME",
+        "42501",
+        as_user(db, VIBOTAJ_OWNER, &format!("CALL tenancy.erase_organization('{ACME}')")),
+    );
+    run(
+        "the tables' owner clones VIBOTAJ",
+        "42501",
+        tables_owner.query(&format!("CALL tenancy.clone_organization('{VIBOTAJ}', 'Copy', 'copy')"), &[]),
+    );
+    run(
+        "the tables' owner imports an export",
+        "42501",
+        tables_owner.query("CALL tenancy.import_organization('vibotaj_export')", &[]),
+    );
+    // Start ACME's erasure (the references removed), then interrupt it: while it runs, nobody
+    // but an administrator may delete through it, and it cannot be pointed at another
+    // organization's rows.
+    fresh().batch_execute("DELETE FROM archive; DELETE FROM links;").unwrap();
+    fresh()
+        .batch_execute(&format!("SELECT tenancy._privileged('erase_begin', jsonb_build_object('organization_id', '{ACME}'))"))
+        .unwrap();
+    run(
+        "the tables' owner deletes a batch of a running erase",
+        "42501",
+        tables_owner.query(&format!("SELECT tenancy._erase_batch('shipments'::regclass, '{ACME}', 100000)"), &[]),
+    );
+    run(
+        "a member deletes a batch of a running erase",
+        "42501",
+        as_user(db, VIBOTAJ_OWNER, &format!("SELECT tenancy._erase_batch('shipments'::regclass, '{ACME}', 100000)")),
+    );
+    run(
+        "an administrator points an erase batch at an active organization",
+        "55000",
+        fresh().query(&format!("SELECT tenancy._erase_batch('shipments'::regclass, '{VIBOTAJ}', 100000)"), &[]),
+    );
+    run(
+        "the tables' owner writes the erasure record",
+        "42501",
+        tables_owner.query(
+            &format!("SELECT tenancy._privileged('erase_finish', jsonb_build_object('organization_id', '{ACME}', 'verified', true))"),
+            &[],
+        ),
+    );
+    assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj, "VIBOTAJ unchanged by every attack");
+    assert_eq!(fingerprint(&mut su, ACME), acme, "ACME unchanged until its erase runs");
+
+    // The erase then runs to its end.
+    fresh().batch_execute(&format!("CALL tenancy.erase_organization('{ACME}')")).unwrap();
+    assert_eq!(rows_of(&mut su, ACME), 0);
+    assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj);
+
+    // Usage: every organization's rows for the administrator, its own for a member.
+    let usage: Vec<(String, i64)> = su
+        .query("SELECT organization_slug, sum(rows)::bigint FROM tenancy.organization_usage() GROUP BY 1 ORDER BY 1", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(usage, [("vibotaj".to_string(), 230_760)]);
+    let mine = as_user(db, VIBOTAJ_MEMBER, "SELECT count(DISTINCT organization_id) FROM tenancy.organization_usage()").unwrap();
+    assert_eq!(mine[0].get::<_, i64>(0), 1);
+    let theirs = as_user(db, WRITER_USER, "SELECT coalesce(sum(rows), 0)::bigint FROM tenancy.organization_usage()").unwrap();
+    assert_eq!(theirs[0].get::<_, i64>(0), 0, "a user of another organization counts none of VIBOTAJ's rows");
+
+    let failed: Vec<&Case> = cases.iter().filter(|(_, want, got)| want != got).collect();
+    println!("lifecycle: {} bad-input and attack cases, {} wrong", cases.len(), failed.len());
+    assert!(failed.is_empty(), "{} cases did not fail as they must: {failed:?}", failed.len());
+    let _ = std::fs::remove_file(&file);
+}

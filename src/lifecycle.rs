@@ -1,0 +1,730 @@
+//! The tenant lifecycle's row work: erasing an organization's rows, counting them (usage),
+//! exporting them and importing them. The COMMITting procedures and the bookkeeping are in
+//! `sql/lifecycle.sql`; this module runs the statements that touch user tables.
+//!
+//! Who runs what (see docs/lifecycle.md, "Security"):
+//! * an erase batch, an import batch and the erase's final count run **as the table's owner**, in
+//!   a security-restricted operation (as `tenancy._as_owner` does): the owner's triggers, rules,
+//!   defaults and policies run with the owner's rights, never with the administrator's who
+//!   called; the caller must hold the privilege the statement needs (DELETE, INSERT) on the table;
+//! * forced row-level security stays on. For the duration of the one statement, the context names
+//!   the organization being worked on (`context::LifecycleScope`): reading it, and deleting (erase)
+//!   or writing (import) in it. Rows of every other organization stay invisible to the statement,
+//!   whatever its WHERE clause says;
+//! * the reference check and usage read with row-level security bypassed only for an
+//!   administrator acting as itself and only when no code of any owner can run (plain tables,
+//!   built-in column types), exactly like the integrity report; they return counts only.
+use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
+use pgrx::{pg_sys, JsonB, PgSqlErrorCode, Uuid};
+
+use crate::context::{acting_administrator, current_user_id, LifecycleScope};
+use crate::errors::{raise, spi};
+use crate::integrity::owner_code_could_run;
+use crate::privileged::catalog_owner;
+use crate::security::{self, AsRole};
+
+/// A registered tenant table as the lifecycle needs it.
+struct Tenant {
+    name: String,
+    column: String,
+    column_type: String,
+    kind: char,
+    owner: pg_sys::Oid,
+}
+
+/// Reads the registry as the catalog's owner: `tenancy.tenant_tables` shows a table owner its
+/// own tables only, and the callers here are authorized by their own checks.
+fn as_catalog_owner<T>(f: impl FnOnce() -> T) -> T {
+    let _owner = AsRole::switch_to(catalog_owner());
+    f()
+}
+
+fn tenant_table(rel: pg_sys::Oid) -> Tenant {
+    let t = as_catalog_owner(|| spi(Spi::connect(|c| {
+        let r = c.select(
+            "SELECT c.oid::pg_catalog.regclass::pg_catalog.text, t.tenant_column::pg_catalog.text, t.column_type, \
+                    c.relkind::pg_catalog.text, c.relowner \
+               FROM tenancy.tenant_tables t JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid::pg_catalog.oid \
+              WHERE c.oid OPERATOR(pg_catalog.=) $1",
+            Some(1),
+            &[rel.into()],
+        )?;
+        if r.is_empty() {
+            return Ok(None);
+        }
+        let r = r.first();
+        Ok::<_, pgrx::spi::SpiError>(Some(Tenant {
+            name: r.get::<String>(1)?.unwrap_or_default(),
+            column: r.get::<String>(2)?.unwrap_or_default(),
+            column_type: r.get::<String>(3)?.unwrap_or_default(),
+            kind: r.get::<String>(4)?.unwrap_or_default().chars().next().unwrap_or('r'),
+            owner: r.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
+        }))
+    })));
+    t.unwrap_or_else(|| {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("tenancy: relation with oid {} is not a registered tenant table", rel.to_u32()),
+            "See SELECT relid, tenant_column FROM tenancy.tenant_tables.",
+        )
+    })
+}
+
+/// (exists, active, slug) of an organization.
+fn organization(org: Uuid) -> Option<(bool, String)> {
+    spi(Spi::connect(|c| {
+        let r = c.select(
+            "SELECT is_active, slug FROM tenancy.organizations WHERE id OPERATOR(pg_catalog.=) $1",
+            Some(1),
+            &[org.into()],
+        )?;
+        if r.is_empty() {
+            return Ok(None);
+        }
+        let r = r.first();
+        Ok::<_, pgrx::spi::SpiError>(Some((r.get::<bool>(1)?.unwrap_or(true), r.get::<String>(2)?.unwrap_or_default())))
+    }))
+}
+
+fn require_administrator(what: &str) {
+    if !acting_administrator() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy: only a tenancy administrator may {what}"),
+            "Run this as a role with UPDATE on tenancy.organizations (the role that installed tenancy), \
+             acting as itself (not inside another role's SECURITY DEFINER function).",
+        )
+    }
+}
+
+fn has_table_privilege(rel: pg_sys::Oid, mode: u32) -> bool {
+    // SAFETY: a privilege check for the current role.
+    unsafe {
+        pg_sys::pg_class_aclcheck(rel, security::current_role(), mode as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK
+    }
+}
+
+/// The value the tenant column holds for `org`: its id (uuid columns) or its slug (text).
+fn tenant_value(t: &Tenant, org: Uuid, slug: &str) -> String {
+    if t.column_type == "text" {
+        slug.to_owned()
+    } else {
+        org.to_string()
+    }
+}
+
+/// `<col> = $1` with $1 (text) read as the column's kind.
+fn tenant_condition(alias: &str, t: &Tenant) -> String {
+    let cast = if t.column_type == "text" { "" } else { "::pg_catalog.uuid" };
+    format!("{alias}.{} OPERATOR(pg_catalog.=) $1{cast}", quote_identifier(&t.column))
+}
+
+/// A running erasure of `org` must exist (created by `CALL tenancy.erase_organization`, for a
+/// deactivated organization): the batch functions cannot be pointed at any other organization.
+fn require_running_erasure(org: Uuid) -> String {
+    require_administrator("erase an organization");
+    let Some((active, slug)) = organization(org) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("tenancy: organization {org} does not exist"),
+            "See tenancy.erasures for organizations already erased.",
+        )
+    };
+    let running = spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM tenancy.erasures WHERE organization_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'running')",
+        &[org.into()],
+    ))
+    .unwrap_or(false);
+    if active || !running {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("tenancy: no erasure of organization {slug} ({org}) is running"),
+            "Deactivate the organization (tenancy.deactivate_organization), then CALL tenancy.erase_organization(...).",
+        )
+    }
+    slug
+}
+
+/// Internal (`tenancy.erase_organization`): delete up to `batch_size` rows of organization `org`
+/// from tenant table `rel`, in one statement run as the table's owner; returns how many.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
+    let slug = require_running_erasure(org);
+    let t = tenant_table(rel);
+    if !has_table_privilege(rel, pg_sys::ACL_DELETE) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy: permission denied to delete from {}", t.name),
+            "The administrator who erases needs DELETE on every tenant table (GRANT DELETE ON ... TO ...).",
+        )
+    }
+    let n = batch_size.max(1);
+    let cond = tenant_condition("t", &t);
+    let sql = if t.kind == 'p' {
+        // ctid is unique per partition only: match (tableoid, ctid).
+        format!(
+            "DELETE FROM {tbl} t WHERE {cond} AND (t.tableoid, t.ctid) IN \
+               (SELECT s.tableoid, s.ctid FROM {tbl} s WHERE {scond} LIMIT {n})",
+            tbl = t.name,
+            scond = tenant_condition("s", &t)
+        )
+    } else {
+        format!(
+            "DELETE FROM {tbl} t WHERE {cond} AND t.ctid OPERATOR(pg_catalog.=) ANY (ARRAY( \
+               SELECT s.ctid FROM {tbl} s WHERE {scond} LIMIT {n}))",
+            tbl = t.name,
+            scond = tenant_condition("s", &t)
+        )
+    };
+    let value = tenant_value(&t, org, &slug);
+    let _owner = AsRole::switch_to(t.owner);
+    let _scope = LifecycleScope::enter(org, Some(slug), true, false);
+    spi(Spi::connect_mut(|c| Ok::<_, pgrx::spi::SpiError>(c.update(&sql, None, &[value.into()])?.len() as i64)))
+}
+
+/// Internal (`tenancy.erase_organization`'s verification): how many rows of `org` table `rel`
+/// still holds, counted as the table's owner.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _erase_remaining(rel: pg_sys::Oid, org: Uuid) -> i64 {
+    let slug = require_running_erasure(org);
+    let t = tenant_table(rel);
+    let sql = format!(
+        "SELECT pg_catalog.count(*)::pg_catalog.int8 FROM {} t WHERE {}",
+        t.name,
+        tenant_condition("t", &t)
+    );
+    let value = tenant_value(&t, org, &slug);
+    let _owner = AsRole::switch_to(t.owner);
+    let _scope = LifecycleScope::enter(org, Some(slug), false, false);
+    spi(Spi::get_one_with_args::<i64>(&sql, &[value.into()])).unwrap_or(0)
+}
+
+/// A foreign key into a tenant table that could make an erase reach beyond the organization.
+struct Reference {
+    child: pg_sys::Oid,
+    child_name: String,
+    child_owner: pg_sys::Oid,
+    constraint: String,
+    parent: pg_sys::Oid,
+    /// The child's tenant column when the child is a tenant table.
+    child_tenant: Option<String>,
+    columns: Vec<String>,
+    parent_columns: Vec<String>,
+}
+
+/// Foreign keys into tenant tables from tables that are not tenant tables, and from tenant
+/// tables whose key does not carry the tenant column (so that a row of another organization
+/// can point at the erased organization's row).
+const REFERENCES_SQL: &str = "\
+ SELECT con.conrelid, con.conrelid::pg_catalog.regclass::pg_catalog.text, c.relowner, con.conname::pg_catalog.text, \
+        con.confrelid, ct.tenant_column::pg_catalog.text, \
+        tenancy._att_names(con.conrelid, con.conkey), tenancy._att_names(con.confrelid, con.confkey) \
+   FROM pg_catalog.pg_constraint con \
+   JOIN tenancy.tenant_tables pt ON pt.relid::pg_catalog.oid OPERATOR(pg_catalog.=) con.confrelid \
+   JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) con.conrelid \
+   LEFT JOIN tenancy.tenant_tables ct ON ct.relid::pg_catalog.oid OPERATOR(pg_catalog.=) con.conrelid \
+  WHERE con.contype OPERATOR(pg_catalog.=) 'f' AND con.conparentid OPERATOR(pg_catalog.=) 0 \
+    AND (ct.relid IS NULL OR NOT EXISTS ( \
+         SELECT 1 FROM pg_catalog.generate_subscripts(con.conkey, 1) i \
+           JOIN pg_catalog.pg_attribute ca ON ca.attrelid OPERATOR(pg_catalog.=) con.conrelid AND ca.attnum OPERATOR(pg_catalog.=) con.conkey[i] \
+           JOIN pg_catalog.pg_attribute pa ON pa.attrelid OPERATOR(pg_catalog.=) con.confrelid AND pa.attnum OPERATOR(pg_catalog.=) con.confkey[i] \
+          WHERE ca.attname OPERATOR(pg_catalog.=) ct.tenant_column AND pa.attname OPERATOR(pg_catalog.=) pt.tenant_column)) \
+  ORDER BY 2, 4";
+
+fn references() -> Vec<Reference> {
+    spi(Spi::connect(|c| {
+        let mut out = Vec::new();
+        for r in c.select(REFERENCES_SQL, None, &[])? {
+            out.push(Reference {
+                child: r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+                child_name: r.get::<String>(2)?.unwrap_or_default(),
+                child_owner: r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
+                constraint: r.get::<String>(4)?.unwrap_or_default(),
+                parent: r.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
+                child_tenant: r.get::<String>(6)?,
+                columns: r.get::<Vec<String>>(7)?.unwrap_or_default(),
+                parent_columns: r.get::<Vec<String>>(8)?.unwrap_or_default(),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    }))
+}
+
+/// Rows outside the organization (in a table that is not a tenant table, or of another
+/// organization) that reference a row of organization `org`: one row per foreign key with such
+/// rows. An erase refuses to start while there are any (a cascade would delete or change them,
+/// a NO ACTION key would stop the erase half-way).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _erase_references(
+    org: Uuid,
+) -> TableIterator<'static, (name!(referencing_table, String), name!(constraint_name, String), name!(referenced_table, String), name!(rows, i64))>
+{
+    require_administrator("erase an organization");
+    let Some((_, slug)) = organization(org) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("tenancy: organization {org} does not exist"),
+            "List organizations with SELECT id, slug FROM tenancy.organizations.",
+        )
+    };
+    let mut out = Vec::new();
+    for r in references() {
+        let p = tenant_table(r.parent);
+        let on: Vec<String> = r
+            .columns
+            .iter()
+            .zip(&r.parent_columns)
+            .map(|(c, pc)| format!("p.{} OPERATOR(pg_catalog.=) c.{}", quote_identifier(pc), quote_identifier(c)))
+            .collect();
+        let outside = match &r.child_tenant {
+            // A tenant table: its rows of other organizations only.
+            Some(col) => format!(" AND c.{} IS DISTINCT FROM p.{}", quote_identifier(col), quote_identifier(&p.column)),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT pg_catalog.count(*)::pg_catalog.int8 FROM {child} c WHERE EXISTS \
+               (SELECT 1 FROM {parent} p WHERE {pcond} AND {on}{outside})",
+            child = r.child_name,
+            parent = p.name,
+            pcond = tenant_condition("p", &p),
+            on = on.join(" AND ")
+        );
+        let mut compared: Vec<(pg_sys::Oid, &str)> = r.columns.iter().map(|c| (r.child, c.as_str())).collect();
+        compared.extend(r.parent_columns.iter().map(|c| (r.parent, c.as_str())));
+        compared.push((r.parent, p.column.as_str()));
+        if let Some(col) = &r.child_tenant {
+            compared.push((r.child, col.as_str()));
+        }
+        let value = tenant_value(&p, org, &slug);
+        let n = if !owner_code_could_run(&[r.child, r.parent], &compared) {
+            // Counts only, no code of any owner can run: every row, row-level security bypassed.
+            let _su = AsRole::switch_to(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
+            spi(Spi::get_one_with_args::<i64>(&sql, &[value.into()]))
+        } else {
+            // As the referencing table's owner, seeing the organization's rows of the parent.
+            let _owner = AsRole::switch_to(r.child_owner);
+            let _scope = LifecycleScope::enter(org, Some(slug.clone()), false, false);
+            spi(Spi::get_one_with_args::<i64>(&sql, &[value.into()]))
+        }
+        .unwrap_or(0);
+        if n > 0 {
+            out.push((r.child_name, r.constraint, p.name, n));
+        }
+    }
+    TableIterator::new(out)
+}
+
+/// Internal (`tenancy.organization_usage`): rows per tenant value and tenant table, and the
+/// table's total size (heap, TOAST, indexes; partitions summed) with the number of rows the
+/// size is shared by. Administrators acting as themselves count every row (row-level security
+/// bypassed, only where no code of any owner can run, counts only); anybody else counts the
+/// rows its own SELECT would see.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _usage() -> TableIterator<
+    'static,
+    (
+        name!(table_name, String),
+        name!(column_type, String),
+        name!(tenant_value, Option<String>),
+        name!(rows, i64),
+        name!(table_bytes, i64),
+        name!(table_rows, i64),
+    ),
+> {
+    let admin = acting_administrator();
+    let tables: Vec<pg_sys::Oid> = as_catalog_owner(|| spi(Spi::connect(|c| {
+        let mut v = Vec::new();
+        for r in c.select(
+            "SELECT c.oid FROM tenancy.tenant_tables t JOIN pg_catalog.pg_class c \
+                 ON c.oid OPERATOR(pg_catalog.=) t.relid::pg_catalog.oid ORDER BY c.oid::pg_catalog.regclass::pg_catalog.text",
+            None,
+            &[],
+        )? {
+            v.push(r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid));
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    })));
+    let mut out = Vec::new();
+    for rel in tables {
+        let t = tenant_table(rel);
+        if !has_table_privilege(rel, pg_sys::ACL_SELECT) && !admin {
+            continue;
+        }
+        let (bytes, estimate) = spi(Spi::connect(|c| {
+            let r = c
+                .select(
+                    "SELECT pg_catalog.sum(pg_catalog.pg_total_relation_size(pt.relid))::pg_catalog.int8, \
+                            pg_catalog.sum(greatest(c.reltuples, 0))::pg_catalog.int8 \
+                       FROM (SELECT $1::pg_catalog.regclass AS relid UNION \
+                             SELECT p.relid FROM pg_catalog.pg_partition_tree($1::pg_catalog.regclass) p \
+                              WHERE p.level OPERATOR(pg_catalog.>) 0) pt \
+                       JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) pt.relid",
+                    Some(1),
+                    &[rel.into()],
+                )?
+                .first();
+            Ok::<_, pgrx::spi::SpiError>((r.get::<i64>(1)?.unwrap_or(0), r.get::<i64>(2)?.unwrap_or(0)))
+        }));
+        let sql = format!(
+            "SELECT t.{col}::pg_catalog.text, pg_catalog.count(*)::pg_catalog.int8 FROM {tbl} t GROUP BY t.{col}",
+            col = quote_identifier(&t.column),
+            tbl = t.name
+        );
+        let all_rows = admin && !owner_code_could_run(&[rel], &[(rel, t.column.as_str())]);
+        let counts: Vec<(Option<String>, i64)> = {
+            let _su = all_rows.then(|| AsRole::switch_to(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID)));
+            if !all_rows && !has_table_privilege(rel, pg_sys::ACL_SELECT) {
+                Vec::new()
+            } else {
+                spi(Spi::connect(|c| {
+                    let mut v = Vec::new();
+                    for r in c.select(&sql, None, &[])? {
+                        v.push((r.get::<String>(1)?, r.get::<i64>(2)?.unwrap_or(0)));
+                    }
+                    Ok::<_, pgrx::spi::SpiError>(v)
+                }))
+            }
+        };
+        // The size is shared by every row of the table: the exact count when every row was
+        // counted, else the planner's estimate (pg_class.reltuples, kept by ANALYZE/VACUUM).
+        let counted: i64 = counts.iter().map(|(_, n)| n).sum();
+        let table_rows = if all_rows { counted } else { estimate.max(counted) };
+        for (value, n) in counts {
+            out.push((t.name.clone(), t.column_type.clone(), value, n, bytes, table_rows));
+        }
+    }
+    TableIterator::new(out)
+}
+
+/// May the caller export organization `org`? A tenancy administrator acting as itself (any
+/// organization, also a deactivated one), or the current user when its role in the (active)
+/// organization may manage it (owner).
+fn may_export(org: Uuid) -> bool {
+    if acting_administrator() {
+        return true;
+    }
+    let Some(user) = current_user_id() else { return false };
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM tenancy.memberships m JOIN tenancy.roles r ON r.name OPERATOR(pg_catalog.=) m.role \
+                          JOIN tenancy.organizations o ON o.id OPERATOR(pg_catalog.=) m.organization_id \
+                         WHERE m.organization_id OPERATOR(pg_catalog.=) $1 AND m.user_id OPERATOR(pg_catalog.=) $2 \
+                           AND m.is_active AND o.is_active AND r.can_manage_organization)",
+        &[org.into(), user.into()],
+    ))
+    .unwrap_or(false)
+}
+
+/// Every row of organization `org` in every registered tenant table, parents before children, as
+/// JSON lines: a header line, then `{"table": ..., "row": {...}}` per row. One snapshot: the lines
+/// come from one query (`tenancy._export_lines`, a STABLE function: each of its statements sees
+/// the snapshot that query started with), at any isolation level.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn export_organization(organization_id: Option<Uuid>) -> TableIterator<'static, (name!(line, String),)> {
+    let Some(org) = organization_id else {
+        raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "tenancy: organization_id must not be NULL", "Pass an organization id.")
+    };
+    let Some((_, slug)) = organization(org) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("tenancy: organization {org} does not exist"),
+            "List organizations with SELECT id, slug, name FROM tenancy.organizations.",
+        )
+    };
+    if !may_export(org) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy: may not export organization {org}"),
+            "An organization's owner (as the current user, SET LOCAL tenancy.user_id) may export its own active \
+             organization; a tenancy administrator acting as itself may export any.",
+        )
+    }
+    spi(Spi::connect_mut(|c| {
+        c.update(
+            "SELECT tenancy._privileged('log_lifecycle', pg_catalog.jsonb_build_object('operation', 'export_organization', \
+                    'organization_id', $1, 'user_id', $2))",
+            None,
+            &[org.into(), current_user_id().into()],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(())
+    }));
+    // The tenant tables, parents first, with their tenant columns (read as the catalog owner).
+    let tables = as_catalog_owner(|| {
+        spi(Spi::get_one::<JsonB>(
+            "SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('relid', x.t::pg_catalog.oid, \
+                    'tenant_column', tt.tenant_column, 'column_type', tt.column_type) ORDER BY x.n), '[]') \
+               FROM pg_catalog.unnest(tenancy._fk_order(ARRAY(SELECT t.relid FROM tenancy.tenant_tables t \
+                      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid::pg_catalog.oid))) WITH ORDINALITY x(t, n) \
+               JOIN tenancy.tenant_tables tt ON tt.relid OPERATOR(pg_catalog.=) x.t",
+        ))
+    })
+    .unwrap_or(JsonB(serde_json::json!([])));
+    let lines: Vec<String> = {
+        let _scope = LifecycleScope::enter(org, Some(slug), false, false);
+        spi(Spi::connect(|c| {
+            let mut v = Vec::new();
+            for r in c.select("SELECT l FROM tenancy._export_lines($1, $2) l", None, &[org.into(), tables.into()])? {
+                v.push(r.get::<String>(1)?.unwrap_or_default());
+            }
+            Ok::<_, pgrx::spi::SpiError>(v)
+        }))
+    };
+    TableIterator::new(lines.into_iter().map(|l| (l,)))
+}
+
+/// Internal (`tenancy.import_organization`): insert the rows `rows` (a JSON array of row objects)
+/// into tenant table `rel`, for organization `org` (which a running import created), in one
+/// statement run as the table's owner; returns how many. Generated columns are left to the table;
+/// identity columns keep their exported values (OVERRIDING SYSTEM VALUE).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _import_rows(rel: pg_sys::Oid, org: Uuid, rows: JsonB) -> i64 {
+    require_administrator("import an organization");
+    let t = tenant_table(rel);
+    let running = spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM tenancy.imports WHERE organization_id OPERATOR(pg_catalog.=) $1 AND status OPERATOR(pg_catalog.=) 'running')",
+        &[org.into()],
+    ))
+    .unwrap_or(false);
+    let Some((_, slug)) = organization(org).filter(|_| running) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("tenancy: no import into organization {org} is running"),
+            "CALL tenancy.import_organization(...) starts one.",
+        )
+    };
+    if !has_table_privilege(rel, pg_sys::ACL_INSERT) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy: permission denied to insert into {}", t.name),
+            "The administrator who imports needs INSERT on every tenant table.",
+        )
+    }
+    let cols: Vec<String> = spi(Spi::get_one_with_args::<Vec<String>>(
+        "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
+          WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+            AND a.attgenerated OPERATOR(pg_catalog.=) ''",
+        &[rel.into()],
+    ))
+    .unwrap_or_default();
+    let list = cols.iter().map(|c| quote_identifier(c)).collect::<Vec<_>>().join(", ");
+    let sel = cols.iter().map(|c| format!("r.{}", quote_identifier(c))).collect::<Vec<_>>().join(", ");
+    // Every row must belong to the organization: a row of another one is refused by the
+    // policies' WITH CHECK (the scope grants writing in `org` alone) and by this condition.
+    let sql = format!(
+        "INSERT INTO {tbl} ({list}) OVERRIDING SYSTEM VALUE \
+         SELECT {sel} FROM pg_catalog.jsonb_array_elements($2) e, \
+                LATERAL pg_catalog.jsonb_populate_record(NULL::{tbl}, e) r \
+          WHERE {cond}",
+        tbl = t.name,
+        cond = tenant_condition("r", &t)
+    );
+    let value = tenant_value(&t, org, &slug);
+    let n_in = rows.0.as_array().map_or(0, |a| a.len()) as i64;
+    let _owner = AsRole::switch_to(t.owner);
+    let _scope = LifecycleScope::enter(org, Some(slug), false, true);
+    let n = spi(Spi::connect_mut(|c| Ok::<_, pgrx::spi::SpiError>(c.update(&sql, None, &[value.into(), rows.into()])?.len() as i64)));
+    if n != n_in {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("tenancy: {} of {n_in} rows for {} belong to another organization than {org}", n_in - n, t.name),
+            "An export holds the rows of one organization; check the file.",
+        )
+    }
+    n
+}
+
+/// What a clone needs to know about one column of a table's rows.
+struct CloneColumn {
+    name: String,
+    typ: String,
+}
+
+/// Internal (`tenancy.clone_organization`): copy the next `batch_size` rows (in primary key
+/// order, after key `after`) of organization `src` in tenant table `rel` into organization `dst`,
+/// in one statement run as the table's owner (reading sees `src` only, writing `dst` only). The
+/// primary key gets a new value (its sequence, or a new uuid); each column of a foreign key to a
+/// tenant table's primary key is mapped through `maps` ({"<parent oid>": {"<old key>": "<new
+/// key>"}}); everything else, natural keys included, is kept. Returns {"keys": [[old, new], ...],
+/// "last": <last old key>, "rows": n}.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _clone_batch(
+    rel: Option<pg_sys::Oid>,
+    src: Option<Uuid>,
+    dst: Option<Uuid>,
+    after: Option<String>,
+    batch_size: Option<i32>,
+    maps: Option<JsonB>,
+) -> JsonB {
+    require_administrator("clone an organization");
+    let (Some(rel), Some(src), Some(dst), Some(batch_size)) = (rel, src, dst, batch_size) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenancy: _clone_batch needs a table, both organizations and a batch size",
+            "Call CALL tenancy.clone_organization(...) instead.",
+        )
+    };
+    let maps = maps.unwrap_or(JsonB(serde_json::json!({})));
+    let running = spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM tenancy.clones WHERE source_id OPERATOR(pg_catalog.=) $1 \
+            AND organization_id OPERATOR(pg_catalog.=) $2 AND status OPERATOR(pg_catalog.=) 'running')",
+        &[src.into(), dst.into()],
+    ))
+    .unwrap_or(false);
+    let (Some((_, src_slug)), Some((_, dst_slug))) = (organization(src), organization(dst)) else {
+        raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "tenancy: unknown organization", "CALL tenancy.clone_organization(...).")
+    };
+    if !running {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("tenancy: no clone of organization {src} into {dst} is running"),
+            "CALL tenancy.clone_organization(...) starts one.",
+        )
+    }
+    let t = tenant_table(rel);
+    if !has_table_privilege(rel, pg_sys::ACL_INSERT) || !has_table_privilege(rel, pg_sys::ACL_SELECT) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy: permission denied to read and insert into {}", t.name),
+            "The administrator who clones needs SELECT and INSERT on every tenant table.",
+        )
+    }
+    // The primary key (without the tenant column): one column, its type, its sequence.
+    let pk: Vec<(String, String, Option<String>)> = spi(Spi::connect(|c| {
+        let mut v = Vec::new();
+        for r in c.select(
+            "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, a.atttypmod), \
+                    pg_catalog.pg_get_serial_sequence($1::pg_catalog.regclass::pg_catalog.text, a.attname::pg_catalog.text) \
+               FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid \
+                AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey) \
+              WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attname OPERATOR(pg_catalog.<>) $2::pg_catalog.name \
+              ORDER BY a.attnum",
+            None,
+            &[rel.into(), t.column.clone().into()],
+        )? {
+            v.push((r.get::<String>(1)?.unwrap_or_default(), r.get::<String>(2)?.unwrap_or_default(), r.get::<String>(3)?));
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    }));
+    if pk.len() != 1 {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("tenancy: {} has no single-column primary key; a clone copies rows in key order and maps keys", t.name),
+            "Give the table a single-column primary key (an identity column), or leave it out of the tenant tables.",
+        )
+    }
+    let (pk_name, pk_type, pk_seq) = pk.into_iter().next().unwrap();
+    let new_key = match (&pk_seq, pk_type.as_str()) {
+        (Some(seq), _) => format!("pg_catalog.nextval({}::pg_catalog.regclass)", pgrx::spi::quote_literal(seq)),
+        (None, "uuid") => "pg_catalog.gen_random_uuid()".to_owned(),
+        _ => format!("s.{}", quote_identifier(&pk_name)),
+    };
+    let cols: Vec<CloneColumn> = spi(Spi::connect(|c| {
+        let mut v = Vec::new();
+        for r in c.select(
+            "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+                AND a.attgenerated OPERATOR(pg_catalog.=) '' ORDER BY a.attnum",
+            None,
+            &[rel.into()],
+        )? {
+            v.push(CloneColumn { name: r.get::<String>(1)?.unwrap_or_default(), typ: r.get::<String>(2)?.unwrap_or_default() });
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    }));
+    // Foreign keys to tenant tables: (child column, parent oid, parent column is the parent's
+    // primary key, carries the tenant column).
+    let fks: Vec<(Vec<String>, pg_sys::Oid, Vec<String>, String)> = as_catalog_owner(|| spi(Spi::connect(|c| {
+        let mut v = Vec::new();
+        for r in c.select(
+            "SELECT tenancy._att_names(con.conrelid, con.conkey), con.confrelid, tenancy._att_names(con.confrelid, con.confkey), \
+                    pt.tenant_column::pg_catalog.text \
+               FROM pg_catalog.pg_constraint con JOIN tenancy.tenant_tables pt ON pt.relid::pg_catalog.oid OPERATOR(pg_catalog.=) con.confrelid \
+              WHERE con.conrelid OPERATOR(pg_catalog.=) $1 AND con.contype OPERATOR(pg_catalog.=) 'f' AND con.conparentid OPERATOR(pg_catalog.=) 0",
+            None,
+            &[rel.into()],
+        )? {
+            v.push((
+                r.get::<Vec<String>>(1)?.unwrap_or_default(),
+                r.get::<pg_sys::Oid>(2)?.unwrap_or(pg_sys::InvalidOid),
+                r.get::<Vec<String>>(3)?.unwrap_or_default(),
+                r.get::<String>(4)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    })));
+    let mut mapped: Vec<(String, pg_sys::Oid)> = Vec::new();
+    for (ccols, parent, pcols, ptcol) in &fks {
+        let pairs: Vec<(&String, &String)> = ccols.iter().zip(pcols).collect();
+        let carries = pairs.iter().any(|(c, p)| **c == t.column && **p == *ptcol);
+        let p = tenant_table(*parent);
+        if !carries {
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("tenancy: a foreign key of {} to {} does not carry the tenant column: the clone's rows would point at the source's", t.name, p.name),
+                "Rewrite the foreign key with the tenant column first (tenancy.backfill does; lint() reports TEN011).",
+            )
+        }
+        let ppk: Option<String> = spi(Spi::get_one_with_args::<String>(
+            "SELECT a.attname::pg_catalog.text FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a \
+                ON a.attrelid OPERATOR(pg_catalog.=) i.indrelid AND a.attnum OPERATOR(pg_catalog.=) ANY (i.indkey) \
+              WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisprimary AND a.attname OPERATOR(pg_catalog.<>) $2::pg_catalog.name",
+            &[(*parent).into(), ptcol.clone().into()],
+        ));
+        for (c, pc) in pairs {
+            if *c != t.column && Some(pc) == ppk.as_ref() {
+                mapped.push((c.clone(), *parent));
+            }
+        }
+    }
+    let cast = |ct: &str| if ct == "text" { "" } else { "::pg_catalog.uuid" };
+    let exprs: Vec<String> = cols
+        .iter()
+        .map(|col| {
+            let q = quote_identifier(&col.name);
+            if col.name == t.column {
+                format!("$2{}", cast(&t.column_type))
+            } else if col.name == pk_name {
+                "m.\"__tenancy_new\"".to_owned()
+            } else if let Some((_, parent)) = mapped.iter().find(|(c, _)| *c == col.name) {
+                format!(
+                    "(($4::pg_catalog.jsonb OPERATOR(pg_catalog.->) '{}') OPERATOR(pg_catalog.->>) m.{q}::pg_catalog.text)::{}",
+                    parent.to_u32(),
+                    col.typ
+                )
+            } else {
+                format!("m.{q}")
+            }
+        })
+        .collect();
+    let list = cols.iter().map(|c| quote_identifier(&c.name)).collect::<Vec<_>>().join(", ");
+    let pkq = quote_identifier(&pk_name);
+    let sql = format!(
+        "WITH m AS MATERIALIZED ( \
+            SELECT s.*, s.{pkq}::pg_catalog.text AS \"__tenancy_old\", {new_key} AS \"__tenancy_new\" FROM {tbl} s \
+             WHERE s.{tcol} OPERATOR(pg_catalog.=) $1{c} AND ($3::pg_catalog.text IS NULL OR s.{pkq} OPERATOR(pg_catalog.>) $3::{pk_type}) \
+             ORDER BY s.{pkq} LIMIT {n}), \
+         ins AS (INSERT INTO {tbl} ({list}) OVERRIDING SYSTEM VALUE SELECT {exprs} FROM m) \
+         SELECT pg_catalog.jsonb_build_object('keys', coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(m.\"__tenancy_old\", \
+                    m.\"__tenancy_new\"::pg_catalog.text) ORDER BY m.{pkq}), '[]'), \
+                'last', (pg_catalog.array_agg(m.\"__tenancy_old\" ORDER BY m.{pkq} DESC))[1], 'rows', pg_catalog.count(*)) FROM m",
+        tbl = t.name,
+        tcol = quote_identifier(&t.column),
+        c = cast(&t.column_type),
+        n = batch_size.max(1),
+        exprs = exprs.join(", ")
+    );
+    let (sv, dv) = (tenant_value(&t, src, &src_slug), tenant_value(&t, dst, &dst_slug));
+    let _owner = AsRole::switch_to(t.owner);
+    let _scope = LifecycleScope::enter_clone((src, Some(src_slug)), (dst, Some(dst_slug)));
+    spi(Spi::connect_mut(|c| {
+        c.update(&sql, None, &[sv.into(), dv.into(), after.into(), maps.into()])?.first().get_one::<JsonB>()
+    }))
+    .unwrap_or(JsonB(serde_json::json!({"keys": [], "rows": 0})))
+}
