@@ -18,7 +18,8 @@
 --   * the superuser again for one statement only: DROP SCHEMA tenancy after DROP EXTENSION (the
 --     empty schema belongs to the bootstrap superuser, docs/security.md; the owner cannot drop it).
 -- Part 1 builds the single-tenant schema with data (what exists before the sprint); part 2 is
--- the conversion; part 3 is seed 000's validation checklist, each item an assertion.
+-- the conversion; part 3 is seed 000's validation checklist, each item an assertion; part 4 the
+-- rollback levels (skipped with -v keep_converted=1).
 \set ON_ERROR_STOP 1
 \pset pager off
 SET client_min_messages = warning;
@@ -283,6 +284,13 @@ BEGIN
 END $$;
 COMMIT;
 DROP SCHEMA seed_writer CASCADE;
+
+-- psql -v keep_converted=1 stops here, with the converted, isolated database (the lifecycle
+-- client test starts from it).
+\if :{?keep_converted}
+\echo 'seed 000: stopped before the rollback levels (keep_converted)'
+\quit
+\endif
 
 ------------------------------------------------------------------------------------------------
 -- Part 4. The runbook's rollback strategy, its three levels, each from the converted, isolated

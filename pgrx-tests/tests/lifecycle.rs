@@ -68,7 +68,8 @@ fn seed_db(db: &str, acme: i64) {
     let mut su = superuser();
     su.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
     su.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-    psql(db, &["-f", repo().join("examples/seed_000_tracehub.sql").to_str().unwrap()]);
+    // The converted, isolated seed 000 (the seed's rollback levels skipped).
+    psql(db, &["-v", "keep_converted=1", "-f", repo().join("examples/seed_000_tracehub.sql").to_str().unwrap()]);
     let mut c = superuser_of(db);
     for t in TABLES {
         c.batch_execute(&format!("ALTER TABLE {t} OWNER TO lc_tables")).unwrap();
