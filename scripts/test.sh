@@ -59,6 +59,13 @@ for f in sql/versions/tenancy--*.sql; do
   guard_checks=$((guard_checks + 1))
 done
 echo "guards: $guard_checks scripts checked"
+echo "== rustfmt (rustfmt.toml: 120 columns)"
+if cargo fmt --version >/dev/null 2>&1; then
+  cargo fmt --all --check >/dev/null || { echo "rustfmt: run cargo fmt --all (cargo fmt --all --check shows the differences)"; exit 1; }
+  echo "rustfmt: every file formatted"
+else
+  echo "rustfmt: skipped (cargo fmt is not installed: rustup component add rustfmt)"
+fi
 cargo_version=$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
 for v in $(python3 -c 'import json; m = json.load(open("META.json")); print(m["version"], *(p["version"] for p in m["provides"].values()))'); do
   [ "$v" = "$cargo_version" ] || { echo "META.json says version $v, Cargo.toml $cargo_version"; exit 1; }

@@ -194,9 +194,8 @@ fn requested_organization() -> Requested {
         return parsed(&v);
     }
     let Some(claims) = jwt_claims() else { return Requested::Nothing };
-    let claim = claims
-        .get("organization_id")
-        .or_else(|| claims.get("app_metadata").and_then(|m| m.get("organization_id")));
+    let claim =
+        claims.get("organization_id").or_else(|| claims.get("app_metadata").and_then(|m| m.get("organization_id")));
     match claim {
         None | Some(serde_json::Value::Null) => Requested::Nothing,
         Some(serde_json::Value::String(v)) => parsed(v),
@@ -407,7 +406,9 @@ fn organizations_for<T>(
     let user = current_user();
     match requested_organization() {
         Requested::Invalid => Vec::new(),
-        Requested::Organization(org) if may_act_in(user.as_deref(), org, Some(right)) => chosen(org).into_iter().collect(),
+        Requested::Organization(org) if may_act_in(user.as_deref(), org, Some(right)) => {
+            chosen(org).into_iter().collect()
+        }
         Requested::Organization(_) => Vec::new(),
         Requested::Nothing => match user {
             Some(u) => all_of_user(&u, right.as_str()),
@@ -421,7 +422,12 @@ fn organizations_for<T>(
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn policy_organization_ids(privilege: &str) -> Vec<Uuid> {
-    organizations_for(Right::parse(privilege), lookups::organizations_with_right, Some, crate::operator::all_organization_ids)
+    organizations_for(
+        Right::parse(privilege),
+        lookups::organizations_with_right,
+        Some,
+        crate::operator::all_organization_ids,
+    )
 }
 
 /// `policy_organization_ids`, as slugs (for text tenant columns).
@@ -495,9 +501,9 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
             _ => raise(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 match user {
-                    Some(u) => format!(
-                        "tenancy.set_organization: user {u} is not an active member of organization {org}"
-                    ),
+                    Some(u) => {
+                        format!("tenancy.set_organization: user {u} is not an active member of organization {org}")
+                    }
                     None => "tenancy.set_organization: no current user in this transaction".to_string(),
                 },
                 "Set the acting user first (SET LOCAL tenancy.user_id = '<user id>', or a JWT with a sub claim), \

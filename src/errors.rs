@@ -6,9 +6,7 @@ use pgrx::{PgLogLevel, PgSqlErrorCode};
 /// Raise an ERROR with `code`, `message` and `hint`. Never returns.
 #[track_caller]
 pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: impl Into<String>) -> ! {
-    ErrorReport::new(code, message.into(), "tenancy")
-        .set_hint(hint)
-        .report(PgLogLevel::ERROR);
+    ErrorReport::new(code, message.into(), "tenancy").set_hint(hint).report(PgLogLevel::ERROR);
     unreachable!("ereport(ERROR) returned")
 }
 

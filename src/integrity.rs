@@ -115,7 +115,8 @@ struct CrossFk {
 
 /// Foreign keys from the table to other tenant tables that do not carry the tenant column: a
 /// row can point at another tenant's row.
-const CROSS_FKS: &str = "SELECT con.confrelid, con.confrelid::pg_catalog.regclass::pg_catalog.text, p.tenant_column::pg_catalog.text, \
+const CROSS_FKS: &str =
+    "SELECT con.confrelid, con.confrelid::pg_catalog.regclass::pg_catalog.text, p.tenant_column::pg_catalog.text, \
         tenancy._att_names(con.conrelid, con.conkey), tenancy._att_names(con.confrelid, con.confkey) \
    FROM pg_catalog.pg_constraint con \
    JOIN tenancy.tenant_tables p ON p.relid = con.confrelid::pg_catalog.regclass \
@@ -161,9 +162,9 @@ pub(crate) fn owner_code_could_run(rels: &[pg_sys::Oid], columns: &[(pg_sys::Oid
     ))
     .unwrap_or(true);
     not_tables
-        || columns.iter().any(|(rel, col)| {
-            base_type(*rel, col).is_none_or(|t| t.to_u32() >= pg_sys::FirstNormalObjectId as u32)
-        })
+        || columns
+            .iter()
+            .any(|(rel, col)| base_type(*rel, col).is_none_or(|t| t.to_u32() >= pg_sys::FirstNormalObjectId as u32))
 }
 
 fn may_select(rel: pg_sys::Oid) -> bool {
@@ -250,7 +251,12 @@ fn scan(reader: Reader, sql: &str, rels: &[pg_sys::Oid]) -> (Counts, bool) {
         let counts = spi(Spi::connect(|c| {
             // No row limit: with one, Postgres runs the query without parallel workers.
             let row = c.select(sql, None, &[])?.first();
-            Ok::<_, pgrx::spi::SpiError>((row.get::<i64>(1)?, row.get::<i64>(2)?, row.get::<i64>(3)?, row.get::<i64>(4)?))
+            Ok::<_, pgrx::spi::SpiError>((
+                row.get::<i64>(1)?,
+                row.get::<i64>(2)?,
+                row.get::<i64>(3)?,
+                row.get::<i64>(4)?,
+            ))
         }));
         (counts, !hidden)
     };
@@ -380,7 +386,9 @@ pub fn validate_client_data_integrity() -> TableIterator<
 /// Internal: the public form is `tenancy.validate_client_data_integrity(tbl regclass)`.
 #[pg_extern(stable, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-pub fn _table_integrity(tbl: pg_sys::Oid) -> TableIterator<
+pub fn _table_integrity(
+    tbl: pg_sys::Oid,
+) -> TableIterator<
     'static,
     (
         name!(table_name, String),

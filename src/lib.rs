@@ -136,7 +136,8 @@ mod tests {
             Some(true)
         );
         assert_eq!(
-            one::<String>("SELECT tenancy.get_user_organization_id('a0000000-0000-0000-0000-00000000000a')::text").as_deref(),
+            one::<String>("SELECT tenancy.get_user_organization_id('a0000000-0000-0000-0000-00000000000a')::text")
+                .as_deref(),
             Some("00000000-0000-0000-0000-00000000000a"),
             "the owner membership created with the organization is the default"
         );

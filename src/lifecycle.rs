@@ -41,8 +41,9 @@ fn as_catalog_owner<T>(f: impl FnOnce() -> T) -> T {
 }
 
 fn tenant_table(rel: pg_sys::Oid) -> Tenant {
-    let t = as_catalog_owner(|| spi(Spi::connect(|c| {
-        let r = c.select(
+    let t = as_catalog_owner(|| {
+        spi(Spi::connect(|c| {
+            let r = c.select(
             "SELECT c.oid::pg_catalog.regclass::pg_catalog.text, t.tenant_column::pg_catalog.text, t.column_type, \
                     c.relkind::pg_catalog.text, c.relowner \
                FROM tenancy.tenant_tables t JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid::pg_catalog.oid \
@@ -50,18 +51,19 @@ fn tenant_table(rel: pg_sys::Oid) -> Tenant {
             Some(1),
             &[rel.into()],
         )?;
-        if r.is_empty() {
-            return Ok(None);
-        }
-        let r = r.first();
-        Ok::<_, pgrx::spi::SpiError>(Some(Tenant {
-            name: r.get::<String>(1)?.unwrap_or_default(),
-            column: r.get::<String>(2)?.unwrap_or_default(),
-            column_type: r.get::<String>(3)?.unwrap_or_default(),
-            kind: r.get::<String>(4)?.unwrap_or_default().chars().next().unwrap_or('r'),
-            owner: r.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
+            if r.is_empty() {
+                return Ok(None);
+            }
+            let r = r.first();
+            Ok::<_, pgrx::spi::SpiError>(Some(Tenant {
+                name: r.get::<String>(1)?.unwrap_or_default(),
+                column: r.get::<String>(2)?.unwrap_or_default(),
+                column_type: r.get::<String>(3)?.unwrap_or_default(),
+                kind: r.get::<String>(4)?.unwrap_or_default().chars().next().unwrap_or('r'),
+                owner: r.get::<pg_sys::Oid>(5)?.unwrap_or(pg_sys::InvalidOid),
+            }))
         }))
-    })));
+    });
     t.unwrap_or_else(|| {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
@@ -101,7 +103,8 @@ fn require_administrator(what: &str) {
 fn has_table_privilege(rel: pg_sys::Oid, mode: u32) -> bool {
     // SAFETY: a privilege check for the current role.
     unsafe {
-        pg_sys::pg_class_aclcheck(rel, security::current_role(), mode as pg_sys::AclMode) == pg_sys::AclResult::ACLCHECK_OK
+        pg_sys::pg_class_aclcheck(rel, security::current_role(), mode as pg_sys::AclMode)
+            == pg_sys::AclResult::ACLCHECK_OK
     }
 }
 
@@ -191,11 +194,8 @@ pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
 pub fn _erase_remaining(rel: pg_sys::Oid, org: Uuid) -> i64 {
     let slug = require_running_erasure(org);
     let t = tenant_table(rel);
-    let sql = format!(
-        "SELECT pg_catalog.count(*)::pg_catalog.int8 FROM {} t WHERE {}",
-        t.name,
-        tenant_condition("t", &t)
-    );
+    let sql =
+        format!("SELECT pg_catalog.count(*)::pg_catalog.int8 FROM {} t WHERE {}", t.name, tenant_condition("t", &t));
     let value = tenant_value(&t, org, &slug);
     let _owner = AsRole::switch_to(t.owner);
     let _scope = LifecycleScope::enter(org, Some(slug), false, false);
@@ -261,8 +261,15 @@ fn references() -> Vec<Reference> {
 #[search_path(pg_catalog, pg_temp)]
 pub fn _erase_references(
     org: Uuid,
-) -> TableIterator<'static, (name!(referencing_table, String), name!(constraint_name, String), name!(referenced_table, String), name!(rows, i64))>
-{
+) -> TableIterator<
+    'static,
+    (
+        name!(referencing_table, String),
+        name!(constraint_name, String),
+        name!(referenced_table, String),
+        name!(rows, i64),
+    ),
+> {
     require_administrator("erase an organization");
     let Some((_, slug)) = organization(org) else {
         raise(
@@ -337,9 +344,10 @@ pub fn _usage() -> TableIterator<
     ),
 > {
     let admin = acting_administrator();
-    let tables: Vec<pg_sys::Oid> = as_catalog_owner(|| spi(Spi::connect(|c| {
-        let mut v = Vec::new();
-        for r in c.select(
+    let tables: Vec<pg_sys::Oid> = as_catalog_owner(|| {
+        spi(Spi::connect(|c| {
+            let mut v = Vec::new();
+            for r in c.select(
             "SELECT c.oid FROM tenancy.tenant_tables t JOIN pg_catalog.pg_class c \
                  ON c.oid OPERATOR(pg_catalog.=) t.relid::pg_catalog.oid ORDER BY c.oid::pg_catalog.regclass::pg_catalog.text",
             None,
@@ -347,8 +355,9 @@ pub fn _usage() -> TableIterator<
         )? {
             v.push(r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid));
         }
-        Ok::<_, pgrx::spi::SpiError>(v)
-    })));
+            Ok::<_, pgrx::spi::SpiError>(v)
+        }))
+    });
     let mut out = Vec::new();
     for rel in tables {
         let t = tenant_table(rel);
@@ -427,7 +436,11 @@ fn may_export(org: Uuid) -> bool {
 #[search_path(pg_catalog, pg_temp)]
 pub fn export_organization(organization_id: Option<Uuid>) -> TableIterator<'static, (name!(line, String),)> {
     let Some(org) = organization_id else {
-        raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "tenancy: organization_id must not be NULL", "Pass an organization id.")
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenancy: organization_id must not be NULL",
+            "Pass an organization id.",
+        )
     };
     let Some((_, slug)) = organization(org) else {
         raise(
@@ -528,7 +541,9 @@ pub fn _import_rows(rel: pg_sys::Oid, org: Uuid, rows: JsonB) -> i64 {
     let n_in = rows.0.as_array().map_or(0, |a| a.len()) as i64;
     let _owner = AsRole::switch_to(t.owner);
     let _scope = LifecycleScope::enter(org, Some(slug), false, true);
-    let n = spi(Spi::connect_mut(|c| Ok::<_, pgrx::spi::SpiError>(c.update(&sql, None, &[value.into(), rows.into()])?.len() as i64)));
+    let n = spi(Spi::connect_mut(|c| {
+        Ok::<_, pgrx::spi::SpiError>(c.update(&sql, None, &[value.into(), rows.into()])?.len() as i64)
+    }));
     if n != n_in {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -578,7 +593,11 @@ pub fn _clone_batch(
     ))
     .unwrap_or(false);
     let (Some((_, src_slug)), Some((_, dst_slug))) = (organization(src), organization(dst)) else {
-        raise(PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, "tenancy: unknown organization", "CALL tenancy.clone_organization(...).")
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            "tenancy: unknown organization",
+            "CALL tenancy.clone_organization(...).",
+        )
     };
     if !running {
         raise(
@@ -615,7 +634,10 @@ pub fn _clone_batch(
     if pk.len() != 1 {
         raise(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("tenancy: {} has no single-column primary key; a clone copies rows in key order and maps keys", t.name),
+            format!(
+                "tenancy: {} has no single-column primary key; a clone copies rows in key order and maps keys",
+                t.name
+            ),
             "Give the table a single-column primary key (an identity column), or leave it out of the tenant tables.",
         )
     }
@@ -640,9 +662,10 @@ pub fn _clone_batch(
     }));
     // Foreign keys to tenant tables: (child column, parent oid, parent column is the parent's
     // primary key, carries the tenant column).
-    let fks: Vec<(Vec<String>, pg_sys::Oid, Vec<String>, String)> = as_catalog_owner(|| spi(Spi::connect(|c| {
-        let mut v = Vec::new();
-        for r in c.select(
+    let fks: Vec<(Vec<String>, pg_sys::Oid, Vec<String>, String)> = as_catalog_owner(|| {
+        spi(Spi::connect(|c| {
+            let mut v = Vec::new();
+            for r in c.select(
             "SELECT tenancy._att_names(con.conrelid, con.conkey), con.confrelid, tenancy._att_names(con.confrelid, con.confkey), \
                     pt.tenant_column::pg_catalog.text \
                FROM pg_catalog.pg_constraint con JOIN tenancy.tenant_tables pt ON pt.relid::pg_catalog.oid OPERATOR(pg_catalog.=) con.confrelid \
@@ -657,8 +680,9 @@ pub fn _clone_batch(
                 r.get::<String>(4)?.unwrap_or_default(),
             ));
         }
-        Ok::<_, pgrx::spi::SpiError>(v)
-    })));
+            Ok::<_, pgrx::spi::SpiError>(v)
+        }))
+    });
     let mut mapped: Vec<(String, pg_sys::Oid)> = Vec::new();
     for (ccols, parent, pcols, ptcol) in &fks {
         let pairs: Vec<(&String, &String)> = ccols.iter().zip(pcols).collect();

@@ -253,9 +253,28 @@ mod tests {
     #[pg_test]
     fn unterminated_and_multibyte_input_never_panics() {
         let inputs = [
-            "f(", "f('", "x::", "x::character", "x::\"", "\"", "a.\"b", "f(\u{e9}", "\u{e9}(", "x::timestamp with",
-            "(SELECT", "f()::numeric(", "f()::numeric(1,", "\u{f6}::\u{f6}", "a.b.", "x::t[", "'\u{1F600}'(",
-            "\u{1F600}::x(9", "(sel\u{e9}ct 1)", "f(\u{1F600}", "x::numeric(\u{e9}", "\"\u{e9}",
+            "f(",
+            "f('",
+            "x::",
+            "x::character",
+            "x::\"",
+            "\"",
+            "a.\"b",
+            "f(\u{e9}",
+            "\u{e9}(",
+            "x::timestamp with",
+            "(SELECT",
+            "f()::numeric(",
+            "f()::numeric(1,",
+            "\u{f6}::\u{f6}",
+            "a.b.",
+            "x::t[",
+            "'\u{1F600}'(",
+            "\u{1F600}::x(9",
+            "(sel\u{e9}ct 1)",
+            "f(\u{1F600}",
+            "x::numeric(\u{e9}",
+            "\"\u{e9}",
         ];
         for s in inputs {
             let _ = calls(s);
@@ -265,12 +284,12 @@ mod tests {
 
     #[pg_test]
     fn wrapping_hoists_constant_calls_into_a_sub_select() {
+        assert_eq!(_wrap_policy_calls("(user_id = auth.uid())", vec!["uid".into()]), "(user_id = (SELECT auth.uid()))");
         assert_eq!(
-            _wrap_policy_calls("(user_id = auth.uid())", vec!["uid".into()]),
-            "(user_id = (SELECT auth.uid()))"
-        );
-        assert_eq!(
-            _wrap_policy_calls("(is_member(organization_id) AND (owner = auth.uid()))", vec!["is_member".into(), "uid".into()]),
+            _wrap_policy_calls(
+                "(is_member(organization_id) AND (owner = auth.uid()))",
+                vec!["is_member".into(), "uid".into()]
+            ),
             "(is_member(organization_id) AND (owner = (SELECT auth.uid())))",
             "a call that reads the row cannot be hoisted"
         );

@@ -143,12 +143,7 @@ pub fn member_has_right(user: &str, org: Uuid, right: &str) -> bool {
 
 /// The active organizations in which the user's role grants `right`: `column` of each
 /// (m.organization_id or o.slug), through the statement kept in `slot`.
-fn organizations_where<T>(
-    slot: &'static LocalKey<Slot>,
-    column: &'static str,
-    user: &str,
-    right: &str,
-) -> Vec<T>
+fn organizations_where<T>(slot: &'static LocalKey<Slot>, column: &'static str, user: &str, right: &str) -> Vec<T>
 where
     T: Clone + 'static,
     Vec<T>: FromDatum + IntoDatum,
@@ -245,9 +240,7 @@ pub fn validate_client_access(user_id: Option<Uuid>, organization_id: Option<Uui
 #[search_path(pg_catalog, pg_temp)]
 pub fn validate_client_access_text(user_id: Option<&str>, organization_id: Option<Uuid>) -> bool {
     match (user_id, organization_id) {
-        (Some(u), Some(o)) => {
-            user_ids::canonical(user_ids::configured(), u).is_some_and(|u| is_active_member(&u, o))
-        }
+        (Some(u), Some(o)) => user_ids::canonical(user_ids::configured(), u).is_some_and(|u| is_active_member(&u, o)),
         _ => false,
     }
 }

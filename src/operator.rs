@@ -50,7 +50,11 @@ unsafe extern "C-unwind" fn on_xact(event: pg_sys::XactEvent::Type, _arg: *mut s
     use pg_sys::XactEvent::*;
     if matches!(
         event,
-        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE
+        XACT_EVENT_COMMIT
+            | XACT_EVENT_PARALLEL_COMMIT
+            | XACT_EVENT_ABORT
+            | XACT_EVENT_PARALLEL_ABORT
+            | XACT_EVENT_PREPARE
     ) {
         STATE.with(|s| s.set(None));
     }
@@ -177,11 +181,8 @@ pub fn operate(reason: Option<&str>) -> bool {
 }
 
 fn role_name(oid: pg_sys::Oid) -> String {
-    spi(Spi::get_one_with_args::<String>(
-        "SELECT pg_catalog.pg_get_userbyid($1)::pg_catalog.text",
-        &[oid.into()],
-    ))
-    .unwrap_or_default()
+    spi(Spi::get_one_with_args::<String>("SELECT pg_catalog.pg_get_userbyid($1)::pg_catalog.text", &[oid.into()]))
+        .unwrap_or_default()
 }
 
 /// Every organization, active or not, by id: what membership-mode policies let an operator

@@ -186,14 +186,16 @@ fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
         pg_sys::TEXTOID | pg_sys::VARCHAROID => Column::Slug,
         pg_sys::BPCHAROID => Column::PaddedSlug,
         _ => {
-            let type_name = spi(Spi::get_one_with_args::<String>(
-                "SELECT pg_catalog.format_type($1, NULL)",
-                &[type_oid.into()],
-            ))
-            .unwrap_or_default();
+            let type_name =
+                spi(Spi::get_one_with_args::<String>("SELECT pg_catalog.format_type($1, NULL)", &[type_oid.into()]))
+                    .unwrap_or_default();
             raise(
                 PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                format!("tenancy: tenant column {}.{} has type {type_name}, which tenancy does not support", name, quote_identifier(column)),
+                format!(
+                    "tenancy: tenant column {}.{} has type {type_name}, which tenancy does not support",
+                    name,
+                    quote_identifier(column)
+                ),
                 "Use uuid (the organization id) or text/varchar (the organization slug).",
             )
         }
@@ -384,7 +386,9 @@ fn expression(column: &str, kind: Column, mode: Mode, right: Right, distributed:
         (Mode::Context, Column::PaddedSlug) => {
             format!("{col} = (SELECT tenancy.policy_organization_slug({r}))::bpchar")
         }
-        (Mode::Membership, Column::Id) => format!("{col} = ANY ((SELECT tenancy.policy_organization_ids({r}))::uuid[])"),
+        (Mode::Membership, Column::Id) => {
+            format!("{col} = ANY ((SELECT tenancy.policy_organization_ids({r}))::uuid[])")
+        }
         (Mode::Membership, Column::Slug) => {
             format!("{col} = ANY ((SELECT tenancy.policy_organization_slugs({r}))::text[])")
         }
@@ -559,10 +563,7 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
             let theirs: Vec<&str> = existing
                 .iter()
                 .filter(|p| {
-                    p.permissive
-                        && (p.cmd == code || p.cmd == "*")
-                        && !ours(&p.name)
-                        && !p.name.starts_with("tenancy_")
+                    p.permissive && (p.cmd == code || p.cmd == "*") && !ours(&p.name) && !p.name.starts_with("tenancy_")
                 })
                 .map(|p| p.name.as_str())
                 .collect();
@@ -642,7 +643,8 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
     }
     // A default tenancy.backfill set (the fixed organization, for the single-tenant application
     // while it converted the table) gives way to the tenant context, as no default at all does.
-    let ours = rec_default_col == Some(t.column.as_str()) && rec_default_expr.is_some()
+    let ours = rec_default_col == Some(t.column.as_str())
+        && rec_default_expr.is_some()
         && t.default_expr.as_deref() == rec_default_expr;
     if ours {
         default_column = Some(t.column.clone());
@@ -788,7 +790,10 @@ pub fn _isolation(
     let (was_registered, rec) = recorded(relid);
     let p = plan(&t, mode, &roles, rec.as_ref());
     if p.statements.is_empty() {
-        return format!("{}\n", one_line(&format!("-- tenancy: {} is already isolated as requested; nothing to do.", t.name)));
+        return format!(
+            "{}\n",
+            one_line(&format!("-- tenancy: {} is already isolated as requested; nothing to do.", t.name))
+        );
     }
     let text = render(&p.comments, &p.statements);
     if !apply {
@@ -809,11 +814,8 @@ pub fn _isolation(
             json!({ "rls_was_enabled": rel.rls_was_enabled, "rls_was_forced": rel.rls_was_forced, "policies": policies }),
         );
     }
-    let was_registered = rec
-        .as_ref()
-        .and_then(|r| r.get("was_registered"))
-        .and_then(Value::as_bool)
-        .unwrap_or(was_registered);
+    let was_registered =
+        rec.as_ref().and_then(|r| r.get("was_registered")).and_then(Value::as_bool).unwrap_or(was_registered);
     let default_expr = p.default_column.as_ref().and_then(|c| column_default(relid, c));
     let isolation = json!({
         "table": t.name,
@@ -857,13 +859,15 @@ pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
     must_own(relid, &name, "remove its isolation");
     let (_, rec) = recorded(relid);
     let Some(rec) = rec else {
-        return format!("{}\n", one_line(&format!("-- tenancy: {name} has no isolation created by tenancy; nothing to do.")));
+        return format!(
+            "{}\n",
+            one_line(&format!("-- tenancy: {name} has no isolation created by tenancy; nothing to do."))
+        );
     };
     spi(Spi::run(&format!("LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE")));
 
-    let comments = vec![format!(
-        "-- tenancy: remove the isolation tenancy created on {name}; policies written by hand stay."
-    )];
+    let comments =
+        vec![format!("-- tenancy: remove the isolation tenancy created on {name}; policies written by hand stay.")];
     let mut statements = Vec::new();
     let empty = Map::new();
     let recorded_relations = rec.get("relations").and_then(Value::as_object).unwrap_or(&empty);
@@ -885,7 +889,10 @@ pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
         Ok::<_, pgrx::spi::SpiError>(out)
     }));
     let partitions = recorded_relations.iter().filter(|(k, _)| k.as_str() != table_key).map(|(k, v)| {
-        let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::pg_catalog.oid", &[k.as_str().into()]));
+        let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>(
+            "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
+            &[k.as_str().into()],
+        ));
         (oid.filter(|o| actual_partitions.contains(o)).and_then(relation), v)
     });
     let table_entry = recorded_relations.get(table_key).map(|v| (Some(table), v));
@@ -907,10 +914,9 @@ pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
             statements.push(format!("ALTER TABLE {} DISABLE ROW LEVEL SECURITY", rel.name));
         }
     }
-    if let (Some(col), Some(expr)) = (
-        rec.get("default_column").and_then(Value::as_str),
-        rec.get("default_expr").and_then(Value::as_str),
-    ) {
+    if let (Some(col), Some(expr)) =
+        (rec.get("default_column").and_then(Value::as_str), rec.get("default_expr").and_then(Value::as_str))
+    {
         if column_default(relid, col).as_deref() == Some(expr) {
             statements.push(format!("ALTER TABLE {name} ALTER COLUMN {} DROP DEFAULT", quote_identifier(col)));
         }

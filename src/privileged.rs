@@ -87,13 +87,8 @@ pub fn _privileged(op: &str, args: JsonB) -> Option<JsonB> {
     )))
     .unwrap_or(true);
     spi(Spi::connect_mut(|c| {
-        let actor = if actor_is_text {
-            actor.into()
-        } else {
-            actor.as_deref().and_then(crate::context::parse_uuid).into()
-        };
-        c.update(&sql, Some(1), &[args.into(), caller.into(), is_admin.into(), actor])?
-            .first()
-            .get_one::<JsonB>()
+        let actor =
+            if actor_is_text { actor.into() } else { actor.as_deref().and_then(crate::context::parse_uuid).into() };
+        c.update(&sql, Some(1), &[args.into(), caller.into(), is_admin.into(), actor])?.first().get_one::<JsonB>()
     }))
 }

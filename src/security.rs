@@ -37,9 +37,7 @@ impl AsRole {
             pg_sys::GetUserIdAndSecContext(&mut saved_uid, &mut saved_ctx);
             pg_sys::SetUserIdAndSecContext(
                 uid,
-                saved_ctx
-                    | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                    | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+                saved_ctx | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
             );
         }
         AsRole { saved_uid, saved_ctx }
@@ -84,7 +82,10 @@ pub(crate) fn relation_owner(rel: pg_sys::Oid) -> Option<(pg_sys::Oid, String)> 
             return Ok(None);
         }
         let r = t.first();
-        Ok::<_, pgrx::spi::SpiError>(Some((r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid), r.get::<String>(2)?.unwrap_or_default())))
+        Ok::<_, pgrx::spi::SpiError>(Some((
+            r.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid),
+            r.get::<String>(2)?.unwrap_or_default(),
+        )))
     }))
 }
 

@@ -182,7 +182,8 @@ fn install_into_schema_with_grants(db: &str) -> Outcome {
     let r = c.batch_execute("CREATE EXTENSION tenancy");
     if r.is_ok() {
         // If it was accepted, nobody but the extension may create objects in the schema.
-        let created = connect("mallory", db).batch_execute("CREATE FUNCTION tenancy.x() RETURNS int LANGUAGE sql AS 'SELECT 1'");
+        let created =
+            connect("mallory", db).batch_execute("CREATE FUNCTION tenancy.x() RETURNS int LANGUAGE sql AS 'SELECT 1'");
         if created.is_ok() {
             return Err("PUBLIC kept CREATE on schema tenancy after CREATE EXTENSION".into());
         }
@@ -241,7 +242,9 @@ fn mallory_db(db: &str) -> (Client, Client) {
     let mut c = empty_db(db, &owner);
     role("mallory", "");
     c.batch_execute("CREATE EXTENSION tenancy").unwrap();
-    superuser_of(db).batch_execute("CREATE SCHEMA m AUTHORIZATION mallory; GRANT USAGE ON SCHEMA m TO PUBLIC;").unwrap();
+    superuser_of(db)
+        .batch_execute("CREATE SCHEMA m AUTHORIZATION mallory; GRANT USAGE ON SCHEMA m TO PUBLIC;")
+        .unwrap();
     let mut m = connect("mallory", db);
     m.batch_execute(
         "CREATE TABLE m.spied (who name, at timestamptz DEFAULT now());
@@ -343,10 +346,8 @@ fn backfill_fk_rewrite_from_evil_names(db: &str) -> Outcome {
            INSERT INTO m.d VALUES (1, NULL);"#,
     )
     .unwrap();
-    let org: String = superuser_of(db)
-        .query_one("SELECT tenancy.create_organization('Mal', 'mal')::text", &[])
-        .unwrap()
-        .get(0);
+    let org: String =
+        superuser_of(db).query_one("SELECT tenancy.create_organization('Mal', 'mal')::text", &[]).unwrap().get(0);
     // A superuser converts both tables (parent first) with the whole backfill.
     let mut su = superuser_of(db);
     let _ = su.batch_execute(&format!("CALL tenancy.backfill('m.d', '{org}', build_indexes => true)"));
@@ -460,13 +461,20 @@ fn public_functions_panic_or_write(db: &str) -> Outcome {
         UNION ALL SELECT 't' || t::text FROM tenancy.tenant_tables t UNION ALL SELECT 'l' || l.id FROM tenancy.migration_log l
         UNION ALL SELECT 'i' || i::text FROM tenancy.invitations i) s";
     let before: Option<String> = superuser_of(db).query_one(fingerprint, &[]).unwrap().get(0);
-    let garbage = ["NULL", "''", "'''", "'(((('", "'\u{00e9}\u{00e9}('", "'x(SELECT'", "'a''b(c'", "'::'", "'(SELECT 1))'"];
+    let garbage =
+        ["NULL", "''", "'''", "'(((('", "'\u{00e9}\u{00e9}('", "'x(SELECT'", "'a''b(c'", "'::'", "'(SELECT 1))'"];
     for (f, nargs, types) in &funcs {
         let name = f.split('(').next().unwrap();
         for g in garbage {
             let args: Vec<String> = types
                 .iter()
-                .map(|t| if g == "NULL" || !(t == "text" || t == "name") { format!("NULL::{t}") } else { format!("{g}::{t}") })
+                .map(|t| {
+                    if g == "NULL" || !(t == "text" || t == "name") {
+                        format!("NULL::{t}")
+                    } else {
+                        format!("{g}::{t}")
+                    }
+                })
                 .collect();
             let _ = nargs;
             let sql = format!("SELECT {name}({})", args.join(", "));
@@ -491,8 +499,24 @@ fn policy_parser_panics(db: &str) -> Outcome {
     role("anon", "");
     let mut a = connect("anon", db);
     let inputs = [
-        "f(", "f('", "x::", "x::character", "x::\"", "\"", "a.\"b", "f(\u{00e9}", "é(", "x::timestamp with",
-        "(SELECT", "f()::numeric(", "f()::numeric(1,", "ö::ö", "a.b.", "x::t[", "'\u{1F600}'(", "\u{1F600}::x(9",
+        "f(",
+        "f('",
+        "x::",
+        "x::character",
+        "x::\"",
+        "\"",
+        "a.\"b",
+        "f(\u{00e9}",
+        "é(",
+        "x::timestamp with",
+        "(SELECT",
+        "f()::numeric(",
+        "f()::numeric(1,",
+        "ö::ö",
+        "a.b.",
+        "x::t[",
+        "'\u{1F600}'(",
+        "\u{1F600}::x(9",
     ];
     for s in inputs {
         for sql in [
@@ -537,12 +561,12 @@ fn admin_captures_another_organizations_user(db: &str) -> Outcome {
     let _ = tx.commit();
     let default_b = one_bool(
         &mut c,
-        &format!("SELECT is_default FROM tenancy.memberships WHERE organization_id = '{ORG_B}' AND user_id = '{USER_B}'"),
+        &format!(
+            "SELECT is_default FROM tenancy.memberships WHERE organization_id = '{ORG_B}' AND user_id = '{USER_B}'"
+        ),
     );
-    let default_org: Option<String> = c
-        .query_one(&format!("SELECT tenancy.get_user_organization_id('{USER_B}')::text"), &[])
-        .unwrap()
-        .get(0);
+    let default_org: Option<String> =
+        c.query_one(&format!("SELECT tenancy.get_user_organization_id('{USER_B}')::text"), &[]).unwrap().get(0);
     if !default_b || default_org.as_deref() != Some(ORG_B) {
         return Err(format!("an admin of A moved B's user to A (default now {default_org:?})"));
     }
@@ -566,7 +590,10 @@ fn removed_admins_invitation(db: &str) -> Outcome {
     let accepted = tx.query_one("SELECT tenancy.accept_invitation($1)", &[&token]).is_ok();
     let _ = tx.commit();
     let role: Option<String> = c
-        .query_opt(&format!("SELECT role FROM tenancy.memberships WHERE organization_id = '{ORG_A}' AND user_id = '{USER_N}'"), &[])
+        .query_opt(
+            &format!("SELECT role FROM tenancy.memberships WHERE organization_id = '{ORG_A}' AND user_id = '{USER_N}'"),
+            &[],
+        )
         .unwrap()
         .map(|r| r.get(0));
     if accepted || role.is_some() {
@@ -605,12 +632,15 @@ fn reach_as(app: &mut Client, setting: Option<&str>, sub: Option<&str>, variant:
         tx.execute("SELECT set_config('tenancy.user_id', $1, true)", &[&s]).unwrap();
     }
     if let Some(s) = sub {
-        let escaped: String = s.chars().map(|c| match c {
-            '"' => "\\\"".to_string(),
-            '\\' => "\\\\".to_string(),
-            c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32),
-            c => c.to_string(),
-        }).collect();
+        let escaped: String = s
+            .chars()
+            .map(|c| match c {
+                '"' => "\\\"".to_string(),
+                '\\' => "\\\\".to_string(),
+                c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32),
+                c => c.to_string(),
+            })
+            .collect();
         let claims = format!(r#"{{"sub": "{escaped}"}}"#);
         tx.execute("SELECT set_config('request.jwt.claims', $1, true)", &[&claims]).unwrap();
     }
@@ -640,11 +670,18 @@ fn user_id_variants(db: &str, ty: &str, member: &str, variants: &[&str]) -> Outc
         for (setting, sub) in [(Some(*v), None), (None, Some(*v))] {
             let (rows, access) = reach_as(&mut app, setting, sub, v);
             if rows > 0 || access {
-                got.push(format!("{v:?} ({}) read {rows} rows of A, access {access}", if setting.is_some() { "tenancy.user_id" } else { "JWT sub" }));
+                got.push(format!(
+                    "{v:?} ({}) read {rows} rows of A, access {access}",
+                    if setting.is_some() { "tenancy.user_id" } else { "JWT sub" }
+                ));
             }
         }
     }
-    if got.is_empty() { Ok(()) } else { Err(got.join("; ")) }
+    if got.is_empty() {
+        Ok(())
+    } else {
+        Err(got.join("; "))
+    }
 }
 
 /// Only a tenancy administrator chooses the type of user ids.
@@ -669,7 +706,11 @@ fn non_administrator_sets_user_id_type(db: &str) -> Outcome {
     if ty != "uuid" {
         got.push(format!("user ids are now {ty}"));
     }
-    if got.is_empty() { Ok(()) } else { Err(got.join("; ")) }
+    if got.is_empty() {
+        Ok(())
+    } else {
+        Err(got.join("; "))
+    }
 }
 
 /// Once user ids are stored, their type is fixed: bigint user 1 must not become text user '1'
@@ -702,10 +743,14 @@ fn memo_outlives_revocation(db: &str, isolation: &str) -> Outcome {
     ))
     .unwrap();
     let mut app = app_session(db);
-    let mut tx = app.build_transaction().isolation_level(match isolation {
-        "serializable" => postgres::IsolationLevel::Serializable,
-        _ => postgres::IsolationLevel::RepeatableRead,
-    }).start().unwrap();
+    let mut tx = app
+        .build_transaction()
+        .isolation_level(match isolation {
+            "serializable" => postgres::IsolationLevel::Serializable,
+            _ => postgres::IsolationLevel::RepeatableRead,
+        })
+        .start()
+        .unwrap();
     tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_N}'")).unwrap();
     let first = visible_items(&mut tx);
     if first != 2 {
@@ -906,7 +951,9 @@ fn operate_inside_an_administrators_security_definer(db: &str) -> Outcome {
         let mut tx = client.transaction().unwrap();
         if let Ok(r) = tx.query_one("SELECT public.ops_count()", &[]) {
             let n: i64 = r.get(0);
-            return Err(format!("{who} ran the administrator's function, which entered operator mode and read {n} rows"));
+            return Err(format!(
+                "{who} ran the administrator's function, which entered operator mode and read {n} rows"
+            ));
         }
         drop(tx);
         let mut tx = client.transaction().unwrap();
@@ -924,8 +971,16 @@ fn operate_by_a_setting(db: &str, plant: Option<&str>) -> Outcome {
     let mut c = operator_db(db);
     weaken(db, plant, &format!("{db}_owner"));
     let names = [
-        "tenancy.operating", "tenancy.operate", "tenancy.operator", "tenancy.operator_mode", "tenancy.mode",
-        "tenancy.bypass", "tenancy.admin", "tenancy.reason", "tenancy.user_id", "tenancy.organization_id",
+        "tenancy.operating",
+        "tenancy.operate",
+        "tenancy.operator",
+        "tenancy.operator_mode",
+        "tenancy.mode",
+        "tenancy.bypass",
+        "tenancy.admin",
+        "tenancy.reason",
+        "tenancy.user_id",
+        "tenancy.organization_id",
     ];
     let mut app = app_session(db);
     for (who, client) in [("the administrator", &mut c), ("the application role", &mut app)] {
@@ -1046,7 +1101,8 @@ fn operator_mode_with_a_user_set_later(db: &str) -> Outcome {
 fn login_lookup_on_a_table_not_owned(db: &str) -> Outcome {
     let mut c = operator_db(db);
     role("login_r", "");
-    c.batch_execute("SELECT tenancy.allow_login_lookup('public.items', 'body', '{organization_id}', 'login_r')").unwrap();
+    c.batch_execute("SELECT tenancy.allow_login_lookup('public.items', 'body', '{organization_id}', 'login_r')")
+        .unwrap();
     let mut m = connect("mallory", db);
     for sql in [
         "SELECT tenancy.allow_login_lookup('public.items', 'body', '{id,organization_id}', 'mallory')",
@@ -1069,7 +1125,8 @@ fn login_lookup_by_others(db: &str) -> Outcome {
     let mut c = operator_db(db);
     role("login_r", "");
     role("anon", "");
-    c.batch_execute("SELECT tenancy.allow_login_lookup('public.items', 'body', '{id,organization_id}', 'login_r')").unwrap();
+    c.batch_execute("SELECT tenancy.allow_login_lookup('public.items', 'body', '{id,organization_id}', 'login_r')")
+        .unwrap();
     let mut app = app_session(db);
     let mut anon = connect("anon", db);
     for (who, client) in [("the application role", &mut app), ("anon", &mut anon)] {
@@ -1193,15 +1250,21 @@ fn report_with_an_unreadable_table(db: &str) -> Outcome {
          GRANT UPDATE ON tenancy.organizations TO ops; GRANT SELECT ON public.mine TO ops;",
     )
     .unwrap();
-    m.batch_execute("CREATE TABLE m.secret (id int PRIMARY KEY, organization_id uuid); SELECT tenancy.register_table('m.secret');")
-        .unwrap();
+    m.batch_execute(
+        "CREATE TABLE m.secret (id int PRIMARY KEY, organization_id uuid); SELECT tenancy.register_table('m.secret');",
+    )
+    .unwrap();
     let mut ops = connect("ops", db);
     match ops.query("SELECT table_name, ok FROM tenancy.validate_client_data_integrity()", &[]) {
         Err(e) => Err(format!("one table ops cannot read makes the whole report fail: {}", msg(&e))),
         Ok(rows) => {
-            let secret: Vec<bool> = rows.iter().filter(|r| r.get::<_, String>(0) == "m.secret").map(|r| r.get(1)).collect();
+            let secret: Vec<bool> =
+                rows.iter().filter(|r| r.get::<_, String>(0) == "m.secret").map(|r| r.get(1)).collect();
             if rows.len() != 2 || secret != vec![false] {
-                return Err(format!("expected 2 rows, m.secret not ok; got {} rows, m.secret ok {secret:?}", rows.len()));
+                return Err(format!(
+                    "expected 2 rows, m.secret not ok; got {} rows, m.secret ok {secret:?}",
+                    rows.len()
+                ));
             }
             Ok(())
         }
@@ -1224,7 +1287,10 @@ fn report_that_cannot_see_says_ok(db: &str) -> Outcome {
     ))
     .unwrap();
     let r = c
-        .query_one("SELECT total_rows, cross_tenant_rows, ok FROM tenancy.validate_client_data_integrity('public.chi')", &[])
+        .query_one(
+            "SELECT total_rows, cross_tenant_rows, ok FROM tenancy.validate_client_data_integrity('public.chi')",
+            &[],
+        )
         .unwrap();
     let (total, cross, ok): (i64, i64, bool) = (r.get(0), r.get(1), r.get(2));
     if ok {
@@ -1251,9 +1317,7 @@ fn tenant_tables_readable_by_all(db: &str, plant: Option<&str>) -> Outcome {
 fn slug_enumeration_by_references(db: &str, plant: Option<&str>) -> Outcome {
     let (_c, mut m) = mallory_db(db);
     weaken(db, plant, "");
-    let r = m.batch_execute(
-        "CREATE TABLE m.probe (slug text REFERENCES tenancy.organizations (slug));",
-    );
+    let r = m.batch_execute("CREATE TABLE m.probe (slug text REFERENCES tenancy.organizations (slug));");
     expect_refused(r, "a table owner's foreign key on tenancy.organizations(slug)")
 }
 
@@ -1271,9 +1335,12 @@ fn long_identifiers(db: &str) -> Outcome {
     let port = port();
     let (db2, table2) = (db.to_string(), table.clone());
     std::thread::spawn(move || {
-        let mut c = Client::connect(&format!("host=127.0.0.1 port={port} user={db2}_owner dbname={db2}"), postgres::NoTls).unwrap();
+        let mut c =
+            Client::connect(&format!("host=127.0.0.1 port={port} user={db2}_owner dbname={db2}"), postgres::NoTls)
+                .unwrap();
         c.batch_execute("SET statement_timeout = '60s'").unwrap();
-        let r = c.batch_execute(&format!("CALL tenancy.backfill('public.\"{table2}\"', '{ORG_A}', build_indexes => true)"));
+        let r =
+            c.batch_execute(&format!("CALL tenancy.backfill('public.\"{table2}\"', '{ORG_A}', build_indexes => true)"));
         let _ = tx_done.send(r.map_err(|e| msg(&e)));
     });
     match rx.recv_timeout(Duration::from_secs(90)) {
@@ -1287,7 +1354,10 @@ fn long_identifiers(db: &str) -> Outcome {
         .unwrap()
         .get(0);
     if pending != 0 || phase.as_deref() != Some("converted") {
-        return Err(format!("63-byte names: phase {phase:?}, {pending} pending statements after {:?}", started.elapsed()));
+        return Err(format!(
+            "63-byte names: phase {phase:?}, {pending} pending statements after {:?}",
+            started.elapsed()
+        ));
     }
     // The rest of the life of such a table: isolation, lint, rollback.
     for sql in [
@@ -1308,12 +1378,12 @@ fn long_identifiers(db: &str) -> Outcome {
     Ok(())
 }
 
-
 fn forged_index_record_for_gexec(db: &str) -> Outcome {
     let (mut c, mut m) = mallory_db(db);
     // The victim: an index of the database owner, in the schema where mallory's table lives.
     superuser_of(db).batch_execute("GRANT CREATE ON SCHEMA m TO PUBLIC").unwrap();
-    c.batch_execute("CREATE TABLE m.victim (id int PRIMARY KEY, v int); CREATE INDEX victim_v_idx ON m.victim (v);").unwrap();
+    c.batch_execute("CREATE TABLE m.victim (id int PRIMARY KEY, v int); CREATE INDEX victim_v_idx ON m.victim (v);")
+        .unwrap();
     // Mallory's record says its table waits for an index named like the victim's.
     m.batch_execute(
         "CREATE TABLE m.h (id int PRIMARY KEY, organization_id uuid);
@@ -1358,7 +1428,6 @@ fn internal_table_operations_called_directly(db: &str) -> Outcome {
     expect_refused(r, "tenancy._as_owner by a role that does not own the table")
 }
 
-
 fn record_a_definition_the_table_does_not_have(db: &str) -> Outcome {
     let (_c, mut m) = mallory_db(db);
     m.batch_execute("CREATE TABLE m.r (id int PRIMARY KEY, organization_id uuid)").unwrap();
@@ -1379,7 +1448,6 @@ fn record_a_definition_the_table_does_not_have(db: &str) -> Outcome {
     }
     Ok(())
 }
-
 
 /// Names and default expressions put into the `--` comments of the DDL that isolation_sql and
 /// enable_isolation return: a DBA runs that text (a migration file, psql's \gexec).
@@ -1409,7 +1477,9 @@ fn comment_breaking_names_in_generated_ddl(db: &str) -> Outcome {
 #[test]
 fn attacks_on_a_managed_install() {
     let mut s = Suite::new();
-    s.case("install: CREATE EXTENSION into a schema the owner planted", || install_into_planted_schema("atk_plant", false));
+    s.case("install: CREATE EXTENSION into a schema the owner planted", || {
+        install_into_planted_schema("atk_plant", false)
+    });
     s.case("install: planted schema in the same transaction", || install_into_planted_schema("atk_plant_tx", true));
     s.case("install: schema with CREATE granted to PUBLIC and default privileges", || {
         install_into_schema_with_grants("atk_grants")
@@ -1437,13 +1507,23 @@ fn attacks_on_a_managed_install() {
     s.case("fixes: line breaks in names and defaults inside the comments of isolation_sql", || {
         comment_breaking_names_in_generated_ddl("atk_comment")
     });
-    s.case("records: internal table operations called directly", || internal_table_operations_called_directly("atk_direct"));
-    s.case("members: an admin of A makes B's user default to A", || admin_captures_another_organizations_user("atk_cap"));
+    s.case("records: internal table operations called directly", || {
+        internal_table_operations_called_directly("atk_direct")
+    });
+    s.case("members: an admin of A makes B's user default to A", || {
+        admin_captures_another_organizations_user("atk_cap")
+    });
     s.case("members: a removed admin's invitation", || removed_admins_invitation("atk_inv"));
-    s.case("memo: revocation during a REPEATABLE READ transaction", || memo_outlives_revocation("atk_rr", "repeatable"));
-    s.case("memo: revocation during a SERIALIZABLE transaction", || memo_outlives_revocation("atk_ser", "serializable"));
+    s.case("memo: revocation during a REPEATABLE READ transaction", || {
+        memo_outlives_revocation("atk_rr", "repeatable")
+    });
+    s.case("memo: revocation during a SERIALIZABLE transaction", || {
+        memo_outlives_revocation("atk_ser", "serializable")
+    });
     s.case("memo: revocation while a cursor holds an old snapshot", || memo_outlives_revocation_in_a_cursor("atk_cur"));
-    s.case("memo: deactivation during a REPEATABLE READ transaction", || deactivation_seen_next_transaction("atk_deact"));
+    s.case("memo: deactivation during a REPEATABLE READ transaction", || {
+        deactivation_seen_next_transaction("atk_deact")
+    });
     s.case("context: administrator's SECURITY DEFINER function with forged organization", || {
         admin_bypass_in_security_definer("atk_secdef")
     });
@@ -1467,8 +1547,17 @@ fn attacks_on_a_managed_install() {
             "atk_uid_text",
             "text",
             "auth0|alice",
-            &["auth0|alic", "auth0|alice2", "AUTH0|ALICE", "Auth0|alice", " auth0|alice", "auth0|alice ", "auth0|alice\n",
-              "\tauth0|alice", "auth0|alice\u{a0}"],
+            &[
+                "auth0|alic",
+                "auth0|alice2",
+                "AUTH0|ALICE",
+                "Auth0|alice",
+                " auth0|alice",
+                "auth0|alice ",
+                "auth0|alice\n",
+                "\tauth0|alice",
+                "auth0|alice\u{a0}",
+            ],
         )
     });
     s.case("user ids: other spellings of a member's bigint id", || {
@@ -1500,9 +1589,15 @@ fn attacks_on_a_managed_install() {
         table_owners_security_definer_in_operator_mode("atk_op_owner_sd")
     });
     s.case("operator: the mode survives a user set later", || operator_mode_with_a_user_set_later("atk_op_later"));
-    s.case("login: lookups allowed or read on a table one does not own", || login_lookup_on_a_table_not_owned("atk_login_own"));
-    s.case("login: roles the owner did not name, and a revoked one, read logins", || login_lookup_by_others("atk_login_others"));
-    s.case("login: a table owner's lookup runs its code as the superuser", || login_lookup_runs_owner_code("atk_login_code"));
+    s.case("login: lookups allowed or read on a table one does not own", || {
+        login_lookup_on_a_table_not_owned("atk_login_own")
+    });
+    s.case("login: roles the owner did not name, and a revoked one, read logins", || {
+        login_lookup_by_others("atk_login_others")
+    });
+    s.case("login: a table owner's lookup runs its code as the superuser", || {
+        login_lookup_runs_owner_code("atk_login_code")
+    });
     s.finish();
 }
 
@@ -1523,18 +1618,21 @@ fn the_suite_catches_a_planted_weakness() {
         ),
         (
             "row-level security off on tenant_tables",
-            tenant_tables_readable_by_all("atk_w_tt", Some("ALTER TABLE tenancy.tenant_tables DISABLE ROW LEVEL SECURITY")),
+            tenant_tables_readable_by_all(
+                "atk_w_tt",
+                Some("ALTER TABLE tenancy.tenant_tables DISABLE ROW LEVEL SECURITY"),
+            ),
         ),
         (
             "REFERENCES (slug) for PUBLIC",
-            slug_enumeration_by_references("atk_w_slug", Some("GRANT REFERENCES (slug) ON tenancy.organizations TO PUBLIC")),
+            slug_enumeration_by_references(
+                "atk_w_slug",
+                Some("GRANT REFERENCES (slug) ON tenancy.organizations TO PUBLIC"),
+            ),
         ),
         (
             "the application role made a tenancy administrator (UPDATE on tenancy.organizations)",
-            operate_as_the_app_role(
-                "atk_w_op",
-                Some("GRANT UPDATE ON tenancy.organizations TO \"{app}\""),
-            ),
+            operate_as_the_app_role("atk_w_op", Some("GRANT UPDATE ON tenancy.organizations TO \"{app}\"")),
         ),
         (
             "operating() read from a setting",

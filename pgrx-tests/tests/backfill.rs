@@ -104,7 +104,8 @@ fn a_million_rows_convert_online_through_two_kills_while_a_writer_runs() {
     wait_for("the writer", Duration::from_secs(30), || writes.load(Ordering::Relaxed) > 10);
 
     // 1. Killed in the middle of the fill.
-    let (pid, call) = start_backfill(db, &format!(", organization_id => '{DEFAULT_ORG}', batch_size => 20000, pause => '20ms'"));
+    let (pid, call) =
+        start_backfill(db, &format!(", organization_id => '{DEFAULT_ORG}', batch_size => 20000, pause => '20ms'"));
     let mut watcher = connect("postgres", db);
     wait_for("30% of the fill", Duration::from_secs(300), || {
         watcher
@@ -134,7 +135,9 @@ fn a_million_rows_convert_online_through_two_kills_while_a_writer_runs() {
     // 2. Killed inside VALIDATE: between steps the CALL pauses; while it does, take a lock that
     // VALIDATE (SHARE UPDATE EXCLUSIVE) waits for and writers do not, then kill it while it waits.
     let (pid, call) = start_backfill(db, ", batch_size => 50000, pause => '300ms', lock_timeout => '60s'");
-    wait_for("the CHECK constraint", Duration::from_secs(300), || phase(&mut watcher).as_deref() == Some("check_added"));
+    wait_for("the CHECK constraint", Duration::from_secs(300), || {
+        phase(&mut watcher).as_deref() == Some("check_added")
+    });
     let mut blocker = connect("postgres", db);
     let mut tx = blocker.transaction().unwrap();
     tx.batch_execute("LOCK TABLE events IN SHARE UPDATE EXCLUSIVE MODE").unwrap();
@@ -181,7 +184,9 @@ fn a_million_rows_convert_online_through_two_kills_while_a_writer_runs() {
 
     stop.store(true, Ordering::Relaxed);
     let (inserted, updated, max_wait) = writer.join().unwrap();
-    println!("writer: {inserted} inserts and {updated} updates during the backfill; slowest statement pair {max_wait:?}");
+    println!(
+        "writer: {inserted} inserts and {updated} updates during the backfill; slowest statement pair {max_wait:?}"
+    );
     assert!(inserted > 0 && updated > 0, "the writer ran during the backfill");
 
     // Nothing lost, nothing changed, every row has its organization.

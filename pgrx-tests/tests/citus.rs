@@ -49,7 +49,9 @@ fn base_port() -> u16 {
 }
 
 fn root() -> String {
-    std::env::var("TENANCY_CITUS_DATA").unwrap_or_else(|_| format!("{}/tenancy-citus-tests", std::env::var("TENANCY_TMP").unwrap_or_else(|_| "/tmp".into())))
+    std::env::var("TENANCY_CITUS_DATA").unwrap_or_else(|_| {
+        format!("{}/tenancy-citus-tests", std::env::var("TENANCY_TMP").unwrap_or_else(|_| "/tmp".into()))
+    })
 }
 
 fn is_root() -> bool {

@@ -9,7 +9,8 @@ fn uuid_or_null(c: &mut postgres::Client, sql: &str) -> Option<String> {
 #[test]
 fn a_database_owner_who_is_not_superuser_installs_tenancy_and_gains_nothing() {
     let mut c = two_tenant_db("ctx_install");
-    let superuser: bool = c.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[]).unwrap().get(0);
+    let superuser: bool =
+        c.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[]).unwrap().get(0);
     assert!(!superuser, "the installing role must not be superuser for this test to mean anything");
     // The catalog belongs to the installing role, so it administers tenants without superuser.
     let not_owned: i64 = c
@@ -44,7 +45,10 @@ fn a_database_owner_who_is_not_superuser_installs_tenancy_and_gains_nothing() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(procedures, ["backfill", "backfill_all", "clone_organization", "erase_organization", "import_organization"]);
+    assert_eq!(
+        procedures,
+        ["backfill", "backfill_all", "clone_organization", "erase_organization", "import_organization"]
+    );
     // The internal operations are closed to the installer's own users.
     let mut tx = c.transaction().unwrap();
     tx.batch_execute("SET LOCAL ROLE ctx_install_app").unwrap();
@@ -107,10 +111,8 @@ fn hand_written_settings_cannot_reach_another_organization() {
     // The legitimate paths work, and set_organization refuses the other tenant.
     let mut tx = c.transaction().unwrap();
     tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
-    let org: Option<String> = tx
-        .query_one(&format!("SELECT tenancy.set_organization('{ORG_A}')::text"), &[])
-        .unwrap()
-        .get(0);
+    let org: Option<String> =
+        tx.query_one(&format!("SELECT tenancy.set_organization('{ORG_A}')::text"), &[]).unwrap().get(0);
     assert_eq!(org.as_deref(), Some(ORG_A));
     assert_eq!(sqlstate(tx.batch_execute(&format!("SELECT tenancy.set_organization('{ORG_B}')"))), "42501");
     drop(tx);
@@ -160,9 +162,7 @@ fn a_reused_pooled_connection_carries_no_context_to_the_next_client() {
 #[test]
 fn a_revoked_membership_is_seen_by_the_very_next_statement() {
     let mut owner = two_tenant_db("ctx_revoke");
-    owner
-        .batch_execute(&format!("SELECT tenancy.add_member('{ORG_A}', '{USER_B}', 'member')"))
-        .unwrap();
+    owner.batch_execute(&format!("SELECT tenancy.add_member('{ORG_A}', '{USER_B}', 'member')")).unwrap();
 
     let mut app = app_session("ctx_revoke");
     let mut tx = app.transaction().unwrap();
@@ -222,14 +222,14 @@ fn a_garbage_jwt_organization_claim_gives_no_context_not_the_default() {
 #[test]
 fn memoized_membership_answers_are_forgotten_when_the_catalog_changes() {
     let mut owner = two_tenant_db("ctx_memo");
-    owner
-        .batch_execute(&format!("SELECT tenancy.add_member('{ORG_A}', '{USER_B}', 'member')"))
-        .unwrap();
+    owner.batch_execute(&format!("SELECT tenancy.add_member('{ORG_A}', '{USER_B}', 'member')")).unwrap();
     let mut app = app_session("ctx_memo");
     let read_in_a = |app: &mut postgres::Client| -> (Option<String>, i64) {
         let mut tx = app.transaction().unwrap();
-        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_B}'; SELECT tenancy.set_organization('{ORG_A}')"))
-            .unwrap();
+        tx.batch_execute(&format!(
+            "SET LOCAL tenancy.user_id = '{USER_B}'; SELECT tenancy.set_organization('{ORG_A}')"
+        ))
+        .unwrap();
         let r = tx
             .query_one("SELECT tenancy.policy_organization_id('write')::text, tenancy.lookup_cache_size()", &[])
             .unwrap();

@@ -185,7 +185,8 @@ fn isolated_items_and_parts(c: &mut Client) {
     )
     .unwrap();
     for (id, org) in ITEMS {
-        c.execute("INSERT INTO public.items VALUES ($1, $2::text::uuid, $3)", &[&id, &org, &format!("item {id}")]).unwrap();
+        c.execute("INSERT INTO public.items VALUES ($1, $2::text::uuid, $3)", &[&id, &org, &format!("item {id}")])
+            .unwrap();
     }
     for (id, slug) in PARTS {
         c.execute("INSERT INTO public.parts VALUES ($1, $2, $3)", &[&id, &slug, &format!("part {id}")]).unwrap();
@@ -212,7 +213,11 @@ fn check_isolation(db: &str, invitation_token: &str) {
     tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
     let org: Option<String> = tx.query_one("SELECT tenancy.current_organization_id()::text", &[]).unwrap().get(0);
     assert_eq!(org.as_deref(), Some(ORG_A), "{db}: A's default organization came back");
-    assert_eq!(visible(&mut tx, "public.items", "organization_id"), ids_of(&ITEMS, ORG_A), "{db}: A sees only A's items");
+    assert_eq!(
+        visible(&mut tx, "public.items", "organization_id"),
+        ids_of(&ITEMS, ORG_A),
+        "{db}: A sees only A's items"
+    );
     tx.batch_execute(&format!("SELECT tenancy.set_organization('{ORG_A}')")).unwrap();
     assert_eq!(visible(&mut tx, "public.parts", "tenant_id"), ids_of(&PARTS, "org-a"), "{db}: A sees only A's parts");
     assert_eq!(sqlstate(tx.batch_execute(&format!("SELECT tenancy.set_organization('{ORG_B}')"))), "42501");
@@ -220,11 +225,16 @@ fn check_isolation(db: &str, invitation_token: &str) {
     for (sql, what) in [
         (format!("INSERT INTO public.items (id, organization_id, body) VALUES (900, '{ORG_B}', 'x')"), "insert into B"),
         (format!("UPDATE public.items SET organization_id = '{ORG_B}' WHERE id = 1"), "move a row to B"),
-        ("INSERT INTO public.parts (id, tenant_id, body) VALUES (900, 'org-b', 'x')".to_string(), "insert a part into B"),
+        (
+            "INSERT INTO public.parts (id, tenant_id, body) VALUES (900, 'org-b', 'x')".to_string(),
+            "insert a part into B",
+        ),
     ] {
         let mut tx = app.transaction().unwrap();
-        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'; SELECT tenancy.set_organization('{ORG_A}')"))
-            .unwrap();
+        tx.batch_execute(&format!(
+            "SET LOCAL tenancy.user_id = '{USER_A}'; SELECT tenancy.set_organization('{ORG_A}')"
+        ))
+        .unwrap();
         assert_eq!(sqlstate(tx.batch_execute(&sql)), "42501", "{db}: A may not {what}");
     }
     // A writes its own organization's rows, the default filling the tenant column.
@@ -239,7 +249,11 @@ fn check_isolation(db: &str, invitation_token: &str) {
     // Owner of B.
     let mut tx = app.transaction().unwrap();
     tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_B}'")).unwrap();
-    assert_eq!(visible(&mut tx, "public.items", "organization_id"), ids_of(&ITEMS, ORG_B), "{db}: B sees only B's items");
+    assert_eq!(
+        visible(&mut tx, "public.items", "organization_id"),
+        ids_of(&ITEMS, ORG_B),
+        "{db}: B sees only B's items"
+    );
     tx.batch_execute(&format!("SELECT tenancy.set_organization('{ORG_B}')")).unwrap();
     assert_eq!(visible(&mut tx, "public.parts", "tenant_id"), ids_of(&PARTS, "org-b"), "{db}: B sees only B's parts");
     drop(tx);
@@ -287,10 +301,15 @@ fn ownership_problems(db: &str, source: &Rows) -> Vec<String> {
             }
         }
         for ((from, to), objs) in moved {
-            problems.push(format!("{db}: {} objects owned by {from} in the source are owned by {to}: {}", objs.len(), objs.join(", ")));
+            problems.push(format!(
+                "{db}: {} objects owned by {from} in the source are owned by {to}: {}",
+                objs.len(),
+                objs.join(", ")
+            ));
         }
         if problems.is_empty() {
-            problems.push(format!("{db}: catalog privileges differ (- source, + restored):{}", diff(source, &restored)));
+            problems
+                .push(format!("{db}: catalog privileges differ (- source, + restored):{}", diff(source, &restored)));
         }
     }
     let unreadable = text_rows(
@@ -358,7 +377,9 @@ fn dump_and_restore_brings_back_tenants_and_isolation() {
         "the source is safely multi-tenant: {:?}",
         get(&source, "validate_client_data_integrity()")
     );
-    assert!(source_ownership.iter().any(|r| r[0].as_deref() == Some("table organizations") && r[1].as_deref() == Some(owner.as_str())));
+    assert!(source_ownership
+        .iter()
+        .any(|r| r[0].as_deref() == Some("table organizations") && r[1].as_deref() == Some(owner.as_str())));
 
     let dir = std::env::temp_dir().join(format!("estate-dump-{}", port()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -397,10 +418,16 @@ fn dump_and_restore_brings_back_tenants_and_isolation() {
             // Restored by a superuser, the extension script runs as that superuser and hands it
             // the catalog, exactly as when a DBA installs tenancy (README: Dump and restore).
             let catalog_owner: String = su
-                .query_one("SELECT relowner::regrole::text FROM pg_class WHERE oid = 'tenancy.organizations'::regclass", &[])
+                .query_one(
+                    "SELECT relowner::regrole::text FROM pg_class WHERE oid = 'tenancy.organizations'::regclass",
+                    &[],
+                )
                 .unwrap()
                 .get(0);
-            assert_eq!(catalog_owner, "postgres", "{db}: a superuser restore gives the catalog to the restoring superuser");
+            assert_eq!(
+                catalog_owner, "postgres",
+                "{db}: a superuser restore gives the catalog to the restoring superuser"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -468,8 +495,7 @@ fn drop_extension_keeps_user_tables_and_says_what_it_removed() {
     let dberr = err.as_db_error().unwrap_or_else(|| panic!("{err:?}"));
     assert_eq!(dberr.code().code(), "2BP01", "{}", err_text(&err));
     let detail = dberr.detail().unwrap_or_default();
-    let named: BTreeSet<String> =
-        detail.lines().map(|l| l.split(" depends on ").next().unwrap().to_string()).collect();
+    let named: BTreeSet<String> = detail.lines().map(|l| l.split(" depends on ").next().unwrap().to_string()).collect();
     assert_eq!(named, expected, "the error's DETAIL names exactly the dependent objects:\n{detail}");
     assert_eq!(count(&mut su, "SELECT count(*) FROM pg_extension WHERE extname = 'tenancy'"), 1);
     assert_eq!(count(&mut su, "SELECT count(*) FROM pg_policies WHERE schemaname = 'public'"), 16);
@@ -506,9 +532,21 @@ fn drop_extension_keeps_user_tables_and_says_what_it_removed() {
     assert_eq!(checksums(&mut su), before, "count and checksum of every user table");
     // What was removed from them, per the catalogs: policies, FKs, defaults. What stayed: columns,
     // NOT NULL, indexes, and RLS enabled and forced.
-    assert_eq!(count(&mut su, "SELECT count(*) FROM pg_policy WHERE polrelid IN ('public.items'::regclass, 'public.parts'::regclass)"), 0);
+    assert_eq!(
+        count(
+            &mut su,
+            "SELECT count(*) FROM pg_policy WHERE polrelid IN ('public.items'::regclass, 'public.parts'::regclass)"
+        ),
+        0
+    );
     assert_eq!(count(&mut su, "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid IN ('public.items'::regclass, 'public.parts'::regclass)"), 0);
-    assert_eq!(count(&mut su, "SELECT count(*) FROM pg_attrdef WHERE adrelid IN ('public.items'::regclass, 'public.parts'::regclass)"), 0);
+    assert_eq!(
+        count(
+            &mut su,
+            "SELECT count(*) FROM pg_attrdef WHERE adrelid IN ('public.items'::regclass, 'public.parts'::regclass)"
+        ),
+        0
+    );
     let kept = text_rows(
         &mut su,
         "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity, a.attnotnull,
@@ -571,7 +609,11 @@ impl Drop for Pgbouncer {
 /// uid and gid of `user` from /etc/passwd.
 fn passwd_ids(user: &str) -> (u32, u32) {
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    let f: Vec<&str> = passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f[0] == user).unwrap_or_else(|| panic!("no user {user}"));
+    let f: Vec<&str> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f[0] == user)
+        .unwrap_or_else(|| panic!("no user {user}"));
     (f[2].parse().unwrap(), f[3].parse().unwrap())
 }
 
@@ -962,20 +1004,22 @@ fn supabase_style_managed_install_isolates_postgrest_requests() {
     assert_eq!(request(&mut api, ANON, None, notes).unwrap(), vec![], "anon sees nothing");
     assert_eq!(request(&mut api, ANON, Some(&claims(USER_A, ANON)), notes).unwrap(), vec![], "anon with A's sub");
     assert_eq!(
-        sqlstate(request(&mut api, ANON, None, |tx| tx.execute(
-            &format!("INSERT INTO public.notes (organization_id, body) VALUES ('{ORG_A}', 'anon')"),
-            &[]
-        ))),
+        sqlstate(request(&mut api, ANON, None, |tx| tx
+            .execute(&format!("INSERT INTO public.notes (organization_id, body) VALUES ('{ORG_A}', 'anon')"), &[]))),
         "42501"
     );
-    assert_eq!(request(&mut api, ANON, None, |tx| tx.execute("UPDATE public.notes SET body = 'anon'", &[])).unwrap(), 0);
+    assert_eq!(
+        request(&mut api, ANON, None, |tx| tx.execute("UPDATE public.notes SET body = 'anon'", &[])).unwrap(),
+        0
+    );
     assert_eq!(request(&mut api, ANON, None, |tx| tx.execute("DELETE FROM public.notes", &[])).unwrap(), 0);
 
     // authenticated without claims, or with garbage: nothing.
     assert_eq!(request(&mut api, AUTHENTICATED, None, notes).unwrap(), vec![], "no claims, no rows");
     assert_eq!(request(&mut api, AUTHENTICATED, Some("{}"), notes).unwrap(), vec![], "claims without sub");
     assert_eq!(
-        request(&mut api, AUTHENTICATED, Some(r#"{"sub":"not-a-uuid","role":"authenticated"}"#), |tx| notes(tx)).unwrap(),
+        request(&mut api, AUTHENTICATED, Some(r#"{"sub":"not-a-uuid","role":"authenticated"}"#), |tx| notes(tx))
+            .unwrap(),
         vec![]
     );
     // A claiming B's organization in the JWT: not a member, so no organization at all.
@@ -989,7 +1033,9 @@ fn supabase_style_managed_install_isolates_postgrest_requests() {
         request(api, SERVICE_ROLE, None, |tx| {
             Ok(tx
                 .query(
-                    &format!("SELECT id, body, author::text FROM public.notes WHERE organization_id = '{ORG_B}' ORDER BY id"),
+                    &format!(
+                        "SELECT id, body, author::text FROM public.notes WHERE organization_id = '{ORG_B}' ORDER BY id"
+                    ),
                     &[],
                 )?
                 .iter()
@@ -999,26 +1045,42 @@ fn supabase_style_managed_install_isolates_postgrest_requests() {
         .unwrap()
     };
     let b_state = b_bodies(&mut api);
-    let affected = |api: &mut Client, sql: String| request(api, AUTHENTICATED, Some(&claims_a), |tx| tx.execute(&sql, &[]));
-    assert_eq!(affected(&mut api, format!("UPDATE public.notes SET body = 'by A' WHERE organization_id = '{ORG_B}'")).unwrap(), 0);
-    assert_eq!(affected(&mut api, format!("DELETE FROM public.notes WHERE organization_id = '{ORG_B}'")).unwrap(), 0);
-    assert_eq!(affected(&mut api, format!("UPDATE public.notes SET body = 'by A' WHERE id = {}", b_before[0].0)).unwrap(), 0);
+    let affected =
+        |api: &mut Client, sql: String| request(api, AUTHENTICATED, Some(&claims_a), |tx| tx.execute(&sql, &[]));
     assert_eq!(
-        sqlstate(affected(&mut api, format!("INSERT INTO public.notes (organization_id, body) VALUES ('{ORG_B}', 'by A')"))),
+        affected(&mut api, format!("UPDATE public.notes SET body = 'by A' WHERE organization_id = '{ORG_B}'")).unwrap(),
+        0
+    );
+    assert_eq!(affected(&mut api, format!("DELETE FROM public.notes WHERE organization_id = '{ORG_B}'")).unwrap(), 0);
+    assert_eq!(
+        affected(&mut api, format!("UPDATE public.notes SET body = 'by A' WHERE id = {}", b_before[0].0)).unwrap(),
+        0
+    );
+    assert_eq!(
+        sqlstate(affected(
+            &mut api,
+            format!("INSERT INTO public.notes (organization_id, body) VALUES ('{ORG_B}', 'by A')")
+        )),
         "42501",
         "A inserting into B"
     );
     assert_eq!(
-        sqlstate(affected(&mut api, format!("UPDATE public.notes SET organization_id = '{ORG_B}' WHERE organization_id = '{ORG_A}'"))),
+        sqlstate(affected(
+            &mut api,
+            format!("UPDATE public.notes SET organization_id = '{ORG_B}' WHERE organization_id = '{ORG_A}'")
+        )),
         "42501",
         "A moving its rows into B"
     );
     assert_eq!(
-        sqlstate(affected(&mut api, format!(
-            "INSERT INTO public.notes (id, organization_id, body) VALUES ({}, '{ORG_A}', 'x')
+        sqlstate(affected(
+            &mut api,
+            format!(
+                "INSERT INTO public.notes (id, organization_id, body) VALUES ({}, '{ORG_A}', 'x')
              ON CONFLICT (id) DO UPDATE SET body = 'by A'",
-            b_before[0].0
-        ))),
+                b_before[0].0
+            )
+        )),
         "42501",
         "A upserting over B's row"
     );
@@ -1026,7 +1088,10 @@ fn supabase_style_managed_install_isolates_postgrest_requests() {
 
     // A writes its own organization: the tenant column and the author come from the context.
     let (id, org, author): (i64, String, Option<String>) = request(&mut api, AUTHENTICATED, Some(&claims_a), |tx| {
-        let r = tx.query_one("INSERT INTO public.notes (body) VALUES ('a3') RETURNING id, organization_id::text, author::text", &[])?;
+        let r = tx.query_one(
+            "INSERT INTO public.notes (body) VALUES ('a3') RETURNING id, organization_id::text, author::text",
+            &[],
+        )?;
         Ok((r.get(0), r.get(1), r.get(2)))
     })
     .unwrap();

@@ -65,7 +65,11 @@ UNION ALL SELECT '0006 multiple_permissive_policies', tbl || ' ' || r.rolname ||
 ORDER BY 1, 2"#;
 
 fn violations(c: &mut Client) -> Vec<String> {
-    c.query(VIOLATIONS, &[]).unwrap().iter().map(|r| format!("{} {}", r.get::<_, String>(0), r.get::<_, String>(1))).collect()
+    c.query(VIOLATIONS, &[])
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}", r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect()
 }
 
 /// Supabase's roles, a non-superuser database owner who installed tenancy, tenant tables isolated
@@ -112,10 +116,19 @@ fn the_exposure_check_catches_a_planted_weakness() {
     let db = "exposure_planted";
     let planted = [
         ("ALTER TABLE tenancy.roles DISABLE ROW LEVEL SECURITY", "0013 rls_disabled_in_public tenancy.roles"),
-        ("ALTER TABLE tenancy.lint_ignores DISABLE ROW LEVEL SECURITY", "0013 rls_disabled_in_public tenancy.lint_ignores"),
+        (
+            "ALTER TABLE tenancy.lint_ignores DISABLE ROW LEVEL SECURITY",
+            "0013 rls_disabled_in_public tenancy.lint_ignores",
+        ),
         ("DROP POLICY roles_readable_by_all ON tenancy.roles", "0008 rls_enabled_no_policy tenancy.roles"),
-        ("ALTER VIEW tenancy.backfill_progress RESET (security_invoker)", "0010 security_definer_view tenancy.backfill_progress"),
-        ("ALTER FUNCTION tenancy.operating() RESET search_path", "0011 function_search_path_mutable tenancy.operating()"),
+        (
+            "ALTER VIEW tenancy.backfill_progress RESET (security_invoker)",
+            "0010 security_definer_view tenancy.backfill_progress",
+        ),
+        (
+            "ALTER FUNCTION tenancy.operating() RESET search_path",
+            "0011 function_search_path_mutable tenancy.operating()",
+        ),
         (
             "CREATE POLICY extra ON public.shipments FOR SELECT USING (true)",
             "0006 multiple_permissive_policies shipments",

@@ -435,7 +435,8 @@ fn isolation_matrix_no_tenant_reads_writes_moves_or_deletes_another_tenants_rows
                 reset(&mut su, t);
                 let mut tx = begin(&mut c, a, t.mode);
                 if matches!(cmd, Cmd::Select | Cmd::CopyTo | Cmd::View | Cmd::InvokerView) {
-                    let rows = read_rows(&mut tx, t, cmd).unwrap_or_else(|e| panic!("{} {cmd:?} on {}: {e}", a.name, t.sql));
+                    let rows =
+                        read_rows(&mut tx, t, cmd).unwrap_or_else(|e| panic!("{} {cmd:?} on {}: {e}", a.name, t.sql));
                     // Through the owner's view the table is read as its owner, who has no BYPASSRLS:
                     // the policies apply, with the caller's (here: no) context.
                     let readable: &[Org] = if bypass && matches!(cmd, Cmd::View) { &[] } else { &p.read };
@@ -443,7 +444,12 @@ fn isolation_matrix_no_tenant_reads_writes_moves_or_deletes_another_tenants_rows
                     let want = 3 * readable.len();
                     leaked += foreign;
                     if rows.len() != want {
-                        wrong.push(format!("{} | {} | {cmd:?}: read {} rows, expected {want}", t.sql, a.name, rows.len()));
+                        wrong.push(format!(
+                            "{} | {} | {cmd:?}: read {} rows, expected {want}",
+                            t.sql,
+                            a.name,
+                            rows.len()
+                        ));
                     }
                     continue;
                 }
@@ -496,7 +502,11 @@ fn the_context_is_read_once_per_statement_and_the_tenant_index_is_used() {
     let mut owner = two_tenant_db(db);
     let app = format!("{db}_app");
     for (mode, text) in [("membership", false), ("membership", true), ("context", false), ("context", true)] {
-        let (tb, col, ty) = if text { (format!("{mode}_text"), "tenant_id", "varchar(255)") } else { (format!("{mode}_uuid"), "organization_id", "uuid") };
+        let (tb, col, ty) = if text {
+            (format!("{mode}_text"), "tenant_id", "varchar(255)")
+        } else {
+            (format!("{mode}_uuid"), "organization_id", "uuid")
+        };
         // 2% of the rows belong to A, the rest to 49 other tenants; the primary key is tenant-scoped.
         let value = if text {
             "CASE WHEN g % 50 = 0 THEN 'org-a' ELSE 'org-x' || (g % 50) END"
@@ -521,7 +531,10 @@ fn the_context_is_read_once_per_statement_and_the_tenant_index_is_used() {
         let n: i64 = tx.query_one(&format!("SELECT count(*) FROM {tb}"), &[]).unwrap().get(0);
         assert_eq!(n, 1000, "{tb}: A's rows, all of them and nothing else");
 
-        for (what, sql) in [("tenant-wide scan", format!("SELECT * FROM {tb}")), ("point lookup", format!("SELECT * FROM {tb} WHERE id = 100"))] {
+        for (what, sql) in [
+            ("tenant-wide scan", format!("SELECT * FROM {tb}")),
+            ("point lookup", format!("SELECT * FROM {tb} WHERE id = 100")),
+        ] {
             let plan = explain(&mut tx, &sql);
             let lines: Vec<&str> = plan.lines().collect();
             assert!(!plan.contains("SubPlan"), "{tb} {what}: the context must not be evaluated per row:\n{plan}");
@@ -537,7 +550,10 @@ fn the_context_is_read_once_per_statement_and_the_tenant_index_is_used() {
                 .unwrap_or_else(|| panic!("{tb} {what}: no index condition on {col}:\n{plan}"));
             if what == "point lookup" {
                 assert!(cond.contains("id = 100"), "{tb}: the point lookup uses the tenant-scoped key:\n{plan}");
-                assert!(plan.contains("Index Scan") || plan.contains("Index Only Scan"), "{tb}: an index scan:\n{plan}");
+                assert!(
+                    plan.contains("Index Scan") || plan.contains("Index Only Scan"),
+                    "{tb}: an index scan:\n{plan}"
+                );
             }
             eprintln!("plan {tb} ({what}): {}", cond.trim());
         }

@@ -26,8 +26,17 @@ const WRITER_USER: &str = "cccccccc-0000-0000-0000-000000000003";
 const VIBOTAJ_VIEWER: &str = "11111111-0000-0000-0000-000000000005";
 const VIBOTAJ_MEMBER: &str = "11111111-0000-0000-0000-000000000003";
 const VIBOTAJ_OWNER: &str = "11111111-0000-0000-0000-000000000006";
-const TABLES: [&str; 9] =
-    ["users", "parties", "products", "origins", "shipments", "documents", "container_events", "notifications", "audit_logs"];
+const TABLES: [&str; 9] = [
+    "users",
+    "parties",
+    "products",
+    "origins",
+    "shipments",
+    "documents",
+    "container_events",
+    "notifications",
+    "audit_logs",
+];
 
 fn psql_bin() -> PathBuf {
     std::env::var("PG_BIN").map(|b| PathBuf::from(b).join("psql")).unwrap_or_else(|_| PathBuf::from("psql"))
@@ -36,7 +45,20 @@ fn psql_bin() -> PathBuf {
 /// Run psql as the superuser on `db` with `args`; panics with its output on failure.
 fn psql(db: &str, args: &[&str]) -> String {
     let out = Command::new(psql_bin())
-        .args(["-h", "127.0.0.1", "-p", &port().to_string(), "-U", "postgres", "-d", db, "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port().to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
         .args(args)
         .output()
         .expect("psql runs");
@@ -82,8 +104,16 @@ fn seed_db(db: &str, acme: i64) {
     if acme > 0 {
         psql(
             db,
-            &["-v", &format!("org={ACME}"), "-v", "slug=acme", "-v", &format!("n={acme}"), "-f",
-              repo().join("pgrx-tests/tests/fixtures/lifecycle_org.sql").to_str().unwrap()],
+            &[
+                "-v",
+                &format!("org={ACME}"),
+                "-v",
+                "slug=acme",
+                "-v",
+                &format!("n={acme}"),
+                "-f",
+                repo().join("pgrx-tests/tests/fixtures/lifecycle_org.sql").to_str().unwrap(),
+            ],
         );
     }
     c.batch_execute(&format!(
@@ -174,7 +204,10 @@ fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
     let text = std::fs::read_to_string(&file).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 230_760 + 2);
-    assert!(lines[0].starts_with("{\"format\" : \"tenancy-export\"") && lines[0].contains("\"tenancy_version\" : \"0.3.0\""));
+    assert!(
+        lines[0].starts_with("{\"format\" : \"tenancy-export\"")
+            && lines[0].contains("\"tenancy_version\" : \"0.3.0\"")
+    );
     assert!(lines[0].contains(&format!("\"id\" : \"{VIBOTAJ}\"")), "the header names the source organization");
     assert!(lines[lines.len() - 1].starts_with("{\"end\" : true"));
     let first_shipment = lines.iter().position(|l| l.starts_with("{\"table\" : \"public.shipments\"")).unwrap();
@@ -192,10 +225,8 @@ fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
     load_export(dst, "vibotaj_export", &file);
     d.batch_execute("CALL tenancy.import_organization('vibotaj_export', batch_size => 10000)").unwrap();
     assert_eq!(fingerprint(&mut d, VIBOTAJ), vibotaj_before, "every imported row equal to the source's");
-    let not_ok: i64 = d
-        .query_one("SELECT count(*) FROM tenancy.validate_client_data_integrity() WHERE NOT ok", &[])
-        .unwrap()
-        .get(0);
+    let not_ok: i64 =
+        d.query_one("SELECT count(*) FROM tenancy.validate_client_data_integrity() WHERE NOT ok", &[]).unwrap().get(0);
     assert_eq!(not_ok, 0, "the imported organization passes the integrity report");
     let seen = as_user(dst, WRITER_USER, "SELECT count(*) FROM shipments").unwrap()[0].get::<_, i64>(0);
     assert_eq!(seen, 0, "another organization's user sees none of the imported rows");
@@ -207,22 +238,26 @@ fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
 
     // 3. Clone VIBOTAJ in place. Seed 000 keeps users' email unique across organizations (a
     //    login), so the first CALL stops at users with a clear report, having lost nothing.
-    let clone = format!("CALL tenancy.clone_organization('{VIBOTAJ}', 'VIBOTAJ sandbox', 'vibotaj-sandbox', '{CLONE}', 5000)");
+    let clone =
+        format!("CALL tenancy.clone_organization('{VIBOTAJ}', 'VIBOTAJ sandbox', 'vibotaj-sandbox', '{CLONE}', 5000)");
     let err = su.batch_execute(&clone).unwrap_err();
     let db_err = err.as_db_error().unwrap();
     assert_eq!(db_err.code().code(), "23505");
-    assert!(db_err.message().contains("public.users") && db_err.message().contains("users_email_key"), "{}", db_err.message());
+    assert!(
+        db_err.message().contains("public.users") && db_err.message().contains("users_email_key"),
+        "{}",
+        db_err.message()
+    );
     assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj_before, "the source unchanged");
-    let copied: i64 = su
-        .query_one("SELECT count(*) FROM parties WHERE organization_id = $1::text::uuid", &[&CLONE])
-        .unwrap()
-        .get(0);
+    let copied: i64 =
+        su.query_one("SELECT count(*) FROM parties WHERE organization_id = $1::text::uuid", &[&CLONE]).unwrap().get(0);
     assert_eq!(copied, 100, "the tables before users stay copied");
     // A sandbox may reuse emails: the DBA makes the key tenant-scoped, and the CALL resumes.
     su.batch_execute("ALTER TABLE users DROP CONSTRAINT users_email_key, ADD UNIQUE (organization_id, email)").unwrap();
     su.batch_execute(&clone).unwrap();
     assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj_before, "the source unchanged");
-    let counts = |c: &mut postgres::Client, org: &str| fingerprint(c, org).into_iter().map(|f| (f.0, f.1)).collect::<Vec<_>>();
+    let counts =
+        |c: &mut postgres::Client, org: &str| fingerprint(c, org).into_iter().map(|f| (f.0, f.1)).collect::<Vec<_>>();
     assert_eq!(counts(&mut su, CLONE), counts(&mut su, VIBOTAJ), "same row counts per table");
     // New surrogate keys; every reference of the clone mapped to the clone's copy of the row the
     // source referenced (compared through natural keys: shipment reference, party and product
@@ -256,10 +291,8 @@ fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
     assert_eq!(mismatched, 0, "every foreign key of the clone points at the clone's copy of the source's row");
     let keys_left: i64 = su.query_one("SELECT count(*) FROM tenancy.clone_keys", &[]).unwrap().get(0);
     assert_eq!(keys_left, 0);
-    let not_ok: i64 = su
-        .query_one("SELECT count(*) FROM tenancy.validate_client_data_integrity() WHERE NOT ok", &[])
-        .unwrap()
-        .get(0);
+    let not_ok: i64 =
+        su.query_one("SELECT count(*) FROM tenancy.validate_client_data_integrity() WHERE NOT ok", &[]).unwrap().get(0);
     assert_eq!(not_ok, 0, "no row of the clone points at another organization's row");
 
     // 4. Erase the clone while a writer works in another organization; killed once, then resumed.
@@ -310,9 +343,15 @@ fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
     watcher.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
     assert!(call.join().unwrap().is_err(), "the killed CALL ends with an error");
     let left_after_kill = rows_of(&mut su, CLONE);
-    assert!(left_after_kill > 0 && left_after_kill < clone_rows, "killed mid-way: {left_after_kill} of {clone_rows} left");
+    assert!(
+        left_after_kill > 0 && left_after_kill < clone_rows,
+        "killed mid-way: {left_after_kill} of {clone_rows} left"
+    );
     let running: i64 = su
-        .query_one("SELECT count(*) FROM tenancy.erasures WHERE organization_id = $1::text::uuid AND status = 'running'", &[&CLONE])
+        .query_one(
+            "SELECT count(*) FROM tenancy.erasures WHERE organization_id = $1::text::uuid AND status = 'running'",
+            &[&CLONE],
+        )
         .unwrap()
         .get(0);
     assert_eq!(running, 1, "the record says the erase is running");
@@ -326,7 +365,10 @@ fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
     assert_eq!(rows_of(&mut su, CLONE), 0, "no row of the clone left");
     assert_eq!(fingerprint(&mut su, VIBOTAJ), vibotaj_before, "VIBOTAJ unchanged");
     let writer_rows: i64 = su
-        .query_one("SELECT count(*) FROM parties WHERE organization_id = $1::text::uuid AND name = 'written during the erase'", &[&WRITER_ORG])
+        .query_one(
+            "SELECT count(*) FROM parties WHERE organization_id = $1::text::uuid AND name = 'written during the erase'",
+            &[&WRITER_ORG],
+        )
         .unwrap()
         .get(0);
     assert_eq!(writer_rows, written, "every row the writer wrote is there");
@@ -343,7 +385,8 @@ fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
     assert_eq!(r.get::<_, i64>(2), clone_rows, "the record counts every row deleted, across the kill");
     assert_eq!(r.get::<_, String>(3), "1");
     assert_eq!(r.get::<_, String>(4), "postgres");
-    let orgs: i64 = su.query_one("SELECT count(*) FROM tenancy.organizations WHERE id = $1::text::uuid", &[&CLONE]).unwrap().get(0);
+    let orgs: i64 =
+        su.query_one("SELECT count(*) FROM tenancy.organizations WHERE id = $1::text::uuid", &[&CLONE]).unwrap().get(0);
     assert_eq!(orgs, 0);
     let log: Vec<String> = su
         .query(
@@ -384,7 +427,11 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
     let fresh = || superuser_of(db);
 
     // Bad input.
-    run("erase an active organization", "55000", fresh().query(&format!("CALL tenancy.erase_organization('{VIBOTAJ}')"), &[]));
+    run(
+        "erase an active organization",
+        "55000",
+        fresh().query(&format!("CALL tenancy.erase_organization('{VIBOTAJ}')"), &[]),
+    );
     run(
         "erase an unknown organization",
         "42704",
@@ -396,7 +443,11 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
         fresh().query("SELECT * FROM tenancy.export_organization('99999999-0000-0000-0000-000000000000')", &[]),
     );
     load_export(db, "vibotaj_export", &file);
-    run("import into an organization that exists", "42710", fresh().query("CALL tenancy.import_organization('vibotaj_export')", &[]));
+    run(
+        "import into an organization that exists",
+        "42710",
+        fresh().query("CALL tenancy.import_organization('vibotaj_export')", &[]),
+    );
     fresh()
         .batch_execute(
             "CREATE TABLE old_export AS SELECT * FROM vibotaj_export;
@@ -408,7 +459,11 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
     fresh()
         .batch_execute(&format!("UPDATE old_export SET line = replace(line, '{VIBOTAJ}', '99999999-0000-0000-0000-000000000001') WHERE n = 1"))
         .unwrap();
-    run("import an export of another tenancy version", "0A000", fresh().query("CALL tenancy.import_organization('old_export')", &[]));
+    run(
+        "import an export of another tenancy version",
+        "0A000",
+        fresh().query("CALL tenancy.import_organization('old_export')", &[]),
+    );
     run(
         "clone into a slug that exists",
         "42710",
@@ -442,7 +497,8 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
         ))
         .unwrap();
     let refused = fresh().query(&format!("CALL tenancy.erase_organization('{ACME}')"), &[]);
-    let message = refused.as_ref().err().and_then(|e| e.as_db_error().map(|d| d.message().to_string())).unwrap_or_default();
+    let message =
+        refused.as_ref().err().and_then(|e| e.as_db_error().map(|d| d.message().to_string())).unwrap_or_default();
     run("erase while other rows reference the organization's rows", "23503", refused);
     assert!(message.contains("public.archive") && message.contains("public.links"), "the report names both: {message}");
     let links: i64 = su.query_one("SELECT count(*) FROM links", &[]).unwrap().get(0);
@@ -462,7 +518,10 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
     // Seed 000's rows and VIBOTAJ's row of links, which references ACME's shipment: reported.
     assert_eq!(own.len(), 230_760 + 1 + 2);
     let header: String = own[0].get(0);
-    assert!(header.contains("\"references\": \"public.shipments\"") && header.contains("\"table\": \"public.links\""), "{header}");
+    assert!(
+        header.contains("\"references\": \"public.shipments\"") && header.contains("\"table\": \"public.links\""),
+        "{header}"
+    );
     // Attacks on erase and import: the table owner (not an administrator), a member and the
     // application role.
     let mut tables_owner = connect("postgres", db);
@@ -492,7 +551,9 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
     // organization's rows.
     fresh().batch_execute("DELETE FROM archive; DELETE FROM links;").unwrap();
     fresh()
-        .batch_execute(&format!("SELECT tenancy._privileged('erase_begin', jsonb_build_object('organization_id', '{ACME}'))"))
+        .batch_execute(&format!(
+            "SELECT tenancy._privileged('erase_begin', jsonb_build_object('organization_id', '{ACME}'))"
+        ))
         .unwrap();
     run(
         "the tables' owner deletes a batch of a running erase",
@@ -527,15 +588,20 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
 
     // Usage: every organization's rows for the administrator, its own for a member.
     let usage: Vec<(String, i64)> = su
-        .query("SELECT organization_slug, sum(rows)::bigint FROM tenancy.organization_usage() GROUP BY 1 ORDER BY 1", &[])
+        .query(
+            "SELECT organization_slug, sum(rows)::bigint FROM tenancy.organization_usage() GROUP BY 1 ORDER BY 1",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(usage, [("vibotaj".to_string(), 230_760)]);
-    let mine = as_user(db, VIBOTAJ_MEMBER, "SELECT count(DISTINCT organization_id) FROM tenancy.organization_usage()").unwrap();
+    let mine = as_user(db, VIBOTAJ_MEMBER, "SELECT count(DISTINCT organization_id) FROM tenancy.organization_usage()")
+        .unwrap();
     assert_eq!(mine[0].get::<_, i64>(0), 1);
-    let theirs = as_user(db, WRITER_USER, "SELECT coalesce(sum(rows), 0)::bigint FROM tenancy.organization_usage()").unwrap();
+    let theirs =
+        as_user(db, WRITER_USER, "SELECT coalesce(sum(rows), 0)::bigint FROM tenancy.organization_usage()").unwrap();
     assert_eq!(theirs[0].get::<_, i64>(0), 0, "a user of another organization counts none of VIBOTAJ's rows");
 
     let failed: Vec<&Case> = cases.iter().filter(|(_, want, got)| want != got).collect();

@@ -42,7 +42,10 @@ fn a_login_role_reads_exactly_what_login_needs_and_nothing_else() {
 
     // Everybody else: refused (the application role, before and after a user is set).
     let mut app = app_session(db);
-    assert_eq!(sqlstate(app.query("SELECT * FROM tenancy.login_lookup('public.users', 'bob@example.com')", &[])), "42501");
+    assert_eq!(
+        sqlstate(app.query("SELECT * FROM tenancy.login_lookup('public.users', 'bob@example.com')", &[])),
+        "42501"
+    );
 
     // The login flow: the id found, then the user set; the policies take it from there.
     let id: String = l
@@ -58,7 +61,10 @@ fn a_login_role_reads_exactly_what_login_needs_and_nothing_else() {
 
     // Revoked: refused from the very next statement of the login role's open session; logged.
     c.batch_execute("SELECT tenancy.revoke_login_lookup('public.users')").unwrap();
-    assert_eq!(sqlstate(l.query("SELECT * FROM tenancy.login_lookup('public.users', 'bob@example.com')", &[])), "42501");
+    assert_eq!(
+        sqlstate(l.query("SELECT * FROM tenancy.login_lookup('public.users', 'bob@example.com')", &[])),
+        "42501"
+    );
     let logged: i64 = c
         .query_one(
             "SELECT count(*) FROM tenancy.migration_log WHERE operation IN ('allow_login_lookup', 'revoke_login_lookup')",
@@ -67,5 +73,7 @@ fn a_login_role_reads_exactly_what_login_needs_and_nothing_else() {
         .unwrap()
         .get(0);
     assert_eq!(logged, 2);
-    println!("login: a role without BYPASSRLS found users of both organizations by email, columns id and password_hash only");
+    println!(
+        "login: a role without BYPASSRLS found users of both organizations by email, columns id and password_hash only"
+    );
 }

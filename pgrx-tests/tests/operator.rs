@@ -53,8 +53,10 @@ fn per_org(c: &mut impl postgres::GenericClient) -> Vec<(String, i64)> {
 #[test]
 fn the_database_owner_runs_the_runbook_validation_in_operator_mode_and_sees_nothing_without_it() {
     let mut c = runbook_001_db();
-    let (sup, bypass): (bool, bool) =
-        c.query_one("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user", &[]).map(|r| (r.get(0), r.get(1))).unwrap();
+    let (sup, bypass): (bool, bool) = c
+        .query_one("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
     assert!(!sup && !bypass, "the owner must be an ordinary managed-install owner");
 
     // Without operator mode: the "organization summary 0|0, 0 users".
@@ -154,8 +156,10 @@ fn the_application_roles_plans_do_not_change() {
             let plan: Vec<String> =
                 tx.query(&format!("EXPLAIN (COSTS OFF) {q}"), &[]).unwrap().iter().map(|r| r.get(0)).collect();
             let text = plan.join("\n");
-            assert!(!text.contains("operating") && !text.contains("InitPlan 2") && !text.contains(" OR "),
-                    "{q}: the app role got an extra arm:\n{text}");
+            assert!(
+                !text.contains("operating") && !text.contains("InitPlan 2") && !text.contains(" OR "),
+                "{q}: the app role got an extra arm:\n{text}"
+            );
             if q.contains("WHERE") {
                 assert!(text.contains("Index Cond"), "{q}: no index condition:\n{text}");
             }
@@ -173,8 +177,10 @@ fn the_application_roles_plans_do_not_change() {
     drop(tx);
     // disable_isolation removes exactly what enable_isolation created, the operator policy too.
     c.batch_execute("SELECT tenancy.disable_isolation('public.api_items')").unwrap();
-    let left: i64 =
-        c.query_one("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.api_items'::regclass", &[]).unwrap().get(0);
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM pg_policy WHERE polrelid = 'public.api_items'::regclass", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(left, 0);
 }
 
@@ -190,8 +196,10 @@ fn the_runbook_001_queries_run_as_written() {
     ))
     .unwrap();
     // On its own: a procedure that COMMITs cannot run inside a multi-statement batch.
-    c.batch_execute(&format!("CALL tenancy.backfill('public.email_logs', organization_id => '{ORG_A}', tenant_column => 'client_id')"))
-        .unwrap();
+    c.batch_execute(&format!(
+        "CALL tenancy.backfill('public.email_logs', organization_id => '{ORG_A}', tenant_column => 'client_id')"
+    ))
+    .unwrap();
     c.batch_execute("SET search_path = public, tenancy").unwrap();
     // The migration log as the runbook reads it: phase (the backfill's), operation, status, details, created_at.
     let q = "SELECT phase, operation, status, details, created_at FROM migration_log WHERE phase = 'phase_1' ORDER BY created_at DESC";

@@ -154,7 +154,12 @@ fn upgrade_gives_a_fresh_install(previous: &str) {
     assert_eq!(none, 0, "no context, no rows");
     tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'; SELECT tenancy.set_organization('{ORG_A}')"))
         .unwrap();
-    let r = tx.query_one("SELECT count(*), count(*) FILTER (WHERE organization_id <> tenancy.current_organization_id()) FROM notes", &[]).unwrap();
+    let r = tx
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE organization_id <> tenancy.current_organization_id()) FROM notes",
+            &[],
+        )
+        .unwrap();
     assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (200, 0), "organization A sees its 200 notes only");
     let moved = tx.execute(&format!("UPDATE notes SET organization_id = '{ORG_B}' WHERE id = 1"), &[]);
     assert_eq!(sqlstate(moved), "42501", "a row cannot be moved to another tenant");
