@@ -282,6 +282,10 @@ struct Lifecycle {
     write: bool,
     /// A clone reads the source organization and writes the new one: reading names this one.
     read_from: Option<(Uuid, Option<String>)>,
+    /// The role that entered the scope (the table's owner, or the exporting caller): code running
+    /// as any other role during the statement (a SECURITY DEFINER function of somebody else, a
+    /// trigger's function owned by another role) sees no rows through it.
+    role: pg_sys::Oid,
 }
 
 thread_local! {
@@ -297,13 +301,21 @@ impl LifecycleScope {
     /// Let the policies see organization `org` (with slug `slug`, for text tenant columns) for
     /// reading, and for deleting when `delete`, for writing when `write` (an import into it).
     pub(crate) fn enter(org: Uuid, slug: Option<String>, delete: bool, write: bool) -> Self {
-        let saved = LIFECYCLE.with(|l| l.replace(Some(Lifecycle { org, slug, delete, write, read_from: None })));
+        let lc = Lifecycle { org, slug, delete, write, read_from: None, role: security::current_role() };
+        let saved = LIFECYCLE.with(|l| l.replace(Some(lc)));
         LifecycleScope { saved }
     }
 
     /// A clone's statement: reading sees organization `from` only, writing `to` only.
     pub(crate) fn enter_clone(from: (Uuid, Option<String>), to: (Uuid, Option<String>)) -> Self {
-        let lc = Lifecycle { org: to.0, slug: to.1, delete: false, write: true, read_from: Some(from) };
+        let lc = Lifecycle {
+            org: to.0,
+            slug: to.1,
+            delete: false,
+            write: true,
+            read_from: Some(from),
+            role: security::current_role(),
+        };
         let saved = LIFECYCLE.with(|l| l.replace(Some(lc)));
         LifecycleScope { saved }
     }
@@ -321,6 +333,9 @@ impl Drop for LifecycleScope {
 fn lifecycle_for(right: Option<Right>) -> Option<Option<(Uuid, Option<String>)>> {
     LIFECYCLE.with(|l| {
         l.borrow().as_ref().map(|lc| {
+            if security::current_role() != lc.role {
+                return None;
+            }
             if let (Some(Right::Read), Some(from)) = (right, &lc.read_from) {
                 return Some(from.clone());
             }

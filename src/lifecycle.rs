@@ -387,6 +387,9 @@ pub fn _usage() -> TableIterator<
         let all_rows = admin && !owner_code_could_run(&[rel], &[(rel, t.column.as_str())]);
         let counts: Vec<(Option<String>, i64)> = {
             let _su = all_rows.then(|| AsRole::switch_to(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID)));
+            // An administrator never runs another owner's code (its policies, its types) with its
+            // own rights: where that code could run, the count is the owner's view of the table.
+            let _owner = (admin && !all_rows).then(|| AsRole::switch_to(t.owner));
             if !all_rows && !has_table_privilege(rel, pg_sys::ACL_SELECT) {
                 Vec::new()
             } else {
@@ -477,6 +480,9 @@ pub fn export_organization(organization_id: Option<Uuid>) -> TableIterator<'stat
         ))
     })
     .unwrap_or(JsonB(serde_json::json!([])));
+    if acting_administrator() {
+        refuse_owner_code_for_administrator(&tables);
+    }
     let lines: Vec<String> = {
         let _scope = LifecycleScope::enter(org, Some(slug), false, false);
         spi(Spi::connect(|c| {
@@ -488,6 +494,28 @@ pub fn export_organization(organization_id: Option<Uuid>) -> TableIterator<'stat
         }))
     };
     TableIterator::new(lines.into_iter().map(|l| (l,)))
+}
+
+/// An administrator's export reads every tenant table with its own rights, so no table owned by
+/// another role may carry that owner's code into the read: a policy tenancy did not write (it runs
+/// for the reader), a column whose type is not built in (its output function or a cast to json, run
+/// by to_jsonb; enums without such a cast aside), or something other than a table in its tree.
+/// Such tables are refused (0A000), not read.
+fn refuse_owner_code_for_administrator(tables: &JsonB) {
+    let listed = spi(Spi::get_one_with_args::<String>(
+        "WITH RECURSIVE tree AS (              SELECT x.relid AS top, x.relid FROM pg_catalog.jsonb_to_recordset($1) x(relid pg_catalog.oid)              UNION SELECT tree.top, i.inhrelid FROM pg_catalog.pg_inherits i                     JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.relid)          SELECT pg_catalog.string_agg(DISTINCT tree.top::pg_catalog.regclass::pg_catalog.text, ', ')            FROM tree JOIN pg_catalog.pg_class top ON top.oid OPERATOR(pg_catalog.=) tree.top            JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.relid           WHERE top.relowner OPERATOR(pg_catalog.<>) $2             AND (c.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::\"char\"[])                  OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid OPERATOR(pg_catalog.=) c.oid                               AND p.polname::pg_catalog.text OPERATOR(pg_catalog.!~) '^tenancy_')                  OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a                               JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid                               JOIN pg_catalog.pg_type b ON b.oid OPERATOR(pg_catalog.=)                                    CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typbasetype ELSE t.oid END                              WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0                                AND NOT a.attisdropped                                AND (t.oid OPERATOR(pg_catalog.>=) 16384 OR b.oid OPERATOR(pg_catalog.>=) 16384                                     OR b.typelem OPERATOR(pg_catalog.>=) 16384)                                AND NOT (b.typtype OPERATOR(pg_catalog.=) 'e' AND t.typtype OPERATOR(pg_catalog.=) 'e'                                         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_cast k                                                          WHERE k.castsource OPERATOR(pg_catalog.=) t.oid                                                            AND k.casttarget OPERATOR(pg_catalog.=) ANY \
+                                                               (ARRAY['pg_catalog.json'::pg_catalog.regtype,                                                                       'pg_catalog.jsonb'::pg_catalog.regtype]::pg_catalog.oid[])))))",
+        &[JsonB(tables.0.clone()).into(), security::current_role().into()],
+    ));
+    if let Some(listed) = listed {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("tenancy.export_organization: reading {listed} could run its owner's code with an administrator's rights"),
+            "A policy tenancy did not write, a column type that is not built in, or a relation that is not a table would \
+             run for the reader. Export as the tables' owner (or as the organization's owner, through the application), \
+             or remove that code first.",
+        )
+    }
 }
 
 /// Internal (`tenancy.import_organization`): insert the rows `rows` (a JSON array of row objects)

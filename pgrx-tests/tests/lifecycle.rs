@@ -481,6 +481,33 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
     let erasures: i64 = su.query_one("SELECT count(*) FROM tenancy.erasures", &[]).unwrap().get(0);
     assert_eq!((orgs, imports, erasures), (3, 0, 0), "bad input created no organization, import or erasure");
 
+    // A table owner (not an administrator) plants code in a policy of its table; an
+    // administrator's export must not run it with the administrator's rights (it could grant
+    // itself UPDATE on tenancy.organizations): the export is refused, and the code never ran.
+    // (The administrator may read every table, as an export needs.)
+    fresh()
+        .batch_execute(
+            "GRANT CREATE ON SCHEMA public TO lc_tables; GRANT SELECT ON ALL TABLES IN SCHEMA public TO tracehub_owner;",
+        )
+        .unwrap();
+    let mut planter = connect("postgres", db);
+    planter
+        .batch_execute(
+            "SET ROLE lc_tables;
+             CREATE FUNCTION public.lc_spy() RETURNS boolean LANGUAGE plpgsql AS
+               $f$ BEGIN PERFORM pg_catalog.set_config('lc.spy', current_user, false); RETURN true; END $f$;
+             CREATE POLICY lc_spy ON shipments AS RESTRICTIVE FOR SELECT USING (public.lc_spy());",
+        )
+        .unwrap();
+    let mut admin = connect("tracehub_owner", db);
+    let planted = admin.query(&format!("SELECT * FROM tenancy.export_organization('{VIBOTAJ}')"), &[]);
+    let spied: Option<String> = admin.query_one("SELECT current_setting('lc.spy', true)", &[]).unwrap().get(0);
+    println!("lifecycle case: the table owner's policy code ran as: {spied:?}");
+    run("an administrator's export of a table whose owner planted policy code", "0A000", planted);
+    assert_ne!(spied.as_deref(), Some("tracehub_owner"), "the table owner's code ran with the administrator's rights");
+    planter.batch_execute("DROP POLICY lc_spy ON shipments; DROP FUNCTION public.lc_spy()").unwrap();
+    fresh().batch_execute("REVOKE SELECT ON ALL TABLES IN SCHEMA public FROM tracehub_owner").unwrap();
+
     // Rows outside ACME referencing its rows stop the erase before anything is deleted: a
     // non-tenant table, and a tenant table whose foreign key does not carry the tenant column
     // (ON DELETE CASCADE would delete VIBOTAJ's row).
