@@ -20,7 +20,7 @@ pub fn superuser() -> Client {
 pub fn role(role: &str, extra: &str) {
     let mut su = superuser();
     su.batch_execute(&format!(
-        "DO $$ BEGIN CREATE ROLE \"{role}\" LOGIN {extra}; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
+        "DO $$ BEGIN CREATE ROLE \"{role}\" LOGIN {extra}; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;"
     ))
     .unwrap();
 }

@@ -156,7 +156,7 @@ fn role_everywhere(name: &str) {
     for node in 0..3 {
         connect(node, "postgres", "postgres")
             .batch_execute(&format!(
-                "DO $$ BEGIN CREATE ROLE \"{name}\" LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;"
+                "DO $$ BEGIN CREATE ROLE \"{name}\" LOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;"
             ))
             .unwrap();
     }

@@ -923,10 +923,10 @@ fn supabase_style_managed_install_isolates_postgrest_requests() {
     let owner = format!("{db}_owner");
     superuser()
         .batch_execute(&format!(
-            "DO $$ BEGIN CREATE ROLE {ANON} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-             DO $$ BEGIN CREATE ROLE {AUTHENTICATED} NOLOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-             DO $$ BEGIN CREATE ROLE {SERVICE_ROLE} NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
-             DO $$ BEGIN CREATE ROLE {AUTHENTICATOR} LOGIN NOINHERIT; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+            "DO $$ BEGIN CREATE ROLE {ANON} NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+             DO $$ BEGIN CREATE ROLE {AUTHENTICATED} NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+             DO $$ BEGIN CREATE ROLE {SERVICE_ROLE} NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+             DO $$ BEGIN CREATE ROLE {AUTHENTICATOR} LOGIN NOINHERIT; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
              ALTER ROLE {SERVICE_ROLE} NOLOGIN BYPASSRLS;
              ALTER ROLE {AUTHENTICATOR} LOGIN NOINHERIT;
              GRANT {ANON}, {AUTHENTICATED}, {SERVICE_ROLE} TO {AUTHENTICATOR};"

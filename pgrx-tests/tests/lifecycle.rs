@@ -80,8 +80,7 @@ fn tmp_file(name: &str) -> String {
 /// lc_app granted what an application has, and organization ACME (rows in every table, `acme`
 /// shipments) and the writer's organization added.
 fn seed_db(db: &str, acme: i64) {
-    // Both tests start with this: CREATE ROLE racing itself on a fresh cluster is a unique
-    // violation, not the duplicate_object role() expects.
+    // Both tests start with this; role() tolerates the race, this keeps it to one attempt.
     static ROLES: std::sync::Once = std::sync::Once::new();
     ROLES.call_once(|| {
         role("lc_tables", "");
