@@ -28,7 +28,8 @@
 -- The application is a Prisma app: its users have cuid ids (text, "clh3x5k2p0000qzrmn831i7rn"),
 -- which tenancy takes as they are (tenancy.set_user_id_type('text')): its users are adopted as
 -- members, the application's ordinary database role sets the acting user from the cuid, and the
--- tables are isolated in membership mode.
+-- tables are isolated in membership mode (not the default since 0.3.0: its pages list the rows of
+-- every organization of the user).
 \set ON_ERROR_STOP 1
 \pset pager off
 SET client_min_messages = warning;
@@ -260,7 +261,7 @@ ANALYZE inventory_balances;
 
 -- Beyond the runbook, which leaves isolation to "tenant middleware" and "scoped Prisma queries":
 -- RLS on every table with org_id, so the database itself keeps organizations apart.
-SELECT table_name, action FROM tenancy.enable_isolation_all('public', tenant_column => 'org_id') ORDER BY 1;
+SELECT table_name, action FROM tenancy.enable_isolation_all('public', tenant_column => 'org_id', mode => 'membership') ORDER BY 1;
 
 -- The application's database role (created at the top, by the superuser).
 GRANT USAGE ON SCHEMA public TO inventory_app;

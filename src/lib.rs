@@ -154,7 +154,12 @@ mod tests {
         Spi::run("CREATE TABLE t (id int PRIMARY KEY, organization_id uuid NOT NULL)").unwrap();
         let first = one::<String>("SELECT tenancy.enable_isolation('t')").unwrap();
         assert!(first.contains("FORCE ROW LEVEL SECURITY"), "{first}");
-        assert_eq!(one::<i64>("SELECT count(*) FROM pg_policy WHERE polrelid = 't'::regclass"), Some(8));
+        // Context mode (the default): and the operator policy, for the catalog's owner.
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_policy WHERE polrelid = 't'::regclass"), Some(9));
+        assert_eq!(
+            one::<String>("SELECT mode FROM tenancy.tenant_tables WHERE relid = 't'::regclass").as_deref(),
+            Some("context")
+        );
         assert_eq!(
             one::<i64>("SELECT count(*) FROM pg_policy WHERE polrelid = 't'::regclass AND NOT polpermissive"),
             Some(4),

@@ -399,9 +399,30 @@ fn expression(column: &str, kind: Column, mode: Mode, right: Right, distributed:
 }
 
 /// The policy a command gets: name and CREATE POLICY statement.
-fn policy_ddl(rel: &str, cmd: &str, restrictive: bool, roles: &str, t: &Target, mode: Mode) -> (String, String) {
+/// `operator_escape`: a context-mode boundary also passes in operator mode (`OR (SELECT
+/// tenancy.operating())`). Context mode names one organization per statement, so the operator's
+/// rows of every organization come through the `tenancy_operator` policy, and the boundary must let
+/// them. The access policy stays a bare equality: for every role but the administrators it is the
+/// only permissive policy, so the planner still sees `column = <constant>` (index order for
+/// `ORDER BY ... LIMIT`).
+fn policy_ddl(
+    rel: &str,
+    cmd: &str,
+    restrictive: bool,
+    roles: &str,
+    t: &Target,
+    mode: Mode,
+    operator_escape: bool,
+) -> (String, String) {
     let name = format!("tenancy_{cmd}_{}", if restrictive { "boundary" } else { "access" });
-    let e = |right| expression(&t.column, t.kind, mode, right, t.distributed);
+    let e = |right| {
+        let eq = expression(&t.column, t.kind, mode, right, t.distributed);
+        if restrictive && operator_escape {
+            format!("({eq}) OR (SELECT tenancy.operating())")
+        } else {
+            eq
+        }
+    };
     let clauses = match cmd {
         "select" => format!("USING ({})", e(Right::Read)),
         "insert" => format!("WITH CHECK ({})", e(Right::Write)),
@@ -514,17 +535,22 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
             quote_identifier(&t.column)
         ));
     }
-    // Operator mode (tenancy.operate). With the policies for PUBLIC (the default), the boundary
+    // Operator mode (tenancy.operate). With membership-mode policies for PUBLIC, the boundary
     // applies to the administrator as to everyone, and in operator mode the membership-mode
     // lookups return every organization: the access policies already open every organization's
     // rows to it, and no policy is added (a second permissive policy for the administrator would
-    // change nothing and trip Supabase's linter, multiple_permissive_policies). Where no access
+    // change nothing and trip Supabase's linter, multiple_permissive_policies). Context mode names
+    // one organization per statement: its boundary for PUBLIC passes in operator mode too, and the
+    // operator policy below opens the rows (see policy_ddl). Where no access
     // policy reaches the administrator (the policies are for other roles, or the table's own
     // permissive policies replace an access policy), one more permissive policy, for members of
     // the catalog owner only: the application's roles get no extra policy and their plans do not
     // change. Not on distributed tables: their workers never see operator mode (fail closed).
     let for_public = roles.iter().any(|r| r == "public");
     let operator_role = (!t.distributed).then(catalog_owner_name).flatten();
+    // Context-mode boundaries pass in operator mode: for PUBLIC they bind the administrators too,
+    // and for named roles an administrator may be a member of one of them (SET ROLE for checks).
+    let operator_escape = mode == Mode::Context && operator_role.is_some();
     let mut operator_comment = false;
     let mut statements = Vec::new();
     let mut rels_out = Vec::new();
@@ -558,8 +584,8 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
         let existing = existing_policies(rel.relid);
         let mut desired: Vec<(String, String)> = Vec::new();
         for (cmd, code) in COMMANDS {
-            desired.push(policy_ddl(&rel.name, cmd, true, &roles_sql, t, mode));
-            let access = policy_ddl(&rel.name, cmd, false, &roles_sql, t, mode);
+            desired.push(policy_ddl(&rel.name, cmd, true, &roles_sql, t, mode, operator_escape));
+            let access = policy_ddl(&rel.name, cmd, false, &roles_sql, t, mode, false);
             let theirs: Vec<&str> = existing
                 .iter()
                 .filter(|p| {
@@ -580,7 +606,9 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
             }
         }
         let all_access = desired.iter().filter(|(n, _)| n.ends_with("_access")).count() == COMMANDS.len();
-        if let Some(role) = operator_role.as_ref().filter(|_| !(for_public && all_access)) {
+        // Membership mode for PUBLIC with every access policy: the lookups open every organization
+        // in operator mode, no policy needed. Context mode names one organization: the policy.
+        if let Some(role) = operator_role.as_ref().filter(|_| !(for_public && all_access && mode == Mode::Membership)) {
             if !operator_comment {
                 comments.push(format!(
                     "-- Operator mode: members of {} (the owner of tenancy.organizations) read and fix rows of every \
@@ -777,7 +805,7 @@ pub fn _isolation(
 ) -> String {
     let relid = required("tbl", tbl);
     let column = required("tenant_column", tenant_column);
-    let mode = Mode::parse(required("mode", mode));
+    let requested_mode = mode.map(Mode::parse);
     let roles = check_roles(required("roles", roles));
     let apply = apply.unwrap_or(false);
     let t = load_target(relid, column);
@@ -788,6 +816,20 @@ pub fn _isolation(
         spi(Spi::run(&format!("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE", t.name)));
     }
     let (was_registered, rec) = recorded(relid);
+    // No mode given: the one the table is isolated with, else context (the default since 0.3.0:
+    // an equality with a per-statement constant, which keeps the (tenant, created_at) index order).
+    let mode = requested_mode.unwrap_or_else(|| {
+        let recorded_mode = rec.as_ref().and_then(|r| r.get("mode")).and_then(Value::as_str).map(str::to_owned);
+        // Older releases may not have recorded it with the policies: the registry's column.
+        let registered_mode = || {
+            spi(Spi::get_one_with_args::<String>(
+                "SELECT (SELECT t.mode FROM tenancy.tenant_tables t \
+                  WHERE t.relid = $1::oid::regclass AND t.state = 'isolated')",
+                &[relid.into()],
+            ))
+        };
+        recorded_mode.or_else(registered_mode).map_or(Mode::Context, |m| Mode::parse(&m))
+    });
     let p = plan(&t, mode, &roles, rec.as_ref());
     if p.statements.is_empty() {
         return format!(

@@ -192,8 +192,8 @@ fn isolated_items_and_parts(c: &mut Client) {
         c.execute("INSERT INTO public.parts VALUES ($1, $2, $3)", &[&id, &slug, &format!("part {id}")]).unwrap();
     }
     c.batch_execute(
-        "SELECT tenancy.enable_isolation('public.items');
-         SELECT tenancy.enable_isolation('public.parts', 'tenant_id', 'context');",
+        "SELECT tenancy.enable_isolation('public.items', mode => 'membership');
+         SELECT tenancy.enable_isolation('public.parts', 'tenant_id');",
     )
     .unwrap();
 }
@@ -370,7 +370,8 @@ fn dump_and_restore_brings_back_tenants_and_isolation() {
     assert_eq!(get(&source, "tenancy.memberships").len(), 3);
     assert_eq!(get(&source, "tenancy.invitations").len(), 1);
     assert_eq!(get(&source, "tenancy.tenant_tables").len(), 2);
-    assert_eq!(get(&source, "pg_policies").len(), 16);
+    // 8 per table, and the operator policy of the context-mode table (parts).
+    assert_eq!(get(&source, "pg_policies").len(), 17);
     assert_eq!(get(&source, "public.items").len(), ITEMS.len());
     assert!(
         get(&source, "validate_client_data_integrity()").iter().all(|r| r[13].as_deref() == Some("t")), // ok
@@ -475,8 +476,9 @@ fn drop_extension_keeps_user_tables_and_says_what_it_removed() {
     assert_eq!(count(&mut tx, "SELECT count(*) FROM public.items"), 3);
     drop(tx);
 
-    // What depends on tenancy: per table its FK to tenancy.organizations, its DEFAULT and 8 policies.
-    let mut expected = BTreeSet::new();
+    // What depends on tenancy: per table its FK to tenancy.organizations, its DEFAULT and 8 policies,
+    // and the operator policy of the context-mode table.
+    let mut expected = BTreeSet::from(["policy tenancy_operator on table parts".to_string()]);
     for (t, col) in [("items", "organization_id"), ("parts", "tenant_id")] {
         expected.insert(format!("constraint {t}_{col}_fkey on table {t}"));
         expected.insert(format!("default value for column {col} of table {t}"));
@@ -498,7 +500,7 @@ fn drop_extension_keeps_user_tables_and_says_what_it_removed() {
     let named: BTreeSet<String> = detail.lines().map(|l| l.split(" depends on ").next().unwrap().to_string()).collect();
     assert_eq!(named, expected, "the error's DETAIL names exactly the dependent objects:\n{detail}");
     assert_eq!(count(&mut su, "SELECT count(*) FROM pg_extension WHERE extname = 'tenancy'"), 1);
-    assert_eq!(count(&mut su, "SELECT count(*) FROM pg_policies WHERE schemaname = 'public'"), 16);
+    assert_eq!(count(&mut su, "SELECT count(*) FROM pg_policies WHERE schemaname = 'public'"), 17);
 
     // With CASCADE: done, and the NOTICE lists what went with it.
     let (mut owner, notices) = connect_with_notices(&format!("{db}_owner"), db);

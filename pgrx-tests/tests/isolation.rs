@@ -560,6 +560,84 @@ fn the_context_is_read_once_per_statement_and_the_tenant_index_is_used() {
     }
 }
 
+/// Issue 17: a list page (`ORDER BY created_at DESC LIMIT 20`, no tenant filter in the query) in
+/// the default mode, for a transaction acting for one organization (set_organization, the JWT's
+/// organization claim, the user's default organization), reads the `(tenant, created_at)` index
+/// backwards and stops after 20 rows: no Sort node, whatever the tenant's size. uuid and slug
+/// columns (text and character(n)); the rows are exactly the newest 20 of the organization.
+#[test]
+fn the_default_mode_serves_a_list_page_in_index_order() {
+    let db = "iso_listpage";
+    let mut owner = two_tenant_db(db);
+    let app = format!("{db}_app");
+    for (tb, col, ty) in [
+        ("lp_uuid", "organization_id", "uuid"),
+        ("lp_text", "tenant_id", "text"),
+        ("lp_char", "tenant_id", "character(8)"),
+    ] {
+        let (a, other) = if ty == "uuid" {
+            (format!("'{ORG_A}'::uuid"), format!("'{ORG_B}'::uuid"))
+        } else {
+            ("'org-a'".to_string(), "'org-b'".to_string())
+        };
+        // A holds 1 row in 10 (5,000 of 50,000), interleaved with B's, so a sort would be visible.
+        owner
+            .batch_execute(&format!(
+                "CREATE TABLE {tb} (id int PRIMARY KEY, {col} {ty} NOT NULL,
+                                    created_at timestamptz NOT NULL, body text);
+                 INSERT INTO {tb} SELECT g, CASE WHEN g % 10 = 0 THEN {a} ELSE {other} END,
+                                         timestamptz '2026-01-01' + g * interval '1 minute', 'row ' || g
+                   FROM generate_series(1, 50000) g;
+                 CREATE INDEX ON {tb} ({col}, created_at);
+                 ANALYZE {tb};
+                 GRANT SELECT ON {tb} TO PUBLIC;
+                 SELECT tenancy.enable_isolation('{tb}', '{col}');"
+            ))
+            .unwrap();
+        let mode: String = owner
+            .query_one("SELECT mode FROM tenancy.tenant_tables WHERE relid = $1::text::regclass", &[&tb])
+            .unwrap()
+            .get(0);
+        assert_eq!(mode, "context", "{tb}: the default mode of a newly isolated table");
+        let newest: Vec<i32> = (0..20).map(|k| 50000 - 10 * k).collect();
+        let sql = format!("SELECT id FROM {tb} ORDER BY created_at DESC LIMIT 20");
+        for how in ["set_organization", "JWT organization claim", "default organization"] {
+            let mut c = connect(&app, db);
+            let mut tx = c.transaction().unwrap();
+            match how {
+                "set_organization" => tx
+                    .batch_execute(&format!(
+                        "SET LOCAL tenancy.user_id = '{USER_A}'; SELECT tenancy.set_organization('{ORG_A}')"
+                    ))
+                    .unwrap(),
+                "JWT organization claim" => tx
+                    .batch_execute(&format!(
+                        "SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_A}\", \"organization_id\": \"{ORG_A}\"}}', true)"
+                    ))
+                    .unwrap(),
+                _ => tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap(),
+            }
+            let ids: Vec<i32> = tx.query(&sql, &[]).unwrap().iter().map(|r| r.get(0)).collect();
+            assert_eq!(ids, newest, "{tb} ({how}): the 20 newest rows of A, and only A's");
+            let plan = explain(&mut tx, &sql);
+            assert!(!plan.contains("Sort"), "{tb} ({how}): the list page must not sort the tenant's rows:\n{plan}");
+            assert!(
+                plan.contains(&format!("Index Scan Backward using {tb}_{col}_created_at_idx")),
+                "{tb} ({how}): the (tenant, created_at) index read backwards:\n{plan}"
+            );
+            let scanned = plan
+                .lines()
+                .find(|l| l.contains("Index Scan Backward"))
+                .and_then(|l| l.split("rows=").nth(1))
+                .and_then(|r| r.split(|ch: char| !ch.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(u32::MAX);
+            assert!(scanned <= 20, "{tb} ({how}): it stops after 20 index entries, read {scanned}:\n{plan}");
+            eprintln!("list page {tb} ({how}): index order, {scanned} rows read, no Sort");
+        }
+    }
+}
+
 /// Supabase / PostgREST: policies for the `authenticated` role only, the user from the JWT.
 /// Other roles get no policy at all, which under forced row-level security means no rows.
 #[test]

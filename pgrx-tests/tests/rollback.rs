@@ -66,7 +66,8 @@ fn a_child_rolls_back_under_its_isolated_parent_and_nobody_sees_the_parent_unfor
         &mut su,
         "SELECT relrowsecurity AND relforcerowsecurity FROM pg_class WHERE oid = 'users'::regclass"
     ));
-    assert_eq!(one_i64(&mut su, "SELECT count(*) FROM pg_policy WHERE polrelid = 'users'::regclass"), 8);
+    // 8 and the operator policy (context mode).
+    assert_eq!(one_i64(&mut su, "SELECT count(*) FROM pg_policy WHERE polrelid = 'users'::regclass"), 9);
     assert_eq!(
         one_i64(
             &mut su,

@@ -163,6 +163,15 @@ fn upgrade_gives_a_fresh_install(previous: &str) {
     assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (200, 0), "organization A sees its 200 notes only");
     let moved = tx.execute(&format!("UPDATE notes SET organization_id = '{ORG_B}' WHERE id = 1"), &[]);
     assert_eq!(sqlstate(moved), "42501", "a row cannot be moved to another tenant");
+    drop(tx);
+
+    // 0.3.0's default mode is context; a table isolated before (membership, the old default) keeps
+    // its mode when enable_isolation is called again without one.
+    let again: String = old.query_one("SELECT tenancy.enable_isolation('notes')", &[]).unwrap().get(0);
+    assert!(again.contains("nothing to do"), "enable_isolation without mode changed a {previous} table:\n{again}");
+    let mode: String =
+        old.query_one("SELECT mode FROM tenancy.tenant_tables WHERE relid = 'notes'::regclass", &[]).unwrap().get(0);
+    assert_eq!(mode, "membership");
 }
 
 #[test]

@@ -110,6 +110,7 @@ DROP FUNCTION tenancy._op_rename_organization(jsonb, oid, boolean, uuid);
 DROP FUNCTION tenancy._table_integrity(oid);
 DROP FUNCTION tenancy.enable_isolation(regclass, name, text, name[]);
 DROP FUNCTION tenancy.enable_isolation_all(name, name, text, name[]);
+DROP FUNCTION tenancy.isolation_sql(regclass, name, text, name[]);
 DROP FUNCTION tenancy.rollback(regclass, boolean);
 DROP FUNCTION tenancy.validate_client_data_integrity();
 DROP FUNCTION tenancy.validate_client_data_integrity(regclass);
@@ -3171,7 +3172,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 CREATE OR REPLACE FUNCTION tenancy.enable_isolation(tbl regclass, tenant_column name DEFAULT 'organization_id',
-                                         mode text DEFAULT 'membership', roles name[] DEFAULT '{public}',
+                                         mode text DEFAULT NULL, roles name[] DEFAULT '{public}',
                                          allow_incomplete boolean DEFAULT false)
 RETURNS text LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE v_why text;
@@ -3192,7 +3193,7 @@ END $$;
 
 CREATE OR REPLACE FUNCTION tenancy.enable_isolation_all(schema name DEFAULT 'public',
                                              tenant_column name DEFAULT 'organization_id',
-                                             mode text DEFAULT 'membership',
+                                             mode text DEFAULT NULL,
                                              roles name[] DEFAULT '{public}',
                                              allow_incomplete boolean DEFAULT false)
 RETURNS TABLE (table_name text, action text, detail text)
@@ -3326,7 +3327,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy.isolation_sql(tbl regclass, tenant_column name DEFAULT 'organization_id',
-                                      mode text DEFAULT 'membership', roles name[] DEFAULT '{public}')
+                                      mode text DEFAULT NULL, roles name[] DEFAULT '{public}')
 RETURNS text LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT tenancy._isolation($1::oid, $2::text, $3, $4::text[], false)
 $$;
@@ -3951,9 +3952,9 @@ COMMENT ON FUNCTION tenancy.policy_organization_ids(text) IS
 COMMENT ON FUNCTION tenancy.policy_organization_slugs(text) IS
   'policy_organization_ids(privilege) as slugs, for text tenant columns.';
 COMMENT ON FUNCTION tenancy.isolation_sql(regclass, name, text, name[]) IS
-  'The DDL enable_isolation would run now for these arguments, without running it: for review or a migration file.';
+  'The DDL enable_isolation would run now for these arguments, without running it: for review or a migration file. mode NULL: the table''s recorded mode, else context.';
 COMMENT ON FUNCTION tenancy.enable_isolation(regclass, name, text, name[], boolean) IS
-  'Isolate a table by its tenant column: enable and force RLS, boundary and access policies for every command, a default for the column; registers and logs it. Returns the DDL it ran. Idempotent. Modes: membership, context. Refuses (55000) a table whose backfill is unfinished or that has rows without an organization, unless allow_incomplete => true.';
+  'Isolate a table by its tenant column: enable and force RLS, boundary and access policies for every command, a default for the column; registers and logs it. Returns the DDL it ran. Idempotent. Modes: context (the default for a new table: the organization the transaction acts for, set_organization, the JWT claim or the user''s default organization; an equality the planner treats as a constant, so the (tenant, created_at) index order serves list pages) and membership (every organization of the user unless one is chosen); NULL keeps a table''s recorded mode. Refuses (55000) a table whose backfill is unfinished or that has rows without an organization, unless allow_incomplete => true.';
 COMMENT ON FUNCTION tenancy._owner_null_check(oid, jsonb) IS
   'Internal: whether a column of a table holds a NULL; runs only as the table''s owner (through tenancy._as_owner).';
 COMMENT ON FUNCTION tenancy._incomplete(oid, name) IS

@@ -41,9 +41,12 @@ SELECT tenancy.enable_isolation('shipments');
 SELECT count(*) AS differences FROM ((TABLE shape_once EXCEPT SELECT * FROM pg_temp.shape('shipments'))
                                      UNION ALL (SELECT * FROM pg_temp.shape('shipments') EXCEPT TABLE shape_once)) d;
 
--- 3. Changing an option replaces what enable_isolation created.
-SELECT tenancy.enable_isolation('shipments', mode => 'context');
+-- 3. Changing an option replaces what enable_isolation created (the default mode is context);
+--    a call without mode keeps the mode the table has.
+SELECT tenancy.enable_isolation('shipments', mode => 'membership');
 SELECT * FROM pg_temp.shape('shipments');
+SELECT tenancy.enable_isolation('shipments');
+SELECT relid, mode FROM tenancy.tenant_tables WHERE relid = 'shipments'::regclass;
 
 -- 4. disable_isolation puts the table back as it was.
 SELECT tenancy.disable_isolation('shipments');
@@ -108,7 +111,7 @@ SELECT * FROM tenancy.enable_isolation_all('app');
 -- All or nothing: a conflict on one table leaves every table as it was.
 CREATE TABLE app.zeta (id int PRIMARY KEY, organization_id uuid NOT NULL);
 CREATE POLICY tenancy_select_access ON app.zeta USING (true);
-SELECT pg_temp.try($$SELECT * FROM tenancy.enable_isolation_all('app', mode => 'context')$$);
+SELECT pg_temp.try($$SELECT * FROM tenancy.enable_isolation_all('app', mode => 'membership')$$);
 SELECT relid, mode FROM tenancy.tenant_tables WHERE relid::text LIKE 'app.%' ORDER BY 1;
 
 -- 10. The log records every change with the DDL it ran.
