@@ -182,9 +182,53 @@ pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
         )
     };
     let value = tenant_value(&t, org, &slug);
-    let _owner = AsRole::switch_to(t.owner);
-    let _scope = LifecycleScope::enter(org, Some(slug), true, false);
-    spi(Spi::connect_mut(|c| Ok::<_, pgrx::spi::SpiError>(c.update(&sql, None, &[value.into()])?.len() as i64)))
+    let plan = IndexScanPlans::enter();
+    let n = {
+        let _owner = AsRole::switch_to(t.owner);
+        let _scope = LifecycleScope::enter(org, Some(slug), true, false);
+        spi(Spi::connect_mut(|c| Ok::<_, pgrx::spi::SpiError>(c.update(&sql, None, &[value.into()])?.len() as i64)))
+    };
+    plan.leave();
+    n
+}
+
+/// `enable_seqscan` and `enable_bitmapscan` off for one statement, at a GUC nest level of its own
+/// (as a function's SET clause does). A batch's `LIMIT`ed scan otherwise often gets a sequential
+/// scan (the planner expects the organization's rows spread evenly, so the limit looks cheap)
+/// that reads the whole table, and every dead row of the batches before, for each batch; or a
+/// bitmap scan that collects every remaining row of the organization each time. The index scan
+/// reads the batch's rows only (and marks the dead ones it meets in the index, so the next batch
+/// skips them). A table without an index on its tenant column is still scanned sequentially.
+struct IndexScanPlans {
+    level: i32,
+}
+
+impl IndexScanPlans {
+    fn enter() -> Self {
+        // SAFETY: a new GUC nest level and two planner settings saved at it; `leave` (or the
+        // transaction's abort, on an error) pops them.
+        unsafe {
+            let level = pg_sys::NewGUCNestLevel();
+            for name in [c"enable_seqscan", c"enable_bitmapscan"] {
+                pg_sys::set_config_option(
+                    name.as_ptr(),
+                    c"off".as_ptr(),
+                    pg_sys::GucContext::PGC_USERSET,
+                    pg_sys::GucSource::PGC_S_SESSION,
+                    pg_sys::GucAction::GUC_ACTION_SAVE,
+                    true,
+                    pgrx::PgLogLevel::ERROR as _,
+                    false,
+                );
+            }
+            IndexScanPlans { level }
+        }
+    }
+
+    fn leave(self) {
+        // SAFETY: pops the settings of the nest level `enter` opened (and of any above it).
+        unsafe { pg_sys::AtEOXact_GUC(true, self.level) }
+    }
 }
 
 /// Internal (`tenancy.erase_organization`'s verification): how many rows of `org` table `rel`
