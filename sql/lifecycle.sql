@@ -312,7 +312,7 @@ END $$;
 
 -- No SET clause and not SECURITY DEFINER (either forbids COMMIT): names are schema-qualified
 -- and the procedure uses no operators. It runs as the caller, a tenancy administrator.
-CREATE PROCEDURE tenancy.erase_organization(organization_id uuid, batch_size integer DEFAULT 10000,
+CREATE PROCEDURE tenancy.erase_organization(organization_id uuid, batch_size integer DEFAULT 50000,
                                             pause interval DEFAULT '0')
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -3268,7 +3268,7 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE OR REPLACE PROCEDURE tenancy.erase_organization(organization_id uuid, batch_size integer DEFAULT 10000,
+CREATE OR REPLACE PROCEDURE tenancy.erase_organization(organization_id uuid, batch_size integer DEFAULT 50000,
                                             pause interval DEFAULT '0')
 LANGUAGE plpgsql AS $$
 DECLARE
