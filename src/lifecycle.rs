@@ -150,7 +150,8 @@ fn require_running_erasure(org: Uuid) -> String {
 }
 
 /// Internal (`tenancy.erase_organization`): delete up to `batch_size` rows of organization `org`
-/// from tenant table `rel`, in one statement run as the table's owner; returns how many.
+/// from tenant table `rel`, in one DELETE run as the table's owner (after a `LIMIT`ed count of the
+/// rows left, as the owner too); returns how many.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
