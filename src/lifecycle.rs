@@ -150,7 +150,8 @@ fn require_running_erasure(org: Uuid) -> String {
 }
 
 /// Internal (`tenancy.erase_organization`): delete up to `batch_size` rows of organization `org`
-/// from tenant table `rel`, in one statement run as the table's owner; returns how many.
+/// from tenant table `rel`, in one DELETE run as the table's owner (after a `LIMIT`ed count of the
+/// rows left, as the owner too); returns how many.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
@@ -181,10 +182,91 @@ pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
             scond = tenant_condition("s", &t)
         )
     };
+    // When at most `n` rows of the organization are left in the table (the table's last batch,
+    // or the only one), one DELETE of them all reads each row once (the planner may then use a
+    // bitmap scan: no LIMIT to stop it early), as a hand-written DELETE does; picking rows by
+    // ctid first reads each row twice.
+    let left_sql = format!(
+        "SELECT pg_catalog.count(*)::pg_catalog.int8 FROM (SELECT FROM {tbl} s WHERE {scond} LIMIT {more}) s",
+        tbl = t.name,
+        scond = tenant_condition("s", &t),
+        more = n as i64 + 1
+    );
+    let all_sql = format!("DELETE FROM {tbl} t WHERE {cond}", tbl = t.name);
     let value = tenant_value(&t, org, &slug);
-    let _owner = AsRole::switch_to(t.owner);
-    let _scope = LifecycleScope::enter(org, Some(slug), true, false);
-    spi(Spi::connect_mut(|c| Ok::<_, pgrx::spi::SpiError>(c.update(&sql, None, &[value.into()])?.len() as i64)))
+    let plan = IndexScanPlans::enter();
+    let n = {
+        let _owner = AsRole::switch_to(t.owner);
+        let _scope = LifecycleScope::enter(org, Some(slug), true, false);
+        spi(Spi::connect_mut(|c| {
+            let left = c.select(&left_sql, Some(1), &[value.clone().into()])?.first().get_one::<i64>()?.unwrap_or(0);
+            let sql = if left <= n as i64 {
+                IndexScanPlans::allow_bitmap_scans();
+                &all_sql
+            } else {
+                &sql
+            };
+            Ok::<_, pgrx::spi::SpiError>(c.update(sql, None, &[value.into()])?.len() as i64)
+        }))
+    };
+    plan.leave();
+    n
+}
+
+/// `enable_seqscan` and `enable_bitmapscan` off for one statement, at a GUC nest level of its own
+/// (as a function's SET clause does). A batch's `LIMIT`ed scan otherwise often gets a sequential
+/// scan (the planner expects the organization's rows spread evenly, so the limit looks cheap)
+/// that reads the whole table, and every dead row of the batches before, for each batch; or a
+/// bitmap scan that collects every remaining row of the organization each time. The index scan
+/// reads the batch's rows only (and marks the dead ones it meets in the index, so the next batch
+/// skips them). A table without an index on its tenant column is still scanned sequentially.
+struct IndexScanPlans {
+    level: i32,
+}
+
+impl IndexScanPlans {
+    fn enter() -> Self {
+        // SAFETY: a new GUC nest level and two planner settings saved at it; `leave` (or the
+        // transaction's abort, on an error) pops them.
+        unsafe {
+            let level = pg_sys::NewGUCNestLevel();
+            for name in [c"enable_seqscan", c"enable_bitmapscan"] {
+                pg_sys::set_config_option(
+                    name.as_ptr(),
+                    c"off".as_ptr(),
+                    pg_sys::GucContext::PGC_USERSET,
+                    pg_sys::GucSource::PGC_S_SESSION,
+                    pg_sys::GucAction::GUC_ACTION_SAVE,
+                    true,
+                    pgrx::PgLogLevel::ERROR as _,
+                    false,
+                );
+            }
+            IndexScanPlans { level }
+        }
+    }
+
+    /// Bitmap scans on again, for a statement without LIMIT (still at the nest level of `enter`).
+    fn allow_bitmap_scans() {
+        // SAFETY: as in `enter`.
+        unsafe {
+            pg_sys::set_config_option(
+                c"enable_bitmapscan".as_ptr(),
+                c"on".as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                pgrx::PgLogLevel::ERROR as _,
+                false,
+            );
+        }
+    }
+
+    fn leave(self) {
+        // SAFETY: pops the settings of the nest level `enter` opened (and of any above it).
+        unsafe { pg_sys::AtEOXact_GUC(true, self.level) }
+    }
 }
 
 /// Internal (`tenancy.erase_organization`'s verification): how many rows of `org` table `rel`
@@ -433,11 +515,30 @@ fn may_export(org: Uuid) -> bool {
 
 /// Every row of organization `org` in every registered tenant table, parents before children, as
 /// JSON lines: a header line, then `{"table": ..., "row": {...}}` per row. One snapshot: the lines
-/// come from one query (`tenancy._export_lines`, a STABLE function: each of its statements sees
-/// the snapshot that query started with), at any isolation level.
-#[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
-pub fn export_organization(organization_id: Option<Uuid>) -> TableIterator<'static, (name!(line, String),)> {
+/// come from one call of `tenancy._export_lines`, a STABLE function (each of its statements sees
+/// the snapshot of the query that called `export_organization`), at any isolation level.
+///
+/// The lines are not built or held here: `_export_lines` (PL/pgSQL, `RETURN QUERY` per table)
+/// writes them into the tuplestore of this call's result set (it spills to disk past
+/// `work_mem`), which is handed to the caller as it is (materialize mode), so no Rust code runs
+/// per row. The reading scope is entered for that one call only, and it has ended before any
+/// line reaches the caller.
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    sql = r#"CREATE  FUNCTION "export_organization"(
+	"organization_id" uuid /* Option < Uuid > */
+) RETURNS TABLE (
+	"line" TEXT  /* String */
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'export_organization_wrapper';"#
+)]
+pub fn export_organization(organization_id: Option<Uuid>, fcinfo: pg_sys::FunctionCallInfo) {
+    // SAFETY: fcinfo is this call's; checked before anything is read.
+    let rsinfo = unsafe { result_set_of(fcinfo) };
     let Some(org) = organization_id else {
         raise(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -483,17 +584,78 @@ pub fn export_organization(organization_id: Option<Uuid>) -> TableIterator<'stat
     if acting_administrator() {
         refuse_owner_code_for_administrator(&tables);
     }
-    let lines: Vec<String> = {
-        let _scope = LifecycleScope::enter(org, Some(slug), false, false);
-        spi(Spi::connect(|c| {
-            let mut v = Vec::new();
-            for r in c.select("SELECT l FROM tenancy._export_lines($1, $2) l", None, &[org.into(), tables.into()])? {
-                v.push(r.get::<String>(1)?.unwrap_or_default());
-            }
-            Ok::<_, pgrx::spi::SpiError>(v)
-        }))
-    };
-    TableIterator::new(lines.into_iter().map(|l| (l,)))
+    let lines = spi(Spi::get_one::<pg_sys::Oid>(
+        "SELECT 'tenancy._export_lines(pg_catalog.uuid, pg_catalog.jsonb)'::pg_catalog.regprocedure::pg_catalog.oid",
+    ))
+    .unwrap_or(pg_sys::InvalidOid);
+    let _scope = LifecycleScope::enter(org, Some(slug), false, false);
+    // SAFETY: rsinfo was checked by result_set_of; the function is tenancy's own, called with
+    // the two arguments of its signature.
+    unsafe { call_set_function_into(lines, &[org.into_datum(), tables.into_datum()], rsinfo) }
+}
+
+/// The ReturnSetInfo of a set-returning call that accepts a materialized result.
+///
+/// # Safety
+/// `fcinfo` must be the FunctionCallInfo of the current call.
+unsafe fn result_set_of(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::ReturnSetInfo {
+    let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+    if rsinfo.is_null()
+        || !pgrx::is_a(rsinfo as *mut pg_sys::Node, pg_sys::NodeTag::T_ReturnSetInfo)
+        || (*rsinfo).allowedModes & pg_sys::SetFunctionReturnMode::SFRM_Materialize as i32 == 0
+        || (*rsinfo).expectedDesc.is_null()
+    {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "tenancy.export_organization: set-valued function called in context that cannot accept a set",
+            "SELECT * FROM tenancy.export_organization(...)",
+        )
+    }
+    rsinfo
+}
+
+/// Calls the set-returning function `func` (a PL/pgSQL function, which returns its rows in
+/// materialize mode) with `args`, handing it `rsinfo`: the tuplestore it fills becomes the
+/// result of the current call.
+///
+/// # Safety
+/// `rsinfo` must be the current call's (see `result_set_of`), and `args` must match `func`'s
+/// signature, none of them NULL.
+unsafe fn call_set_function_into(
+    func: pg_sys::Oid,
+    args: &[Option<pg_sys::Datum>],
+    rsinfo: *mut pg_sys::ReturnSetInfo,
+) {
+    let mut flinfo: pg_sys::FmgrInfo = std::mem::zeroed();
+    // Resolves the function's SET clause (fmgr_security_definer) as any call does.
+    pg_sys::fmgr_info(func, &mut flinfo);
+    if flinfo.fn_nargs as usize != args.len() || !flinfo.fn_retset {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "tenancy: internal set-returning function has an unexpected signature",
+            "Reinstall the extension.",
+        )
+    }
+    let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>()
+        + args.len() * std::mem::size_of::<pg_sys::NullableDatum>();
+    let call = pg_sys::palloc0(size) as pg_sys::FunctionCallInfo;
+    (*call).flinfo = &mut flinfo;
+    (*call).nargs = args.len() as i16;
+    (*call).fncollation = pg_sys::InvalidOid;
+    (*call).resultinfo = rsinfo as *mut pg_sys::Node;
+    let slots = (*call).args.as_mut_slice(args.len());
+    for (slot, a) in slots.iter_mut().zip(args) {
+        *slot = pg_sys::NullableDatum { value: a.unwrap_or(pg_sys::Datum::null()), isnull: a.is_none() };
+    }
+    let addr = flinfo.fn_addr.expect("fmgr_info sets fn_addr");
+    pg_sys::ffi::pg_guard_ffi_boundary(|| addr(call));
+    if (*rsinfo).returnMode != pg_sys::SetFunctionReturnMode::SFRM_Materialize {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "tenancy: internal set-returning function did not return a materialized set",
+            "Reinstall the extension.",
+        )
+    }
 }
 
 /// An administrator's export reads every tenant table with its own rights, so no table owned by
