@@ -296,7 +296,7 @@ fn check(t: &Registered, admin: bool) -> IntegrityRow {
     rels.extend(fks.iter().map(|f| f.parent));
     // The scan joins the organizations too: what their row-level security hides (to anybody but
     // an administrator) would count as orphans, so it counts for saw_every_row as well.
-    rels.extend(crate::lookups::organizations_relid());
+    rels.extend(crate::catalog::organizations_relid());
     let mut columns: Vec<(pg_sys::Oid, &str)> = vec![(oid, t.column.as_str())];
     for f in &fks {
         columns.push((f.parent, f.parent_column.as_str()));

@@ -85,7 +85,7 @@ struct Target {
     kind: Column,
     default_expr: Option<String>,
     not_null: bool,
-    /// A Citus table (or about to become one): policies without subqueries (`crate::citus`).
+    /// A Citus table (or about to become one): policies without subqueries (`crate::signed`).
     distributed: bool,
 }
 
@@ -120,7 +120,16 @@ fn relkind_noun(kind: &str) -> &'static str {
     }
 }
 
-fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
+/// The form of the policies: the one the table calls for (distributed when it is a Citus table),
+/// or the distributed one for a table that `distribute()` is about to make a Citus table (Citus
+/// refuses to distribute a table whose policies hold subqueries).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    AsTheTableIs,
+    Distributed,
+}
+
+fn load_target(relid: pg_sys::Oid, column: &str, form: Form) -> Target {
     let row = spi(Spi::connect(|c| {
         let t = c.select(
             "SELECT c.relkind::text, c.oid::regclass::text, n.nspname::text, \
@@ -208,7 +217,7 @@ fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
         kind: kind_of_column,
         default_expr,
         not_null,
-        distributed: crate::citus::distributed_form(relid),
+        distributed: form == Form::Distributed || crate::citus::is_citus_table(relid),
     }
 }
 
@@ -377,7 +386,7 @@ fn expression(column: &str, kind: Column, mode: Mode, right: Right, distributed:
     let col = quote_identifier(column);
     if distributed {
         // Both modes: the organization set_organization() chose and signed on the coordinator.
-        return crate::citus::policy_expression(&col, kind != Column::Id, kind == Column::PaddedSlug, right);
+        return crate::signed::policy_expression(&col, kind != Column::Id, kind == Column::PaddedSlug, right);
     }
     let r = quote_literal(right.as_str());
     match (mode, kind) {
@@ -775,12 +784,24 @@ pub fn _isolation(
     roles: Option<Vec<Option<String>>>,
     apply: Option<bool>,
 ) -> String {
+    isolation(tbl, tenant_column, mode, roles, apply, Form::AsTheTableIs)
+}
+
+/// `_isolation`, with the policies in `form`.
+pub(crate) fn isolation(
+    tbl: Option<pg_sys::Oid>,
+    tenant_column: Option<&str>,
+    mode: Option<&str>,
+    roles: Option<Vec<Option<String>>>,
+    apply: Option<bool>,
+    form: Form,
+) -> String {
     let relid = required("tbl", tbl);
     let column = required("tenant_column", tenant_column);
     let mode = Mode::parse(required("mode", mode));
     let roles = check_roles(required("roles", roles));
     let apply = apply.unwrap_or(false);
-    let t = load_target(relid, column);
+    let t = load_target(relid, column, form);
     if apply {
         must_own(relid, &t.name, "isolate it");
         // Serialize concurrent calls on the table (and its partitions) before reading its state;

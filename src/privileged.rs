@@ -8,9 +8,9 @@
 use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
 
+use crate::catalog::organizations_relid;
 use crate::context::{caller_is_admin, current_user};
 use crate::errors::{raise, spi};
-use crate::lookups::organizations_relid;
 use crate::security::AsRole;
 
 /// The operations the door opens onto. Anything else is refused.
@@ -88,7 +88,7 @@ pub fn _privileged(op: &str, args: JsonB) -> Option<JsonB> {
     .unwrap_or(true);
     spi(Spi::connect_mut(|c| {
         let actor =
-            if actor_is_text { actor.into() } else { actor.as_deref().and_then(crate::context::parse_uuid).into() };
+            if actor_is_text { actor.into() } else { actor.as_deref().and_then(crate::settings::parse_uuid).into() };
         c.update(&sql, Some(1), &[args.into(), caller.into(), is_admin.into(), actor])?.first().get_one::<JsonB>()
     }))
 }
