@@ -66,6 +66,14 @@ if cargo fmt --version >/dev/null 2>&1; then
 else
   echo "rustfmt: skipped (cargo fmt is not installed: rustup component add rustfmt)"
 fi
+echo "== clippy (the extension with PostgreSQL $major's feature, and the client tests; warnings are errors)"
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --quiet --workspace --all-targets --no-default-features --features "pg$major" -- -D warnings \
+    || { echo "clippy: fix the warnings above (cargo clippy --workspace --all-targets -- -D warnings)"; exit 1; }
+  echo "clippy: no warnings"
+else
+  echo "clippy: skipped (cargo clippy is not installed: rustup component add clippy)"
+fi
 cargo_version=$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
 for v in $(python3 -c 'import json; m = json.load(open("META.json")); print(m["version"], *(p["version"] for p in m["provides"].values()))'); do
   [ "$v" = "$cargo_version" ] || { echo "META.json says version $v, Cargo.toml $cargo_version"; exit 1; }
