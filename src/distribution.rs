@@ -122,92 +122,117 @@ fn catalog_oid(name: &str) -> pg_sys::Oid {
 
 /// Why these tables cannot be distributed by their tenant column, if they cannot.
 fn problems(tables: &[TenantTable], all: &[TenantTable]) -> Vec<String> {
-    let mut out = Vec::new();
     let catalog: Vec<pg_sys::Oid> = REFERENCE_TABLES.iter().map(|n| catalog_oid(n)).collect();
+    let mut out = Vec::new();
     for t in tables {
-        for what in strings(
-            "SELECT CASE WHEN con.contype = 'p' THEN 'primary key ' WHEN con.contype = 'u' THEN 'unique constraint ' \
-                         ELSE 'unique index ' END || pg_catalog.quote_ident(coalesce(con.conname, ic.relname)::text) \
-                    || ' does not include the tenant column ' || pg_catalog.quote_ident($2::text) \
-                    || CASE WHEN con.oid IS NOT NULL THEN pg_catalog.format( \
-                                ' (to make it tenant-scoped: ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s (%I, %s))', \
-                                i.indrelid::regclass, con.conname, con.conname, \
-                                CASE con.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END, $2::text, \
-                                tenancy._idents(tenancy._att_names(i.indrelid, i.indkey::int2[]))) \
-                            WHEN 0 <> ALL (i.indkey::int2[]) AND i.indpred IS NULL THEN pg_catalog.format( \
-                                ' (to make it tenant-scoped: DROP INDEX %s; CREATE UNIQUE INDEX %I ON %s (%I, %s))', \
-                                i.indexrelid::regclass, ic.relname, i.indrelid::regclass, $2::text, \
-                                tenancy._idents(tenancy._att_names(i.indrelid, i.indkey::int2[]))) \
-                            ELSE '' END \
-               FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
-               LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid \
-                     AND con.contype IN ('p', 'u') \
-              WHERE i.indrelid = $1 AND i.indisunique \
-                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = i.indrelid \
-                                   AND a.attname = $2::name AND a.attnum = ANY (i.indkey::int2[])) \
-              ORDER BY 1",
-            &[t.relid.into(), t.column.clone().into()],
-        ) {
-            out.push(format!("{}: {what}", t.name));
+        out.extend(key_problems(t));
+        out.extend(foreign_key_problems(t, all, &catalog));
+        out.extend(referrer_problems(t, all));
+    }
+    out
+}
+
+/// The primary keys, unique constraints and unique indexes of `t` without its tenant column, each
+/// with the statements that make it tenant-scoped where there are any.
+fn key_problems(t: &TenantTable) -> Vec<String> {
+    let mut out = Vec::new();
+    for what in strings(
+        "SELECT CASE WHEN con.contype = 'p' THEN 'primary key ' WHEN con.contype = 'u' THEN 'unique constraint ' \
+                     ELSE 'unique index ' END || pg_catalog.quote_ident(coalesce(con.conname, ic.relname)::text) \
+                || ' does not include the tenant column ' || pg_catalog.quote_ident($2::text) \
+                || CASE WHEN con.oid IS NOT NULL THEN pg_catalog.format( \
+                            ' (to make it tenant-scoped: ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s (%I, %s))', \
+                            i.indrelid::regclass, con.conname, con.conname, \
+                            CASE con.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END, $2::text, \
+                            tenancy._idents(tenancy._att_names(i.indrelid, i.indkey::int2[]))) \
+                        WHEN 0 <> ALL (i.indkey::int2[]) AND i.indpred IS NULL THEN pg_catalog.format( \
+                            ' (to make it tenant-scoped: DROP INDEX %s; CREATE UNIQUE INDEX %I ON %s (%I, %s))', \
+                            i.indexrelid::regclass, ic.relname, i.indrelid::regclass, $2::text, \
+                            tenancy._idents(tenancy._att_names(i.indrelid, i.indkey::int2[]))) \
+                        ELSE '' END \
+           FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
+           LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid \
+                 AND con.contype IN ('p', 'u') \
+          WHERE i.indrelid = $1 AND i.indisunique \
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = i.indrelid \
+                               AND a.attname = $2::name AND a.attnum = ANY (i.indkey::int2[])) \
+          ORDER BY 1",
+        &[t.relid.into(), t.column.clone().into()],
+    ) {
+        out.push(format!("{}: {what}", t.name));
+    }
+    out
+}
+
+/// The foreign keys of `t` Citus cannot keep: to a tenant table without pairing the tenant
+/// columns (or between tenant columns of different types), or to a table that is neither a tenant
+/// table nor a Citus table (`catalog`: the catalog tables, which become reference tables).
+fn foreign_key_problems(t: &TenantTable, all: &[TenantTable], catalog: &[pg_sys::Oid]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (fk, parent_name, parent, here, there) in foreign_keys(t.relid) {
+        if catalog.contains(&parent) {
+            continue; // becomes a reference table
         }
-        for (fk, parent_name, parent, here, there) in foreign_keys(t.relid) {
-            if catalog.contains(&parent) {
-                continue; // becomes a reference table
-            }
-            match all.iter().find(|p| p.relid == parent) {
-                Some(p) => {
-                    let pairs_tenant = here.iter().zip(&there).any(|(h, th)| *h == t.column && *th == p.column);
-                    if !pairs_tenant {
-                        out.push(format!(
-                            "{}: foreign key {} to tenant table {parent_name} does not include the tenant column ({} -> {})",
-                            t.name,
-                            quote_identifier(&fk),
-                            quote_identifier(&t.column),
-                            quote_identifier(&p.column)
-                        ));
-                    } else if p.column_type != t.column_type {
-                        out.push(format!(
-                            "{}: foreign key {} joins tenant columns of different types, which cannot be co-located",
-                            t.name,
-                            quote_identifier(&fk)
-                        ));
-                    }
+        match all.iter().find(|p| p.relid == parent) {
+            Some(p) => {
+                let pairs_tenant = here.iter().zip(&there).any(|(h, th)| *h == t.column && *th == p.column);
+                if !pairs_tenant {
+                    out.push(format!(
+                        "{}: foreign key {} to tenant table {parent_name} does not include the tenant column ({} -> {})",
+                        t.name,
+                        quote_identifier(&fk),
+                        quote_identifier(&t.column),
+                        quote_identifier(&p.column)
+                    ));
+                } else if p.column_type != t.column_type {
+                    out.push(format!(
+                        "{}: foreign key {} joins tenant columns of different types, which cannot be co-located",
+                        t.name,
+                        quote_identifier(&fk)
+                    ));
                 }
-                None if is_citus_table(parent) => {}
-                None => out.push(format!(
-                    "{}: foreign key {} references {parent_name}, which is neither a tenant table nor a reference table \
-                     (make it one with create_reference_table, or drop the key)",
-                    t.name,
-                    quote_identifier(&fk)
-                )),
             }
+            None if is_citus_table(parent) => {}
+            None => out.push(format!(
+                "{}: foreign key {} references {parent_name}, which is neither a tenant table nor a reference table \
+                 (make it one with create_reference_table, or drop the key)",
+                t.name,
+                quote_identifier(&fk)
+            )),
         }
-        let all_oids: Vec<pg_sys::Oid> = all.iter().map(|p| p.relid).collect();
-        for (child, fk, child_oid) in spi(Spi::connect(|c| {
-            let rows = c.select(
-                "SELECT con.conrelid::regclass::text, con.conname::text, con.conrelid FROM pg_catalog.pg_constraint con \
-                  WHERE con.confrelid = $1 AND con.contype = 'f' AND con.conparentid = 0 ORDER BY 1, 2",
-                None,
-                &[t.relid.into()],
-            )?;
-            let mut v = Vec::new();
-            for r in rows {
-                v.push((
-                    r.get::<String>(1)?.unwrap_or_default(),
-                    r.get::<String>(2)?.unwrap_or_default(),
-                    r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
-                ));
-            }
-            Ok::<_, pgrx::spi::SpiError>(v)
-        })) {
-            if !all_oids.contains(&child_oid) && !is_citus_table(child_oid) {
-                out.push(format!(
-                    "{}: {child} refers to it (foreign key {}) but is not a tenant table; Citus cannot keep a foreign key \
-                     from a local table to a distributed one",
-                    t.name,
-                    quote_identifier(&fk)
-                ));
-            }
+    }
+    out
+}
+
+/// The tables that refer to `t` and would stay local: Citus cannot keep a foreign key from a
+/// local table to a distributed one.
+fn referrer_problems(t: &TenantTable, all: &[TenantTable]) -> Vec<String> {
+    let mut out = Vec::new();
+    let all_oids: Vec<pg_sys::Oid> = all.iter().map(|p| p.relid).collect();
+    for (child, fk, child_oid) in spi(Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT con.conrelid::regclass::text, con.conname::text, con.conrelid FROM pg_catalog.pg_constraint con \
+              WHERE con.confrelid = $1 AND con.contype = 'f' AND con.conparentid = 0 ORDER BY 1, 2",
+            None,
+            &[t.relid.into()],
+        )?;
+        let mut v = Vec::new();
+        for r in rows {
+            v.push((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<pg_sys::Oid>(3)?.unwrap_or(pg_sys::InvalidOid),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    })) {
+        if !all_oids.contains(&child_oid) && !is_citus_table(child_oid) {
+            out.push(format!(
+                "{}: {child} refers to it (foreign key {}) but is not a tenant table; Citus cannot keep a foreign key \
+                 from a local table to a distributed one",
+                t.name,
+                quote_identifier(&fk)
+            ));
         }
     }
     out
@@ -389,15 +414,9 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
     (tables, all)
 }
 
-/// Internal: the work of distribution_plan (apply false) and distribute / distribute_all.
-#[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
-pub fn _distribute(
-    tbl: Option<pg_sys::Oid>,
-    shard_count: Option<i32>,
-    apply: Option<bool>,
-) -> SetOfIterator<'static, String> {
-    let apply = apply.unwrap_or(false);
+/// Refuse what cannot be distributed whatever the tables: without Citus or a key (when applying),
+/// or with a shard count below one.
+fn check_arguments(apply: bool, shard_count: Option<i32>) {
     if apply {
         if !citus_installed() {
             raise(
@@ -422,11 +441,11 @@ pub fn _distribute(
             "Pass a positive number of shards, or NULL for Citus' citus.shard_count.",
         )
     }
-    let (tables, all) = selected(tbl);
-    let steps = plan(tables, &all, shard_count);
-    if !apply {
-        return SetOfIterator::new(render(&steps));
-    }
+}
+
+/// Refuse to apply `steps` where the cluster cannot take them: a coordinator without placements,
+/// or catalog reference tables to create without the right to create in schema tenancy.
+fn check_cluster(steps: &[Step]) {
     let coordinator_registered =
         spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node WHERE groupid = 0)"))
             .unwrap_or(false);
@@ -452,6 +471,61 @@ pub fn _distribute(
              distributes it with tenancy.distribute(table).",
         )
     }
+}
+
+/// Run the statement `sql` that makes table `name` a Citus table, with forced row-level security
+/// lifted for Citus' copy, the registry following a new oid, and the step logged.
+fn make_citus_table(name: &str, sql: &str) {
+    let started = spi(Spi::get_one::<pgrx::datum::TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()"));
+    let before = catalog_oid(name);
+    // Citus copies the rows into the shards as the caller: for the table's owner (not a
+    // superuser), FORCE ROW LEVEL SECURITY would hide every row from that copy (no
+    // tenant context), and the distributed table would start empty. Lifted for the
+    // copy, put back before anything else sees the table.
+    let forced = spi(Spi::get_one_with_args::<bool>(
+        "SELECT relforcerowsecurity FROM pg_catalog.pg_class WHERE oid = $1",
+        &[before.into()],
+    ))
+    .unwrap_or(false);
+    if forced {
+        spi(Spi::run(&format!("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY", relation_sql(before))));
+    }
+    spi(Spi::run(sql));
+    if forced {
+        spi(Spi::run(&format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY", relation_sql(catalog_oid(name)))));
+    }
+    // Distributing a coordinator-local Citus table (what Citus makes of a table created
+    // with a foreign key to the catalog once that is made of reference tables) creates it
+    // anew, under a new oid: the registry follows it.
+    let after = catalog_oid(name);
+    if after != before && after != pg_sys::InvalidOid {
+        spi(Spi::run_with_args(
+            "UPDATE tenancy.tenant_tables SET relid = $2::oid::regclass WHERE relid::oid = $1",
+            &[before.into(), after.into()],
+        ));
+    }
+    spi(Spi::run_with_args(
+        "SELECT tenancy._log('distribute', $1, 'succeeded', pg_catalog.jsonb_build_object('statement', $2::text), $3)",
+        &[name.into(), sql.into(), started.into()],
+    ));
+}
+
+/// Internal: the work of distribution_plan (apply false) and distribute / distribute_all.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _distribute(
+    tbl: Option<pg_sys::Oid>,
+    shard_count: Option<i32>,
+    apply: Option<bool>,
+) -> SetOfIterator<'static, String> {
+    let apply = apply.unwrap_or(false);
+    check_arguments(apply, shard_count);
+    let (tables, all) = selected(tbl);
+    let steps = plan(tables, &all, shard_count);
+    if !apply {
+        return SetOfIterator::new(render(&steps));
+    }
+    check_cluster(&steps);
     // Citus' defaults refuse what distributing the catalog needs, for this transaction only:
     // * the catalog's statement triggers keep every session's membership memo exact (src/cache.rs);
     //   Citus calls triggers on distributed tables unsafe and refuses them unless told otherwise;
@@ -475,40 +549,8 @@ pub fn _distribute(
                 ran.push(format!("{sql};"));
             }
             Step::Table(name, sql) => {
-                let started =
-                    spi(Spi::get_one::<pgrx::datum::TimestampWithTimeZone>("SELECT pg_catalog.clock_timestamp()"));
-                let before = catalog_oid(name);
-                // Citus copies the rows into the shards as the caller: for the table's owner (not a
-                // superuser), FORCE ROW LEVEL SECURITY would hide every row from that copy (no
-                // tenant context), and the distributed table would start empty. Lifted for the
-                // copy, put back before anything else sees the table.
-                let forced = spi(Spi::get_one_with_args::<bool>(
-                    "SELECT relforcerowsecurity FROM pg_catalog.pg_class WHERE oid = $1",
-                    &[before.into()],
-                ))
-                .unwrap_or(false);
-                if forced {
-                    spi(Spi::run(&format!("ALTER TABLE {} NO FORCE ROW LEVEL SECURITY", relation_sql(before))));
-                }
-                spi(Spi::run(sql));
+                make_citus_table(name, sql);
                 ran.push(format!("{sql};"));
-                if forced {
-                    spi(Spi::run(&format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY", relation_sql(catalog_oid(name)))));
-                }
-                // Distributing a coordinator-local Citus table (what Citus makes of a table created
-                // with a foreign key to the catalog once that is made of reference tables) creates it
-                // anew, under a new oid: the registry follows it.
-                let after = catalog_oid(name);
-                if after != before && after != pg_sys::InvalidOid {
-                    spi(Spi::run_with_args(
-                        "UPDATE tenancy.tenant_tables SET relid = $2::oid::regclass WHERE relid::oid = $1",
-                        &[before.into(), after.into()],
-                    ));
-                }
-                spi(Spi::run_with_args(
-                    "SELECT tenancy._log('distribute', $1, 'succeeded', pg_catalog.jsonb_build_object('statement', $2::text), $3)",
-                    &[name.clone().into(), sql.clone().into(), started.into()],
-                ));
             }
             Step::Isolate(t, _) => {
                 let ddl = isolation(t, true);
