@@ -59,12 +59,35 @@ for f in sql/versions/tenancy--*.sql; do
   guard_checks=$((guard_checks + 1))
 done
 echo "guards: $guard_checks scripts checked"
+echo "== module graph (scripts/modcycles.py: the modules of src/ depend on each other one way, no cycle)"
+if ! modgraph=$(python3 scripts/modcycles.py src); then
+  echo "$modgraph"; echo "modcycles: break the cycle (move the item that closes it to the module that owns its concern)"; exit 1
+fi
+echo "${modgraph##*$'\n'}"
+# The checker itself: a cycle planted in a copy of src/ (errors, the lowest module, using the
+# highest) must be found.
+planted=$(mktemp -d)
+cp src/*.rs "$planted/"
+echo 'use crate::distribution as _planted;' >> "$planted/errors.rs"
+if python3 scripts/modcycles.py "$planted" >/dev/null; then
+  rm -rf "$planted"; echo "modcycles: a cycle planted in a copy of src/ (errors -> distribution) went unseen"; exit 1
+fi
+rm -rf "$planted"
+echo "modcycles: a cycle planted in a copy of src/ is found"
 echo "== rustfmt (rustfmt.toml: 120 columns)"
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check >/dev/null || { echo "rustfmt: run cargo fmt --all (cargo fmt --all --check shows the differences)"; exit 1; }
   echo "rustfmt: every file formatted"
 else
   echo "rustfmt: skipped (cargo fmt is not installed: rustup component add rustfmt)"
+fi
+echo "== clippy (the extension with PostgreSQL $major's feature, and the client tests; warnings are errors)"
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --quiet --workspace --all-targets --no-default-features --features "pg$major" -- -D warnings \
+    || { echo "clippy: fix the warnings above (cargo clippy --workspace --all-targets -- -D warnings)"; exit 1; }
+  echo "clippy: no warnings"
+else
+  echo "clippy: skipped (cargo clippy is not installed: rustup component add clippy)"
 fi
 cargo_version=$(grep -m1 '^version' Cargo.toml | cut -d'"' -f2)
 for v in $(python3 -c 'import json; m = json.load(open("META.json")); print(m["version"], *(p["version"] for p in m["provides"].values()))'); do

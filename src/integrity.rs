@@ -164,7 +164,7 @@ pub(crate) fn owner_code_could_run(rels: &[pg_sys::Oid], columns: &[(pg_sys::Oid
     not_tables
         || columns
             .iter()
-            .any(|(rel, col)| base_type(*rel, col).is_none_or(|t| t.to_u32() >= pg_sys::FirstNormalObjectId as u32))
+            .any(|(rel, col)| base_type(*rel, col).is_none_or(|t| t.to_u32() >= pg_sys::FirstNormalObjectId))
 }
 
 fn may_select(rel: pg_sys::Oid) -> bool {
@@ -296,7 +296,7 @@ fn check(t: &Registered, admin: bool) -> IntegrityRow {
     rels.extend(fks.iter().map(|f| f.parent));
     // The scan joins the organizations too: what their row-level security hides (to anybody but
     // an administrator) would count as orphans, so it counts for saw_every_row as well.
-    rels.extend(crate::lookups::organizations_relid());
+    rels.extend(crate::catalog::organizations_relid());
     let mut columns: Vec<(pg_sys::Oid, &str)> = vec![(oid, t.column.as_str())];
     for f in &fks {
         columns.push((f.parent, f.parent_column.as_str()));
@@ -359,6 +359,7 @@ fn report(only: Option<pg_sys::Oid>) -> Vec<IntegrityRow> {
 /// command), and ok when every count is zero and every fact holds.
 #[pg_extern(stable, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx takes the result columns from the name!() list here: no type alias
 pub fn validate_client_data_integrity() -> TableIterator<
     'static,
     (
@@ -386,6 +387,7 @@ pub fn validate_client_data_integrity() -> TableIterator<
 /// Internal: the public form is `tenancy.validate_client_data_integrity(tbl regclass)`.
 #[pg_extern(stable, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx takes the result columns from the name!() list here: no type alias
 pub fn _table_integrity(
     tbl: pg_sys::Oid,
 ) -> TableIterator<

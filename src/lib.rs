@@ -19,8 +19,10 @@
 use pgrx::prelude::*;
 
 mod cache;
+mod catalog;
 mod citus;
 mod context;
+mod distribution;
 mod errors;
 mod integrity;
 mod lifecycle;
@@ -28,9 +30,12 @@ mod lint;
 mod login;
 mod lookups;
 mod operator;
+mod organization;
 mod policies;
 mod privileged;
 mod security;
+mod settings;
+mod signed;
 mod user_ids;
 
 ::pgrx::pg_module_magic!();
@@ -51,7 +56,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/citus.sql",
     name = "citus",
-    requires = ["backfill", citus::_distribute, lookups::get_user_organization_id]
+    requires = ["backfill", distribution::_distribute, lookups::get_user_organization_id]
 );
 extension_sql_file!(
     "../sql/lifecycle.sql",
@@ -77,7 +82,7 @@ mod tests {
 
     #[pg_test]
     fn parse_uuid_accepts_common_forms_and_rejects_garbage() {
-        use crate::context::parse_uuid;
+        use crate::settings::parse_uuid;
         let a = parse_uuid("00000000-0000-0000-0000-000000000001").unwrap();
         assert_eq!(a.to_string(), "00000000-0000-0000-0000-000000000001");
         assert_eq!(parse_uuid("{00000000000000000000000000000001}"), Some(a));
@@ -93,13 +98,13 @@ mod tests {
     #[pg_test]
     fn without_any_setting_there_is_no_user_and_no_organization() {
         assert_eq!(crate::context::current_user_id(), None);
-        assert_eq!(crate::context::current_organization_id(), None);
+        assert_eq!(crate::organization::current_organization_id(), None);
         assert_eq!(one::<bool>("SELECT tenancy.current_organization_id() IS NULL"), Some(true));
     }
 
     #[pg_test]
     fn a_setting_written_in_this_transaction_counts_and_an_empty_one_does_not() {
-        use crate::context::{setting_of_this_transaction, USER_SETTING};
+        use crate::settings::{setting_of_this_transaction, USER_SETTING};
         assert_eq!(setting_of_this_transaction(USER_SETTING), None);
         Spi::run("SET LOCAL tenancy.user_id = 'a0000000-0000-0000-0000-00000000000a'").unwrap();
         assert_eq!(setting_of_this_transaction(USER_SETTING).as_deref(), Some("a0000000-0000-0000-0000-00000000000a"));

@@ -715,7 +715,7 @@ pub fn _import_rows(rel: pg_sys::Oid, org: Uuid, rows: JsonB) -> i64 {
         &[rel.into()],
     ))
     .unwrap_or_default();
-    let list = cols.iter().map(|c| quote_identifier(c)).collect::<Vec<_>>().join(", ");
+    let list = cols.iter().map(quote_identifier).collect::<Vec<_>>().join(", ");
     let sel = cols.iter().map(|c| format!("r.{}", quote_identifier(c))).collect::<Vec<_>>().join(", ");
     // Every row must belong to the organization: a row of another one is refused by the
     // policies' WITH CHECK (the scope grants writing in `org` alone) and by this condition.

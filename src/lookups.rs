@@ -183,28 +183,6 @@ pub fn organization_slug(org: Uuid) -> Option<String> {
     })
 }
 
-/// OID of tenancy.organizations, when the extension's schema is there.
-pub fn organizations_relid() -> Option<pg_sys::Oid> {
-    catalog_relid(c"organizations")
-}
-
-/// OID of tenancy.memberships, when the extension's schema is there.
-pub fn memberships_relid() -> Option<pg_sys::Oid> {
-    catalog_relid(c"memberships")
-}
-
-fn catalog_relid(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
-    // SAFETY: syscache lookups by name.
-    unsafe {
-        let nsp = pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true);
-        if nsp == pg_sys::InvalidOid {
-            return None;
-        }
-        let rel = pg_sys::get_relname_relid(name.as_ptr(), nsp);
-        (rel != pg_sys::InvalidOid).then_some(rel)
-    }
-}
-
 /// The user's default active organization, else the earliest active one, else NULL.
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]

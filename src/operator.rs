@@ -98,7 +98,7 @@ fn ensure_registered() {
 /// transaction.
 pub(crate) fn is_on() -> bool {
     let Some(e) = STATE.with(Cell::get) else { return false };
-    if e.lxid != crate::citus::local_transaction_id() {
+    if e.lxid != crate::settings::local_transaction_id() {
         // A callback was missed (it cannot be, but fail closed).
         STATE.with(|s| s.set(None));
         return false;
@@ -170,7 +170,7 @@ pub fn operate(reason: Option<&str>) -> bool {
     }));
     // SAFETY: reads the current subtransaction id.
     let subid = unsafe { pg_sys::GetCurrentSubTransactionId() };
-    let lxid = crate::citus::local_transaction_id();
+    let lxid = crate::settings::local_transaction_id();
     STATE.with(|s| {
         // Already on since an enclosing (sub)transaction: keep that, the wider one.
         if !matches!(s.get(), Some(e) if e.lxid == lxid) {

@@ -85,7 +85,7 @@ struct Target {
     kind: Column,
     default_expr: Option<String>,
     not_null: bool,
-    /// A Citus table (or about to become one): policies without subqueries (`crate::citus`).
+    /// A Citus table (or about to become one): policies without subqueries (`crate::signed`).
     distributed: bool,
 }
 
@@ -120,8 +120,28 @@ fn relkind_noun(kind: &str) -> &'static str {
     }
 }
 
-fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
-    let row = spi(Spi::connect(|c| {
+/// The form of the policies: the one the table calls for (distributed when it is a Citus table),
+/// or the distributed one for a table that `distribute()` is about to make a Citus table (Citus
+/// refuses to distribute a table whose policies hold subqueries).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    AsTheTableIs,
+    Distributed,
+}
+
+/// What the catalog says of relation `relid` and its column `column` (if the relation exists).
+struct Facts {
+    relkind: String,
+    name: String,
+    schema: String,
+    has_column: bool,
+    type_oid: Option<pg_sys::Oid>,
+    default_expr: Option<String>,
+    not_null: bool,
+}
+
+fn facts(relid: pg_sys::Oid, column: &str) -> Option<Facts> {
+    spi(Spi::connect(|c| {
         let t = c.select(
             "SELECT c.relkind::text, c.oid::regclass::text, n.nspname::text, \
                     a.attnum IS NOT NULL, a.atttypid, pg_catalog.pg_get_expr(d.adbin, d.adrelid), \
@@ -139,17 +159,24 @@ fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
             return Ok(None);
         }
         let r = t.first();
-        Ok::<_, pgrx::spi::SpiError>(Some((
-            r.get::<String>(1)?.unwrap_or_default(),
-            r.get::<String>(2)?.unwrap_or_default(),
-            r.get::<String>(3)?.unwrap_or_default(),
-            r.get::<bool>(4)?.unwrap_or(false),
-            r.get::<pg_sys::Oid>(5)?,
-            r.get::<String>(6)?,
-            r.get::<bool>(7)?.unwrap_or(false),
-        )))
-    }));
-    let Some((kind, name, schema, has_column, type_oid, default_expr, not_null)) = row else {
+        Ok::<_, pgrx::spi::SpiError>(Some(Facts {
+            relkind: r.get::<String>(1)?.unwrap_or_default(),
+            name: r.get::<String>(2)?.unwrap_or_default(),
+            schema: r.get::<String>(3)?.unwrap_or_default(),
+            has_column: r.get::<bool>(4)?.unwrap_or(false),
+            type_oid: r.get::<pg_sys::Oid>(5)?,
+            default_expr: r.get::<String>(6)?,
+            not_null: r.get::<bool>(7)?.unwrap_or(false),
+        }))
+    }))
+}
+
+/// The table asked for, checked: a table (not a view, ...) outside tenancy's and the system's
+/// schemas, with column `column` of a type tenancy supports.
+fn load_target(relid: pg_sys::Oid, column: &str, form: Form) -> Target {
+    let Some(Facts { relkind: kind, name, schema, has_column, type_oid, default_expr, not_null }) =
+        facts(relid, column)
+    else {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             format!("tenancy: no relation with oid {}", relid.to_u32()),
@@ -208,7 +235,7 @@ fn load_target(relid: pg_sys::Oid, column: &str) -> Target {
         kind: kind_of_column,
         default_expr,
         not_null,
-        distributed: crate::citus::distributed_form(relid),
+        distributed: form == Form::Distributed || crate::citus::is_citus_table(relid),
     }
 }
 
@@ -377,7 +404,7 @@ fn expression(column: &str, kind: Column, mode: Mode, right: Right, distributed:
     let col = quote_identifier(column);
     if distributed {
         // Both modes: the organization set_organization() chose and signed on the coordinator.
-        return crate::citus::policy_expression(&col, kind != Column::Id, kind == Column::PaddedSlug, right);
+        return crate::signed::policy_expression(&col, kind != Column::Id, kind == Column::PaddedSlug, right);
     }
     let r = quote_literal(right.as_str());
     match (mode, kind) {
@@ -485,11 +512,8 @@ struct Plan {
     default_column: Option<String>,
 }
 
-fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
-    let roles_sql = roles_clause(roles);
-    let rec_rel = |name: &str| rec.and_then(|r| r.get("relations")).and_then(|r| r.get(name));
-    // The table itself is found under the name it had when it was isolated (it may have been renamed).
-    let rec_table = rec.and_then(|r| r.get("table")).and_then(Value::as_str).and_then(rec_rel);
+/// The comments that open the plan: what the policies do, and warnings about the table.
+fn header_comments(t: &Target, mode: Mode, roles_sql: &str) -> Vec<String> {
     let mut comments = vec![
         format!(
             "-- tenancy: isolate {} by {} ({}), mode {}, for {}",
@@ -535,131 +559,124 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
             quote_identifier(&t.column)
         ));
     }
-    // Operator mode (tenancy.operate). With membership-mode policies for PUBLIC, the boundary
-    // applies to the administrator as to everyone, and in operator mode the membership-mode
-    // lookups return every organization: the access policies already open every organization's
-    // rows to it, and no policy is added (a second permissive policy for the administrator would
-    // change nothing and trip Supabase's linter, multiple_permissive_policies). Context mode names
-    // one organization per statement: its boundary for PUBLIC passes in operator mode too, and the
-    // operator policy below opens the rows (see policy_ddl). Where no access
-    // policy reaches the administrator (the policies are for other roles, or the table's own
-    // permissive policies replace an access policy), one more permissive policy, for members of
-    // the catalog owner only: the application's roles get no extra policy and their plans do not
-    // change. Not on distributed tables: their workers never see operator mode (fail closed).
-    let for_public = roles.iter().any(|r| r == "public");
-    let operator_role = (!t.distributed).then(catalog_owner_name).flatten();
-    // Context-mode boundaries pass in operator mode: for PUBLIC they bind the administrators too,
-    // and for named roles an administrator may be a member of one of them (SET ROLE for checks).
-    let operator_escape = mode == Mode::Context && operator_role.is_some();
-    let mut operator_comment = false;
-    let mut statements = Vec::new();
-    let mut rels_out = Vec::new();
-    let rels = relations(t);
-    if t.partitioned {
+    comments
+}
+
+/// The comments for a partitioned table with `partitions` partitions.
+fn partition_comments(t: &Target, partitions: usize) -> Vec<String> {
+    let mut comments = vec![format!(
+        "-- {} is partitioned: its {} partition(s) get the same policies, so querying a partition directly is \
+         isolated too. Partitions added later are not covered until enable_isolation({}) runs again.",
+        t.name,
+        partitions,
+        quote_literal(&t.name)
+    )];
+    for f in uncovered_partitions(t) {
         comments.push(format!(
-            "-- {} is partitioned: its {} partition(s) get the same policies, so querying a partition directly is \
-             isolated too. Partitions added later are not covered until enable_isolation({}) runs again.",
-            t.name,
-            rels.len() - 1,
-            quote_literal(&t.name)
+            "-- WARNING: partition {f} is a foreign table; row-level security cannot cover it when queried directly."
         ));
-        for f in uncovered_partitions(t) {
+    }
+    comments
+}
+
+/// How the policies of a table are written: the mode, and whether the boundary has the operator's
+/// arm (see `policy_ddl`).
+#[derive(Clone, Copy)]
+struct Style {
+    mode: Mode,
+    operator_escape: bool,
+}
+
+/// The boundary and access policies of each command for relation `rel`: no access policy for a
+/// command the relation has its own permissive policies for (`ours`: a policy tenancy recorded).
+fn command_policies(
+    rel: &str,
+    existing: &[Existing],
+    ours: &dyn Fn(&str) -> bool,
+    t: &Target,
+    style: Style,
+    roles_sql: &str,
+    comments: &mut Vec<String>,
+) -> Vec<(String, String)> {
+    let mut desired: Vec<(String, String)> = Vec::new();
+    for (cmd, code) in COMMANDS {
+        desired.push(policy_ddl(rel, cmd, true, roles_sql, t, style.mode, style.operator_escape));
+        let access = policy_ddl(rel, cmd, false, roles_sql, t, style.mode, false);
+        let theirs: Vec<&str> = existing
+            .iter()
+            .filter(|p| {
+                p.permissive && (p.cmd == code || p.cmd == "*") && !ours(&p.name) && !p.name.starts_with("tenancy_")
+            })
+            .map(|p| p.name.as_str())
+            .collect();
+        if theirs.is_empty() {
+            desired.push(access);
+        } else {
             comments.push(format!(
-                "-- WARNING: partition {f} is a foreign table; row-level security cannot cover it when queried directly."
+                "-- {} has its own permissive {} policies ({}): they decide which rows of the organization a user \
+                 gets; tenancy adds only the boundary.",
+                rel,
+                cmd.to_uppercase(),
+                theirs.iter().map(quote_identifier).collect::<Vec<_>>().join(", ")
             ));
         }
     }
-    for rel in &rels {
-        let prev = if rel.relid == t.relid { rec_table } else { rec_rel(&rel.name) };
-        let was_enabled = prev.and_then(|p| p.get("rls_was_enabled")).and_then(Value::as_bool).unwrap_or(rel.rls);
-        let was_forced = prev.and_then(|p| p.get("rls_was_forced")).and_then(Value::as_bool).unwrap_or(rel.force);
-        let prev_policies = prev.and_then(|p| p.get("policies")).and_then(Value::as_object);
-        let ours = |name: &str| prev_policies.is_some_and(|m| m.contains_key(name));
-        if !rel.rls {
-            statements.push(format!("ALTER TABLE {} ENABLE ROW LEVEL SECURITY", rel.name));
-        }
-        if !rel.force {
-            statements.push(format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY", rel.name));
-        }
-        let existing = existing_policies(rel.relid);
-        let mut desired: Vec<(String, String)> = Vec::new();
-        for (cmd, code) in COMMANDS {
-            desired.push(policy_ddl(&rel.name, cmd, true, &roles_sql, t, mode, operator_escape));
-            let access = policy_ddl(&rel.name, cmd, false, &roles_sql, t, mode, false);
-            let theirs: Vec<&str> = existing
-                .iter()
-                .filter(|p| {
-                    p.permissive && (p.cmd == code || p.cmd == "*") && !ours(&p.name) && !p.name.starts_with("tenancy_")
-                })
-                .map(|p| p.name.as_str())
-                .collect();
-            if theirs.is_empty() {
-                desired.push(access);
-            } else {
-                comments.push(format!(
-                    "-- {} has its own permissive {} policies ({}): they decide which rows of the organization a user \
-                     gets; tenancy adds only the boundary.",
-                    rel.name,
-                    cmd.to_uppercase(),
-                    theirs.iter().map(quote_identifier).collect::<Vec<_>>().join(", ")
-                ));
-            }
-        }
-        let all_access = desired.iter().filter(|(n, _)| n.ends_with("_access")).count() == COMMANDS.len();
-        // Membership mode for PUBLIC with every access policy: the lookups open every organization
-        // in operator mode, no policy needed. Context mode names one organization: the policy.
-        if let Some(role) = operator_role.as_ref().filter(|_| !(for_public && all_access && mode == Mode::Membership)) {
-            if !operator_comment {
-                comments.push(format!(
-                    "-- Operator mode: members of {} (the owner of tenancy.organizations) read and fix rows of every \
-                     organization only in a transaction that called tenancy.operate(reason), which is logged (policy {OPERATOR_POLICY}).",
-                    quote_identifier(role)
-                ));
-                operator_comment = true;
-            }
-            desired.push(operator_policy_ddl(&rel.name, role));
-        }
-        for (name, ddl) in &desired {
-            match existing.iter().find(|p| &p.name == name) {
-                None => statements.push(ddl.clone()),
-                Some(ex) if ours(name) => {
-                    let p = &prev_policies.expect("ours() implies a record")[name];
-                    let same_ddl = p.get("ddl").and_then(Value::as_str) == Some(ddl.as_str());
-                    let same_state = p.get("state").and_then(Value::as_str) == Some(ex.state.as_str());
-                    if !(same_ddl && same_state) {
-                        statements.push(format!("DROP POLICY {} ON {}", quote_identifier(name), rel.name));
-                        statements.push(ddl.clone());
-                    }
-                }
-                Some(_) => raise(
-                    PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
-                    format!(
-                        "tenancy: {} already has a policy named {} that tenancy did not create",
-                        rel.name,
-                        quote_identifier(name)
-                    ),
-                    "Rename or drop that policy (tenancy names its own policies tenancy_<command>_boundary and \
-                     tenancy_<command>_access), then call enable_isolation again.",
-                ),
-            }
-        }
-        if let Some(m) = prev_policies {
-            for name in m.keys() {
-                if !desired.iter().any(|(n, _)| n == name) && existing.iter().any(|p| &p.name == name) {
-                    statements.push(format!("DROP POLICY {} ON {}", quote_identifier(name), rel.name));
-                }
-            }
-        }
-        rels_out.push(Planned {
-            name: rel.name.clone(),
-            relid: rel.relid,
-            rls_was_enabled: was_enabled,
-            rls_was_forced: was_forced,
-            policies: desired,
-        });
-    }
+    desired
+}
 
-    // The column default: new rows land in the organization the transaction acts for.
+/// The statements that turn relation `rel`'s policies into `desired`: create what is missing,
+/// recreate what tenancy made and has changed (`recorded`: what it recorded), drop what it made
+/// and no longer wants; a policy of the same name that tenancy did not make is an error.
+fn policy_changes(
+    rel: &str,
+    desired: &[(String, String)],
+    existing: &[Existing],
+    recorded: Option<&Map<String, Value>>,
+) -> Vec<String> {
+    let ours = |name: &str| recorded.is_some_and(|m| m.contains_key(name));
+    let mut statements = Vec::new();
+    for (name, ddl) in desired {
+        match existing.iter().find(|p| &p.name == name) {
+            None => statements.push(ddl.clone()),
+            Some(ex) if ours(name) => {
+                let p = &recorded.expect("ours() implies a record")[name];
+                let same_ddl = p.get("ddl").and_then(Value::as_str) == Some(ddl.as_str());
+                let same_state = p.get("state").and_then(Value::as_str) == Some(ex.state.as_str());
+                if !(same_ddl && same_state) {
+                    statements.push(format!("DROP POLICY {} ON {}", quote_identifier(name), rel));
+                    statements.push(ddl.clone());
+                }
+            }
+            Some(_) => raise(
+                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                format!(
+                    "tenancy: {} already has a policy named {} that tenancy did not create",
+                    rel,
+                    quote_identifier(name)
+                ),
+                "Rename or drop that policy (tenancy names its own policies tenancy_<command>_boundary and \
+                 tenancy_<command>_access), then call enable_isolation again.",
+            ),
+        }
+    }
+    if let Some(m) = recorded {
+        for name in m.keys() {
+            if !desired.iter().any(|(n, _)| n == name) && existing.iter().any(|p| &p.name == name) {
+                statements.push(format!("DROP POLICY {} ON {}", quote_identifier(name), rel));
+            }
+        }
+    }
+    statements
+}
+
+/// The column default: new rows land in the organization the transaction acts for. Adds the
+/// statements and comments; returns the column whose default tenancy set (and records).
+fn default_plan(
+    t: &Target,
+    rec: Option<&Value>,
+    comments: &mut Vec<String>,
+    statements: &mut Vec<String>,
+) -> Option<String> {
     let rec_default_col = rec.and_then(|r| r.get("default_column")).and_then(Value::as_str);
     let rec_default_expr = rec.and_then(|r| r.get("default_expr")).and_then(Value::as_str);
     let mut default_column = None;
@@ -691,6 +708,76 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
             quote_identifier(&t.column)
         ));
     }
+    default_column
+}
+
+fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
+    let roles_sql = roles_clause(roles);
+    let rec_rel = |name: &str| rec.and_then(|r| r.get("relations")).and_then(|r| r.get(name));
+    // The table itself is found under the name it had when it was isolated (it may have been renamed).
+    let rec_table = rec.and_then(|r| r.get("table")).and_then(Value::as_str).and_then(rec_rel);
+    let mut comments = header_comments(t, mode, &roles_sql);
+    // Operator mode (tenancy.operate). With membership-mode policies for PUBLIC, the boundary
+    // applies to the administrator as to everyone, and in operator mode the membership-mode
+    // lookups return every organization: the access policies already open every organization's
+    // rows to it, and no policy is added (a second permissive policy for the administrator would
+    // change nothing and trip Supabase's linter, multiple_permissive_policies). Context mode names
+    // one organization per statement: its boundaries pass in operator mode (for PUBLIC they bind
+    // the administrators too, and for named roles an administrator may be a member of one of them),
+    // and the operator policy below opens the rows (see policy_ddl). Where no access policy
+    // reaches the administrator (the policies are for other roles, or the table's own permissive
+    // policies replace an access policy), that policy too, for members of the catalog owner only:
+    // the application's roles get no extra permissive policy, their access policy stays the bare
+    // equality. Not on distributed tables: their workers never see operator mode (fail closed).
+    let for_public = roles.iter().any(|r| r == "public");
+    let operator_role = (!t.distributed).then(catalog_owner_name).flatten();
+    let style = Style { mode, operator_escape: mode == Mode::Context && operator_role.is_some() };
+    let mut operator_comment = false;
+    let mut statements = Vec::new();
+    let mut rels_out = Vec::new();
+    let rels = relations(t);
+    if t.partitioned {
+        comments.extend(partition_comments(t, rels.len() - 1));
+    }
+    for rel in &rels {
+        let prev = if rel.relid == t.relid { rec_table } else { rec_rel(&rel.name) };
+        let was_enabled = prev.and_then(|p| p.get("rls_was_enabled")).and_then(Value::as_bool).unwrap_or(rel.rls);
+        let was_forced = prev.and_then(|p| p.get("rls_was_forced")).and_then(Value::as_bool).unwrap_or(rel.force);
+        let prev_policies = prev.and_then(|p| p.get("policies")).and_then(Value::as_object);
+        let ours = |name: &str| prev_policies.is_some_and(|m| m.contains_key(name));
+        if !rel.rls {
+            statements.push(format!("ALTER TABLE {} ENABLE ROW LEVEL SECURITY", rel.name));
+        }
+        if !rel.force {
+            statements.push(format!("ALTER TABLE {} FORCE ROW LEVEL SECURITY", rel.name));
+        }
+        let existing = existing_policies(rel.relid);
+        let mut desired = command_policies(&rel.name, &existing, &ours, t, style, &roles_sql, &mut comments);
+        let all_access = desired.iter().filter(|(n, _)| n.ends_with("_access")).count() == COMMANDS.len();
+        // Membership mode for PUBLIC with every access policy: the lookups open every organization
+        // in operator mode, no policy needed. Context mode names one organization: the policy.
+        if let Some(role) = operator_role.as_ref().filter(|_| !(for_public && all_access && mode == Mode::Membership)) {
+            if !operator_comment {
+                comments.push(format!(
+                    "-- Operator mode: members of {} (the owner of tenancy.organizations) read and fix rows of every \
+                     organization only in a transaction that called tenancy.operate(reason), which is logged (policy {OPERATOR_POLICY}).",
+                    quote_identifier(role)
+                ));
+                operator_comment = true;
+            }
+            desired.push(operator_policy_ddl(&rel.name, role));
+        }
+        statements.extend(policy_changes(&rel.name, &desired, &existing, prev_policies));
+        rels_out.push(Planned {
+            name: rel.name.clone(),
+            relid: rel.relid,
+            rls_was_enabled: was_enabled,
+            rls_was_forced: was_forced,
+            policies: desired,
+        });
+    }
+
+    let default_column = default_plan(t, rec, &mut comments, &mut statements);
     // The backfill's fill trigger put rows written without a tenant into the migration's
     // organization while the application was single-tenant. Once the conversion is complete
     // (the column is NOT NULL), isolation means such a write fails instead.
@@ -803,12 +890,24 @@ pub fn _isolation(
     roles: Option<Vec<Option<String>>>,
     apply: Option<bool>,
 ) -> String {
+    isolation(tbl, tenant_column, mode, roles, apply, Form::AsTheTableIs)
+}
+
+/// `_isolation`, with the policies in `form`.
+pub(crate) fn isolation(
+    tbl: Option<pg_sys::Oid>,
+    tenant_column: Option<&str>,
+    mode: Option<&str>,
+    roles: Option<Vec<Option<String>>>,
+    apply: Option<bool>,
+    form: Form,
+) -> String {
     let relid = required("tbl", tbl);
     let column = required("tenant_column", tenant_column);
     let requested_mode = mode.map(Mode::parse);
     let roles = check_roles(required("roles", roles));
     let apply = apply.unwrap_or(false);
-    let t = load_target(relid, column);
+    let t = load_target(relid, column, form);
     if apply {
         must_own(relid, &t.name, "isolate it");
         // Serialize concurrent calls on the table (and its partitions) before reading its state;
@@ -884,32 +983,10 @@ pub fn _isolation(
     text
 }
 
-/// Internal: the work of `disable_isolation`.
-#[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
-pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
-    let relid = required("tbl", tbl);
-    let Some(table) = relation(relid) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            format!("tenancy: no relation with oid {}", relid.to_u32()),
-            "Pass the table by name, e.g. 'public.shipments'.",
-        )
-    };
+/// The statements that remove what the record `rec` says tenancy created on table `table`
+/// (`relid`) and its partitions: tenancy's policies, the RLS flags it set, its column default.
+fn removal_statements(relid: pg_sys::Oid, table: Relation, rec: &Value) -> Vec<String> {
     let name = table.name.clone();
-    // Ownership first: the record is visible to the table's owner only.
-    must_own(relid, &name, "remove its isolation");
-    let (_, rec) = recorded(relid);
-    let Some(rec) = rec else {
-        return format!(
-            "{}\n",
-            one_line(&format!("-- tenancy: {name} has no isolation created by tenancy; nothing to do."))
-        );
-    };
-    spi(Spi::run(&format!("LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE")));
-
-    let comments =
-        vec![format!("-- tenancy: remove the isolation tenancy created on {name}; policies written by hand stay.")];
     let mut statements = Vec::new();
     let empty = Map::new();
     let recorded_relations = rec.get("relations").and_then(Value::as_object).unwrap_or(&empty);
@@ -963,6 +1040,36 @@ pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
             statements.push(format!("ALTER TABLE {name} ALTER COLUMN {} DROP DEFAULT", quote_identifier(col)));
         }
     }
+    statements
+}
+
+/// Internal: the work of `disable_isolation`.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
+    let relid = required("tbl", tbl);
+    let Some(table) = relation(relid) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("tenancy: no relation with oid {}", relid.to_u32()),
+            "Pass the table by name, e.g. 'public.shipments'.",
+        )
+    };
+    let name = table.name.clone();
+    // Ownership first: the record is visible to the table's owner only.
+    must_own(relid, &name, "remove its isolation");
+    let (_, rec) = recorded(relid);
+    let Some(rec) = rec else {
+        return format!(
+            "{}\n",
+            one_line(&format!("-- tenancy: {name} has no isolation created by tenancy; nothing to do."))
+        );
+    };
+    spi(Spi::run(&format!("LOCK TABLE {name} IN SHARE UPDATE EXCLUSIVE MODE")));
+
+    let comments =
+        vec![format!("-- tenancy: remove the isolation tenancy created on {name}; policies written by hand stay.")];
+    let statements = removal_statements(relid, table, &rec);
     for s in &statements {
         spi(Spi::run(s));
     }

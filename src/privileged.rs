@@ -8,9 +8,9 @@
 use pgrx::prelude::*;
 use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
 
+use crate::catalog::organizations_relid;
 use crate::context::{caller_is_admin, current_user};
 use crate::errors::{raise, spi};
-use crate::lookups::organizations_relid;
 use crate::security::AsRole;
 
 /// The operations the door opens onto. Anything else is refused.
@@ -88,7 +88,56 @@ pub fn _privileged(op: &str, args: JsonB) -> Option<JsonB> {
     .unwrap_or(true);
     spi(Spi::connect_mut(|c| {
         let actor =
-            if actor_is_text { actor.into() } else { actor.as_deref().and_then(crate::context::parse_uuid).into() };
+            if actor_is_text { actor.into() } else { actor.as_deref().and_then(crate::settings::parse_uuid).into() };
         c.update(&sql, Some(1), &[args.into(), caller.into(), is_admin.into(), actor])?.first().get_one::<JsonB>()
     }))
+}
+
+/// The names of tenancy's functions whose names start with `prefix`, as the catalog has them.
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn functions_named(prefix: &str) -> std::collections::BTreeSet<String> {
+    spi(Spi::connect(|c| {
+        let rows = c.select(
+            "SELECT DISTINCT p.proname::pg_catalog.text FROM pg_catalog.pg_proc p \
+              WHERE p.pronamespace = 'tenancy'::pg_catalog.regnamespace AND pg_catalog.starts_with(p.proname::pg_catalog.text, $1)",
+            None,
+            &[prefix.into()],
+        )?;
+        rows.map(|r| r.get::<String>(1).map(Option::unwrap_or_default)).collect::<Result<_, _>>()
+    }))
+}
+
+/// The differences between the operations a Rust list names (`prefix` + each) and the functions
+/// of that prefix in schema tenancy: (in Rust only, in SQL only).
+#[cfg(any(test, feature = "pg_test"))]
+pub(crate) fn list_vs_catalog(prefix: &str, list: &[&str]) -> (Vec<String>, Vec<String>) {
+    let rust: std::collections::BTreeSet<String> = list.iter().map(|op| format!("{prefix}{op}")).collect();
+    let sql = functions_named(prefix);
+    (rust.difference(&sql).cloned().collect(), sql.difference(&rust).cloned().collect())
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn the_doors_operations_are_exactly_the_op_functions() {
+        let (only_rust, only_sql) = super::list_vs_catalog("_op_", super::OPERATIONS);
+        assert!(
+            only_rust.is_empty() && only_sql.is_empty(),
+            "privileged::OPERATIONS and the tenancy._op_* functions differ: named in Rust without a SQL function: \
+             {only_rust:?}; SQL functions the door does not name: {only_sql:?}"
+        );
+    }
+
+    #[pg_test]
+    fn the_table_owners_operations_are_exactly_the_owner_functions() {
+        let (only_rust, only_sql) = super::list_vs_catalog("_owner_", crate::security::OWNER_OPERATIONS);
+        assert!(
+            only_rust.is_empty() && only_sql.is_empty(),
+            "security::OWNER_OPERATIONS and the tenancy._owner_* functions differ: named in Rust without a SQL \
+             function: {only_rust:?}; SQL functions _as_owner does not name: {only_sql:?}"
+        );
+    }
 }

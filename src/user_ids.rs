@@ -50,7 +50,7 @@ impl UserIdType {
 /// The type of `tenancy.memberships.user_id` in this database (uuid when the catalog is not
 /// there, or holds a type tenancy never sets).
 pub fn configured() -> UserIdType {
-    let Some(relid) = crate::lookups::memberships_relid() else { return UserIdType::Uuid };
+    let Some(relid) = crate::catalog::memberships_relid() else { return UserIdType::Uuid };
     // SAFETY: syscache lookups by relation and column name.
     let typ = unsafe {
         let attnum = pg_sys::get_attnum(relid, c"user_id".as_ptr());
@@ -69,7 +69,7 @@ pub fn configured() -> UserIdType {
 /// The canonical form of `s` as a user id of type `t`, or None when it is not one.
 pub fn canonical(t: UserIdType, s: &str) -> Option<String> {
     match t {
-        UserIdType::Uuid => crate::context::parse_uuid(s).map(|u| u.to_string()),
+        UserIdType::Uuid => crate::settings::parse_uuid(s).map(|u| u.to_string()),
         UserIdType::Bigint => {
             let digits = s.strip_prefix('-').unwrap_or(s);
             let well_formed = !digits.is_empty()

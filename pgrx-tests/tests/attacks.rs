@@ -826,11 +826,11 @@ fn admin_bypass_in_security_definer(db: &str) -> Outcome {
     let mut c = two_tenant_db(db);
     tenant_table(&mut c);
     role("anon", "");
-    c.batch_execute(&format!(
+    c.batch_execute(
         "CREATE FUNCTION public.count_items() RETURNS bigint LANGUAGE sql SECURITY DEFINER
            SET search_path = pg_catalog, pg_temp AS 'SELECT count(*) FROM public.items';
-         GRANT EXECUTE ON FUNCTION public.count_items() TO PUBLIC;"
-    ))
+         GRANT EXECUTE ON FUNCTION public.count_items() TO PUBLIC;",
+    )
     .unwrap();
     grant_role(&format!("{db}_app"), "anon");
     let mut app = app_session(db);
@@ -938,12 +938,12 @@ fn operate_with_a_user(db: &str) -> Outcome {
 /// An administrator's SECURITY DEFINER function that enters operator mode, called by others.
 fn operate_inside_an_administrators_security_definer(db: &str) -> Outcome {
     let mut c = operator_db(db);
-    c.batch_execute(&format!(
+    c.batch_execute(
         "CREATE FUNCTION public.ops_count() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER
            SET search_path = pg_catalog, pg_temp AS $f$
          BEGIN PERFORM tenancy.operate('called for a user'); RETURN (SELECT count(*) FROM public.items); END $f$;
-         GRANT EXECUTE ON FUNCTION public.ops_count() TO PUBLIC;"
-    ))
+         GRANT EXECUTE ON FUNCTION public.ops_count() TO PUBLIC;",
+    )
     .unwrap();
     let mut app = app_session(db);
     let mut m = connect("mallory", db);
@@ -957,10 +957,9 @@ fn operate_inside_an_administrators_security_definer(db: &str) -> Outcome {
         }
         drop(tx);
         let mut tx = client.transaction().unwrap();
-        if let (on, n) = operator_view(&mut tx) {
-            if on || n != 0 {
-                return Err(format!("{who}: operating() = {on}, {n} rows after calling it"));
-            }
+        let (on, n) = operator_view(&mut tx);
+        if on || n != 0 {
+            return Err(format!("{who}: operating() = {on}, {n} rows after calling it"));
         }
     }
     Ok(())

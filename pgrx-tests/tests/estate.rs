@@ -1020,8 +1020,7 @@ fn supabase_style_managed_install_isolates_postgrest_requests() {
     assert_eq!(request(&mut api, AUTHENTICATED, None, notes).unwrap(), vec![], "no claims, no rows");
     assert_eq!(request(&mut api, AUTHENTICATED, Some("{}"), notes).unwrap(), vec![], "claims without sub");
     assert_eq!(
-        request(&mut api, AUTHENTICATED, Some(r#"{"sub":"not-a-uuid","role":"authenticated"}"#), |tx| notes(tx))
-            .unwrap(),
+        request(&mut api, AUTHENTICATED, Some(r#"{"sub":"not-a-uuid","role":"authenticated"}"#), notes).unwrap(),
         vec![]
     );
     // A claiming B's organization in the JWT: not a member, so no organization at all.

@@ -199,10 +199,10 @@ fn the_application_roles_keep_the_tenant_index_condition() {
 fn the_runbook_001_queries_run_as_written() {
     let db = "operator_runbook_queries";
     let mut c = two_tenant_db(db);
-    c.batch_execute(&format!(
+    c.batch_execute(
         "CREATE TABLE public.email_logs (id int PRIMARY KEY, body text);
-         INSERT INTO public.email_logs SELECT g, 'x' FROM generate_series(1, 50) g;"
-    ))
+         INSERT INTO public.email_logs SELECT g, 'x' FROM generate_series(1, 50) g;",
+    )
     .unwrap();
     // On its own: a procedure that COMMITs cannot run inside a multi-statement batch.
     c.batch_execute(&format!(

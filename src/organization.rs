@@ -1,0 +1,225 @@
+//! The organization this transaction acts for: `set_organization`, and the functions the
+//! generated policies call (`policy_organization_id(s)`, `policy_organization_slug(s)`,
+//! `current_organization_id`, `current_organization_slug`).
+//!
+//! Fail-closed rules:
+//! * the organization is taken only when the current user is an active member of it (or the
+//!   calling role is a tenancy administrator acting as itself); anything else gives NULL;
+//! * NULL matches no tenant row in the generated policies.
+use pgrx::prelude::*;
+use pgrx::{PgSqlErrorCode, Uuid};
+
+use crate::context::{
+    administrator_without_user, current_user, lifecycle_for, requested_organization, Requested, Right,
+};
+use crate::errors::{raise, spi};
+use crate::lookups;
+use crate::operator;
+use crate::settings::{parse_uuid, set_local, ORG_SETTING};
+use crate::signed::{self, Grant};
+
+/// May this transaction act in `org` with `right` (None: merely act there)? Yes when the current
+/// user is an active member whose role grants it; without a user, when a tenancy administrator
+/// acts as itself (`administrator_without_user`) and the organization is active.
+fn may_act_in(user: Option<&str>, org: Uuid, right: Option<Right>) -> bool {
+    match user {
+        Some(u) => lookups::member_has_right(u, org, right.map_or("", Right::as_str)),
+        None => administrator_without_user(None) && lookups::organization_state(org) == Some(true),
+    }
+}
+
+/// What the signed context carries for `org`: its slug and the rights `user` (or, without one, an
+/// administrator acting as itself) holds there.
+fn grant(user: Option<&str>, org: Uuid) -> Grant {
+    let may = |right| may_act_in(user, org, Some(right));
+    Grant {
+        organization: org,
+        slug: lookups::organization_slug(org).unwrap_or_default(),
+        read: may(Right::Read),
+        write: may(Right::Write),
+        delete: may(Right::Delete),
+    }
+}
+
+/// The organization this transaction acts for, when the transaction may act there with `right`:
+/// the one chosen (set_organization, JWT claim), else the current user's default organization.
+fn organization_for(right: Option<Right>) -> Option<Uuid> {
+    if let Some(lc) = lifecycle_for(right) {
+        return lc.map(|(org, _)| org);
+    }
+    let user = current_user();
+    match requested_organization() {
+        Requested::Invalid => None,
+        Requested::Organization(org) => may_act_in(user.as_deref(), org, right).then_some(org),
+        Requested::Nothing => {
+            let u = user?;
+            let org = lookups::default_organization(&u)?;
+            // default_organization() already requires an active membership.
+            (right.is_none() || lookups::member_has_right(&u, org, right.map_or("", Right::as_str))).then_some(org)
+        }
+    }
+}
+
+/// The organization this transaction acts for: the one chosen with `set_organization`, else the
+/// JWT's organization claim, else the current user's default organization, else NULL. A chosen
+/// organization the current user is not an active member of gives NULL.
+#[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn current_organization_id() -> Option<Uuid> {
+    organization_for(None)
+}
+
+/// Context-mode policies: the organization this transaction acts for, if the current user's
+/// role there grants `privilege` ('read', 'write' or 'delete'); else NULL, which matches no row.
+#[pg_extern(stable, strict, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn policy_organization_id(privilege: &str) -> Option<Uuid> {
+    organization_for(Some(Right::parse(privilege)))
+}
+
+/// `policy_organization_id`, as the organization's slug (for text tenant columns).
+#[pg_extern(stable, strict, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn policy_organization_slug(privilege: &str) -> Option<String> {
+    if let Some(lc) = lifecycle_for(Some(Right::parse(privilege))) {
+        return lc.and_then(|(_, slug)| slug);
+    }
+    organization_for(Some(Right::parse(privilege))).and_then(lookups::organization_slug)
+}
+
+/// Membership-mode policies: the organizations whose rows this transaction may touch with
+/// `privilege`. When an organization is chosen (set_organization, JWT claim): that one alone, if
+/// allowed. Otherwise: every active organization where the current user's role grants it.
+/// Without a user: every organization in operator mode (`crate::operator`), else none (no rows).
+fn organizations_for<T>(
+    right: Right,
+    all_of_user: fn(&str, &str) -> Vec<T>,
+    chosen: fn(Uuid) -> Option<T>,
+    every: fn() -> Vec<T>,
+) -> Vec<T> {
+    if let Some(lc) = lifecycle_for(Some(right)) {
+        return lc.and_then(|(org, _)| chosen(org)).into_iter().collect();
+    }
+    let user = current_user();
+    match requested_organization() {
+        Requested::Invalid => Vec::new(),
+        Requested::Organization(org) if may_act_in(user.as_deref(), org, Some(right)) => {
+            chosen(org).into_iter().collect()
+        }
+        Requested::Organization(_) => Vec::new(),
+        Requested::Nothing => match user {
+            Some(u) => all_of_user(&u, right.as_str()),
+            // Operator mode (tenancy.operate): every organization.
+            None if operator::is_on() => every(),
+            None => Vec::new(),
+        },
+    }
+}
+
+#[pg_extern(stable, strict, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn policy_organization_ids(privilege: &str) -> Vec<Uuid> {
+    organizations_for(Right::parse(privilege), lookups::organizations_with_right, Some, operator::all_organization_ids)
+}
+
+/// `policy_organization_ids`, as slugs (for text tenant columns).
+#[pg_extern(stable, strict, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn policy_organization_slugs(privilege: &str) -> Vec<String> {
+    organizations_for(
+        Right::parse(privilege),
+        lookups::organization_slugs_with_right,
+        lookups::organization_slug,
+        operator::all_organization_slugs,
+    )
+}
+
+/// The slug of `current_organization_id()`, for tenant columns that hold slugs (text).
+#[pg_extern(stable, parallel_restricted)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn current_organization_slug() -> Option<String> {
+    current_organization_id().and_then(lookups::organization_slug)
+}
+
+/// Choose the organization for the rest of this transaction (transaction-local, like SET LOCAL).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
+    let Some(org) = organization_id else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenancy.set_organization: organization_id must not be NULL",
+            "Pass the id of an organization the current user belongs to (see tenancy.memberships).",
+        )
+    };
+    let user = current_user();
+    let admin = administrator_without_user(user.as_deref());
+    let allowed = match user.as_deref() {
+        Some(u) => lookups::is_active_member(u, org),
+        None => admin && lookups::organization_state(org) == Some(true),
+    };
+    if !allowed {
+        match (admin, lookups::organization_state(org)) {
+            (true, None) => raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("tenancy.set_organization: organization {org} does not exist"),
+                "List organizations with SELECT id, slug FROM tenancy.organizations.",
+            ),
+            (_, Some(false)) => raise(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("tenancy.set_organization: organization {org} is deactivated"),
+                "Reactivate it (UPDATE tenancy.organizations SET is_active = true) or choose another one.",
+            ),
+            _ => raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                match user {
+                    Some(u) => {
+                        format!("tenancy.set_organization: user {u} is not an active member of organization {org}")
+                    }
+                    None => "tenancy.set_organization: no current user in this transaction".to_string(),
+                },
+                "Set the acting user first (SET LOCAL tenancy.user_id = '<user id>', or a JWT with a sub claim), \
+                 and choose an organization that user belongs to.",
+            ),
+        }
+    }
+    set_local(ORG_SETTING, &org.to_string());
+    // The signed context for distributed tables (and, with Citus, the forwarding of SET LOCAL),
+    // with what this transaction may do there.
+    signed::write_context(|| grant(user.as_deref(), org));
+    org
+}
+
+/// `set_organization` by slug, as the runbooks call it (`set_organization('acme')`); a value that
+/// reads as a uuid is taken as the organization's id, so `set_organization('<uuid>')` with an
+/// untyped literal (which Postgres resolves to this text form) means what it always meant. The
+/// slug is looked up as the caller, who sees only the organizations it belongs to (an
+/// administrator: all); then the checks of `set_organization(uuid)` apply.
+#[pg_extern(volatile, parallel_unsafe, name = "set_organization")]
+#[search_path(pg_catalog, pg_temp)]
+pub fn set_organization_by_slug(organization: Option<&str>) -> Uuid {
+    let Some(value) = organization.map(str::trim) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            // The same words as set_organization(uuid): an untyped NULL comes here.
+            "tenancy.set_organization: organization_id must not be NULL",
+            "Pass the slug or the id of an organization the current user belongs to.",
+        )
+    };
+    if let Some(id) = parse_uuid(value) {
+        return set_organization(Some(id));
+    }
+    let id = spi(Spi::get_one_with_args::<Uuid>(
+        "SELECT (SELECT o.id FROM tenancy.organizations o WHERE o.slug = $1)",
+        &[value.into()],
+    ));
+    match id {
+        Some(id) => set_organization(Some(id)),
+        None => raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy.set_organization: no organization with slug {value:?} that this transaction may act in"),
+            "Set the acting user first (SET LOCAL tenancy.user_id = '<uuid>', or a JWT with a sub claim), and choose \
+             the slug of an organization that user belongs to (SELECT slug FROM tenancy.organizations).",
+        ),
+    }
+}
