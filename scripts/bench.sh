@@ -21,7 +21,8 @@
 # It uses the tenancy installed in the system PostgreSQL 15 (scripts/setup.sh installs it) and
 # needs only psql, pgbench (both come with postgresql-15) and awk. Environment:
 # TENANCY_BENCH_PORT (28840), TENANCY_BENCH_DIR (/tmp/tn-bench; the copy of PostgreSQL goes to
-# <dir>-pg), TENANCY_BENCH_OUT (BENCHMARKS.md).
+# <dir>-pg), TENANCY_BENCH_OUT (BENCHMARKS.md), TENANCY_BENCH_MAX_WAL_SIZE (8GB; less where the
+# disk is short: the full size writes tens of GB of WAL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -120,7 +121,7 @@ PGBENCH="$PG_BIN/pgbench"
 # should race with it.
 SHARED_BUFFERS=6GB; [ "$SIZE" = quick ] && SHARED_BUFFERS=1GB
 CLUSTER_CONF=("shared_buffers = $SHARED_BUFFERS" "effective_cache_size = 8GB" "work_mem = 16MB"
-              "maintenance_work_mem = 512MB" "max_wal_size = 8GB" "checkpoint_timeout = 30min"
+              "maintenance_work_mem = 512MB" "max_wal_size = ${TENANCY_BENCH_MAX_WAL_SIZE:-8GB}" "checkpoint_timeout = 30min"
               "autovacuum = off")
 log "starting a cluster in $DIR on port $PORT ($SIZE size)"
 cluster_start "$DIR" "$PORT" "${CLUSTER_CONF[@]}" || die "could not start the cluster"
