@@ -20,6 +20,13 @@
 --   fks_added        foreign keys to other tenant tables rewritten to carry the tenant column, NOT VALID
 --   converted        the rewritten foreign keys validated and the old ones dropped
 --
+-- One organization for every row of a new column (no parent, no user column) takes the
+-- metadata-only path instead (tenancy._backfill_fast_default; recorded as fast_default):
+--   planned -> column_added   ADD COLUMN ... NOT NULL DEFAULT '<organization>' (PostgreSQL's fast
+--                             default: no row written, no scan) and the fill trigger, in one ALTER
+--   column_added -> not_null  ANALYZE of the column; nothing to fill, no CHECK
+-- then fk_added and the rest as above.
+--
 -- tenancy.backfill (the procedure) only loops: it calls tenancy._backfill_step, which does one
 -- step of one phase in the current transaction, and COMMITs. A procedure that COMMITs can have
 -- neither a SET clause nor SECURITY DEFINER, so the procedures below name everything with its
@@ -181,6 +188,29 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                         FROM pg_partition_tree(p_rel::regclass) t
                         JOIN pg_class c ON c.oid = t.relid WHERE c.relkind = 'r')
                 ELSE ARRAY[p_rel] END
+$$;
+
+-- Can the backfill of p_rel take the metadata-only path (issue 17)? Only when every row gets the
+-- one organization and the column is new: ADD COLUMN ... NOT NULL DEFAULT '<organization>' then
+-- writes no row and scans for no NULL, because PostgreSQL keeps the constant as the "missing
+-- value" of the rows that exist (on each leaf of a partitioned table too). Not when:
+--   * the organization is derived (a parent row, a user column): each row has its own value;
+--   * the column exists (a user column, an earlier conversion): its rows hold what they hold;
+--   * the table has inheritance children (ADD COLUMN would reach them, the backfill does not);
+--   * a leaf is not a heap table (a foreign table, another access method): no missing values.
+-- The batched fill does those. The record says which path a backfill took ('fast_default').
+CREATE FUNCTION tenancy._backfill_fast_default(p_rel oid, p_rec jsonb) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p_rec->'source'->>'kind' = 'fixed' AND p_rec->'source'->>'value' IS NOT NULL
+       AND NOT coalesce((p_rec->>'column_existed')::boolean, true)
+       AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = p_rel AND a.attname = p_rec->>'tenant_column' AND NOT a.attisdropped)
+       AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent
+                        WHERE i.inhparent = p_rel AND c.relkind = 'r')
+       AND NOT EXISTS (SELECT 1 FROM (SELECT p_rel UNION SELECT t.relid::oid FROM pg_partition_tree(p_rel::regclass) t) x(relid)
+                         JOIN pg_class c ON c.oid = x.relid
+                        WHERE c.relkind <> 'p'
+                          AND (c.relkind <> 'r' OR c.relam IS DISTINCT FROM (SELECT m.oid FROM pg_am m WHERE m.amname = 'heap')))
 $$;
 
 -- Is another session running a backfill of this record right now?
@@ -595,12 +625,46 @@ BEGIN
     BEGIN  -- a lock timeout undoes this block only; the step is then retried after a back-off
     CASE v_phase
     WHEN 'planned' THEN
-        IF NOT (v_rec->>'column_existed')::boolean THEN
-            EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I %s', v_tbl, v_col, v_rec->>'column_type');
+        IF tenancy._backfill_fast_default(p_rel, v_rec) THEN
+            -- One organization for every row, and a new column: the organization becomes the
+            -- column's default together with NOT NULL, in one metadata-only ALTER (PostgreSQL
+            -- keeps the value in the catalog as the rows' "missing value" and writes no row, nor
+            -- scans for NULLs). The fill trigger, as in the batched path, gives the organization
+            -- to a row written with an explicit NULL until enable_isolation retires it.
+            EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s NOT NULL DEFAULT %L::%s', v_tbl, v_col,
+                           v_rec->>'column_type', v_rec->'source'->>'value', v_rec->>'column_type');
+            EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW WHEN (NEW.%I IS NULL) '
+                           'EXECUTE FUNCTION tenancy._backfill_fill(%L, %L)', v_trig, v_tbl, v_col, v_col, v_rec->>'lookup');
+            v_rec := v_rec || jsonb_build_object('fast_default', true, 'set_not_null', true, 'trigger', v_trig, 'default_expr',
+                (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                  WHERE d.adrelid = p_rel AND a.attname = v_col));
+            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'column_added', jsonb_build_object(
+                'fast_default', true, 'default', v_rec->'default_expr', 'not_null', true, 'trigger', v_trig));
+        ELSE
+            IF NOT (v_rec->>'column_existed')::boolean THEN
+                EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I %s', v_tbl, v_col, v_rec->>'column_type');
+            END IF;
+            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'column_added');
         END IF;
-        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'column_added');
 
     WHEN 'column_added' THEN
+      IF (v_rec->>'fast_default')::boolean THEN
+        -- Every row has its organization already (the column's missing value): nothing to fill.
+        -- The planner learns the new column (as after a batched fill), outside the ALTER's lock.
+        EXECUTE format('ANALYZE %s (%I)', v_tbl, v_col);
+        SELECT sum(greatest(c.reltuples, 0))::bigint, sum(pg_relation_size(l.oid) / current_setting('block_size')::bigint)
+          INTO v_total, v_n
+          FROM unnest(tenancy._leaves(p_rel)) l(oid) JOIN pg_class c ON c.oid = l.oid;
+        v_rec := v_rec || jsonb_build_object('fill', jsonb_build_object(
+            'leaves', '[]'::jsonb, 'blocks_total', coalesce(v_n, 0), 'blocks_done', coalesce(v_n, 0),
+            'rows_total', coalesce(v_total, 0), 'rows_done', coalesce(v_total, 0), 'tuples_per_block', 0,
+            'started_at', v_now, 'batches', 0, 'fast_default', true));
+        RAISE NOTICE 'tenancy.backfill %: % of ~% rows, 100.0 %%, from the column default (metadata only: no row written)', v_tbl,
+              coalesce(v_total, 0), coalesce(v_total, 0);
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'not_null', jsonb_build_object(
+            'fast_default', true, 'rows', coalesce(v_total, 0), 'batches', 0, 'blocks', coalesce(v_n, 0),
+            'note', 'ADD COLUMN ... NOT NULL DEFAULT: every existing row reads the organization from the catalog; nothing filled, no CHECK needed'));
+      ELSE
         -- From now on no row is written without an organization (while one can be derived):
         -- the trigger fills new rows and rows updated before the fill reached them.
         IF v_rec->'source'->>'kind' = 'fixed' AND v_rec->>'old_default' IS NULL THEN
@@ -638,6 +702,7 @@ BEGIN
             'started_at', v_now, 'batches', 0));
         v_rec := v_rec || jsonb_build_object('run', jsonb_build_object('started_at', v_now, 'rows', 0, 'blocks', 0));
         v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filling', jsonb_build_object('trigger', v_trig, 'default', v_rec->'default_expr'));
+      END IF;
 
     WHEN 'filling' THEN
         v_fill := v_rec->'fill';

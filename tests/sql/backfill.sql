@@ -187,3 +187,47 @@ SELECT * FROM tenancy.adopt_users('users', '{"admin":"owner","compliance":"admin
                                   '00000000-0000-0000-0000-000000000001', default_role => 'viewer');
 SELECT u.role AS app_role, m.role, m.is_default FROM users u JOIN tenancy.memberships m ON m.user_id = u.id ORDER BY u.id;
 SELECT tenancy.get_user_organization_id('11111111-0000-0000-0000-000000000004') AS buyer_org;
+
+-- 9. The metadata-only path (issue 17): one organization for every row of a new column is the
+-- column's default with NOT NULL in one ALTER (no row written, no scan for NULLs), then
+-- the foreign key; nothing is filled in batches and no CHECK is needed. The batched fill stays
+-- for every other case: a derived organization (a fallback organization_id or not), a column that
+-- exists (a user column, or one an earlier conversion added).
+CREATE TEMP TABLE mark AS SELECT pg_current_xact_id()::text::bigint AS xid;
+CREATE FUNCTION pg_temp.rows_written(t regclass) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE n bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM %s WHERE xmin::text::bigint > (SELECT xid FROM mark)', t) INTO n;
+    RETURN n;
+END $$;
+CREATE TABLE fast_has_column (id int PRIMARY KEY, organization_id uuid);
+INSERT INTO fast_has_column SELECT g FROM generate_series(1, 50) g;
+CALL tenancy.backfill('shipments', '00000000-0000-0000-0000-000000000001', build_indexes => true);
+CALL tenancy.backfill('documents', '00000000-0000-0000-0000-000000000001', parent => 'shipments', build_indexes => true);
+CALL tenancy.backfill('fast_has_column', '00000000-0000-0000-0000-000000000001', build_indexes => true);
+CALL tenancy.backfill('readings', '00000000-0000-0000-0000-000000000001', build_indexes => true);
+-- Which path each table took (clients, a slug column, and notes were converted in section 7), the phases it
+-- logged, the default and NOT NULL it ended with, and how many of its rows a transaction of this
+-- section wrote (xmin).
+SELECT t.relid::text AS table_name, coalesce(t.details->'backfill'->>'fast_default', 'false') AS fast_default,
+       (SELECT string_agg(l.details->>'phase', ',' ORDER BY l.id) FROM tenancy.migration_log l
+         WHERE l.operation = 'backfill' AND l.status = 'succeeded' AND l.finished_at IS NOT NULL
+           AND l.table_name = 'public.' || t.relid::text AND l.finished_at >= (t.details->'backfill'->>'started_at')::timestamptz) AS phases,
+       (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+         WHERE d.adrelid = t.relid AND a.attname = t.tenant_column) AS "default",
+       (SELECT a.attnotnull FROM pg_attribute a WHERE a.attrelid = t.relid AND a.attname = t.tenant_column) AS not_null,
+       t.details->'backfill'->'fill'->>'rows_done' AS rows_done,
+       CASE WHEN t.relid::text NOT IN ('clients', 'notes') THEN pg_temp.rows_written(t.relid) END AS rows_written
+  FROM tenancy.tenant_tables t WHERE t.details ? 'backfill' ORDER BY 1;
+SELECT count(*) FILTER (WHERE organization_id IS DISTINCT FROM '00000000-0000-0000-0000-000000000001') AS shipments_without_it FROM shipments;
+-- A new row gets the organization from the default; the missing value stays with the rows that
+-- existed when the default gives way to the tenant context, and after a rollback.
+INSERT INTO shipments (reference) VALUES ('S-after-fast');
+SELECT tenancy.enable_isolation('shipments') IS NOT NULL AS isolated;
+SELECT pg_get_expr(d.adbin, d.adrelid) AS isolated_default FROM pg_attrdef d
+ WHERE d.adrelid = 'shipments'::regclass AND d.adnum = (SELECT attnum FROM pg_attribute WHERE attrelid = 'shipments'::regclass AND attname = 'organization_id');
+SELECT count(*) AS rows_of_the_organization FROM shipments WHERE organization_id = '00000000-0000-0000-0000-000000000001';
+SELECT tenancy.rollback('documents', drop_column => true) IS NOT NULL AS rolled_back;
+SELECT tenancy.rollback('shipments') IS NOT NULL AS rolled_back;
+SELECT * FROM pg_temp.shape('shipments');
+SELECT count(*) AS rows_of_the_organization FROM shipments WHERE organization_id = '00000000-0000-0000-0000-000000000001';
