@@ -190,6 +190,29 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
     org
 }
 
+/// `set_organization()` without an argument: choose, for the rest of this transaction, the
+/// organization the context names without a choice (the JWT's organization claim, else the
+/// current user's default organization), with the checks of `set_organization(uuid)`; NULL when
+/// it names none. The policies of local tables read those by themselves; on Citus only a chosen
+/// organization is signed and reaches the workers, so PostgREST calls this as its
+/// `db-pre-request` (docs/citus.md).
+#[pg_extern(volatile, parallel_unsafe, name = "set_organization")]
+#[search_path(pg_catalog, pg_temp)]
+pub fn set_organization_from_context() -> Option<Uuid> {
+    let org = match requested_organization() {
+        Requested::Organization(org) => org,
+        Requested::Invalid => raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "tenancy.set_organization: the requested organization (tenancy.organization_id, or the JWT's \
+             organization_id claim) is not a uuid",
+            "Put the id of an organization the user belongs to in the organization_id claim, or leave it out \
+             to act for the user's default organization.",
+        ),
+        Requested::Nothing => lookups::default_organization(&current_user()?)?,
+    };
+    Some(set_organization(Some(org)))
+}
+
 /// `set_organization` by slug, as the runbooks call it (`set_organization('acme')`); a value that
 /// reads as a uuid is taken as the organization's id, so `set_organization('<uuid>')` with an
 /// untyped literal (which Postgres resolves to this text form) means what it always meant. The

@@ -560,6 +560,42 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
         tx.rollback().unwrap();
     }
 
+    // The JWT's organization claim and the user's default organization reach distributed tables
+    // through set_organization() without argument (PostgREST's db-pre-request), which signs them;
+    // before that call they give no rows there (fail closed); a claim the user may not act in is refused.
+    for (what, setup) in [
+        (
+            "JWT organization claim",
+            format!(
+                "SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_A}\", \"organization_id\": \"{ORG_A}\"}}', true)"
+            ),
+        ),
+        ("default organization", format!("SET LOCAL tenancy.user_id = '{USER_A}'")),
+    ] {
+        let mut tx = app_c.transaction().unwrap();
+        tx.batch_execute(&setup).unwrap();
+        let before: i64 = tx.query_one("SELECT count(*) FROM projects", &[]).unwrap().get(0);
+        let chosen: Option<String> = tx.query_one("SELECT tenancy.set_organization()::text", &[]).unwrap().get(0);
+        let after: Vec<String> =
+            tx.query("SELECT organization_id::text FROM projects", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        let ok = before == 0 && chosen.as_deref() == Some(ORG_A) && after.len() == 2 && after.iter().all(|o| o == ORG_A);
+        tally.case(
+            &format!("{what} through set_organization()"),
+            ok,
+            format!("{before} rows before, chose {chosen:?}, then {after:?}"),
+        );
+        tx.rollback().unwrap();
+    }
+    {
+        let mut tx = app_c.transaction().unwrap();
+        tx.batch_execute(&format!(
+            "SELECT set_config('request.jwt.claims', '{{\"sub\": \"{USER_B}\", \"organization_id\": \"{ORG_A}\"}}', true)"
+        ))
+        .unwrap();
+        let state = sqlstate(tx.query_one("SELECT tenancy.set_organization()", &[]));
+        tally.case("set_organization() with a claim of another organization", state == "42501", state);
+    }
+
     // Routed to one shard: a tenant-scoped query, and the policy's own condition.
     {
         let mut tx = app_c.transaction().unwrap();
