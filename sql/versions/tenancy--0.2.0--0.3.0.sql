@@ -3788,6 +3788,12 @@ BEGIN
                    coalesce($2, false), format('rollback_all(%L)', p_schema)) r;
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy."set_organization"() RETURNS uuid 
+STRICT VOLATILE PARALLEL UNSAFE 
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', 'set_organization_from_context_wrapper';
+
 CREATE OR REPLACE FUNCTION tenancy."set_organization"(
 	"organization" TEXT 
 ) RETURNS uuid 
@@ -3987,6 +3993,8 @@ COMMENT ON FUNCTION tenancy.current_organization_slug() IS
   'The slug of current_organization_id(), for tenant columns that store slugs (text).';
 COMMENT ON FUNCTION tenancy.set_organization(uuid) IS
   'Choose the organization for the rest of this transaction. Refuses (42501) unless the current user is an active member.';
+COMMENT ON FUNCTION tenancy.set_organization() IS
+  'Choose the organization the context names without a choice (the JWT organization_id claim, else the user''s default organization) for the rest of the transaction, with the checks of set_organization(uuid); NULL when there is none. On Citus only a chosen organization reaches distributed tables: PostgREST''s db-pre-request.';
 COMMENT ON FUNCTION tenancy.set_organization(text) IS
   'set_organization by slug (a value that reads as a uuid is an id). The slug is looked up as the caller; refuses (42501) unless the current user is an active member.';
 COMMENT ON FUNCTION tenancy.get_user_organization_id(uuid) IS
