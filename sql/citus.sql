@@ -1,4 +1,4 @@
--- Scale-out on Citus (src/citus.rs): distribute tenant tables by their tenant column.
+-- Scale-out on Citus (src/distribution.rs, src/signed.rs): distribute tenant tables by their tenant column.
 
 -- The catalog's organizations policy, without a subquery (Citus refuses subqueries in the policies
 -- of its tables): distribution_plan() switches the policy to this when the catalog becomes
