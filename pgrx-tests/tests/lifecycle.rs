@@ -80,11 +80,14 @@ fn tmp_file(name: &str) -> String {
 /// lc_app granted what an application has, and organization ACME (rows in every table, `acme`
 /// shipments) and the writer's organization added.
 fn seed_db(db: &str, acme: i64) {
-    // Both tests start with this; role() tolerates the race, this keeps it to one attempt.
+    // Both tests start with this, in parallel. role() tolerates the race; the seed creates its
+    // owner with IF NOT EXISTS, which two psql sessions on a fresh cluster race on (23505 from
+    // pg_authid's index): create it here once, as the seed would, so the seed finds it.
     static ROLES: std::sync::Once = std::sync::Once::new();
     ROLES.call_once(|| {
         role("lc_tables", "");
         role("lc_app", "");
+        role("tracehub_owner", "NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB");
     });
     let mut su = superuser();
     su.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
