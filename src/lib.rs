@@ -24,6 +24,7 @@ mod citus;
 mod context;
 mod distribution;
 mod errors;
+mod export;
 mod integrity;
 mod lifecycle;
 mod lint;
@@ -67,7 +68,7 @@ extension_sql_file!(
         lifecycle::_erase_remaining,
         lifecycle::_erase_references,
         lifecycle::_usage,
-        lifecycle::export_organization,
+        export::export_organization,
         lifecycle::_import_rows,
         lifecycle::_clone_batch
     ]

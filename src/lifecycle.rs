@@ -18,7 +18,7 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::{pg_sys, JsonB, PgSqlErrorCode, Uuid};
 
-use crate::context::{acting_administrator, current_user_id, LifecycleScope};
+use crate::context::{acting_administrator, LifecycleScope};
 use crate::errors::{raise, spi};
 use crate::integrity::owner_code_could_run;
 use crate::privileged::catalog_owner;
@@ -35,7 +35,7 @@ struct Tenant {
 
 /// Reads the registry as the catalog's owner: `tenancy.tenant_tables` shows a table owner its
 /// own tables only, and the callers here are authorized by their own checks.
-fn as_catalog_owner<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn as_catalog_owner<T>(f: impl FnOnce() -> T) -> T {
     let _owner = AsRole::switch_to(catalog_owner());
     f()
 }
@@ -74,7 +74,7 @@ fn tenant_table(rel: pg_sys::Oid) -> Tenant {
 }
 
 /// (exists, active, slug) of an organization.
-fn organization(org: Uuid) -> Option<(bool, String)> {
+pub(crate) fn organization(org: Uuid) -> Option<(bool, String)> {
     spi(Spi::connect(|c| {
         let r = c.select(
             "SELECT is_active, slug FROM tenancy.organizations WHERE id OPERATOR(pg_catalog.=) $1",
@@ -495,191 +495,6 @@ pub fn _usage() -> TableIterator<
     TableIterator::new(out)
 }
 
-/// May the caller export organization `org`? A tenancy administrator acting as itself (any
-/// organization, also a deactivated one), or the current user when its role in the (active)
-/// organization may manage it (owner).
-fn may_export(org: Uuid) -> bool {
-    if acting_administrator() {
-        return true;
-    }
-    let Some(user) = current_user_id() else { return false };
-    spi(Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM tenancy.memberships m JOIN tenancy.roles r ON r.name OPERATOR(pg_catalog.=) m.role \
-                          JOIN tenancy.organizations o ON o.id OPERATOR(pg_catalog.=) m.organization_id \
-                         WHERE m.organization_id OPERATOR(pg_catalog.=) $1 AND m.user_id OPERATOR(pg_catalog.=) $2 \
-                           AND m.is_active AND o.is_active AND r.can_manage_organization)",
-        &[org.into(), user.into()],
-    ))
-    .unwrap_or(false)
-}
-
-/// Every row of organization `org` in every registered tenant table, parents before children, as
-/// JSON lines: a header line, then `{"table": ..., "row": {...}}` per row. One snapshot: the lines
-/// come from one call of `tenancy._export_lines`, a STABLE function (each of its statements sees
-/// the snapshot of the query that called `export_organization`), at any isolation level.
-///
-/// The lines are not built or held here: `_export_lines` (PL/pgSQL, `RETURN QUERY` per table)
-/// writes them into the tuplestore of this call's result set (it spills to disk past
-/// `work_mem`), which is handed to the caller as it is (materialize mode), so no Rust code runs
-/// per row. The reading scope is entered for that one call only, and it has ended before any
-/// line reaches the caller.
-#[pg_extern(
-    volatile,
-    parallel_unsafe,
-    sql = r#"CREATE  FUNCTION "export_organization"(
-	"organization_id" uuid /* Option < Uuid > */
-) RETURNS TABLE (
-	"line" TEXT  /* String */
-)
-VOLATILE PARALLEL UNSAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'export_organization_wrapper';"#
-)]
-pub fn export_organization(organization_id: Option<Uuid>, fcinfo: pg_sys::FunctionCallInfo) {
-    // SAFETY: fcinfo is this call's; checked before anything is read.
-    let rsinfo = unsafe { result_set_of(fcinfo) };
-    let Some(org) = organization_id else {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "tenancy: organization_id must not be NULL",
-            "Pass an organization id.",
-        )
-    };
-    let Some((_, slug)) = organization(org) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("tenancy: organization {org} does not exist"),
-            "List organizations with SELECT id, slug, name FROM tenancy.organizations.",
-        )
-    };
-    if !may_export(org) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("tenancy: may not export organization {org}"),
-            "An organization's owner (as the current user, SET LOCAL tenancy.user_id) may export its own active \
-             organization; a tenancy administrator acting as itself may export any.",
-        )
-    }
-    spi(Spi::connect_mut(|c| {
-        c.update(
-            "SELECT tenancy._privileged('log_lifecycle', pg_catalog.jsonb_build_object('operation', 'export_organization', \
-                    'organization_id', $1, 'user_id', $2))",
-            None,
-            &[org.into(), current_user_id().into()],
-        )?;
-        Ok::<_, pgrx::spi::SpiError>(())
-    }));
-    // The tenant tables, parents first, with their tenant columns (read as the catalog owner).
-    let tables = as_catalog_owner(|| {
-        spi(Spi::get_one::<JsonB>(
-            "SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('relid', x.t::pg_catalog.oid, \
-                    'tenant_column', tt.tenant_column, 'column_type', tt.column_type) ORDER BY x.n), '[]') \
-               FROM pg_catalog.unnest(tenancy._fk_order(ARRAY(SELECT t.relid FROM tenancy.tenant_tables t \
-                      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid::pg_catalog.oid))) WITH ORDINALITY x(t, n) \
-               JOIN tenancy.tenant_tables tt ON tt.relid OPERATOR(pg_catalog.=) x.t",
-        ))
-    })
-    .unwrap_or(JsonB(serde_json::json!([])));
-    if acting_administrator() {
-        refuse_owner_code_for_administrator(&tables);
-    }
-    let lines = spi(Spi::get_one::<pg_sys::Oid>(
-        "SELECT 'tenancy._export_lines(pg_catalog.uuid, pg_catalog.jsonb)'::pg_catalog.regprocedure::pg_catalog.oid",
-    ))
-    .unwrap_or(pg_sys::InvalidOid);
-    let _scope = LifecycleScope::enter(org, Some(slug), false, false);
-    // SAFETY: rsinfo was checked by result_set_of; the function is tenancy's own, called with
-    // the two arguments of its signature.
-    unsafe { call_set_function_into(lines, &[org.into_datum(), tables.into_datum()], rsinfo) }
-}
-
-/// The ReturnSetInfo of a set-returning call that accepts a materialized result.
-///
-/// # Safety
-/// `fcinfo` must be the FunctionCallInfo of the current call.
-unsafe fn result_set_of(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::ReturnSetInfo {
-    let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
-    if rsinfo.is_null()
-        || !pgrx::is_a(rsinfo as *mut pg_sys::Node, pg_sys::NodeTag::T_ReturnSetInfo)
-        || (*rsinfo).allowedModes & pg_sys::SetFunctionReturnMode::SFRM_Materialize as i32 == 0
-        || (*rsinfo).expectedDesc.is_null()
-    {
-        raise(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            "tenancy.export_organization: set-valued function called in context that cannot accept a set",
-            "SELECT * FROM tenancy.export_organization(...)",
-        )
-    }
-    rsinfo
-}
-
-/// Calls the set-returning function `func` (a PL/pgSQL function, which returns its rows in
-/// materialize mode) with `args`, handing it `rsinfo`: the tuplestore it fills becomes the
-/// result of the current call.
-///
-/// # Safety
-/// `rsinfo` must be the current call's (see `result_set_of`), and `args` must match `func`'s
-/// signature, none of them NULL.
-unsafe fn call_set_function_into(
-    func: pg_sys::Oid,
-    args: &[Option<pg_sys::Datum>],
-    rsinfo: *mut pg_sys::ReturnSetInfo,
-) {
-    let mut flinfo: pg_sys::FmgrInfo = std::mem::zeroed();
-    // Resolves the function's SET clause (fmgr_security_definer) as any call does.
-    pg_sys::fmgr_info(func, &mut flinfo);
-    if flinfo.fn_nargs as usize != args.len() || !flinfo.fn_retset {
-        raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            "tenancy: internal set-returning function has an unexpected signature",
-            "Reinstall the extension.",
-        )
-    }
-    let size = std::mem::size_of::<pg_sys::FunctionCallInfoBaseData>()
-        + args.len() * std::mem::size_of::<pg_sys::NullableDatum>();
-    let call = pg_sys::palloc0(size) as pg_sys::FunctionCallInfo;
-    (*call).flinfo = &mut flinfo;
-    (*call).nargs = args.len() as i16;
-    (*call).fncollation = pg_sys::InvalidOid;
-    (*call).resultinfo = rsinfo as *mut pg_sys::Node;
-    let slots = (*call).args.as_mut_slice(args.len());
-    for (slot, a) in slots.iter_mut().zip(args) {
-        *slot = pg_sys::NullableDatum { value: a.unwrap_or(pg_sys::Datum::null()), isnull: a.is_none() };
-    }
-    let addr = flinfo.fn_addr.expect("fmgr_info sets fn_addr");
-    pg_sys::ffi::pg_guard_ffi_boundary(|| addr(call));
-    if (*rsinfo).returnMode != pg_sys::SetFunctionReturnMode::SFRM_Materialize {
-        raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            "tenancy: internal set-returning function did not return a materialized set",
-            "Reinstall the extension.",
-        )
-    }
-}
-
-/// An administrator's export reads every tenant table with its own rights, so no table owned by
-/// another role may carry that owner's code into the read: a policy tenancy did not write (it runs
-/// for the reader), a column whose type is not built in (its output function or a cast to json, run
-/// by to_jsonb; enums without such a cast aside), or something other than a table in its tree.
-/// Such tables are refused (0A000), not read.
-fn refuse_owner_code_for_administrator(tables: &JsonB) {
-    let listed = spi(Spi::get_one_with_args::<String>(
-        "WITH RECURSIVE tree AS (              SELECT x.relid AS top, x.relid FROM pg_catalog.jsonb_to_recordset($1) x(relid pg_catalog.oid)              UNION SELECT tree.top, i.inhrelid FROM pg_catalog.pg_inherits i                     JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.relid)          SELECT pg_catalog.string_agg(DISTINCT tree.top::pg_catalog.regclass::pg_catalog.text, ', ')            FROM tree JOIN pg_catalog.pg_class top ON top.oid OPERATOR(pg_catalog.=) tree.top            JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.relid           WHERE top.relowner OPERATOR(pg_catalog.<>) $2             AND (c.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::\"char\"[])                  OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid OPERATOR(pg_catalog.=) c.oid                               AND p.polname::pg_catalog.text OPERATOR(pg_catalog.!~) '^tenancy_')                  OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a                               JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid                               JOIN pg_catalog.pg_type b ON b.oid OPERATOR(pg_catalog.=)                                    CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typbasetype ELSE t.oid END                              WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0                                AND NOT a.attisdropped                                AND (t.oid OPERATOR(pg_catalog.>=) 16384 OR b.oid OPERATOR(pg_catalog.>=) 16384                                     OR b.typelem OPERATOR(pg_catalog.>=) 16384)                                AND NOT (b.typtype OPERATOR(pg_catalog.=) 'e' AND t.typtype OPERATOR(pg_catalog.=) 'e'                                         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_cast k                                                          WHERE k.castsource OPERATOR(pg_catalog.=) t.oid                                                            AND k.casttarget OPERATOR(pg_catalog.=) ANY \
-                                                               (ARRAY['pg_catalog.json'::pg_catalog.regtype,                                                                       'pg_catalog.jsonb'::pg_catalog.regtype]::pg_catalog.oid[])))))",
-        &[JsonB(tables.0.clone()).into(), security::current_role().into()],
-    ));
-    if let Some(listed) = listed {
-        raise(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("tenancy.export_organization: reading {listed} could run its owner's code with an administrator's rights"),
-            "A policy tenancy did not write, a column type that is not built in, or a relation that is not a table would \
-             run for the reader. Export as the tables' owner (or as the organization's owner, through the application), \
-             or remove that code first.",
-        )
-    }
-}
-
 /// Internal (`tenancy.import_organization`): insert the rows `rows` (a JSON array of row objects)
 /// into tenant table `rel`, for organization `org` (which a running import created), in one
 /// statement run as the table's owner; returns how many. Generated columns are left to the table;
@@ -715,24 +530,68 @@ pub fn _import_rows(rel: pg_sys::Oid, org: Uuid, rows: JsonB) -> i64 {
         &[rel.into()],
     ))
     .unwrap_or_default();
+    // The columns that take their values from a sequence (identity, serial): the rows keep their
+    // exported values, so each such sequence is moved past the largest value imported, or the
+    // next row the application inserts would collide with an imported one.
+    let sequences: Vec<(String, pg_sys::Oid)> = spi(Spi::connect(|c| {
+        let mut out = Vec::new();
+        for r in c.select(
+            "SELECT a.attname::pg_catalog.text, \
+                    pg_catalog.pg_get_serial_sequence($1::pg_catalog.regclass::pg_catalog.text, a.attname::pg_catalog.text)::pg_catalog.regclass::pg_catalog.oid \
+               FROM pg_catalog.pg_attribute a \
+              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+                AND a.atttypid OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog.int2'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype, \
+                                                                  'pg_catalog.int8'::pg_catalog.regtype]::pg_catalog.oid[]) \
+                AND pg_catalog.pg_get_serial_sequence($1::pg_catalog.regclass::pg_catalog.text, a.attname::pg_catalog.text) IS NOT NULL \
+              ORDER BY a.attnum",
+            None,
+            &[rel.into()],
+        )? {
+            if let (Some(name), Some(seq)) = (r.get::<String>(1)?, r.get::<pg_sys::Oid>(2)?) {
+                out.push((name, seq));
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    }));
     let list = cols.iter().map(quote_identifier).collect::<Vec<_>>().join(", ");
     let sel = cols.iter().map(|c| format!("r.{}", quote_identifier(c))).collect::<Vec<_>>().join(", ");
+    let returning = sequences.iter().map(|(c, _)| quote_identifier(c)).collect::<Vec<_>>();
+    let maxima = returning.iter().map(|c| format!(", pg_catalog.max(i.{c})::pg_catalog.int8")).collect::<String>();
     // Every row must belong to the organization: a row of another one is refused by the
     // policies' WITH CHECK (the scope grants writing in `org` alone) and by this condition.
     let sql = format!(
-        "INSERT INTO {tbl} ({list}) OVERRIDING SYSTEM VALUE \
-         SELECT {sel} FROM pg_catalog.jsonb_array_elements($2) e, \
-                LATERAL pg_catalog.jsonb_populate_record(NULL::{tbl}, e) r \
-          WHERE {cond}",
+        "WITH i AS (INSERT INTO {tbl} ({list}) OVERRIDING SYSTEM VALUE \
+                    SELECT {sel} FROM pg_catalog.jsonb_array_elements($2) e, \
+                           LATERAL pg_catalog.jsonb_populate_record(NULL::{tbl}, e) r \
+                     WHERE {cond} \
+                    RETURNING {ret}) \
+         SELECT pg_catalog.count(*){maxima} FROM i",
         tbl = t.name,
-        cond = tenant_condition("r", &t)
+        cond = tenant_condition("r", &t),
+        ret = if returning.is_empty() { "1".to_owned() } else { returning.join(", ") },
     );
     let value = tenant_value(&t, org, &slug);
     let n_in = rows.0.as_array().map_or(0, |a| a.len()) as i64;
     let _owner = AsRole::switch_to(t.owner);
     let _scope = LifecycleScope::enter(org, Some(slug), false, true);
     let n = spi(Spi::connect_mut(|c| {
-        Ok::<_, pgrx::spi::SpiError>(c.update(&sql, None, &[value.into(), rows.into()])?.len() as i64)
+        let r = c.update(&sql, None, &[value.into(), rows.into()])?;
+        let r = r.first();
+        let n = r.get::<i64>(1)?.unwrap_or(0);
+        for (i, (_, seq)) in sequences.iter().enumerate() {
+            let Some(max) = r.get::<i64>(i + 2)? else { continue };
+            // Only forward, for an ascending sequence the owner may set.
+            c.update(
+                "SELECT pg_catalog.setval(s.seqrelid::pg_catalog.regclass, $2) FROM pg_catalog.pg_sequence s \
+                  WHERE s.seqrelid OPERATOR(pg_catalog.=) $1 AND s.seqincrement OPERATOR(pg_catalog.>) 0 \
+                    AND pg_catalog.has_sequence_privilege(s.seqrelid, 'UPDATE') \
+                    AND $2 OPERATOR(pg_catalog.>=) coalesce(pg_catalog.pg_sequence_last_value(s.seqrelid::pg_catalog.regclass) \
+                                                            OPERATOR(pg_catalog.+) 1, s.seqstart)",
+                None,
+                &[(*seq).into(), max.into()],
+            )?;
+        }
+        Ok::<_, pgrx::spi::SpiError>(n)
     }));
     if n != n_in {
         raise(

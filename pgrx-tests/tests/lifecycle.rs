@@ -224,9 +224,26 @@ fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
     d.batch_execute(&format!("SELECT tenancy.deactivate_organization('{VIBOTAJ}')")).unwrap();
     d.batch_execute(&format!("CALL tenancy.erase_organization('{VIBOTAJ}', batch_size => 50000)")).unwrap();
     assert_eq!(rows_of(&mut d, VIBOTAJ), 0);
+    // As in a database that never held VIBOTAJ: every id sequence back at its start.
+    let sequences =
+        "SELECT s.seq, t FROM unnest($1::text[]) t, LATERAL (SELECT pg_get_serial_sequence(t, 'id') AS seq) s \
+                      WHERE s.seq IS NOT NULL";
+    let tables: Vec<String> = TABLES.iter().map(|t| t.to_string()).collect();
+    let seqs: Vec<(String, String)> =
+        d.query(sequences, &[&tables]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(seqs.len(), 8, "seed 000's serial ids");
+    for (seq, _) in &seqs {
+        d.batch_execute(&format!("SELECT setval('{seq}', 1, false)")).unwrap();
+    }
     load_export(dst, "vibotaj_export", &file);
     d.batch_execute("CALL tenancy.import_organization('vibotaj_export', batch_size => 10000)").unwrap();
     assert_eq!(fingerprint(&mut d, VIBOTAJ), vibotaj_before, "every imported row equal to the source's");
+    // The ids were kept, and every sequence moved past them: the application's next rows fit.
+    for (seq, table) in &seqs {
+        let r = d.query_one(&format!("SELECT (SELECT max(id)::bigint FROM {table}), nextval('{seq}')"), &[]).unwrap();
+        let (max, next): (i64, i64) = (r.get(0), r.get(1));
+        assert!(next > max, "{seq}: next value {next} after the imported ids (max {max})");
+    }
     let not_ok: i64 =
         d.query_one("SELECT count(*) FROM tenancy.validate_client_data_integrity() WHERE NOT ok", &[]).unwrap().get(0);
     assert_eq!(not_ok, 0, "the imported organization passes the integrity report");

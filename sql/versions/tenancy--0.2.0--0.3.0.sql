@@ -793,12 +793,11 @@ BEGIN
     done := true;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._export_lines(p_org uuid, p_tables jsonb) RETURNS SETOF text
+CREATE OR REPLACE FUNCTION tenancy._export_header(p_org uuid, p_tables jsonb) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t         record;
     v_outside jsonb := '[]';
-    v_rows    jsonb := '{}';
     v_n       bigint;
     v_denied  text;
     o         record;
@@ -845,7 +844,7 @@ BEGIN
                   o.slug, v_n, t.child, t.conname, t.parent;
         END IF;
     END LOOP;
-    RETURN NEXT json_build_object(
+    RETURN json_build_object(
         'format', 'tenancy-export', 'format_version', 1,
         'tenancy_version', (SELECT extversion FROM pg_extension WHERE extname = 'tenancy'),
         'source_database', current_database(),
@@ -854,22 +853,6 @@ BEGIN
         'snapshot', pg_current_snapshot()::text, 'exported_at', statement_timestamp(),
         'tables', (SELECT json_agg(x.relid::regclass::text) FROM jsonb_to_recordset(p_tables) x(relid oid)),
         'outside_references', v_outside)::text;
-    FOR t IN SELECT x.relid::regclass AS tbl, x.tenant_column, x.column_type
-               FROM jsonb_to_recordset(p_tables) x(relid oid, tenant_column name, column_type text)
-    LOOP
-        -- One query per table, its lines streamed into the result's tuplestore. The line is
-        -- {"table" : <name>, "row" : <the row>}: the prefix is a constant (the table's name as a
-        -- JSON string, made here), and row_to_json writes the row (in column order; the keys of
-        -- to_jsonb's order, at twice its cost, are no part of the format).
-        RETURN QUERY EXECUTE format('SELECT %L OPERATOR(pg_catalog.||) pg_catalog.row_to_json(r)::pg_catalog.text OPERATOR(pg_catalog.||) ''}'' '
-                                    'FROM %s r WHERE r.%I OPERATOR(pg_catalog.=) $1%s',
-                                    '{"table" : ' || to_json(t.tbl::text)::text || ', "row" : ', t.tbl, t.tenant_column,
-                                    CASE WHEN t.column_type = 'text' THEN '' ELSE '::pg_catalog.uuid' END)
-                     USING CASE WHEN t.column_type = 'text' THEN o.slug ELSE p_org::text END;
-        GET DIAGNOSTICS v_n = ROW_COUNT;
-        v_rows := v_rows || jsonb_build_object(t.tbl::text, v_n);
-    END LOOP;
-    RETURN NEXT json_build_object('end', true, 'rows', v_rows)::text;
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._fk_definition(p_con oid, p_col text DEFAULT NULL, p_pcol text DEFAULT NULL,
@@ -3935,7 +3918,7 @@ COMMENT ON FUNCTION tenancy._erase_batch(oid, uuid, integer) IS 'Internal: delet
 COMMENT ON FUNCTION tenancy._erase_remaining(oid, uuid) IS 'Internal: counts an organization''s rows left in a tenant table, as the table''s owner.';
 COMMENT ON FUNCTION tenancy._erase_references(uuid) IS 'Internal: foreign keys through which rows outside an organization reference its rows, with how many.';
 COMMENT ON FUNCTION tenancy._usage() IS 'Internal: rows per tenant value and tenant table, with each table''s size.';
-COMMENT ON FUNCTION tenancy._export_lines(uuid, jsonb) IS 'Internal: the lines of an export, from one snapshot.';
+COMMENT ON FUNCTION tenancy._export_header(uuid, jsonb) IS 'Internal: the header line of an export (the organization, the tables, the references outside it), in the snapshot of the query that called it.';
 COMMENT ON FUNCTION tenancy._import_begin(regclass, integer) IS 'Internal: checks an export''s header and trailer and starts or resumes its import.';
 COMMENT ON FUNCTION tenancy._import_step(regclass, uuid, integer) IS 'Internal: imports the next run of one table''s lines.';
 COMMENT ON FUNCTION tenancy._op_clone_begin(jsonb, oid, boolean, text) IS 'Internal catalog operation: creates a clone''s organization and record (or finds the running one).';

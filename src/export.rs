@@ -1,0 +1,785 @@
+//! `tenancy.export_organization`: every row of one organization, from one snapshot, as JSON lines
+//! (docs/lifecycle.md, "Export"). Who may export, and what an administrator's export refuses to
+//! read, is decided here; the header (the organization, the tables, the references outside it) is
+//! `tenancy._export_header`'s (sql/lifecycle.sql).
+//!
+//! The row lines are written as `COPY ... TO` writes its rows: each table is read by one query
+//! whose rows go straight from the executor to a receiver (`LineReceiver`) that formats the line
+//! and appends it to the result's tuplestore. No row is copied into an SPI result, no whole-row
+//! value is formed, and nothing is held in memory (the tuplestore spills to a file past
+//! `work_mem`). The line is byte for byte what `'{"table" : <name>, "row" : ' || row_to_json(r)
+//! || '}'` writes: each value is written by the function `row_to_json` itself uses for its kind
+//! (`escape_json`, `JsonEncodeDateTime`, the type's output function, `array_to_json`,
+//! `row_to_json`, a type's cast to json), chosen once per column, not once per value.
+//!
+//! One snapshot: every statement runs through SPI in read-only mode, which executes it with the
+//! snapshot of the query that called `export_organization` (the header function is STABLE, so its
+//! statements do too), at any isolation level.
+use std::ffi::{CStr, CString};
+
+use pgrx::prelude::*;
+use pgrx::{pg_sys, JsonB, PgSqlErrorCode, Uuid};
+
+use crate::context::{acting_administrator, current_user_id, LifecycleScope};
+use crate::errors::{raise, spi};
+use crate::lifecycle::{as_catalog_owner, organization};
+use crate::security;
+
+/// May the caller export organization `org`? A tenancy administrator acting as itself (any
+/// organization, also a deactivated one), or the current user when its role in the (active)
+/// organization may manage it (owner).
+fn may_export(org: Uuid) -> bool {
+    if acting_administrator() {
+        return true;
+    }
+    let Some(user) = current_user_id() else { return false };
+    spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM tenancy.memberships m JOIN tenancy.roles r ON r.name OPERATOR(pg_catalog.=) m.role \
+                          JOIN tenancy.organizations o ON o.id OPERATOR(pg_catalog.=) m.organization_id \
+                         WHERE m.organization_id OPERATOR(pg_catalog.=) $1 AND m.user_id OPERATOR(pg_catalog.=) $2 \
+                           AND m.is_active AND o.is_active AND r.can_manage_organization)",
+        &[org.into(), user.into()],
+    ))
+    .unwrap_or(false)
+}
+
+/// Every row of organization `org` in every registered tenant table, parents before children, as
+/// JSON lines: a header line, `{"table": ..., "row": {...}}` per row, an end line with the
+/// counts. See the module's comment for how the lines are written and why they share a snapshot.
+/// The reading scope is entered for the reads only, and it has ended before any line reaches the
+/// caller (materialize mode).
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    sql = r#"CREATE  FUNCTION "export_organization"(
+	"organization_id" uuid /* Option < Uuid > */
+) RETURNS TABLE (
+	"line" TEXT  /* String */
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'export_organization_wrapper';"#
+)]
+pub fn export_organization(organization_id: Option<Uuid>, fcinfo: pg_sys::FunctionCallInfo) {
+    // SAFETY: fcinfo is this call's; checked before anything is read.
+    let rsinfo = unsafe { result_set_of(fcinfo) };
+    let Some(org) = organization_id else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "tenancy: organization_id must not be NULL",
+            "Pass an organization id.",
+        )
+    };
+    let Some((_, slug)) = organization(org) else {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("tenancy: organization {org} does not exist"),
+            "List organizations with SELECT id, slug, name FROM tenancy.organizations.",
+        )
+    };
+    if !may_export(org) {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("tenancy: may not export organization {org}"),
+            "An organization's owner (as the current user, SET LOCAL tenancy.user_id) may export its own active \
+             organization; a tenancy administrator acting as itself may export any.",
+        )
+    }
+    spi(Spi::connect_mut(|c| {
+        c.update(
+            "SELECT tenancy._privileged('log_lifecycle', pg_catalog.jsonb_build_object('operation', 'export_organization', \
+                    'organization_id', $1, 'user_id', $2))",
+            None,
+            &[org.into(), current_user_id().into()],
+        )?;
+        Ok::<_, pgrx::spi::SpiError>(())
+    }));
+    // The tenant tables, parents first, with their tenant columns (read as the catalog owner).
+    let tables = as_catalog_owner(|| {
+        spi(Spi::get_one::<JsonB>(
+            "SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('relid', x.t::pg_catalog.oid, \
+                    'tenant_column', tt.tenant_column, 'column_type', tt.column_type) ORDER BY x.n), '[]') \
+               FROM pg_catalog.unnest(tenancy._fk_order(ARRAY(SELECT t.relid FROM tenancy.tenant_tables t \
+                      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid::pg_catalog.oid))) WITH ORDINALITY x(t, n) \
+               JOIN tenancy.tenant_tables tt ON tt.relid OPERATOR(pg_catalog.=) x.t",
+        ))
+    })
+    .unwrap_or(JsonB(serde_json::json!([])));
+    if acting_administrator() {
+        refuse_owner_code_for_administrator(&tables);
+    }
+    let value = |column_type: &str| if column_type == "text" { slug.clone() } else { org.to_string() };
+    let _scope = LifecycleScope::enter(org, Some(slug.clone()), false, false);
+    // SAFETY: rsinfo was checked by result_set_of; the export's reads run inside this call.
+    unsafe {
+        let mut out = ExportResult::begin(rsinfo);
+        out.write_lines(org, &tables, value);
+    }
+}
+
+/// An administrator's export reads every tenant table with its own rights, so no table owned by
+/// another role may carry that owner's code into the read: a policy tenancy did not write (it runs
+/// for the reader), a column whose type is not built in (its output function or a cast to json, run
+/// by to_jsonb; enums without such a cast aside), or something other than a table in its tree.
+/// Such tables are refused (0A000), not read.
+fn refuse_owner_code_for_administrator(tables: &JsonB) {
+    let listed = spi(Spi::get_one_with_args::<String>(
+        "WITH RECURSIVE tree AS (              SELECT x.relid AS top, x.relid FROM pg_catalog.jsonb_to_recordset($1) x(relid pg_catalog.oid)              UNION SELECT tree.top, i.inhrelid FROM pg_catalog.pg_inherits i                     JOIN tree ON i.inhparent OPERATOR(pg_catalog.=) tree.relid)          SELECT pg_catalog.string_agg(DISTINCT tree.top::pg_catalog.regclass::pg_catalog.text, ', ')            FROM tree JOIN pg_catalog.pg_class top ON top.oid OPERATOR(pg_catalog.=) tree.top            JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) tree.relid           WHERE top.relowner OPERATOR(pg_catalog.<>) $2             AND (c.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::\"char\"[])                  OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid OPERATOR(pg_catalog.=) c.oid                               AND p.polname::pg_catalog.text OPERATOR(pg_catalog.!~) '^tenancy_')                  OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a                               JOIN pg_catalog.pg_type t ON t.oid OPERATOR(pg_catalog.=) a.atttypid                               JOIN pg_catalog.pg_type b ON b.oid OPERATOR(pg_catalog.=)                                    CASE WHEN t.typtype OPERATOR(pg_catalog.=) 'd' THEN t.typbasetype ELSE t.oid END                              WHERE a.attrelid OPERATOR(pg_catalog.=) c.oid AND a.attnum OPERATOR(pg_catalog.>) 0                                AND NOT a.attisdropped                                AND (t.oid OPERATOR(pg_catalog.>=) 16384 OR b.oid OPERATOR(pg_catalog.>=) 16384                                     OR b.typelem OPERATOR(pg_catalog.>=) 16384)                                AND NOT (b.typtype OPERATOR(pg_catalog.=) 'e' AND t.typtype OPERATOR(pg_catalog.=) 'e'                                         AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_cast k                                                          WHERE k.castsource OPERATOR(pg_catalog.=) t.oid                                                            AND k.casttarget OPERATOR(pg_catalog.=) ANY \
+                                                               (ARRAY['pg_catalog.json'::pg_catalog.regtype,                                                                       'pg_catalog.jsonb'::pg_catalog.regtype]::pg_catalog.oid[])))))",
+        &[JsonB(tables.0.clone()).into(), security::current_role().into()],
+    ));
+    if let Some(listed) = listed {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("tenancy.export_organization: reading {listed} could run its owner's code with an administrator's rights"),
+            "A policy tenancy did not write, a column type that is not built in, or a relation that is not a table would \
+             run for the reader. Export as the tables' owner (or as the organization's owner, through the application), \
+             or remove that code first.",
+        )
+    }
+}
+
+/// The ReturnSetInfo of a set-returning call that accepts a materialized result.
+///
+/// # Safety
+/// `fcinfo` must be the FunctionCallInfo of the current call.
+unsafe fn result_set_of(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::ReturnSetInfo {
+    let rsinfo = (*fcinfo).resultinfo as *mut pg_sys::ReturnSetInfo;
+    if rsinfo.is_null()
+        || !pgrx::is_a(rsinfo as *mut pg_sys::Node, pg_sys::NodeTag::T_ReturnSetInfo)
+        || (*rsinfo).allowedModes & pg_sys::SetFunctionReturnMode::SFRM_Materialize as i32 == 0
+        || (*rsinfo).expectedDesc.is_null()
+    {
+        raise(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "tenancy.export_organization: set-valued function called in context that cannot accept a set",
+            "SELECT * FROM tenancy.export_organization(...)",
+        )
+    }
+    rsinfo
+}
+
+/// The result of the current call: a tuplestore of one text column, handed to the caller in
+/// materialize mode.
+struct ExportResult {
+    store: *mut pg_sys::Tuplestorestate,
+    desc: pg_sys::TupleDesc,
+}
+
+impl ExportResult {
+    /// Creates the call's tuplestore (in the query's memory) and makes it the call's result.
+    ///
+    /// # Safety
+    /// `rsinfo` must be the current call's, checked by `result_set_of`.
+    unsafe fn begin(rsinfo: *mut pg_sys::ReturnSetInfo) -> Self {
+        let query_memory = (*(*rsinfo).econtext).ecxt_per_query_memory;
+        let old = pg_sys::MemoryContextSwitchTo(query_memory);
+        let desc = pg_sys::CreateTupleDescCopy((*rsinfo).expectedDesc);
+        let random = (*rsinfo).allowedModes & pg_sys::SetFunctionReturnMode::SFRM_Materialize_Random as i32 != 0;
+        let store = pg_sys::tuplestore_begin_heap(random, false, pg_sys::work_mem);
+        (*rsinfo).returnMode = pg_sys::SetFunctionReturnMode::SFRM_Materialize;
+        (*rsinfo).setResult = store;
+        (*rsinfo).setDesc = desc;
+        pg_sys::MemoryContextSwitchTo(old);
+        ExportResult { store, desc }
+    }
+
+    /// Appends one line.
+    ///
+    /// # Safety
+    /// `data` must point to `len` bytes.
+    unsafe fn put(&mut self, data: *const std::ffi::c_char, len: usize) {
+        let mut value = pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(data, len as i32));
+        let mut isnull = false;
+        pg_sys::tuplestore_putvalues(self.store, self.desc, &mut value, &mut isnull);
+    }
+
+    /// The header line, one line per row of every table, the end line; all reads in one SPI
+    /// connection, read-only (the snapshot of the calling query).
+    ///
+    /// # Safety
+    /// Called once, inside the call whose result this is.
+    unsafe fn write_lines(&mut self, org: Uuid, tables: &JsonB, value: impl Fn(&str) -> String) {
+        let header = CString::new(format!(
+            "SELECT tenancy._export_header({}::pg_catalog.uuid, {}::pg_catalog.jsonb), \
+                    pg_catalog.array_agg(pg_catalog.to_json(x.relid::pg_catalog.regclass::pg_catalog.text)::pg_catalog.text ORDER BY x.n), \
+                    'pg_catalog.array_to_json(pg_catalog.anyarray)'::pg_catalog.regprocedure::pg_catalog.oid, \
+                    'pg_catalog.row_to_json(pg_catalog.record)'::pg_catalog.regprocedure::pg_catalog.oid \
+               FROM ROWS FROM (pg_catalog.jsonb_to_recordset({}::pg_catalog.jsonb) AS (relid pg_catalog.oid)) WITH ORDINALITY x(relid, n)",
+            literal(&org.to_string()),
+            literal(&tables.0.to_string()),
+            literal(&tables.0.to_string()),
+        ))
+        .expect("no NUL in a query");
+        let list = tables.0.as_array().cloned().unwrap_or_default();
+        if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
+            raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "tenancy: SPI_connect failed", "Report this as a bug.")
+        }
+        let row = query_one_row(&header);
+        let (line, names, funcs) = (row[0].clone(), row[1].clone(), (oid_of(&row[2]), oid_of(&row[3])));
+        let line = line.unwrap_or_default();
+        self.put(line.as_ptr() as _, line.len());
+        let names = parse_text_array(&names.unwrap_or_default());
+        let mut counts = Vec::with_capacity(list.len());
+        for (t, json_name) in list.iter().zip(&names) {
+            // The registry's relid (an oid: a JSON string in jsonb).
+            let relid = match &t["relid"] {
+                serde_json::Value::String(s) => s.parse::<u32>().unwrap_or(0),
+                v => v.as_u64().unwrap_or(0) as u32,
+            };
+            let column = t["tenant_column"].as_str().unwrap_or_default();
+            let column_type = t["column_type"].as_str().unwrap_or("uuid");
+            let cast = if column_type == "text" { "" } else { "::pg_catalog.uuid" };
+            let sql = CString::new(format!(
+                "SELECT * FROM {} r WHERE r.{} OPERATOR(pg_catalog.=) {}{cast}",
+                regclass_text(pg_sys::Oid::from(relid)),
+                pgrx::spi::quote_identifier(column),
+                literal(&value(column_type)),
+            ))
+            .expect("no NUL in a query");
+            let prefix = format!("{{\"table\" : {json_name}, \"row\" : ");
+            let n = LineReceiver::run(&sql, prefix, self, funcs);
+            counts.push((json_name.clone(), n));
+        }
+        let rows = counts.iter().map(|(name, n)| format!("{name}: {n}")).collect::<Vec<_>>().join(", ");
+        let end = CString::new(format!(
+            "SELECT pg_catalog.json_build_object('end', true, 'rows', {}::pg_catalog.jsonb)::pg_catalog.text",
+            literal(&format!("{{{rows}}}"))
+        ))
+        .expect("no NUL in a query");
+        let line = query_one_row(&end)[0].clone().unwrap_or_default();
+        self.put(line.as_ptr() as _, line.len());
+        pg_sys::SPI_finish();
+    }
+}
+
+/// `'text'` as an SQL literal.
+fn literal(s: &str) -> String {
+    let c = CString::new(s).unwrap_or_else(|_| {
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "tenancy: a NUL byte in a value", "Remove it.")
+    });
+    // SAFETY: quote_literal_cstr reads a NUL-terminated string and returns a palloc'd one.
+    unsafe { CStr::from_ptr(pg_sys::quote_literal_cstr(c.as_ptr())).to_string_lossy().into_owned() }
+}
+
+/// A relation's name as `regclass` prints it (schema-qualified unless on the search path, quoted
+/// where needed): read from the catalog, never from text.
+fn regclass_text(rel: pg_sys::Oid) -> String {
+    // SAFETY: regclassout of an oid, a palloc'd C string.
+    unsafe {
+        let out = pg_sys::OidOutputFunctionCall(pg_sys::Oid::from(pg_sys::F_REGCLASSOUT), pg_sys::Datum::from(rel));
+        CStr::from_ptr(out).to_string_lossy().into_owned()
+    }
+}
+
+fn oid_of(v: &Option<String>) -> pg_sys::Oid {
+    pg_sys::Oid::from(v.as_deref().and_then(|s| s.parse::<u32>().ok()).unwrap_or(0))
+}
+
+/// The elements of a one-dimensional text array's output (`{"a","b"}`), each a JSON string here.
+fn parse_text_array(s: &str) -> Vec<String> {
+    let inner = s.trim_start_matches('{').trim_end_matches('}');
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut escaped, mut any) = (false, false, false);
+    for ch in inner.chars() {
+        if escaped {
+            cur.push(ch);
+            escaped = false;
+        } else if ch == '\\' && quoted {
+            escaped = true;
+        } else if ch == '"' {
+            quoted = !quoted;
+            any = true;
+        } else if ch == ',' && !quoted {
+            out.push(std::mem::take(&mut cur));
+            any = false;
+        } else {
+            cur.push(ch);
+            any = true;
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The first row of a read-only query, its columns as text.
+///
+/// # Safety
+/// Inside an SPI connection.
+unsafe fn query_one_row(sql: &CStr) -> Vec<Option<String>> {
+    let rc = pg_sys::SPI_execute(sql.as_ptr(), true, 1);
+    if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
+        raise(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            format!("tenancy: internal query failed ({rc})"),
+            "Report this as a bug.",
+        )
+    }
+    let table = pg_sys::SPI_tuptable;
+    let desc = (*table).tupdesc;
+    let tuple = *(*table).vals;
+    (1..=(*desc).natts)
+        .map(|i| {
+            let v = pg_sys::SPI_getvalue(tuple, desc, i);
+            (!v.is_null()).then(|| CStr::from_ptr(v).to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// How `row_to_json` writes a value of a column's type (`json_categorize_type` in PostgreSQL's
+/// json.c), decided once per column.
+enum Kind {
+    Bool,
+    /// int2, int4, int8: written here, in decimal.
+    Int2,
+    Int4,
+    Int8,
+    /// uuid: written here, as uuid_out does (lowercase, hyphenated).
+    Uuid,
+    /// text, varchar, bpchar: the value's bytes, escaped here (as escape_json does).
+    Varlena,
+    /// Integers, floats and numeric: as written by the output function, quoted when it is not
+    /// a JSON number (NaN, Infinity).
+    Number,
+    /// date, timestamp, timestamptz: ISO 8601 (`JsonEncodeDateTime`), whatever DateStyle says.
+    DateTime(pg_sys::Oid),
+    /// json and jsonb: their text, as is.
+    Json,
+    /// Through a function that returns json: `array_to_json`, `row_to_json`, or a type's cast to
+    /// json (user-defined types only, as in PostgreSQL).
+    Function,
+    /// Anything else: the output function's text, as a JSON string.
+    Text,
+}
+
+struct Column {
+    /// `"name":`, escaped once.
+    key: Vec<u8>,
+    kind: Kind,
+    /// The output function, or the function of `Kind::Function`.
+    func: pg_sys::FmgrInfo,
+}
+
+/// A DestReceiver that formats each row of a query as an export line into the result's
+/// tuplestore (as `COPY ... TO` formats its rows into its output).
+#[repr(C)]
+struct LineReceiver {
+    /// First, so that a `*mut DestReceiver` is a `*mut LineReceiver`.
+    dest: pg_sys::DestReceiver,
+    result: *mut ExportResult,
+    prefix: Vec<u8>,
+    funcs: (pg_sys::Oid, pg_sys::Oid),
+    columns: Vec<Column>,
+    /// The line being written, after a 4-byte varlena header (so that it is a `text` datum as
+    /// it stands); kept as u32 words for the header's alignment.
+    line: Vec<u32>,
+    len: usize,
+    row_memory: pg_sys::MemoryContext,
+    /// Values written through a PostgreSQL function (which allocate) since `row_memory` was
+    /// last reset.
+    allocations: usize,
+    rows: i64,
+}
+
+impl LineReceiver {
+    /// Runs `sql` (read-only, inside the current SPI connection) with its rows written as lines
+    /// prefixed by `prefix`; returns how many.
+    ///
+    /// # Safety
+    /// Inside an SPI connection; `result` outlives the call.
+    unsafe fn run(sql: &CStr, prefix: String, result: &mut ExportResult, funcs: (pg_sys::Oid, pg_sys::Oid)) -> i64 {
+        let mut receiver = Box::new(LineReceiver {
+            dest: pg_sys::DestReceiver {
+                receiveSlot: Some(receive_slot),
+                rStartup: Some(startup),
+                rShutdown: Some(shutdown),
+                rDestroy: Some(destroy),
+                mydest: pg_sys::CommandDest::DestNone,
+            },
+            result,
+            prefix: prefix.into_bytes(),
+            funcs,
+            columns: Vec::new(),
+            line: vec![0; 256],
+            len: 4,
+            // In the SPI connection's memory, which outlives the query (the executor's memory,
+            // current in `start`, is freed when the query ends).
+            row_memory: pg_sys::AllocSetContextCreateInternal(
+                pg_sys::CurrentMemoryContext,
+                c"tenancy export row".as_ptr(),
+                pg_sys::ALLOCSET_DEFAULT_MINSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_INITSIZE as usize,
+                pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
+            ),
+            allocations: 0,
+            rows: 0,
+        });
+        let options = pg_sys::SPIExecuteOptions { read_only: true, dest: &mut receiver.dest, ..Default::default() };
+        let rc = pg_sys::SPI_execute_extended(sql.as_ptr(), &options);
+        // A SELECT whose receiver is not SPI's own reports SPI_OK_UTILITY (DestNone: "the rows
+        // are not kept"); they were sent to this receiver all the same.
+        if rc != pg_sys::SPI_OK_SELECT as i32 && rc != pg_sys::SPI_OK_UTILITY as i32 {
+            raise(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                format!("tenancy: export query failed ({rc})"),
+                "Report this as a bug.",
+            )
+        }
+        pg_sys::MemoryContextDelete(receiver.row_memory);
+        receiver.rows
+    }
+
+    /// # Safety
+    /// `typeinfo` is the query's result descriptor.
+    unsafe fn start(&mut self, typeinfo: pg_sys::TupleDesc) {
+        let key = pg_sys::makeStringInfo();
+        let desc = pgrx::PgTupleDesc::from_pg_unchecked(typeinfo);
+        for (i, att) in desc.iter().enumerate() {
+            pg_sys::resetStringInfo(key);
+            if i > 0 {
+                pg_sys::appendStringInfoChar(key, b',' as _);
+            }
+            pg_sys::escape_json(key, att.attname.data.as_ptr());
+            pg_sys::appendStringInfoChar(key, b':' as _);
+            let (kind, func) = self.kind_of(att.atttypid);
+            let mut info: pg_sys::FmgrInfo = std::mem::zeroed();
+            pg_sys::fmgr_info(func, &mut info);
+            self.columns.push(Column {
+                key: std::slice::from_raw_parts((*key).data as *const u8, (*key).len as usize).to_vec(),
+                kind,
+                func: info,
+            });
+        }
+    }
+
+    /// The kind of a type and the function that writes it (as `json_categorize_type`: a domain
+    /// is written as its base type).
+    unsafe fn kind_of(&self, typid: pg_sys::Oid) -> (Kind, pg_sys::Oid) {
+        let base = pg_sys::getBaseType(typid);
+        let output = || {
+            let (mut func, mut varlena) = (pg_sys::InvalidOid, false);
+            pg_sys::getTypeOutputInfo(base, &mut func, &mut varlena);
+            func
+        };
+        match base {
+            pg_sys::BOOLOID => (Kind::Bool, output()),
+            pg_sys::INT2OID => (Kind::Int2, output()),
+            pg_sys::INT4OID => (Kind::Int4, output()),
+            pg_sys::INT8OID => (Kind::Int8, output()),
+            pg_sys::UUIDOID => (Kind::Uuid, output()),
+            pg_sys::TEXTOID | pg_sys::VARCHAROID | pg_sys::BPCHAROID => (Kind::Varlena, output()),
+            pg_sys::FLOAT4OID | pg_sys::FLOAT8OID | pg_sys::NUMERICOID => (Kind::Number, output()),
+            pg_sys::DATEOID | pg_sys::TIMESTAMPOID | pg_sys::TIMESTAMPTZOID => (Kind::DateTime(base), output()),
+            pg_sys::JSONOID | pg_sys::JSONBOID => (Kind::Json, output()),
+            _ if pg_sys::get_element_type(base) != pg_sys::InvalidOid
+                || base == pg_sys::ANYARRAYOID
+                || base == pg_sys::ANYCOMPATIBLEARRAYOID
+                || base == pg_sys::RECORDARRAYOID =>
+            {
+                (Kind::Function, self.funcs.0)
+            }
+            _ if pg_sys::type_is_rowtype(base) => (Kind::Function, self.funcs.1),
+            _ if base.to_u32() >= pg_sys::FirstNormalObjectId => {
+                let mut cast = pg_sys::InvalidOid;
+                let path = pg_sys::find_coercion_pathway(
+                    pg_sys::JSONOID,
+                    base,
+                    pg_sys::CoercionContext::COERCION_EXPLICIT,
+                    &mut cast,
+                );
+                if path == pg_sys::CoercionPathType::COERCION_PATH_FUNC && cast != pg_sys::InvalidOid {
+                    (Kind::Function, cast)
+                } else {
+                    (Kind::Text, output())
+                }
+            }
+            _ => (Kind::Text, output()),
+        }
+    }
+
+    /// # Safety
+    /// `slot` holds a row of the query `start` described.
+    ///
+    /// Every call into PostgreSQL costs a guard (a sigsetjmp) here, so the common types are
+    /// written without one: a row of integers, uuids and text makes two calls (deform, store).
+    unsafe fn receive(&mut self, slot: *mut pg_sys::TupleTableSlot) {
+        self.len = 4;
+        let prefix = std::mem::take(&mut self.prefix);
+        self.push(&prefix);
+        self.prefix = prefix;
+        self.push(b"{");
+        pg_sys::slot_getallattrs(slot);
+        let n = self.columns.len();
+        let values = std::slice::from_raw_parts((*slot).tts_values, n);
+        let nulls = std::slice::from_raw_parts((*slot).tts_isnull, n);
+        let old = pg_sys::MemoryContextSwitchTo(self.row_memory);
+        for i in 0..n {
+            let key = std::mem::take(&mut self.columns[i].key);
+            self.push(&key);
+            self.columns[i].key = key;
+            if nulls[i] {
+                self.push(b"null");
+                continue;
+            }
+            self.value(i, values[i]);
+        }
+        pg_sys::MemoryContextSwitchTo(old);
+        self.push(b"}}");
+        self.store();
+        self.rows += 1;
+        if self.allocations >= 1024 {
+            pg_sys::MemoryContextReset(self.row_memory);
+            self.allocations = 0;
+        }
+    }
+
+    /// Writes one (non-NULL) value of column `i`.
+    unsafe fn value(&mut self, i: usize, value: pg_sys::Datum) {
+        match self.columns[i].kind {
+            Kind::Bool => self.push(if value.value() != 0 { b"true" } else { b"false" }),
+            Kind::Int2 => self.push(format_int(value.value() as i16 as i64).as_bytes()),
+            Kind::Int4 => self.push(format_int(value.value() as i32 as i64).as_bytes()),
+            Kind::Int8 => self.push(format_int(value.value() as i64).as_bytes()),
+            Kind::Uuid => {
+                let bytes = std::slice::from_raw_parts(value.cast_mut_ptr::<u8>() as *const u8, 16);
+                self.push(&format_uuid(bytes));
+            }
+            Kind::Varlena => {
+                let mut v = value.cast_mut_ptr::<pg_sys::varlena>();
+                if pgrx::varlena::varatt_is_1b_e(v) || pgrx::varlena::varatt_is_4b_c(v) {
+                    v = pg_sys::pg_detoast_datum_packed(v);
+                    self.allocations += 1;
+                }
+                let bytes = pgrx::varlena::varlena_to_byte_slice(v);
+                self.push_json_string(bytes);
+            }
+            Kind::Number => {
+                let s = CStr::from_ptr(pg_sys::OutputFunctionCall(&mut self.columns[i].func, value)).to_bytes();
+                self.allocations += 1;
+                if matches!(s, b"NaN" | b"Infinity" | b"-Infinity") {
+                    self.push_json_string(s);
+                } else {
+                    self.push(s);
+                }
+            }
+            Kind::DateTime(typid) => {
+                let mut buf = [0 as std::ffi::c_char; pg_sys::MAXDATELEN as usize + 1];
+                pg_sys::JsonEncodeDateTime(buf.as_mut_ptr(), value, typid, std::ptr::null());
+                let s = CStr::from_ptr(buf.as_ptr()).to_bytes();
+                self.push(b"\"");
+                self.push(s);
+                self.push(b"\"");
+            }
+            Kind::Json => {
+                let s = CStr::from_ptr(pg_sys::OutputFunctionCall(&mut self.columns[i].func, value)).to_bytes();
+                self.allocations += 1;
+                self.push(s);
+            }
+            Kind::Function => {
+                let json = pg_sys::FunctionCall1Coll(&mut self.columns[i].func, pg_sys::InvalidOid, value);
+                let s = CStr::from_ptr(pg_sys::text_to_cstring(json.cast_mut_ptr())).to_bytes();
+                self.allocations += 2;
+                self.push(s);
+            }
+            Kind::Text => {
+                let s = CStr::from_ptr(pg_sys::OutputFunctionCall(&mut self.columns[i].func, value)).to_bytes();
+                self.allocations += 1;
+                self.push_json_string(s);
+            }
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let need = self.len + bytes.len();
+        if need > self.line.len() * 4 {
+            self.line.resize(need.div_ceil(4).next_power_of_two(), 0);
+        }
+        // SAFETY: the buffer holds at least `need` bytes (just checked).
+        unsafe {
+            let base = self.line.as_mut_ptr() as *mut u8;
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(self.len), bytes.len());
+        }
+        self.len = need;
+    }
+
+    /// `bytes` as a JSON string, escaped exactly as PostgreSQL's `escape_json` does.
+    fn push_json_string(&mut self, bytes: &[u8]) {
+        self.push(b"\"");
+        let mut start = 0;
+        for (i, &b) in bytes.iter().enumerate() {
+            let escaped: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0..=0x1f => b"",
+                _ => continue,
+            };
+            self.push(&bytes[start..i]);
+            if escaped.is_empty() {
+                self.push(format!("\\u{b:04x}").as_bytes());
+            } else {
+                self.push(escaped);
+            }
+            start = i + 1;
+        }
+        self.push(&bytes[start..]);
+        self.push(b"\"");
+    }
+
+    /// Appends the line (a `text` datum in place: its header set here) to the result.
+    unsafe fn store(&mut self) {
+        let base = self.line.as_mut_ptr() as *mut pg_sys::varlena;
+        pgrx::varlena::set_varsize_4b(base, self.len as i32);
+        let mut value = pg_sys::Datum::from(base);
+        let mut isnull = false;
+        let result = &mut *self.result;
+        pg_sys::tuplestore_putvalues(result.store, result.desc, &mut value, &mut isnull);
+    }
+}
+
+/// An integer in decimal, as int8out writes it (no allocation).
+fn format_int(v: i64) -> IntText {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut out = IntText { buf: [0; 21], len: 0 };
+    if v < 0 {
+        out.buf[0] = b'-';
+        out.len = 1;
+    }
+    let digits = &buf[i..];
+    out.buf[out.len..out.len + digits.len()].copy_from_slice(digits);
+    out.len += digits.len();
+    out
+}
+
+struct IntText {
+    buf: [u8; 21],
+    len: usize,
+}
+
+impl IntText {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// A uuid's 16 bytes as uuid_out writes them, quoted.
+fn format_uuid(b: &[u8]) -> [u8; 38] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'"'; 38];
+    let mut j = 1;
+    for (i, &x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[j] = b'-';
+            j += 1;
+        }
+        out[j] = HEX[(x >> 4) as usize];
+        out[j + 1] = HEX[(x & 15) as usize];
+        j += 2;
+    }
+    out
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn startup(dest: *mut pg_sys::DestReceiver, _operation: i32, typeinfo: pg_sys::TupleDesc) {
+    (*(dest as *mut LineReceiver)).start(typeinfo)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn receive_slot(slot: *mut pg_sys::TupleTableSlot, dest: *mut pg_sys::DestReceiver) -> bool {
+    (*(dest as *mut LineReceiver)).receive(slot);
+    true
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shutdown(_dest: *mut pg_sys::DestReceiver) {}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn destroy(_dest: *mut pg_sys::DestReceiver) {}
+
+/// In-database tests: the lines are exactly what `row_to_json` writes, for every kind of value.
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn every_line_is_what_row_to_json_writes() {
+        Spi::run(
+            r#"
+            CREATE TYPE pg_temp_mood AS ENUM ('sad', 'happy');
+            CREATE TYPE pg_temp_tagged AS ENUM ('x', 'y');
+            CREATE FUNCTION tagged_json(pg_temp_tagged) RETURNS json LANGUAGE sql IMMUTABLE
+                AS $$ SELECT pg_catalog.json_build_object('tag', $1::text) $$;
+            CREATE CAST (pg_temp_tagged AS json) WITH FUNCTION tagged_json(pg_temp_tagged);
+            CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+            CREATE TYPE pair AS (a int, b text);
+            CREATE TABLE "we""ird" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                organization_id uuid NOT NULL REFERENCES tenancy.organizations,
+                b bool, i2 int2, i4 int4, n numeric, f float8, f4 real, d date, ts timestamp, tz timestamptz,
+                j json, jb jsonb, arr int[], tarr text[], m pg_temp_mood, tg pg_temp_tagged, p posint, pr pair,
+                t text, vc varchar(20), bp char(4), "Odd ""col""" text, bt bytea, iv interval, ip inet, nm name,
+                g text GENERATED ALWAYS AS (t || '!') STORED);
+            SELECT tenancy.register_table('"we""ird"');
+            SELECT tenancy.enable_isolation('"we""ird"');
+            SELECT tenancy.create_organization('A', 'a', id => '00000000-0000-0000-0000-0000000000a1');
+            SELECT tenancy.create_organization('B', 'b', id => '00000000-0000-0000-0000-0000000000b1');
+            SET LOCAL datestyle = 'SQL, DMY';
+            SET LOCAL timezone = 'Asia/Kolkata';
+            INSERT INTO "we""ird" (organization_id, b, i2, i4, n, f, f4, d, ts, tz, j, jb, arr, tarr, m, tg, p, pr, t, vc, bp,
+                                   "Odd ""col""", bt, iv, ip, nm) VALUES
+             ('00000000-0000-0000-0000-0000000000a1', true, -32768, 2147483647, 'NaN', 'Infinity', 1.5, '2024-02-03',
+              '2024-02-03 04:05:06.7', '2024-02-03 04:05:06+02', '{"a": [1, 2]}', '{"b":1}', '{1,NULL,3}', '{"x,y","q\"z"}',
+              'happy', 'y', 5, ROW(1, 'a"b'), E'line\nbreak\t"q"\\ \u0001\u001f\b\f\r\u007fé日本', 'vc', 'ab', NULL, '\x00ff',
+              '1 day 2 hours', '10.0.0.1/8', 'nm'),
+             ('00000000-0000-0000-0000-0000000000a1', false, 0, -1, 12.50, -0.0, '-Infinity', 'infinity', '-infinity',
+              NULL, 'null', '[]', '{}', NULL, 'sad', 'x', 1, NULL, '', NULL, NULL, 'x', NULL, NULL, NULL, NULL),
+             ('00000000-0000-0000-0000-0000000000b1', true, 1, 1, 1, 1, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+              NULL, NULL, NULL, NULL, 'of B', NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+            "#,
+        )
+        .unwrap();
+        // A compressed value and one stored out of line.
+        Spi::run(
+            "INSERT INTO \"we\"\"ird\" (organization_id, t, tarr) \
+             SELECT '00000000-0000-0000-0000-0000000000a1'::uuid, repeat('compressible ', 2000), ARRAY[repeat('y', 3000)] \
+             UNION ALL \
+             SELECT '00000000-0000-0000-0000-0000000000a1'::uuid, \
+                    (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g), NULL",
+        )
+        .unwrap();
+        let reference = r#"SELECT '{"table" : ' || to_json('public."we""ird"'::text)::text || ', "row" : ' || row_to_json(r)::text || '}' AS line
+                             FROM "we""ird" r WHERE organization_id = '00000000-0000-0000-0000-0000000000a1'"#;
+        let exported = "SELECT line FROM tenancy.export_organization('00000000-0000-0000-0000-0000000000a1') \
+                         WHERE line LIKE '{\"table\"%'";
+        let differ = Spi::get_one::<i64>(&format!(
+            "SELECT count(*) FROM (({reference} EXCEPT ALL {exported}) UNION ALL ({exported} EXCEPT ALL {reference})) x"
+        ))
+        .unwrap();
+        assert_eq!(differ, Some(0), "the export's lines are row_to_json's");
+        let lines = Spi::get_one::<i64>(&format!("SELECT count(*) FROM ({exported}) x")).unwrap();
+        assert_eq!(lines, Some(4), "the rows of organization A only");
+        let end = Spi::get_one::<String>(
+            "SELECT line FROM tenancy.export_organization('00000000-0000-0000-0000-0000000000a1') WHERE line LIKE '{\"end\"%'",
+        )
+        .unwrap();
+        assert_eq!(end.as_deref(), Some(r#"{"end" : true, "rows" : {"public.\"we\"\"ird\"": 4}}"#));
+    }
+}
