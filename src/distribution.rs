@@ -22,7 +22,8 @@ pub fn _citus_backfill_check(tbl: pg_sys::Oid) {
     }
     let name =
         spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[tbl.into()])).unwrap_or_default();
-    Error::FeatureNotSupported.raise(format!("tenancy.backfill: {name} cannot be backfilled on Citus once the catalog is distributed"),
+    Error::FeatureNotSupported.raise(
+        format!("tenancy.backfill: {name} cannot be backfilled on Citus once the catalog is distributed"),
         "Adding its foreign key to tenancy.organizations (a reference table) would make Citus recreate the table \
          under another oid during the backfill. Add the tenant column with its foreign key yourself \
          (ALTER TABLE ... ADD COLUMN organization_id uuid NOT NULL DEFAULT '<organization>' REFERENCES tenancy.organizations (id)), \
@@ -379,7 +380,8 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
         // Its tenant-table parents must be distributed already (or come in the same call).
         for (fk, parent_name, parent, _, _) in foreign_keys(tables[0].relid) {
             if parent != tables[0].relid && all.iter().any(|p| p.relid == parent) && !is_distributed(parent) {
-                Error::PrerequisiteState.raise(format!(
+                Error::PrerequisiteState.raise(
+                    format!(
                         "tenancy.distribute: {} refers to tenant table {parent_name} (foreign key {}), which is not distributed yet",
                         tables[0].name,
                         quote_identifier(&fk)
@@ -391,7 +393,8 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
     }
     let p = problems(&tables, &all);
     if !p.is_empty() {
-        Error::InvalidTableDefinition.raise(format!(
+        Error::InvalidTableDefinition.raise(
+            format!(
                 "tenancy.distribute: Citus cannot distribute by the tenant column: {}",
                 p.join("; ")
             ),
@@ -435,7 +438,8 @@ fn check_cluster(steps: &[Step]) {
         spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node WHERE groupid = 0)"))
             .unwrap_or(false);
     if !coordinator_registered {
-        Error::PrerequisiteState.raise("tenancy.distribute: the coordinator is not registered in Citus' metadata, so it would hold no placement of \
+        Error::PrerequisiteState.raise(
+            "tenancy.distribute: the coordinator is not registered in Citus' metadata, so it would hold no placement of \
              the catalog's reference tables and would never hear of a membership change",
             "Run SELECT citus_set_coordinator_host('<host>', <port>) on the coordinator, then distribute again. \
              (Without placements there, sessions on the coordinator do not memoize memberships.)",
@@ -446,7 +450,8 @@ fn check_cluster(steps: &[Step]) {
     let may_create_in_schema =
         spi(Spi::get_one::<bool>("SELECT pg_catalog.has_schema_privilege('tenancy', 'CREATE')")).unwrap_or(false);
     if catalog_pending && !may_create_in_schema {
-        Error::InsufficientPrivilege.raise("tenancy.distribute: making the catalog reference tables needs a superuser: Citus creates their shards \
+        Error::InsufficientPrivilege.raise(
+            "tenancy.distribute: making the catalog reference tables needs a superuser: Citus creates their shards \
              in schema tenancy, which belongs to the superuser that installed tenancy",
             "Have a superuser run SELECT * FROM tenancy.distribute_all() once. After that, the owner of a tenant table \
              distributes it with tenancy.distribute(table).",

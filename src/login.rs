@@ -71,7 +71,8 @@ fn permission(tbl: pg_sys::Oid) -> Option<Permission> {
 #[search_path(pg_catalog, pg_temp)]
 pub fn _login_lookup(tbl: pg_sys::Oid, key: &str) -> SetOfIterator<'static, JsonB> {
     let refused = || -> ! {
-        Error::InsufficientPrivilege.raise("tenancy.login_lookup: this role may not look up logins in this table",
+        Error::InsufficientPrivilege.raise(
+            "tenancy.login_lookup: this role may not look up logins in this table",
             "The table's owner allows it for one role: SELECT tenancy.allow_login_lookup(tbl, key_column, columns, grantee).",
         )
     };
@@ -82,7 +83,8 @@ pub fn _login_lookup(tbl: pg_sys::Oid, key: &str) -> SetOfIterator<'static, Json
     let mut columns: Vec<(pg_sys::Oid, &str)> = vec![(tbl, p.key_column.as_str())];
     columns.extend(p.columns.iter().map(|c| (tbl, c.as_str())));
     if crate::integrity::owner_code_could_run(&[tbl], &columns) {
-        Error::FeatureNotSupported.raise(format!("tenancy.login_lookup: {} can run its owner's code when read (a foreign table, or a column without a built-in type)", p.name),
+        Error::FeatureNotSupported.raise(
+            format!("tenancy.login_lookup: {} can run its owner's code when read (a foreign table, or a column without a built-in type)", p.name),
             "Keep login columns in a plain table with built-in types, and call allow_login_lookup again.",
         )
     }

@@ -92,7 +92,8 @@ pub fn canonical(t: UserIdType, s: &str) -> Option<String> {
 /// value (`tenancy: {what} is not a valid ... user id`).
 pub fn canonical_or_raise(t: UserIdType, s: &str, what: &str) -> String {
     canonical(t, s).unwrap_or_else(|| {
-        Error::InvalidUserId.raise(format!("tenancy: {what} is not a valid {} user id: {s:?}", t.name()),
+        Error::InvalidUserId.raise(
+            format!("tenancy: {what} is not a valid {} user id: {s:?}", t.name()),
             match t {
                 UserIdType::Uuid => "User ids are uuids in this database (tenancy.user_id_type()); pass a uuid.",
                 UserIdType::Bigint => {
