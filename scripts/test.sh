@@ -74,6 +74,13 @@ if python3 scripts/modcycles.py "$planted" >/dev/null; then
 fi
 rm -rf "$planted"
 echo "modcycles: a cycle planted in a copy of src/ is found"
+echo "== error vocabulary (scripts/errors.py: src/errors.rs's conditions, the SQLSTATEs sql/*.sql raises, docs/errors.md agree)"
+if ! errcheck=$(python3 scripts/errors.py); then
+  echo "$errcheck"; echo "errors: raise through src/errors.rs's Error, and keep docs/errors.md's table to its conditions"; exit 1
+fi
+echo "$errcheck"
+# The checker itself: a violation of each kind planted in a copy of the sources must be found.
+python3 scripts/errors.py --self-check || exit 1
 echo "== rustfmt (rustfmt.toml: 120 columns)"
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check >/dev/null || { echo "rustfmt: run cargo fmt --all (cargo fmt --all --check shows the differences)"; exit 1; }

@@ -172,7 +172,7 @@ DECLARE
     existing tenancy.organizations;
 BEGIN
     IF NOT is_admin THEN
-        RAISE EXCEPTION 'tenancy: only tenancy administrators may create organizations'
+        RAISE EXCEPTION 'tenancy: only a tenancy administrator may create organizations'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Connect as the database owner, or have it run GRANT UPDATE ON tenancy.organizations TO <role>.';
     END IF;
@@ -653,7 +653,7 @@ DECLARE
     f      regprocedure;
 BEGIN
     IF NOT is_admin THEN
-        RAISE EXCEPTION 'tenancy: only tenancy administrators may change the type of user ids'
+        RAISE EXCEPTION 'tenancy: only a tenancy administrator may change the type of user ids'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Connect as the role that owns the tenancy catalog (or one granted UPDATE on tenancy.organizations).';
     END IF;

@@ -1551,7 +1551,7 @@ BEGIN
      WHERE x IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenancy.roles r WHERE r.name = x);
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION 'tenancy.adopt_users: no tenancy role named %', v_bad
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT name FROM tenancy.roles lists them.';
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM tenancy.roles lists them.';
     END IF;
     SELECT a.atttypid INTO v_idtype FROM pg_attribute a
      WHERE a.attrelid = v_rel AND a.attname = id_column AND a.attnum > 0 AND NOT a.attisdropped;

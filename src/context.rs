@@ -12,10 +12,10 @@
 //! * a malformed `tenancy.user_id` is an error; a JWT subject that is not a user id of this
 //!   database's type means "no user".
 use pgrx::prelude::*;
-use pgrx::{pg_sys, PgSqlErrorCode, Uuid};
+use pgrx::{pg_sys, Uuid};
 
 use crate::catalog;
-use crate::errors::raise;
+use crate::errors::Error;
 use crate::security;
 use crate::settings::{
     jwt_claims, parse_uuid, raw_setting_of_this_transaction, setting_of_this_transaction, JWT_SUB_SETTING, ORG_SETTING,
@@ -38,12 +38,11 @@ pub fn current_user() -> Option<String> {
     if let Some(v) = setting {
         return Some(match user_ids::canonical(t, &v) {
             Some(u) => u,
-            None if t == UserIdType::Uuid => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-                format!("tenancy.user_id is not a uuid: {v:?}"),
+            None if t == UserIdType::Uuid => Error::InvalidUserId.raise(
+                format!("tenancy: setting tenancy.user_id is not a uuid: {v:?}"),
                 "Set it with SET LOCAL tenancy.user_id = '<uuid>' (or set_config('tenancy.user_id', <uuid>, true)).",
             ),
-            None => user_ids::canonical_or_raise(t, &v, "tenancy.user_id"),
+            None => user_ids::canonical_or_raise(t, &v, "setting tenancy.user_id"),
         });
     }
     if let Some(sub) = jwt_claims().and_then(|c| c.get("sub").cloned()) {
@@ -70,9 +69,8 @@ pub fn current_user_id() -> Option<Uuid> {
     let user = current_user()?;
     match user_ids::configured() {
         UserIdType::Uuid => parse_uuid(&user),
-        t => raise(
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!("tenancy.current_user_id(): user ids are {} in this database, not uuids", t.name()),
+        t => Error::DatatypeMismatch.raise(
+            format!("tenancy.current_user_id: user ids are {} in this database, not uuids", t.name()),
             "Use tenancy.current_user_id_text(), which returns the acting user in every user id type.",
         ),
     }
@@ -158,11 +156,8 @@ impl Right {
             "read" => Right::Read,
             "write" => Right::Write,
             "delete" => Right::Delete,
-            other => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("tenancy: unknown privilege {other:?}"),
-                "Use 'read', 'write' or 'delete'.",
-            ),
+            other => Error::InvalidParameter
+                .raise(format!("tenancy: unknown privilege {other:?}"), "Use 'read', 'write' or 'delete'."),
         }
     }
 

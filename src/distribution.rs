@@ -1,12 +1,12 @@
 //! Scale-out on Citus: `distribute()`, `distribute_all()` and `distribution_plan()` (through
 //! `tenancy._distribute`): the catalog as reference tables, tenant tables distributed by their
 //! tenant column and co-located, their policies in the distributed form (`signed.rs`) first.
+use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
-use pgrx::{pg_sys, PgSqlErrorCode};
 
 use crate::citus::{citus_installed, is_citus_table, is_distributed};
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 use crate::policies::Form;
 use crate::signed::{load_key, KEY_HINT};
 
@@ -22,8 +22,7 @@ pub fn _citus_backfill_check(tbl: pg_sys::Oid) {
     }
     let name =
         spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[tbl.into()])).unwrap_or_default();
-    raise(
-        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+    Error::FeatureNotSupported.raise(
         format!("tenancy.backfill: {name} cannot be backfilled on Citus once the catalog is distributed"),
         "Adding its foreign key to tenancy.organizations (a reference table) would make Citus recreate the table \
          under another oid during the backfill. Add the tenant column with its foreign key yourself \
@@ -373,11 +372,7 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
             None => {
                 let name = spi(Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[relid.into()]))
                     .unwrap_or_default();
-                raise(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                    format!("tenancy.distribute: {name} is not a registered tenant table"),
-                    "Register it first (tenancy.register_table, tenancy.backfill or tenancy.enable_isolation).",
-                )
+                Error::not_registered("distribute", &name)
             }
         },
     };
@@ -385,8 +380,7 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
         // Its tenant-table parents must be distributed already (or come in the same call).
         for (fk, parent_name, parent, _, _) in foreign_keys(tables[0].relid) {
             if parent != tables[0].relid && all.iter().any(|p| p.relid == parent) && !is_distributed(parent) {
-                raise(
-                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                Error::PrerequisiteState.raise(
                     format!(
                         "tenancy.distribute: {} refers to tenant table {parent_name} (foreign key {}), which is not distributed yet",
                         tables[0].name,
@@ -399,8 +393,7 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
     }
     let p = problems(&tables, &all);
     if !p.is_empty() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_TABLE_DEFINITION,
+        Error::InvalidTableDefinition.raise(
             format!(
                 "tenancy.distribute: Citus cannot distribute by the tenant column: {}",
                 p.join("; ")
@@ -419,24 +412,19 @@ fn selected(tbl: Option<pg_sys::Oid>) -> (Vec<TenantTable>, Vec<TenantTable>) {
 fn check_arguments(apply: bool, shard_count: Option<i32>) {
     if apply {
         if !citus_installed() {
-            raise(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            Error::FeatureNotSupported.raise(
                 "tenancy.distribute: the citus extension is not installed in this database",
                 "Distributing needs Citus: install it on every node, CREATE EXTENSION citus, add the workers, \
                  then call tenancy.distribute again. tenancy.distribution_plan() shows what it would run.",
             )
         }
         if let Err(why) = load_key() {
-            raise(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("tenancy.distribute: no key to sign the tenant context with: {why}"),
-                KEY_HINT,
-            )
+            Error::PrerequisiteState
+                .raise(format!("tenancy.distribute: no key to sign the tenant context with: {why}"), KEY_HINT)
         }
     }
     if let Some(n) = shard_count.filter(|n| *n < 1) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        Error::InvalidParameter.raise(
             format!("tenancy.distribute: shard_count must be positive, not {n}"),
             "Pass a positive number of shards, or NULL for Citus' citus.shard_count.",
         )
@@ -450,8 +438,7 @@ fn check_cluster(steps: &[Step]) {
         spi(Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_node WHERE groupid = 0)"))
             .unwrap_or(false);
     if !coordinator_registered {
-        raise(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Error::PrerequisiteState.raise(
             "tenancy.distribute: the coordinator is not registered in Citus' metadata, so it would hold no placement of \
              the catalog's reference tables and would never hear of a membership change",
             "Run SELECT citus_set_coordinator_host('<host>', <port>) on the coordinator, then distribute again. \
@@ -463,8 +450,7 @@ fn check_cluster(steps: &[Step]) {
     let may_create_in_schema =
         spi(Spi::get_one::<bool>("SELECT pg_catalog.has_schema_privilege('tenancy', 'CREATE')")).unwrap_or(false);
     if catalog_pending && !may_create_in_schema {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        Error::InsufficientPrivilege.raise(
             "tenancy.distribute: making the catalog reference tables needs a superuser: Citus creates their shards \
              in schema tenancy, which belongs to the superuser that installed tenancy",
             "Have a superuser run SELECT * FROM tenancy.distribute_all() once. After that, the owner of a tenant table \

@@ -21,9 +21,8 @@
 //!   could not see every row is never ok.
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
-use pgrx::PgSqlErrorCode;
 
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 use crate::security::{self, AsRole};
 
 /// table_name, tenant_column, total_rows, null_rows, orphan_rows, cross_tenant_rows, not_null,
@@ -417,11 +416,7 @@ pub fn _table_integrity(
             c.select("SELECT $1::pg_catalog.regclass::text", Some(1), &[tbl.into()])?.first().get_one::<String>()
         }))
         .unwrap_or_default();
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("tenancy.validate_client_data_integrity: {name} is not a registered tenant table"),
-            "Register it with tenancy.register_table(tbl, tenant_column), or list them in tenancy.tenant_tables.",
-        )
+        Error::not_registered("validate_client_data_integrity", &name)
     }
     TableIterator::new(report(Some(tbl)))
 }

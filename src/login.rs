@@ -18,9 +18,9 @@
 //!   quoted); the key is a parameter; at most 100 rows.
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
-use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
+use pgrx::{pg_sys, JsonB};
 
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 use crate::security::{self, AsRole};
 
 /// At most this many rows per lookup (a key shared by several organizations' users).
@@ -71,8 +71,7 @@ fn permission(tbl: pg_sys::Oid) -> Option<Permission> {
 #[search_path(pg_catalog, pg_temp)]
 pub fn _login_lookup(tbl: pg_sys::Oid, key: &str) -> SetOfIterator<'static, JsonB> {
     let refused = || -> ! {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        Error::InsufficientPrivilege.raise(
             "tenancy.login_lookup: this role may not look up logins in this table",
             "The table's owner allows it for one role: SELECT tenancy.allow_login_lookup(tbl, key_column, columns, grantee).",
         )
@@ -84,8 +83,7 @@ pub fn _login_lookup(tbl: pg_sys::Oid, key: &str) -> SetOfIterator<'static, Json
     let mut columns: Vec<(pg_sys::Oid, &str)> = vec![(tbl, p.key_column.as_str())];
     columns.extend(p.columns.iter().map(|c| (tbl, c.as_str())));
     if crate::integrity::owner_code_could_run(&[tbl], &columns) {
-        raise(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        Error::FeatureNotSupported.raise(
             format!("tenancy.login_lookup: {} can run its owner's code when read (a foreign table, or a column without a built-in type)", p.name),
             "Keep login columns in a plain table with built-in types, and call allow_login_lookup again.",
         )

@@ -196,7 +196,7 @@ pub fn get_user_organization_id(user_id: Uuid) -> Option<Uuid> {
 #[pg_extern(stable, strict, parallel_restricted, name = "get_user_organization_id")]
 #[search_path(pg_catalog, pg_temp)]
 pub fn get_user_organization_id_text(user_id: &str) -> Option<Uuid> {
-    default_organization(&user_ids::canonical_or_raise(user_ids::configured(), user_id, "tenancy: user id"))
+    default_organization(&user_ids::canonical_or_raise(user_ids::configured(), user_id, "user id"))
 }
 
 /// True only when the user is an active member of the organization and the organization is

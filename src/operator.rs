@@ -27,10 +27,10 @@
 use std::cell::Cell;
 
 use pgrx::prelude::*;
-use pgrx::{pg_sys, JsonB, PgSqlErrorCode, Uuid};
+use pgrx::{pg_sys, JsonB, Uuid};
 
 use crate::context::{acting_administrator, current_user_id};
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 
 /// Where operator mode was entered: the local transaction id of the top-level transaction and the
 /// subtransaction that owns it now.
@@ -124,31 +124,27 @@ pub fn operating() -> bool {
 pub fn operate(reason: Option<&str>) -> bool {
     let reason = reason.map(str::trim).unwrap_or_default();
     if reason.is_empty() {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        Error::NullArgument.raise(
             "tenancy.operate: a reason is required",
             "Say why, e.g. SELECT tenancy.operate('runbook 001 validation'); it is written to tenancy.migration_log.",
         )
     }
     // SAFETY: reads whether a transaction block is open.
     if !unsafe { pg_sys::IsTransactionBlock() } {
-        raise(
-            PgSqlErrorCode::ERRCODE_NO_ACTIVE_SQL_TRANSACTION,
+        Error::NoTransaction.raise(
             "tenancy.operate: operator mode lasts for one transaction, and none is open",
             "Run BEGIN first; operator mode ends at COMMIT or ROLLBACK.",
         )
     }
     if let Some(user) = current_user_id() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        Error::InsufficientPrivilege.raise(
             format!("tenancy.operate: user {user} is acting in this transaction"),
             "Operator mode is for a tenancy administrator acting as itself: use a transaction that sets no \
              tenancy.user_id and no JWT.",
         )
     }
     if !acting_administrator() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        Error::NotAdministrator.raise(
             "tenancy.operate: only a tenancy administrator acting as itself may enter operator mode",
             "Connect as the role that owns tenancy.organizations (or a role granted UPDATE on it, and membership in \
              that role to see rows), outside any SECURITY DEFINER function.",

@@ -7,12 +7,12 @@
 //!   calling role is a tenancy administrator acting as itself); anything else gives NULL;
 //! * NULL matches no tenant row in the generated policies.
 use pgrx::prelude::*;
-use pgrx::{PgSqlErrorCode, Uuid};
+use pgrx::Uuid;
 
 use crate::context::{
     administrator_without_user, current_user, lifecycle_for, requested_organization, Requested, Right,
 };
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 use crate::lookups;
 use crate::operator;
 use crate::settings::{parse_uuid, set_local, ORG_SETTING};
@@ -146,8 +146,7 @@ pub fn current_organization_slug() -> Option<String> {
 #[search_path(pg_catalog, pg_temp)]
 pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
     let Some(org) = organization_id else {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        Error::NullArgument.raise(
             "tenancy.set_organization: organization_id must not be NULL",
             "Pass the id of an organization the current user belongs to (see tenancy.memberships).",
         )
@@ -160,18 +159,15 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
     };
     if !allowed {
         match (admin, lookups::organization_state(org)) {
-            (true, None) => raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            (true, None) => Error::UnknownOrganization.raise(
                 format!("tenancy.set_organization: organization {org} does not exist"),
                 "List organizations with SELECT id, slug FROM tenancy.organizations.",
             ),
-            (_, Some(false)) => raise(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            (_, Some(false)) => Error::PrerequisiteState.raise(
                 format!("tenancy.set_organization: organization {org} is deactivated"),
                 "Reactivate it (UPDATE tenancy.organizations SET is_active = true) or choose another one.",
             ),
-            _ => raise(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            _ => Error::InsufficientPrivilege.raise(
                 match user {
                     Some(u) => {
                         format!("tenancy.set_organization: user {u} is not an active member of organization {org}")
@@ -201,8 +197,7 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
 pub fn set_organization_from_context() -> Option<Uuid> {
     let org = match requested_organization() {
         Requested::Organization(org) => org,
-        Requested::Invalid => raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        Requested::Invalid => Error::InvalidParameter.raise(
             "tenancy.set_organization: the requested organization (tenancy.organization_id, or the JWT's \
              organization_id claim) is not a uuid",
             "Put the id of an organization the user belongs to in the organization_id claim, or leave it out \
@@ -222,8 +217,7 @@ pub fn set_organization_from_context() -> Option<Uuid> {
 #[search_path(pg_catalog, pg_temp)]
 pub fn set_organization_by_slug(organization: Option<&str>) -> Uuid {
     let Some(value) = organization.map(str::trim) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        Error::NullArgument.raise(
             // The same words as set_organization(uuid): an untyped NULL comes here.
             "tenancy.set_organization: organization_id must not be NULL",
             "Pass the slug or the id of an organization the current user belongs to.",
@@ -238,8 +232,7 @@ pub fn set_organization_by_slug(organization: Option<&str>) -> Uuid {
     ));
     match id {
         Some(id) => set_organization(Some(id)),
-        None => raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        None => Error::InsufficientPrivilege.raise(
             format!("tenancy.set_organization: no organization with slug {value:?} that this transaction may act in"),
             "Set the acting user first (SET LOCAL tenancy.user_id = '<uuid>', or a JWT with a sub claim), and choose \
              the slug of an organization that user belongs to (SELECT slug FROM tenancy.organizations).",

@@ -17,11 +17,11 @@
 //! that, never a policy somebody wrote by hand.
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
-use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
+use pgrx::{pg_sys, JsonB};
 use serde_json::{json, Map, Value};
 
 use crate::context::Right;
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -34,8 +34,7 @@ impl Mode {
         match s {
             "membership" => Mode::Membership,
             "context" => Mode::Context,
-            other => raise(
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            other => Error::InvalidParameter.raise(
                 format!("tenancy: unknown isolation mode {other:?}"),
                 "Use 'membership' (rows of every organization the user belongs to) or 'context' \
                  (rows of the organization chosen for the transaction).",
@@ -177,30 +176,26 @@ fn load_target(relid: pg_sys::Oid, column: &str, form: Form) -> Target {
     let Some(Facts { relkind: kind, name, schema, has_column, type_oid, default_expr, not_null }) =
         facts(relid, column)
     else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+        Error::UndefinedTable.raise(
             format!("tenancy: no relation with oid {}", relid.to_u32()),
             "Pass the table by name, e.g. 'public.shipments'.",
         )
     };
     if kind != "r" && kind != "p" {
-        raise(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+        Error::WrongObjectType.raise(
             format!("tenancy: {name} is {}, not a table", relkind_noun(&kind)),
             "Isolate the tables it reads from: row-level security lives on tables. A view should be \
              created WITH (security_invoker = true) so that their policies apply to its callers.",
         )
     }
     if matches!(schema.as_str(), "tenancy" | "pg_catalog" | "information_schema" | "pg_toast") {
-        raise(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+        Error::WrongObjectType.raise(
             format!("tenancy: {name} is in schema {schema}, whose tables tenancy does not isolate"),
             "Isolate your own tables; tenancy's catalog has its own row-level security.",
         )
     }
     if !has_column {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+        Error::UndefinedColumn.raise(
             format!("tenancy: column {} does not exist in {name}", quote_identifier(column)),
             "Add the tenant column first (tenancy.backfill does it online), or name the column this table uses.",
         )
@@ -216,8 +211,7 @@ fn load_target(relid: pg_sys::Oid, column: &str, form: Form) -> Target {
             let type_name =
                 spi(Spi::get_one_with_args::<String>("SELECT pg_catalog.format_type($1, NULL)", &[type_oid.into()]))
                     .unwrap_or_default();
-            raise(
-                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            Error::DatatypeMismatch.raise(
                 format!(
                     "tenancy: tenant column {}.{} has type {type_name}, which tenancy does not support",
                     name,
@@ -358,8 +352,7 @@ fn roles_clause(roles: &[String]) -> String {
 /// Check and normalize the roles the policies apply to.
 fn check_roles(roles: Vec<Option<String>>) -> Vec<String> {
     if roles.is_empty() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        Error::InvalidParameter.raise(
             "tenancy: roles must not be empty",
             "Pass the roles the policies restrict, e.g. '{authenticated}', or leave the default '{public}'.",
         )
@@ -367,11 +360,8 @@ fn check_roles(roles: Vec<Option<String>>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for r in roles {
         let Some(r) = r else {
-            raise(
-                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                "tenancy: roles must not contain NULL",
-                "Pass role names, e.g. '{authenticated}'.",
-            )
+            Error::NullArgument
+                .raise("tenancy: roles must not contain NULL", "Pass role names, e.g. '{authenticated}'.")
         };
         let r = if r.eq_ignore_ascii_case("public") { "public".to_owned() } else { r };
         if r != "public" {
@@ -381,8 +371,7 @@ fn check_roles(roles: Vec<Option<String>>) -> Vec<String> {
             ))
             .unwrap_or(false);
             if !exists {
-                raise(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                Error::UndefinedObject.raise(
                     format!("tenancy: role {} does not exist", quote_identifier(&r)),
                     "Create the role first, or pass '{public}' to restrict every role.",
                 )
@@ -647,8 +636,7 @@ fn policy_changes(
                     statements.push(ddl.clone());
                 }
             }
-            Some(_) => raise(
-                PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            Some(_) => Error::DuplicateObject.raise(
                 format!(
                     "tenancy: {} already has a policy named {} that tenancy did not create",
                     rel,
@@ -832,11 +820,7 @@ fn must_own(relid: pg_sys::Oid, name: &str, what: &str) {
     ))
     .unwrap_or(false);
     if !owns {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("tenancy: must be owner of table {name} to {what}"),
-            "Run this as the table's owner (or a role that is a member of it).",
-        )
+        Error::not_table_owner(name, what)
     }
 }
 
@@ -872,11 +856,7 @@ fn record(op: &str, relid: pg_sys::Oid, args: Value) {
 
 fn required<T>(name: &str, v: Option<T>) -> T {
     v.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("tenancy: {name} must not be NULL"),
-            format!("Pass a value for {name}."),
-        )
+        Error::NullArgument.raise(format!("tenancy: {name} must not be NULL"), format!("Pass a value for {name}."))
     })
 }
 
@@ -1049,8 +1029,7 @@ fn removal_statements(relid: pg_sys::Oid, table: Relation, rec: &Value) -> Vec<S
 pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
     let relid = required("tbl", tbl);
     let Some(table) = relation(relid) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+        Error::UndefinedTable.raise(
             format!("tenancy: no relation with oid {}", relid.to_u32()),
             "Pass the table by name, e.g. 'public.shipments'.",
         )

@@ -6,11 +6,11 @@
 //! and runs one of a fixed list of internal operations, `tenancy._op_<op>`, handing it those
 //! three facts. The operations do the authorization and the work; nobody else may execute them.
 use pgrx::prelude::*;
-use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
+use pgrx::{pg_sys, JsonB};
 
 use crate::catalog::organizations_relid;
 use crate::context::{caller_is_admin, current_user};
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 use crate::security::AsRole;
 
 /// The operations the door opens onto. Anything else is refused.
@@ -44,11 +44,7 @@ pub const OPERATIONS: &[&str] = &[
 
 pub(crate) fn catalog_owner() -> pg_sys::Oid {
     let Some(relid) = organizations_relid() else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            "tenancy catalog not found",
-            "Run CREATE EXTENSION tenancy in this database.",
-        )
+        Error::UndefinedTable.raise("tenancy: catalog not found", "Run CREATE EXTENSION tenancy in this database.")
     };
     spi(Spi::get_one_with_args::<pg_sys::Oid>(
         "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
@@ -63,8 +59,7 @@ pub(crate) fn catalog_owner() -> pg_sys::Oid {
 #[search_path(pg_catalog, pg_temp)]
 pub fn _privileged(op: &str, args: JsonB) -> Option<JsonB> {
     if !OPERATIONS.contains(&op) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        Error::InvalidParameter.raise(
             format!("tenancy: unknown operation {op:?}"),
             "Call the public functions of schema tenancy (\\df tenancy.*).",
         )

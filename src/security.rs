@@ -16,9 +16,9 @@
 //! temporary objects, declare cursors WITH HOLD or otherwise leave something behind that would
 //! later run with the caller's rights.
 use pgrx::prelude::*;
-use pgrx::{pg_sys, JsonB, PgSqlErrorCode};
+use pgrx::{pg_sys, JsonB};
 
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 
 /// Restores the previous user id and security context when dropped, also on error unwind.
 pub(crate) struct AsRole {
@@ -101,28 +101,20 @@ pub const OWNER_OPERATIONS: &[&str] = &["rollback", "backfill_step", "null_check
 pub fn _as_owner(rel: Option<pg_sys::Oid>, op: Option<&str>, args: Option<JsonB>) -> Option<JsonB> {
     let op = op.unwrap_or_default();
     if !OWNER_OPERATIONS.contains(&op) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        Error::InvalidParameter.raise(
             format!("tenancy: unknown table operation {op:?}"),
             "Call the public functions of schema tenancy (\\df tenancy.*).",
         )
     }
-    let Some(rel) = rel else {
-        raise(PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED, "tenancy: tbl must not be NULL", "Pass a table.")
-    };
+    let Some(rel) = rel else { Error::NullArgument.raise("tenancy: tbl must not be NULL", "Pass a table.") };
     let Some((owner, name)) = relation_owner(rel) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+        Error::UndefinedTable.raise(
             format!("tenancy: no table with oid {}", rel.to_u32()),
             "Pass the table name, e.g. 'public.shipments'.",
         )
     };
     if !has_privileges_of(current_role(), owner) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("tenancy: must be owner of table {name} to {}", op.replace('_', " ")),
-            "Run this as the table's owner (or a role that is a member of it).",
-        )
+        Error::not_table_owner(&name, &op.replace('_', " "))
     }
     let _as_owner = AsRole::switch_to(owner);
     // `op` is one of OWNER_OPERATIONS, so the function name is a fixed identifier.

@@ -24,12 +24,12 @@ use std::ffi::CStr;
 
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
-use pgrx::{pg_sys, PgSqlErrorCode, Uuid};
+use pgrx::{pg_sys, Uuid};
 use sha2::{Digest, Sha256};
 
 use crate::citus::citus_installed;
 use crate::context::{self, Right};
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 use crate::settings::{self, local_transaction_id};
 
 /// The setting that carries the signed context (written by `set_organization`).
@@ -285,8 +285,7 @@ fn ensure_distributed_transaction_id() {
             std::ptr::null_mut(),
         );
         if f.is_null() {
-            raise(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            Error::FeatureNotSupported.raise(
                 "tenancy.set_organization: this version of Citus does not export EnsureDistributedTransactionId",
                 "tenancy binds the context to Citus' distributed transaction id; use a Citus version that exports it.",
             )

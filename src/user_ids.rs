@@ -12,10 +12,10 @@
 //!
 //! So every spelling of one user maps to one string, which equals the column's own `::text`,
 //! and no spelling of one user maps to another user's id.
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::{pg_sys, PgSqlErrorCode};
 
-use crate::errors::raise;
+use crate::errors::Error;
 
 /// The longest text user id (Auth0, Clerk and Firebase subjects and cuids are far shorter).
 pub const MAX_TEXT_LEN: usize = 255;
@@ -88,12 +88,12 @@ pub fn canonical(t: UserIdType, s: &str) -> Option<String> {
     }
 }
 
-/// `canonical`, or a 22P02 error naming the rules of the configured type.
+/// `canonical`, or a 22P02 error naming the rules of the configured type; `what` names the
+/// value (`tenancy: {what} is not a valid ... user id`).
 pub fn canonical_or_raise(t: UserIdType, s: &str, what: &str) -> String {
     canonical(t, s).unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
-            format!("{what} is not a valid {} user id: {s:?}", t.name()),
+        Error::InvalidUserId.raise(
+            format!("tenancy: {what} is not a valid {} user id: {s:?}", t.name()),
             match t {
                 UserIdType::Uuid => "User ids are uuids in this database (tenancy.user_id_type()); pass a uuid.",
                 UserIdType::Bigint => {
@@ -112,7 +112,7 @@ pub fn canonical_or_raise(t: UserIdType, s: &str, what: &str) -> String {
 #[pg_extern(stable, strict, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn _user_id(user_id: &str) -> String {
-    canonical_or_raise(configured(), user_id, "tenancy: user id")
+    canonical_or_raise(configured(), user_id, "user id")
 }
 
 /// The type of user ids in this database: 'uuid', 'bigint' or 'text'.

@@ -1502,7 +1502,7 @@ DECLARE
     existing tenancy.organizations;
 BEGIN
     IF NOT is_admin THEN
-        RAISE EXCEPTION 'tenancy: only tenancy administrators may create organizations'
+        RAISE EXCEPTION 'tenancy: only a tenancy administrator may create organizations'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Connect as the database owner, or have it run GRANT UPDATE ON tenancy.organizations TO <role>.';
     END IF;
@@ -2014,7 +2014,7 @@ DECLARE
     f      regprocedure;
 BEGIN
     IF NOT is_admin THEN
-        RAISE EXCEPTION 'tenancy: only tenancy administrators may change the type of user ids'
+        RAISE EXCEPTION 'tenancy: only a tenancy administrator may change the type of user ids'
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Connect as the role that owns the tenancy catalog (or one granted UPDATE on tenancy.organizations).';
     END IF;
@@ -2983,7 +2983,7 @@ BEGIN
      WHERE x IS NOT NULL AND NOT EXISTS (SELECT 1 FROM tenancy.roles r WHERE r.name = x);
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION 'tenancy.adopt_users: no tenancy role named %', v_bad
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'SELECT name FROM tenancy.roles lists them.';
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT name FROM tenancy.roles lists them.';
     END IF;
     SELECT a.atttypid INTO v_idtype FROM pg_attribute a
      WHERE a.attrelid = v_rel AND a.attname = id_column AND a.attnum > 0 AND NOT a.attisdropped;
