@@ -40,22 +40,12 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from modcycles import strip  # noqa: E402  (comments and string literals blanked, offsets kept)
 
-# Files that may still raise with a bare PgSqlErrorCode. Each entry is temporary and says why.
-BYPASS_ALLOWED = {
-    # Another engineer is changing src/lifecycle.rs (issue 16): its raise(PgSqlErrorCode::...)
-    # sites are to go through Error with that change. Remove this entry, and errors::raise, then.
-    "lifecycle.rs",
-}
+BYPASS_ALLOWED = set()
 
 # `tenancy: ` or `tenancy.<function>: ` (in src/errors.rs's constructors `tenancy.{function}: `).
 MESSAGE_STYLE = re.compile(r"^tenancy(\.([a-z_][a-z0-9_]*|\{[a-z_]+\}))?: ")
 
-# Messages that may keep another style for now: (file, the message's start). Each is temporary.
-STYLE_ALLOWED = {
-    # sql/lifecycle.sql is being changed by another engineer (issue 16): its clone re-raise puts
-    # the organization's slug between the function and the colon. Remove with that change.
-    ("sql/lifecycle.sql", "tenancy.clone_organization %: "),
-}
+STYLE_ALLOWED = set()
 
 
 def errcodes():

@@ -448,7 +448,7 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM tenancy.organizations WHERE id = v_org OR slug = h->'organization'->>'slug') THEN
         RAISE EXCEPTION 'tenancy: organization % (%) exists already', h->'organization'->>'slug', v_org
-            USING ERRCODE = 'duplicate_object',
+            USING ERRCODE = 'unique_violation',
                   HINT = 'An import creates the organization: import into a database without it (or erase it first). Nothing was changed.';
     END IF;
     INSERT INTO tenancy.organizations (id, name, slug, settings, is_active)
@@ -548,7 +548,7 @@ BEGIN
      WHERE NOT EXISTS (SELECT 1 FROM tenancy.tenant_tables tt WHERE tt.relid::oid = to_regclass(x)::oid);
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION 'tenancy.import_organization: the export has tables that are not tenant tables here: %', v_bad
-            USING ERRCODE = 'undefined_table', HINT = 'Create and convert those tables first (same columns), then import again.';
+            USING ERRCODE = 'undefined_object', HINT = 'Create and convert those tables first (same columns), then import again.';
     END IF;
     v_org := (v_first->'organization'->>'id')::uuid;
     v_rec := tenancy._privileged('import_begin', jsonb_build_object('organization_id', v_org, 'header', v_first,
@@ -652,7 +652,7 @@ BEGIN
     v_org := coalesce((a->>'organization_id')::uuid, gen_random_uuid());
     IF EXISTS (SELECT 1 FROM tenancy.organizations WHERE id = v_org OR slug = v_slug) THEN
         RAISE EXCEPTION 'tenancy: organization % (%) exists already', v_slug, v_org
-            USING ERRCODE = 'duplicate_object', HINT = 'A clone creates a new organization: choose another slug (and id). Nothing was changed.';
+            USING ERRCODE = 'unique_violation', HINT = 'A clone creates a new organization: choose another slug (and id). Nothing was changed.';
     END IF;
     INSERT INTO tenancy.organizations (id, name, slug, settings, is_active)
     VALUES (v_org, tenancy._require('name', a->>'name'), v_slug, o.settings, true);
@@ -757,7 +757,7 @@ BEGIN
     BEGIN
         v_out := tenancy._clone_batch(v_tbl, c.source_id, c.organization_id, c.last_key, p_batch_size, v_maps);
     EXCEPTION WHEN unique_violation OR foreign_key_violation OR not_null_violation OR check_violation THEN
-        RAISE EXCEPTION 'tenancy.clone_organization %: a row of % cannot be copied: %', c.organization_slug, v_tbl, SQLERRM
+        RAISE EXCEPTION 'tenancy.clone_organization: a row of % cannot be copied into organization %: %', v_tbl, c.organization_slug, SQLERRM
             USING ERRCODE = SQLSTATE,
                   HINT = 'Keys that are unique across organizations (not tenant-scoped) cannot be cloned. Nothing of this batch '
                          'was written; what was copied before stays, and the next CALL goes on from here once the conflict is fixed.';

@@ -159,15 +159,6 @@ impl Error {
     }
 }
 
-/// Raise an ERROR with a bare `code`. Only `src/lifecycle.rs` still calls it (it is being
-/// converted to [`Error`] separately; `scripts/errors.py` allows that one file for now): remove
-/// this function with its last caller.
-#[track_caller]
-pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: impl Into<String>) -> ! {
-    ErrorReport::new(code, message.into(), "tenancy").set_hint(hint).report(PgLogLevel::ERROR);
-    unreachable!("ereport(ERROR) returned")
-}
-
 /// Unwrap an SPI result; an SPI failure is an internal error (the statements are fixed).
 #[track_caller]
 pub fn spi<T>(r: Result<T, pgrx::spi::SpiError>) -> T {

@@ -18,10 +18,10 @@
 use std::ffi::{CStr, CString};
 
 use pgrx::prelude::*;
-use pgrx::{pg_sys, JsonB, PgSqlErrorCode, Uuid};
+use pgrx::{pg_sys, JsonB, Uuid};
 
 use crate::context::{acting_administrator, current_user_id, LifecycleScope};
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 use crate::lifecycle::{as_catalog_owner, organization};
 use crate::security;
 
@@ -65,22 +65,16 @@ pub fn export_organization(organization_id: Option<Uuid>, fcinfo: pg_sys::Functi
     // SAFETY: fcinfo is this call's; checked before anything is read.
     let rsinfo = unsafe { result_set_of(fcinfo) };
     let Some(org) = organization_id else {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "tenancy: organization_id must not be NULL",
-            "Pass an organization id.",
-        )
+        Error::NullArgument.raise("tenancy: organization_id must not be NULL", "Pass an organization id.")
     };
     let Some((_, slug)) = organization(org) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        Error::UnknownOrganization.raise(
             format!("tenancy: organization {org} does not exist"),
             "List organizations with SELECT id, slug, name FROM tenancy.organizations.",
         )
     };
     if !may_export(org) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        Error::InsufficientPrivilege.raise(
             format!("tenancy: may not export organization {org}"),
             "An organization's owner (as the current user, SET LOCAL tenancy.user_id) may export its own active \
              organization; a tenancy administrator acting as itself may export any.",
@@ -130,8 +124,7 @@ fn refuse_owner_code_for_administrator(tables: &JsonB) {
         &[JsonB(tables.0.clone()).into(), security::current_role().into()],
     ));
     if let Some(listed) = listed {
-        raise(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        Error::FeatureNotSupported.raise(
             format!("tenancy.export_organization: reading {listed} could run its owner's code with an administrator's rights"),
             "A policy tenancy did not write, a column type that is not built in, or a relation that is not a table would \
              run for the reader. Export as the tables' owner (or as the organization's owner, through the application), \
@@ -151,8 +144,7 @@ unsafe fn result_set_of(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::Return
         || (*rsinfo).allowedModes & pg_sys::SetFunctionReturnMode::SFRM_Materialize as i32 == 0
         || (*rsinfo).expectedDesc.is_null()
     {
-        raise(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        Error::FeatureNotSupported.raise(
             "tenancy.export_organization: set-valued function called in context that cannot accept a set",
             "SELECT * FROM tenancy.export_organization(...)",
         )
@@ -214,7 +206,7 @@ impl ExportResult {
         .expect("no NUL in a query");
         let list = tables.0.as_array().cloned().unwrap_or_default();
         if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
-            raise(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "tenancy: SPI_connect failed", "Report this as a bug.")
+            Error::Internal.raise("tenancy: SPI_connect failed", "Report this as a bug.")
         }
         let row = query_one_row(&header);
         let (line, names, funcs) = (row[0].clone(), row[1].clone(), (oid_of(&row[2]), oid_of(&row[3])));
@@ -256,9 +248,8 @@ impl ExportResult {
 
 /// `'text'` as an SQL literal.
 fn literal(s: &str) -> String {
-    let c = CString::new(s).unwrap_or_else(|_| {
-        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, "tenancy: a NUL byte in a value", "Remove it.")
-    });
+    let c = CString::new(s)
+        .unwrap_or_else(|_| Error::InvalidParameter.raise("tenancy: a NUL byte in a value", "Remove it."));
     // SAFETY: quote_literal_cstr reads a NUL-terminated string and returns a palloc'd one.
     unsafe { CStr::from_ptr(pg_sys::quote_literal_cstr(c.as_ptr())).to_string_lossy().into_owned() }
 }
@@ -313,11 +304,7 @@ fn parse_text_array(s: &str) -> Vec<String> {
 unsafe fn query_one_row(sql: &CStr) -> Vec<Option<String>> {
     let rc = pg_sys::SPI_execute(sql.as_ptr(), true, 1);
     if rc != pg_sys::SPI_OK_SELECT as i32 || pg_sys::SPI_processed != 1 {
-        raise(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("tenancy: internal query failed ({rc})"),
-            "Report this as a bug.",
-        )
+        Error::Internal.raise(format!("tenancy: internal query failed ({rc})"), "Report this as a bug.")
     }
     let table = pg_sys::SPI_tuptable;
     let desc = (*table).tupdesc;
@@ -423,11 +410,7 @@ impl LineReceiver {
         // A SELECT whose receiver is not SPI's own reports SPI_OK_UTILITY (DestNone: "the rows
         // are not kept"); they were sent to this receiver all the same.
         if rc != pg_sys::SPI_OK_SELECT as i32 && rc != pg_sys::SPI_OK_UTILITY as i32 {
-            raise(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                format!("tenancy: export query failed ({rc})"),
-                "Report this as a bug.",
-            )
+            Error::Internal.raise(format!("tenancy: export query failed ({rc})"), "Report this as a bug.")
         }
         pg_sys::MemoryContextDelete(receiver.row_memory);
         receiver.rows

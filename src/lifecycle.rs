@@ -16,10 +16,10 @@
 //!   built-in column types), exactly like the integrity report; they return counts only.
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
-use pgrx::{pg_sys, JsonB, PgSqlErrorCode, Uuid};
+use pgrx::{pg_sys, JsonB, Uuid};
 
 use crate::context::{acting_administrator, LifecycleScope};
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 use crate::integrity::owner_code_could_run;
 use crate::privileged::catalog_owner;
 use crate::security::{self, AsRole};
@@ -65,8 +65,7 @@ fn tenant_table(rel: pg_sys::Oid) -> Tenant {
         }))
     });
     t.unwrap_or_else(|| {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+        Error::NotRegistered.raise(
             format!("tenancy: relation with oid {} is not a registered tenant table", rel.to_u32()),
             "See SELECT relid, tenant_column FROM tenancy.tenant_tables.",
         )
@@ -91,8 +90,7 @@ pub(crate) fn organization(org: Uuid) -> Option<(bool, String)> {
 
 fn require_administrator(what: &str) {
     if !acting_administrator() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        Error::NotAdministrator.raise(
             format!("tenancy: only a tenancy administrator may {what}"),
             "Run this as a role with UPDATE on tenancy.organizations (the role that installed tenancy), \
              acting as itself (not inside another role's SECURITY DEFINER function).",
@@ -128,8 +126,7 @@ fn tenant_condition(alias: &str, t: &Tenant) -> String {
 fn require_running_erasure(org: Uuid) -> String {
     require_administrator("erase an organization");
     let Some((active, slug)) = organization(org) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        Error::UnknownOrganization.raise(
             format!("tenancy: organization {org} does not exist"),
             "See tenancy.erasures for organizations already erased.",
         )
@@ -140,8 +137,7 @@ fn require_running_erasure(org: Uuid) -> String {
     ))
     .unwrap_or(false);
     if active || !running {
-        raise(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Error::PrerequisiteState.raise(
             format!("tenancy: no erasure of organization {slug} ({org}) is running"),
             "Deactivate the organization (tenancy.deactivate_organization), then CALL tenancy.erase_organization(...).",
         )
@@ -158,8 +154,7 @@ pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
     let slug = require_running_erasure(org);
     let t = tenant_table(rel);
     if !has_table_privilege(rel, pg_sys::ACL_DELETE) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        Error::InsufficientPrivilege.raise(
             format!("tenancy: permission denied to delete from {}", t.name),
             "The administrator who erases needs DELETE on every tenant table (GRANT DELETE ON ... TO ...).",
         )
@@ -354,8 +349,7 @@ pub fn _erase_references(
 > {
     require_administrator("erase an organization");
     let Some((_, slug)) = organization(org) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+        Error::UnknownOrganization.raise(
             format!("tenancy: organization {org} does not exist"),
             "List organizations with SELECT id, slug FROM tenancy.organizations.",
         )
@@ -510,15 +504,13 @@ pub fn _import_rows(rel: pg_sys::Oid, org: Uuid, rows: JsonB) -> i64 {
     ))
     .unwrap_or(false);
     let Some((_, slug)) = organization(org).filter(|_| running) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Error::PrerequisiteState.raise(
             format!("tenancy: no import into organization {org} is running"),
             "CALL tenancy.import_organization(...) starts one.",
         )
     };
     if !has_table_privilege(rel, pg_sys::ACL_INSERT) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        Error::InsufficientPrivilege.raise(
             format!("tenancy: permission denied to insert into {}", t.name),
             "The administrator who imports needs INSERT on every tenant table.",
         )
@@ -594,8 +586,7 @@ pub fn _import_rows(rel: pg_sys::Oid, org: Uuid, rows: JsonB) -> i64 {
         Ok::<_, pgrx::spi::SpiError>(n)
     }));
     if n != n_in {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        Error::InvalidParameter.raise(
             format!("tenancy: {} of {n_in} rows for {} belong to another organization than {org}", n_in - n, t.name),
             "An export holds the rows of one organization; check the file.",
         )
@@ -628,8 +619,7 @@ pub fn _clone_batch(
 ) -> JsonB {
     require_administrator("clone an organization");
     let (Some(rel), Some(src), Some(dst), Some(batch_size)) = (rel, src, dst, batch_size) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+        Error::NullArgument.raise(
             "tenancy: _clone_batch needs a table, both organizations and a batch size",
             "Call CALL tenancy.clone_organization(...) instead.",
         )
@@ -642,23 +632,20 @@ pub fn _clone_batch(
     ))
     .unwrap_or(false);
     let (Some((_, src_slug)), Some((_, dst_slug))) = (organization(src), organization(dst)) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            "tenancy: unknown organization",
+        Error::UnknownOrganization.raise(
+            format!("tenancy: organization {src} or {dst} does not exist"),
             "CALL tenancy.clone_organization(...).",
         )
     };
     if !running {
-        raise(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Error::PrerequisiteState.raise(
             format!("tenancy: no clone of organization {src} into {dst} is running"),
             "CALL tenancy.clone_organization(...) starts one.",
         )
     }
     let t = tenant_table(rel);
     if !has_table_privilege(rel, pg_sys::ACL_INSERT) || !has_table_privilege(rel, pg_sys::ACL_SELECT) {
-        raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        Error::InsufficientPrivilege.raise(
             format!("tenancy: permission denied to read and insert into {}", t.name),
             "The administrator who clones needs SELECT and INSERT on every tenant table.",
         )
@@ -681,8 +668,7 @@ pub fn _clone_batch(
         Ok::<_, pgrx::spi::SpiError>(v)
     }));
     if pk.len() != 1 {
-        raise(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        Error::FeatureNotSupported.raise(
             format!(
                 "tenancy: {} has no single-column primary key; a clone copies rows in key order and maps keys",
                 t.name
@@ -738,8 +724,7 @@ pub fn _clone_batch(
         let carries = pairs.iter().any(|(c, p)| **c == t.column && **p == *ptcol);
         let p = tenant_table(*parent);
         if !carries {
-            raise(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            Error::FeatureNotSupported.raise(
                 format!("tenancy: a foreign key of {} to {} does not carry the tenant column: the clone's rows would point at the source's", t.name, p.name),
                 "Rewrite the foreign key with the tenant column first (tenancy.backfill does; lint() reports TEN011).",
             )

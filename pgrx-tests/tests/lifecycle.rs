@@ -464,7 +464,7 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
     load_export(db, "vibotaj_export", &file);
     run(
         "import into an organization that exists",
-        "42710",
+        "23505",
         fresh().query("CALL tenancy.import_organization('vibotaj_export')", &[]),
     );
     fresh()
@@ -485,7 +485,7 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
     );
     run(
         "clone into a slug that exists",
-        "42710",
+        "23505",
         fresh().query(&format!("CALL tenancy.clone_organization('{VIBOTAJ}', 'Copy', 'acme')"), &[]),
     );
     run(
