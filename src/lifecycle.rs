@@ -177,32 +177,17 @@ pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
             scond = tenant_condition("s", &t)
         )
     };
-    // When at most `n` rows of the organization are left in the table (the table's last batch,
-    // or the only one), one DELETE of them all reads each row once (the planner may then use a
-    // bitmap scan: no LIMIT to stop it early), as a hand-written DELETE does; picking rows by
-    // ctid first reads each row twice.
-    let left_sql = format!(
-        "SELECT pg_catalog.count(*)::pg_catalog.int8 FROM (SELECT FROM {tbl} s WHERE {scond} LIMIT {more}) s",
-        tbl = t.name,
-        scond = tenant_condition("s", &t),
-        more = n as i64 + 1
-    );
-    let all_sql = format!("DELETE FROM {tbl} t WHERE {cond}", tbl = t.name);
+    // Each batch picks its rows by ctid (an index scan that stops after `n`) and deletes them by
+    // ctid: every row is read twice, the second time from a page the first read just brought in.
+    // A batch that deletes fewer than `n` rows was the table's last. (Counting what is left first,
+    // to delete a last batch with one plain DELETE, cost a third read of up to `n` rows in every
+    // batch of a large organization: 0.75 of the hand-written DELETEs' throughput at 600,000 rows.)
     let value = tenant_value(&t, org, &slug);
     let plan = IndexScanPlans::enter();
     let n = {
         let _owner = AsRole::switch_to(t.owner);
         let _scope = LifecycleScope::enter(org, Some(slug), true, false);
-        spi(Spi::connect_mut(|c| {
-            let left = c.select(&left_sql, Some(1), &[value.clone().into()])?.first().get_one::<i64>()?.unwrap_or(0);
-            let sql = if left <= n as i64 {
-                IndexScanPlans::allow_bitmap_scans();
-                &all_sql
-            } else {
-                &sql
-            };
-            Ok::<_, pgrx::spi::SpiError>(c.update(sql, None, &[value.into()])?.len() as i64)
-        }))
+        spi(Spi::connect_mut(|c| Ok::<_, pgrx::spi::SpiError>(c.update(&sql, None, &[value.into()])?.len() as i64)))
     };
     plan.leave();
     n
@@ -238,23 +223,6 @@ impl IndexScanPlans {
                 );
             }
             IndexScanPlans { level }
-        }
-    }
-
-    /// Bitmap scans on again, for a statement without LIMIT (still at the nest level of `enter`).
-    fn allow_bitmap_scans() {
-        // SAFETY: as in `enter`.
-        unsafe {
-            pg_sys::set_config_option(
-                c"enable_bitmapscan".as_ptr(),
-                c"on".as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                pgrx::PgLogLevel::ERROR as _,
-                false,
-            );
         }
     }
 
