@@ -414,13 +414,18 @@ BEGIN
         END IF;
     END LOOP;
     RETURN json_build_object(
-        'format', 'tenancy-export', 'format_version', 1,
+        'format', 'tenancy-export', 'format_version', 2,
         'tenancy_version', (SELECT extversion FROM pg_extension WHERE extname = 'tenancy'),
         'source_database', current_database(),
         'organization', json_build_object('id', o.id, 'name', o.name, 'slug', o.slug, 'settings', o.settings,
                                           'is_active', o.is_active),
         'snapshot', pg_current_snapshot()::text, 'exported_at', statement_timestamp(),
-        'tables', (SELECT json_agg(x.relid::regclass::text) FROM jsonb_to_recordset(p_tables) x(relid oid)),
+        'tables', (SELECT json_agg(x.relid::regclass::text ORDER BY x.i)
+                     FROM ROWS FROM (jsonb_to_recordset(p_tables) AS (relid oid)) WITH ORDINALITY x(relid, i)),
+        -- Each table's columns, in the order of a row line's values (SELECT *).
+        'columns', (SELECT json_agg((SELECT json_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
+                                      WHERE a.attrelid = x.relid AND a.attnum > 0 AND NOT a.attisdropped) ORDER BY x.i)
+                      FROM ROWS FROM (jsonb_to_recordset(p_tables) AS (relid oid)) WITH ORDINALITY x(relid, i)),
         'outside_references', v_outside)::text;
 END $$;
 
@@ -534,6 +539,11 @@ BEGIN
         RAISE EXCEPTION 'tenancy.import_organization: % does not start with a tenancy export header', p_source
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Load the file written by tenancy.export_organization, in order.';
     END IF;
+    IF v_first->>'format_version' IS DISTINCT FROM '2' THEN
+        RAISE EXCEPTION 'tenancy.import_organization: % is an export of format version %, this tenancy reads version 2', p_source, v_first->>'format_version'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Export again with this tenancy version (tenancy.export_organization).';
+    END IF;
     IF v_first->>'tenancy_version' IS DISTINCT FROM (SELECT extversion FROM pg_extension WHERE extname = 'tenancy') THEN
         RAISE EXCEPTION 'tenancy.import_organization: the export was written by tenancy %, this database has tenancy %',
               v_first->>'tenancy_version', (SELECT extversion FROM pg_extension WHERE extname = 'tenancy')
@@ -564,6 +574,7 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     i       record;
     v_tbl   text;
+    v_index integer;
     v_rows  jsonb;
     v_max   bigint;
     v_n     bigint;
@@ -573,12 +584,18 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenancy: no import into organization % is running', p_org USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
-    -- The table of the next line, then that table's consecutive lines (at most p_batch_size).
-    EXECUTE format('SELECT l.n, l.line::text::jsonb->>''table'' FROM %s l
-                     WHERE l.n > $1 AND (l.line::text::jsonb ? ''table'' OR l.line::text::jsonb ? ''end'')
+    -- The table of the next row line ([<table index>, <values>...], the index into the header's
+    -- tables and columns), then that table's consecutive lines (at most p_batch_size).
+    EXECUTE format('SELECT l.n, (l.line::text::jsonb->>0)::integer FROM %s l
+                     WHERE l.n > $1 AND (jsonb_typeof(l.line::text::jsonb) = ''array'' OR l.line::text::jsonb ? ''end'')
                      ORDER BY l.n LIMIT 1', p_source)
-       INTO v_from, v_tbl USING i.lines_done;
-    IF v_tbl IS NULL THEN
+       INTO v_from, v_index USING i.lines_done;
+    v_tbl := i.header->'tables'->>v_index;
+    IF v_index IS NOT NULL AND (v_tbl IS NULL OR jsonb_typeof(i.header->'columns'->v_index) IS DISTINCT FROM 'array') THEN
+        RAISE EXCEPTION 'tenancy.import_organization: line % names table % that the export''s header does not list', v_from, v_index
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Load the file written by tenancy.export_organization, unchanged.';
+    END IF;
+    IF v_index IS NULL THEN
         -- The end line: check the counts against it, and finish.
         EXECUTE format('SELECT l.line::text::jsonb->''rows'' FROM %s l ORDER BY l.n DESC LIMIT 1', p_source) INTO v_rows;
         IF EXISTS (SELECT 1 FROM jsonb_each(v_rows) r
@@ -592,11 +609,16 @@ BEGIN
         done := true;
         RETURN;
     END IF;
+    -- Each row line becomes an object of the header's column names, values keeping their JSON
+    -- types (a json column's object stays an object), as _import_rows reads them.
     EXECUTE format('WITH run AS (SELECT l.n, l.line::text::jsonb AS j FROM %s l WHERE l.n >= $1 ORDER BY l.n LIMIT $3),
-                         stop AS (SELECT min(r.n) AS n FROM run r WHERE (r.j->>''table'') IS DISTINCT FROM $2)
-                    SELECT coalesce(jsonb_agg(r.j->''row'' ORDER BY r.n), ''[]''), max(r.n)
+                         stop AS (SELECT min(r.n) AS n FROM run r
+                                   WHERE jsonb_typeof(r.j) IS DISTINCT FROM ''array'' OR (r.j->>0)::integer IS DISTINCT FROM $2)
+                    SELECT coalesce(jsonb_agg((SELECT jsonb_object_agg(c.name, r.j->(c.i::integer))
+                                                 FROM jsonb_array_elements_text($4) WITH ORDINALITY c(name, i)) ORDER BY r.n), ''[]''),
+                           max(r.n)
                       FROM run r, stop s WHERE s.n IS NULL OR r.n < s.n', p_source)
-       INTO v_rows, v_max USING v_from, v_tbl, p_batch_size;
+       INTO v_rows, v_max USING v_from, v_index, p_batch_size, i.header->'columns'->v_index;
     v_n := tenancy._import_rows(to_regclass(v_tbl)::oid, p_org, v_rows);
     PERFORM tenancy._privileged('import_progress', jsonb_build_object('organization_id', p_org, 'lines_done', v_max,
                                                                       'table', v_tbl, 'rows', v_n));
@@ -826,7 +848,7 @@ COMMENT ON PROCEDURE tenancy.erase_organization(uuid, integer, interval) IS
 COMMENT ON FUNCTION tenancy.organization_usage() IS
   'Rows and estimated bytes per organization and tenant table. Bytes: the table''s total size (heap, TOAST, indexes) shared in proportion to rows. Administrators see every organization; others the rows they may read.';
 COMMENT ON FUNCTION tenancy.export_organization(uuid) IS
-  'Every row of an organization from every tenant table, parents first, from one snapshot, as JSON lines: a header, one {"table","row"} line per row, an end line with the counts. Owners of the organization and administrators.';
+  'Every row of an organization from every tenant table, parents first, from one snapshot, as JSON lines: a header (the organization, the tables and their columns), one [table index, values...] line per row, an end line with the counts. Owners of the organization and administrators.';
 COMMENT ON PROCEDURE tenancy.import_organization(regclass, integer) IS
   'Load an export (its lines in a table with columns n, line) into this database: creates the organization with its id, inserts the rows with their ids, parents first, in batches with a COMMIT each, as each table''s owner. Resumable: CALL again. Administrators only.';
 

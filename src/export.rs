@@ -7,10 +7,12 @@
 //! whose rows go straight from the executor to a receiver (`LineReceiver`) that formats the line
 //! and appends it to the result's tuplestore. No row is copied into an SPI result, no whole-row
 //! value is formed, and nothing is held in memory (the tuplestore spills to a file past
-//! `work_mem`). The line is byte for byte what `'{"table" : <name>, "row" : ' || row_to_json(r)
-//! || '}'` writes: each value is written by the function `row_to_json` itself uses for its kind
+//! `work_mem`). A row line is `[<table index>, <value>, ...]`: the index into the header's
+//! `tables` and `columns`, then the row's values in column order, each byte for byte what
+//! `row_to_json` writes for it, written by the function `row_to_json` itself uses for its kind
 //! (`escape_json`, `JsonEncodeDateTime`, the type's output function, `array_to_json`,
-//! `row_to_json`, a type's cast to json), chosen once per column, not once per value.
+//! `row_to_json`, a type's cast to json), chosen once per column, not once per value. (Column
+//! names once per table rather than once per row: the lines are about as long as `COPY`'s.)
 //!
 //! One snapshot: every statement runs through SPI in read-only mode, which executes it with the
 //! snapshot of the query that called `export_organization` (the header function is STABLE, so its
@@ -44,8 +46,8 @@ fn may_export(org: Uuid) -> bool {
 }
 
 /// Every row of organization `org` in every registered tenant table, parents before children, as
-/// JSON lines: a header line, `{"table": ..., "row": {...}}` per row, an end line with the
-/// counts. See the module's comment for how the lines are written and why they share a snapshot.
+/// JSON lines: a header line (with each table's columns), `[<table index>, <values>...]` per row,
+/// an end line with the counts. See the module's comment for how the lines are written and why they share a snapshot.
 /// The reading scope is entered for the reads only, and it has ended before any line reaches the
 /// caller (materialize mode).
 #[pg_extern(
@@ -214,7 +216,7 @@ impl ExportResult {
         self.put(line.as_ptr() as _, line.len());
         let names = parse_text_array(&names.unwrap_or_default());
         let mut counts = Vec::with_capacity(list.len());
-        for (t, json_name) in list.iter().zip(&names) {
+        for (index, (t, json_name)) in list.iter().zip(&names).enumerate() {
             // The registry's relid (an oid: a JSON string in jsonb).
             let relid = match &t["relid"] {
                 serde_json::Value::String(s) => s.parse::<u32>().unwrap_or(0),
@@ -230,7 +232,7 @@ impl ExportResult {
                 literal(&value(column_type)),
             ))
             .expect("no NUL in a query");
-            let prefix = format!("{{\"table\" : {json_name}, \"row\" : ");
+            let prefix = format!("[{index},");
             let n = LineReceiver::run(&sql, prefix, self, funcs);
             counts.push((json_name.clone(), n));
         }
@@ -344,8 +346,6 @@ enum Kind {
 }
 
 struct Column {
-    /// `"name":`, escaped once.
-    key: Vec<u8>,
     kind: Kind,
     /// The output function, or the function of `Kind::Function`.
     func: pg_sys::FmgrInfo,
@@ -419,23 +419,12 @@ impl LineReceiver {
     /// # Safety
     /// `typeinfo` is the query's result descriptor.
     unsafe fn start(&mut self, typeinfo: pg_sys::TupleDesc) {
-        let key = pg_sys::makeStringInfo();
         let desc = pgrx::PgTupleDesc::from_pg_unchecked(typeinfo);
-        for (i, att) in desc.iter().enumerate() {
-            pg_sys::resetStringInfo(key);
-            if i > 0 {
-                pg_sys::appendStringInfoChar(key, b',' as _);
-            }
-            pg_sys::escape_json(key, att.attname.data.as_ptr());
-            pg_sys::appendStringInfoChar(key, b':' as _);
+        for att in desc.iter() {
             let (kind, func) = self.kind_of(att.atttypid);
             let mut info: pg_sys::FmgrInfo = std::mem::zeroed();
             pg_sys::fmgr_info(func, &mut info);
-            self.columns.push(Column {
-                key: std::slice::from_raw_parts((*key).data as *const u8, (*key).len as usize).to_vec(),
-                kind,
-                func: info,
-            });
+            self.columns.push(Column { kind, func: info });
         }
     }
 
@@ -494,16 +483,15 @@ impl LineReceiver {
         let prefix = std::mem::take(&mut self.prefix);
         self.push(&prefix);
         self.prefix = prefix;
-        self.push(b"{");
         pg_sys::slot_getallattrs(slot);
         let n = self.columns.len();
         let values = std::slice::from_raw_parts((*slot).tts_values, n);
         let nulls = std::slice::from_raw_parts((*slot).tts_isnull, n);
         let old = pg_sys::MemoryContextSwitchTo(self.row_memory);
         for i in 0..n {
-            let key = std::mem::take(&mut self.columns[i].key);
-            self.push(&key);
-            self.columns[i].key = key;
+            if i > 0 {
+                self.push(b",");
+            }
             if nulls[i] {
                 self.push(b"null");
                 continue;
@@ -511,7 +499,7 @@ impl LineReceiver {
             self.value(i, values[i]);
         }
         pg_sys::MemoryContextSwitchTo(old);
-        self.push(b"}}");
+        self.push(b"]");
         self.store();
         self.rows += 1;
         if self.allocations >= 1024 {
@@ -697,14 +685,14 @@ unsafe extern "C-unwind" fn shutdown(_dest: *mut pg_sys::DestReceiver) {}
 #[pg_guard]
 unsafe extern "C-unwind" fn destroy(_dest: *mut pg_sys::DestReceiver) {}
 
-/// In-database tests: the lines are exactly what `row_to_json` writes, for every kind of value.
+/// In-database tests: the values are exactly what `row_to_json` writes, for every kind of value.
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {
     use pgrx::prelude::*;
 
     #[pg_test]
-    fn every_line_is_what_row_to_json_writes() {
+    fn every_value_is_what_row_to_json_writes() {
         Spi::run(
             r#"
             CREATE TYPE pg_temp_mood AS ENUM ('sad', 'happy');
@@ -748,15 +736,18 @@ mod tests {
                     (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 400) g), NULL",
         )
         .unwrap();
-        let reference = r#"SELECT '{"table" : ' || to_json('public."we""ird"'::text)::text || ', "row" : ' || row_to_json(r)::text || '}' AS line
+        // A row line is [<table index>, <values>...], each value exactly as row_to_json writes it
+        // (json_each gives back each value's text as row_to_json wrote it).
+        let reference = r#"SELECT '[0,' || (SELECT string_agg(x.value::text, ',' ORDER BY x.ord)
+                                               FROM json_each(row_to_json(r)) WITH ORDINALITY x(key, value, ord)) || ']' AS line
                              FROM "we""ird" r WHERE organization_id = '00000000-0000-0000-0000-0000000000a1'"#;
         let exported = "SELECT line FROM tenancy.export_organization('00000000-0000-0000-0000-0000000000a1') \
-                         WHERE line LIKE '{\"table\"%'";
+                         WHERE line LIKE '[%'";
         let differ = Spi::get_one::<i64>(&format!(
             "SELECT count(*) FROM (({reference} EXCEPT ALL {exported}) UNION ALL ({exported} EXCEPT ALL {reference})) x"
         ))
         .unwrap();
-        assert_eq!(differ, Some(0), "the export's lines are row_to_json's");
+        assert_eq!(differ, Some(0), "the export's values are row_to_json's");
         let lines = Spi::get_one::<i64>(&format!("SELECT count(*) FROM ({exported}) x")).unwrap();
         assert_eq!(lines, Some(4), "the rows of organization A only");
         let end = Spi::get_one::<String>(
@@ -764,5 +755,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(end.as_deref(), Some(r#"{"end" : true, "rows" : {"public.\"we\"\"ird\"": 4}}"#));
+        // The header names the table and its columns, in the order of the values.
+        let columns = Spi::get_one::<String>(
+            "SELECT (line::jsonb->'tables')::text || ' ' || (line::jsonb->'columns'->0)::text \
+               FROM tenancy.export_organization('00000000-0000-0000-0000-0000000000a1') WHERE line LIKE '{\"format\"%'",
+        )
+        .unwrap();
+        assert_eq!(
+            columns.as_deref(),
+            Some(
+                r#"["public.\"we\"\"ird\""] ["id", "organization_id", "b", "i2", "i4", "n", "f", "f4", "d", "ts", "tz", "j", "jb", "arr", "tarr", "m", "tg", "p", "pr", "t", "vc", "bp", "Odd \"col\"", "bt", "iv", "ip", "nm", "g"]"#
+            )
+        );
     }
 }

@@ -212,9 +212,24 @@ fn seed_000_export_import_clone_and_an_online_erase_of_the_clone_killed_once() {
     );
     assert!(lines[0].contains(&format!("\"id\" : \"{VIBOTAJ}\"")), "the header names the source organization");
     assert!(lines[lines.len() - 1].starts_with("{\"end\" : true"));
-    let first_shipment = lines.iter().position(|l| l.starts_with("{\"table\" : \"public.shipments\"")).unwrap();
-    let last_party = lines.iter().rposition(|l| l.starts_with("{\"table\" : \"public.parties\"")).unwrap();
-    let first_document = lines.iter().position(|l| l.starts_with("{\"table\" : \"public.documents\"")).unwrap();
+    // A row line is [<index into the header's tables>, <values>...].
+    let prefix = |c: &mut postgres::Client, table: &str| -> String {
+        let r = c
+            .query_one(
+                "SELECT (x.i - 1)::text FROM jsonb_array_elements_text($1::text::jsonb->'tables') WITH ORDINALITY x(t, i) \
+                  WHERE x.t = $2",
+                &[&lines[0], &table],
+            )
+            .unwrap();
+        format!("[{},", r.get::<_, String>(0))
+    };
+    let (shipments, parties, documents) =
+        (prefix(&mut su, "public.shipments"), prefix(&mut su, "public.parties"), prefix(&mut su, "public.documents"));
+    let first_shipment = lines.iter().position(|l| l.starts_with(&shipments)).unwrap();
+    let last_party = lines.iter().rposition(|l| l.starts_with(&parties)).unwrap();
+    let first_document = lines.iter().position(|l| l.starts_with(&documents)).unwrap();
+    let rows = lines[1..lines.len() - 1].iter().filter(|l| l.starts_with('[') && l.ends_with(']')).count();
+    assert_eq!(rows, 230_760, "every row line is a JSON array");
     assert!(last_party < first_shipment && first_shipment < first_document, "parents before children");
     assert!(!text.contains(WRITER_ORG), "no row of another organization");
 
@@ -482,6 +497,18 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
         "import an export of another tenancy version",
         "0A000",
         fresh().query("CALL tenancy.import_organization('old_export')", &[]),
+    );
+    fresh()
+        .batch_execute(&format!(
+            "CREATE TABLE v1_export AS SELECT * FROM vibotaj_export;
+             UPDATE v1_export SET line = replace(replace(line, '\"format_version\" : 2', '\"format_version\" : 1'),
+                                                 '{VIBOTAJ}', '99999999-0000-0000-0000-000000000002') WHERE n = 1;"
+        ))
+        .unwrap();
+    run(
+        "import an export of another format version",
+        "22023",
+        fresh().query("CALL tenancy.import_organization('v1_export')", &[]),
     );
     run(
         "clone into a slug that exists",
