@@ -2,6 +2,221 @@
 -- Rollback
 ----------------------------------------------------------------------------------------------
 
+-- Foreign keys: the old ones back, the tenant-carrying ones gone. An old key is added NOT
+-- VALID and then validated with FORCE ROW LEVEL SECURITY off on the tables (this table, its
+-- parent) that the owner would otherwise see through their policies: Postgres's check of
+-- existing rows runs as the owner, and under a FORCE policy it sees no parent row at all
+-- (issue 15: "Key (user_id)=(...) is not present"). FORCE is back on before this returns, in
+-- the same transaction; the ALTER TABLE holds its lock until the commit, so nobody sees the gap.
+-- Runs the statements and returns them (part of tenancy._owner_rollback, as the table's owner).
+CREATE FUNCTION tenancy._rollback_fks(p_rel oid, p_rec jsonb) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tbl    text := p_rel::regclass::text;
+    v_ddl    text[] := '{}';
+    v_fk     jsonb;
+    v_parent oid;
+    v_forced oid[];
+    v_r      oid;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    FOR v_fk IN SELECT f FROM jsonb_array_elements(coalesce(p_rec->'fk_rewrites', '[]')) f LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_fk->>'old') THEN
+            IF right(v_fk->>'old_def', 10) = ' NOT VALID' THEN  -- it was not valid before either
+                v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_fk->>'old', v_fk->>'old_def');
+                EXECUTE v_ddl[cardinality(v_ddl)];
+            ELSE
+                v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tbl, v_fk->>'old', v_fk->>'old_def');
+                EXECUTE v_ddl[cardinality(v_ddl)];
+                SELECT c.confrelid INTO v_parent FROM pg_constraint c WHERE c.conrelid = p_rel AND c.conname = v_fk->>'old';
+                v_forced := ARRAY(SELECT x.oid FROM pg_class x
+                                   WHERE x.oid IN (p_rel, v_parent) AND x.relrowsecurity AND x.relforcerowsecurity
+                                     AND pg_has_role(current_user, x.relowner, 'USAGE')
+                                   ORDER BY x.oid);
+                FOREACH v_r IN ARRAY v_forced LOOP
+                    v_ddl := v_ddl || format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', v_r::regclass);
+                    EXECUTE v_ddl[cardinality(v_ddl)];
+                END LOOP;
+                v_ddl := v_ddl || format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tbl, v_fk->>'old');
+                EXECUTE v_ddl[cardinality(v_ddl)];
+                FOREACH v_r IN ARRAY v_forced LOOP
+                    v_ddl := v_ddl || format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', v_r::regclass);
+                    EXECUTE v_ddl[cardinality(v_ddl)];
+                END LOOP;
+            END IF;
+        END IF;
+        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_fk->>'new');
+        EXECUTE v_ddl[cardinality(v_ddl)];
+    END LOOP;
+    RETURN v_ddl;
+END $$;
+
+-- Unique constraints and indexes: the old ones back, under their names; the new ones gone.
+-- A replaced key took the old one's name when it took over (issue 15 item 8): that object,
+-- which holds the tenant column, is dropped and the old definition added under the name.
+-- Runs the statements and returns them (part of tenancy._owner_rollback, as the table's owner).
+CREATE FUNCTION tenancy._rollback_uniques(p_rel oid, p_rec jsonb, p_att int2) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tbl    text := p_rel::regclass::text;
+    v_ddl    text[] := '{}';
+    v_schema text := tenancy._schema_of(p_rel);
+    v_ix     jsonb;
+    v_leaf   oid;
+    v_i      integer;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    FOR v_ix IN SELECT ix FROM jsonb_array_elements(coalesce(p_rec->'indexes', '[]')) ix LOOP
+        IF v_ix->'replaces'->>'constraint' IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->'replaces'->>'constraint'
+                          AND p_att = ANY (conkey)) THEN
+            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->'replaces'->>'constraint')
+                           || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
+        ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
+              AND EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                           WHERE i.indrelid = p_rel AND c.relname = v_ix->'replaces'->>'index' AND p_att = ANY (i.indkey::int2[])) THEN
+            v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_ix->'replaces'->>'index') || (v_ix->'replaces'->>'def');
+        ELSIF v_ix->'replaces'->>'constraint' IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->'replaces'->>'constraint') THEN
+            v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
+        ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                            WHERE i.indrelid = p_rel AND c.relname = v_ix->'replaces'->>'index') THEN
+            v_ddl := v_ddl || (v_ix->'replaces'->>'def');
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->>'name') THEN
+            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->>'name');
+        ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = v_ix->>'name' AND c.relkind IN ('i', 'I')
+                         AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = p_rel)) THEN
+            v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, v_ix->>'name');
+        END IF;
+        IF (p_rec->>'partitioned')::boolean THEN  -- leaf indexes not attached yet
+            FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
+                v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, tenancy._leaf_index_name(v_leaf, v_ix));
+            END LOOP;
+        END IF;
+    END LOOP;
+    FOR v_i IN 1 .. cardinality(v_ddl) LOOP
+        EXECUTE v_ddl[v_i];
+    END LOOP;
+    RETURN v_ddl;
+END $$;
+
+-- Keys that hold the tenant column and that tenancy did not make: a fix lint printed (TEN010:
+-- the key with the tenant column first) and the DBA applied. The column did not exist before
+-- the backfill, so the key was (columns without it) then: it goes back to that, under its
+-- name. Other objects on the column that tenancy did not make are named in a NOTICE.
+-- Only for a column the backfill added. Runs the statements and returns them (part of
+-- tenancy._owner_rollback, as the table's owner).
+CREATE FUNCTION tenancy._rollback_hand_made_keys(p_rel oid, p_rec jsonb, p_att int2, p_drop boolean) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+    v_ddl    text[] := '{}';
+    v_schema text := tenancy._schema_of(p_rel);
+    v_con    record;
+    v_left   text;
+    v_i      integer;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    FOR v_con IN SELECT c.conname, c.contype,
+                        ARRAY(SELECT k FROM unnest(c.conkey) WITH ORDINALITY u(k, n) WHERE k <> p_att ORDER BY n)::int2[] AS rest
+                   FROM pg_constraint c
+                  WHERE c.conrelid = p_rel AND c.contype IN ('p', 'u') AND p_att = ANY (c.conkey)
+                    AND cardinality(c.conkey) > 1
+                  ORDER BY c.conname LOOP
+        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s (%s)', v_tbl, v_con.conname, v_con.conname,
+                                 CASE v_con.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
+                                 tenancy._idents(tenancy._att_names(p_rel, v_con.rest)));
+        RAISE NOTICE 'tenancy.rollback %: key % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is (%) again',
+              v_tbl, quote_ident(v_con.conname), tenancy._idents(tenancy._att_names(p_rel, v_con.rest));
+    END LOOP;
+    -- The same for a plain unique index (lint's fix: DROP INDEX, CREATE UNIQUE INDEX with the
+    -- tenant column first), rebuilt under its name on its other columns.
+    FOR v_con IN SELECT x.relname,
+                        ARRAY(SELECT k FROM unnest(i.indkey::int2[]) k WHERE k <> p_att)::int2[] AS rest
+                   FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                  WHERE i.indrelid = p_rel AND i.indisunique AND p_att = ANY (i.indkey::int2[])
+                    AND i.indnatts > 1 AND i.indnkeyatts = i.indnatts AND i.indpred IS NULL AND i.indexprs IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = p_rel)
+                    AND NOT coalesce(p_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))
+                  ORDER BY x.relname LOOP
+        v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_con.relname)
+                       || format('CREATE UNIQUE INDEX %I ON %s (%s)', v_con.relname, v_tbl, tenancy._idents(tenancy._att_names(p_rel, v_con.rest)));
+        RAISE NOTICE 'tenancy.rollback %: unique index % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is on (%) again',
+              v_tbl, quote_ident(v_con.relname), tenancy._idents(tenancy._att_names(p_rel, v_con.rest));
+    END LOOP;
+    FOR v_i IN 1 .. cardinality(v_ddl) LOOP
+        EXECUTE v_ddl[v_i];
+    END LOOP;
+    SELECT string_agg(x, ', ' ORDER BY x) INTO v_left FROM (
+        SELECT 'constraint ' || quote_ident(c.conname) AS x FROM pg_constraint c
+         WHERE c.conrelid = p_rel AND p_att = ANY (c.conkey) AND c.contype NOT IN ('p', 'u', 'n')
+           AND c.conname IS DISTINCT FROM p_rec->>'fk' AND c.conname IS DISTINCT FROM p_rec->>'check'
+           AND NOT coalesce(p_rec->'fk_rewrites', '[]') @> jsonb_build_array(jsonb_build_object('new', c.conname))
+        UNION ALL
+        SELECT 'index ' || quote_ident(x.relname) FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+         WHERE i.indrelid = p_rel AND p_att = ANY (i.indkey::int2[])
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = p_rel)
+           AND NOT coalesce(p_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))) s;
+    IF v_left IS NOT NULL THEN
+        RAISE NOTICE 'tenancy.rollback %: objects on % that tenancy did not make: %', v_tbl, quote_ident(v_col), v_left
+            USING HINT = CASE WHEN p_drop THEN 'Dropping the column drops them too.'
+                              ELSE 'They are left as they are.' END;
+    END IF;
+    RETURN v_ddl;
+END $$;
+
+-- The statements that undo what the backfill did to the column itself: its foreign key to
+-- tenancy.organizations, the NOT NULL check, NOT NULL, the fill trigger, the default, and the
+-- column (drop_column, when the backfill added it). Returned, not run (part of
+-- tenancy._owner_rollback, as the table's owner).
+CREATE FUNCTION tenancy._rollback_column_statements(p_rel oid, p_rec jsonb, p_drop boolean) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+    v_ddl    text[] := '{}';
+    v_leaf   oid;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    IF p_rec->>'fk' IS NOT NULL THEN
+        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, p_rec->>'fk');
+        FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
+            IF v_leaf <> p_rel THEN
+                v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_leaf::regclass, p_rec->>'fk');
+            END IF;
+        END LOOP;
+    END IF;
+    IF p_rec->>'check' IS NOT NULL THEN
+        FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
+            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = p_rec->>'check') THEN
+                v_ddl := v_ddl || format('ALTER TABLE ONLY %s DROP CONSTRAINT %I', v_leaf::regclass, p_rec->>'check');
+            END IF;
+        END LOOP;
+    END IF;
+    IF (p_rec->>'set_not_null')::boolean AND NOT (p_rec->>'column_was_not_null')::boolean
+       AND NOT (p_drop AND NOT (p_rec->>'column_existed')::boolean) THEN
+        v_ddl := v_ddl || format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', v_tbl, v_col);
+    END IF;
+    IF p_rec->>'trigger' IS NOT NULL THEN
+        v_ddl := v_ddl || format('DROP TRIGGER IF EXISTS %I ON %s', p_rec->>'trigger', v_tbl);
+    END IF;
+    IF p_rec->>'default_expr' IS NOT NULL AND NOT (p_drop AND NOT (p_rec->>'column_existed')::boolean) THEN
+        v_ddl := v_ddl || CASE WHEN p_rec->>'old_default' IS NULL THEN format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', v_tbl, v_col)
+                               ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', v_tbl, v_col, p_rec->>'old_default') END;
+    END IF;
+    IF p_drop THEN
+        IF (p_rec->>'column_existed')::boolean THEN
+            RAISE NOTICE 'tenancy.rollback: %.% existed before the backfill and is kept', v_tbl, quote_ident(v_col);
+        ELSE
+            v_ddl := v_ddl || format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', v_tbl, v_col);
+        END IF;
+    END IF;
+    RETURN v_ddl;
+END $$;
+
 -- The work of tenancy.rollback, as the table's owner (through tenancy._as_owner): the recorded
 -- definitions it puts back run with the owner's rights only. Everything happens in the caller's
 -- transaction: a table is rolled back entirely or (on an error) not at all.
@@ -18,18 +233,8 @@ DECLARE
     v_ddl   text[] := '{}';
     v_done  integer := 0;
     v_iso   text;
-    v_stmt  text;
     v_other integer;
-    v_ix    jsonb;
-    v_fk    jsonb;
-    v_leaf  oid;
-    v_schema text := tenancy._schema_of(v_rel);
     v_deps  text;
-    v_parent oid;
-    v_forced oid[];
-    v_r     oid;
-    v_con   record;
-    v_left  text;
     v_i     integer;
 BEGIN
     PERFORM tenancy._running_as_owner(v_rel);
@@ -64,163 +269,15 @@ BEGIN
     IF EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = tbl AND t.details ? 'isolation') THEN
         v_iso := tenancy.disable_isolation(tbl);  -- runs its own statements and returns them
     END IF;
-    -- Foreign keys: the old ones back, the tenant-carrying ones gone. An old key is added NOT
-    -- VALID and then validated with FORCE ROW LEVEL SECURITY off on the tables (this table, its
-    -- parent) that the owner would otherwise see through their policies: Postgres's check of
-    -- existing rows runs as the owner, and under a FORCE policy it sees no parent row at all
-    -- (issue 15: "Key (user_id)=(...) is not present"). FORCE is back on before this returns, in
-    -- the same transaction; the ALTER TABLE holds its lock until the commit, so nobody sees the gap.
-    FOR v_fk IN SELECT f FROM jsonb_array_elements(coalesce(v_rec->'fk_rewrites', '[]')) f LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_fk->>'old') THEN
-            IF right(v_fk->>'old_def', 10) = ' NOT VALID' THEN  -- it was not valid before either
-                v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_fk->>'old', v_fk->>'old_def');
-                EXECUTE v_ddl[cardinality(v_ddl)];
-            ELSE
-                v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tbl, v_fk->>'old', v_fk->>'old_def');
-                EXECUTE v_ddl[cardinality(v_ddl)];
-                SELECT c.confrelid INTO v_parent FROM pg_constraint c WHERE c.conrelid = v_rel AND c.conname = v_fk->>'old';
-                v_forced := ARRAY(SELECT x.oid FROM pg_class x
-                                   WHERE x.oid IN (v_rel, v_parent) AND x.relrowsecurity AND x.relforcerowsecurity
-                                     AND pg_has_role(current_user, x.relowner, 'USAGE')
-                                   ORDER BY x.oid);
-                FOREACH v_r IN ARRAY v_forced LOOP
-                    v_ddl := v_ddl || format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', v_r::regclass);
-                    EXECUTE v_ddl[cardinality(v_ddl)];
-                END LOOP;
-                v_ddl := v_ddl || format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tbl, v_fk->>'old');
-                EXECUTE v_ddl[cardinality(v_ddl)];
-                FOREACH v_r IN ARRAY v_forced LOOP
-                    v_ddl := v_ddl || format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', v_r::regclass);
-                    EXECUTE v_ddl[cardinality(v_ddl)];
-                END LOOP;
-            END IF;
-        END IF;
-        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_fk->>'new');
-        EXECUTE v_ddl[cardinality(v_ddl)];
-    END LOOP;
-    v_done := cardinality(v_ddl);
-    -- Unique constraints and indexes: the old ones back, under their names; the new ones gone.
-    -- A replaced key took the old one's name when it took over (issue 15 item 8): that object,
-    -- which holds the tenant column, is dropped and the old definition added under the name.
-    FOR v_ix IN SELECT ix FROM jsonb_array_elements(coalesce(v_rec->'indexes', '[]')) ix LOOP
-        IF v_ix->'replaces'->>'constraint' IS NOT NULL
-           AND EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->'replaces'->>'constraint'
-                          AND v_att = ANY (conkey)) THEN
-            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->'replaces'->>'constraint')
-                           || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
-        ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
-              AND EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                           WHERE i.indrelid = v_rel AND c.relname = v_ix->'replaces'->>'index' AND v_att = ANY (i.indkey::int2[])) THEN
-            v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_ix->'replaces'->>'index') || (v_ix->'replaces'->>'def');
-        ELSIF v_ix->'replaces'->>'constraint' IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->'replaces'->>'constraint') THEN
-            v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
-        ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                            WHERE i.indrelid = v_rel AND c.relname = v_ix->'replaces'->>'index') THEN
-            v_ddl := v_ddl || (v_ix->'replaces'->>'def');
-        END IF;
-        IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->>'name') THEN
-            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->>'name');
-        ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = v_ix->>'name' AND c.relkind IN ('i', 'I')
-                         AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = v_rel)) THEN
-            v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, v_ix->>'name');
-        END IF;
-        IF (v_rec->>'partitioned')::boolean THEN  -- leaf indexes not attached yet
-            FOR v_leaf IN SELECT unnest(tenancy._leaves(v_rel)) LOOP
-                v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, tenancy._leaf_index_name(v_leaf, v_ix));
-            END LOOP;
-        END IF;
-    END LOOP;
-    FOR v_i IN v_done + 1 .. cardinality(v_ddl) LOOP
-        EXECUTE v_ddl[v_i];
-    END LOOP;
-    v_done := cardinality(v_ddl);
-    -- Keys that hold the tenant column and that tenancy did not make: a fix lint printed (TEN010:
-    -- the key with the tenant column first) and the DBA applied. The column did not exist before
-    -- the backfill, so the key was (columns without it) then: it goes back to that, under its
-    -- name. Other objects on the column that tenancy did not make are named in a NOTICE.
+    -- The foreign keys, then the unique keys and indexes, then the keys made by hand (each part
+    -- runs its statements), then the column's own objects.
+    v_ddl := tenancy._rollback_fks(v_rel, v_rec);
+    v_ddl := v_ddl || tenancy._rollback_uniques(v_rel, v_rec, v_att);
     IF v_att IS NOT NULL AND NOT (v_rec->>'column_existed')::boolean THEN
-        FOR v_con IN SELECT c.conname, c.contype,
-                            ARRAY(SELECT k FROM unnest(c.conkey) WITH ORDINALITY u(k, n) WHERE k <> v_att ORDER BY n)::int2[] AS rest
-                       FROM pg_constraint c
-                      WHERE c.conrelid = v_rel AND c.contype IN ('p', 'u') AND v_att = ANY (c.conkey)
-                        AND cardinality(c.conkey) > 1
-                      ORDER BY c.conname LOOP
-            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s (%s)', v_tbl, v_con.conname, v_con.conname,
-                                     CASE v_con.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
-                                     tenancy._idents(tenancy._att_names(v_rel, v_con.rest)));
-            RAISE NOTICE 'tenancy.rollback %: key % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is (%) again',
-                  v_tbl, quote_ident(v_con.conname), tenancy._idents(tenancy._att_names(v_rel, v_con.rest));
-        END LOOP;
-        -- The same for a plain unique index (lint's fix: DROP INDEX, CREATE UNIQUE INDEX with the
-        -- tenant column first), rebuilt under its name on its other columns.
-        FOR v_con IN SELECT x.relname,
-                            ARRAY(SELECT k FROM unnest(i.indkey::int2[]) k WHERE k <> v_att)::int2[] AS rest
-                       FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
-                      WHERE i.indrelid = v_rel AND i.indisunique AND v_att = ANY (i.indkey::int2[])
-                        AND i.indnatts > 1 AND i.indnkeyatts = i.indnatts AND i.indpred IS NULL AND i.indexprs IS NULL
-                        AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = v_rel)
-                        AND NOT coalesce(v_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))
-                      ORDER BY x.relname LOOP
-            v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_con.relname)
-                           || format('CREATE UNIQUE INDEX %I ON %s (%s)', v_con.relname, v_tbl, tenancy._idents(tenancy._att_names(v_rel, v_con.rest)));
-            RAISE NOTICE 'tenancy.rollback %: unique index % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is on (%) again',
-                  v_tbl, quote_ident(v_con.relname), tenancy._idents(tenancy._att_names(v_rel, v_con.rest));
-        END LOOP;
-        FOR v_i IN v_done + 1 .. cardinality(v_ddl) LOOP
-            EXECUTE v_ddl[v_i];
-        END LOOP;
-        v_done := cardinality(v_ddl);
-        SELECT string_agg(x, ', ' ORDER BY x) INTO v_left FROM (
-            SELECT 'constraint ' || quote_ident(c.conname) AS x FROM pg_constraint c
-             WHERE c.conrelid = v_rel AND v_att = ANY (c.conkey) AND c.contype NOT IN ('p', 'u', 'n')
-               AND c.conname IS DISTINCT FROM v_rec->>'fk' AND c.conname IS DISTINCT FROM v_rec->>'check'
-               AND NOT coalesce(v_rec->'fk_rewrites', '[]') @> jsonb_build_array(jsonb_build_object('new', c.conname))
-            UNION ALL
-            SELECT 'index ' || quote_ident(x.relname) FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
-             WHERE i.indrelid = v_rel AND v_att = ANY (i.indkey::int2[])
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = v_rel)
-               AND NOT coalesce(v_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))) s;
-        IF v_left IS NOT NULL THEN
-            RAISE NOTICE 'tenancy.rollback %: objects on % that tenancy did not make: %', v_tbl, quote_ident(v_col), v_left
-                USING HINT = CASE WHEN drop_column THEN 'Dropping the column drops them too.'
-                                  ELSE 'They are left as they are.' END;
-        END IF;
+        v_ddl := v_ddl || tenancy._rollback_hand_made_keys(v_rel, v_rec, v_att, drop_column);
     END IF;
-    IF v_rec->>'fk' IS NOT NULL THEN
-        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_rec->>'fk');
-        FOR v_leaf IN SELECT unnest(tenancy._leaves(v_rel)) LOOP
-            IF v_leaf <> v_rel THEN
-                v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_leaf::regclass, v_rec->>'fk');
-            END IF;
-        END LOOP;
-    END IF;
-    IF v_rec->>'check' IS NOT NULL THEN
-        FOR v_leaf IN SELECT unnest(tenancy._leaves(v_rel)) LOOP
-            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = v_rec->>'check') THEN
-                v_ddl := v_ddl || format('ALTER TABLE ONLY %s DROP CONSTRAINT %I', v_leaf::regclass, v_rec->>'check');
-            END IF;
-        END LOOP;
-    END IF;
-    IF (v_rec->>'set_not_null')::boolean AND NOT (v_rec->>'column_was_not_null')::boolean
-       AND NOT (drop_column AND NOT (v_rec->>'column_existed')::boolean) THEN
-        v_ddl := v_ddl || format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', v_tbl, v_col);
-    END IF;
-    IF v_rec->>'trigger' IS NOT NULL THEN
-        v_ddl := v_ddl || format('DROP TRIGGER IF EXISTS %I ON %s', v_rec->>'trigger', v_tbl);
-    END IF;
-    IF v_rec->>'default_expr' IS NOT NULL AND NOT (drop_column AND NOT (v_rec->>'column_existed')::boolean) THEN
-        v_ddl := v_ddl || CASE WHEN v_rec->>'old_default' IS NULL THEN format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', v_tbl, v_col)
-                               ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', v_tbl, v_col, v_rec->>'old_default') END;
-    END IF;
-    IF drop_column THEN
-        IF (v_rec->>'column_existed')::boolean THEN
-            RAISE NOTICE 'tenancy.rollback: %.% existed before the backfill and is kept', v_tbl, quote_ident(v_col);
-        ELSE
-            v_ddl := v_ddl || format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', v_tbl, v_col);
-        END IF;
-    END IF;
+    v_done := cardinality(v_ddl);
+    v_ddl := v_ddl || tenancy._rollback_column_statements(v_rel, v_rec, drop_column);
     FOR v_i IN v_done + 1 .. cardinality(v_ddl) LOOP
         EXECUTE v_ddl[v_i];
     END LOOP;
@@ -331,3 +388,12 @@ BEGIN
                           AND (t.details ? 'backfill' OR t.details ? 'isolation'))),
                    coalesce($2, false), format('rollback_all(%L)', p_schema)) r;
 END $$;
+
+COMMENT ON FUNCTION tenancy._rollback_fks(oid, jsonb) IS
+  'Internal: rollback of the rewritten foreign keys (the old ones back, validated); run as the table''s owner by tenancy._owner_rollback.';
+COMMENT ON FUNCTION tenancy._rollback_uniques(oid, jsonb, int2) IS
+  'Internal: rollback of the unique keys and indexes the backfill rewrote or added (the old ones back, under their names); run as the table''s owner by tenancy._owner_rollback.';
+COMMENT ON FUNCTION tenancy._rollback_hand_made_keys(oid, jsonb, int2, boolean) IS
+  'Internal: rollback of keys holding the tenant column that tenancy did not make (a lint fix applied by hand); run as the table''s owner by tenancy._owner_rollback.';
+COMMENT ON FUNCTION tenancy._rollback_column_statements(oid, jsonb, boolean) IS
+  'Internal: the statements undoing the tenant column''s foreign key, check, NOT NULL, trigger and default (and the column); for tenancy._owner_rollback.';

@@ -40,6 +40,10 @@ BEGIN
     RETURN jsonb_build_object('added', v_added);
 END $$;
 
+-- Checks the arguments and the users table, reads every user's id, application role and
+-- organization in one query, maps the roles, and hands the memberships to the catalog operation
+-- above. reason: over 80 lines because each check raises its own error, in the order a caller
+-- meets them; they read best one after another, and nothing is done before the last one.
 CREATE FUNCTION tenancy.adopt_users(users regclass, role_map jsonb, organization_id uuid DEFAULT NULL,
                                     id_column name DEFAULT 'id', role_column name DEFAULT 'role',
                                     default_role text DEFAULT NULL)
