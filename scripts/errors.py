@@ -8,8 +8,8 @@ Reads
   (a) the conditions of `enum Error` in ROOT/src/errors.rs and the SQLSTATE of each (the arms of
       `Error::code`), every Rust raise site in ROOT/src/*.rs (`Error::X.raise(`, the constructors
       of src/errors.rs such as `Error::not_registered(`, `spi(` for Internal);
-  (b) every RAISE EXCEPTION of ROOT/sql/*.sql (the install scripts in sql/versions are generated
-      from them and left out), its `ERRCODE = '<condition name or SQLSTATE>'`;
+  (b) every RAISE EXCEPTION of ROOT/sql/*.sql and ROOT/sql/*/*.sql (the install scripts in
+      sql/versions are generated from them and left out), its `ERRCODE = '<condition name or SQLSTATE>'`;
   (c) the table of ROOT/docs/errors.md: `| `SQLSTATE` condition_name | `Variant`, ... | when |`;
 and fails (exit 1, every problem listed) when
   - Rust raises past the enum: `PgSqlErrorCode::`, `ErrorReport`, `ereport`, `error!` anywhere but
@@ -204,8 +204,10 @@ def sql(root, by_condition):
     """(raises [(file, line, SQLSTATE)], re-raises, problems)."""
     raises, reraises, problems = [], 0, []
     codes = set(by_condition.values())
-    for path in sorted(glob.glob(os.path.join(root, "sql", "*.sql"))):
-        rel = f"sql/{os.path.basename(path)}"
+    for path in sorted(glob.glob(os.path.join(root, "sql", "**", "*.sql"), recursive=True)):
+        rel = os.path.relpath(path, root)
+        if rel.startswith(os.path.join("sql", "versions", "")):
+            continue
         text = open(path).read()
         for pos, stmt in sql_statements(text):
             line = line_of(text, pos)
@@ -313,7 +315,7 @@ def self_check(root):
          "sql/api.sql", lambda t: t + "\nDO $$ BEGIN RAISE EXCEPTION 'tenancy: planted'; END $$;\n",
          "without ERRCODE"),
         ("a message in another style",
-         "sql/api.sql", lambda t: t + "\nDO $$ BEGIN RAISE EXCEPTION 'planted: x' USING ERRCODE = 'internal_error'; END $$;\n",
+         "sql/backfill/07_rollback.sql", lambda t: t + "\nDO $$ BEGIN RAISE EXCEPTION 'planted: x' USING ERRCODE = 'internal_error'; END $$;\n",
          "does not start with"),
         ("a docs row nobody raises",
          "docs/errors.md", lambda t: t.replace("| `22004` ", "| `22012` division_by_zero | | planted |\n| `22004` ", 1),

@@ -61,7 +61,7 @@ pub enum Error {
     #[allow(dead_code)] // raised in sql/lifecycle.sql only
     ForeignKeyViolation,
     /// Rows left without an organization (`23502`).
-    #[allow(dead_code)] // raised in sql/backfill.sql only
+    #[allow(dead_code)] // raised in sql/backfill/*.sql only
     NotNullViolation,
     /// The caller is not a tenancy administrator acting as itself (`42501`).
     NotAdministrator,
@@ -71,7 +71,7 @@ pub enum Error {
     /// user, a role the table's owner did not allow (`42501`).
     InsufficientPrivilege,
     /// A foreign key missing, ambiguous or in a cycle (`42830`).
-    #[allow(dead_code)] // raised in sql/backfill.sql only
+    #[allow(dead_code)] // raised in sql/backfill/*.sql only
     InvalidForeignKey,
     /// A table Citus cannot distribute by its tenant column as it is defined (`42P16`).
     InvalidTableDefinition,
@@ -90,7 +90,7 @@ pub enum Error {
     #[allow(dead_code)] // raised in sql/*.sql only
     ObjectInUse,
     /// Lock timeouts exhausted the retries (`55P03`).
-    #[allow(dead_code)] // raised in sql/backfill.sql only
+    #[allow(dead_code)] // raised in sql/backfill/*.sql only
     LockNotAvailable,
     /// A bug in tenancy: an internal query failed, an impossible state (`XX000`).
     Internal,

@@ -8,8 +8,12 @@
 //! 3. the Rust functions of the modules below;
 //! 4. `sql/helpers.sql`: identifiers, names and foreign key definitions built from the catalog;
 //! 5. `sql/lint.sql`: tenancy.lint(), once the Rust helpers it calls exist;
-//! 6. `sql/backfill.sql`: the online backfill (tenancy.backfill and its steps), rollback,
-//!    adopt_users;
+//! 6. `sql/backfill/`, its files in the order of their numbers: the online backfill
+//!    (`01_record.sql`: the record of a backfill and the catalog operation that writes it;
+//!    `02_helpers.sql`; `03_plan.sql`: the first CALL's checks and plan; `04_indexes.sql`: the
+//!    index plan; `05_step.sql`: one step of a phase; `06_procedures.sql`: tenancy.backfill,
+//!    backfill_all, pending_statements, backfill_progress), `07_rollback.sql`,
+//!    `08_adopt_users.sql`, and `09_comments.sql` (their comments and grants);
 //! 7. `sql/citus.sql`: distribute(), distribute_all(), distribution_plan() (Citus), the
 //!    catalog's subquery-free membership check;
 //! 8. `sql/lifecycle.sql`: the tenant lifecycle (erase, usage, export, import) and its
@@ -49,15 +53,24 @@ extension_sql_file!(
     name = "lint",
     requires = ["helpers", lint::_policy_calls, lint::_wrap_policy_calls]
 );
+// The backfill, one file per part, each loaded after the one before it (sql/backfill/NN_*.sql).
 extension_sql_file!(
-    "../sql/backfill.sql",
-    name = "backfill",
+    "../sql/backfill/01_record.sql",
+    name = "backfill_record",
     requires = ["lint", privileged::_privileged, security::_as_owner, lookups::get_user_organization_id]
 );
+extension_sql_file!("../sql/backfill/02_helpers.sql", name = "backfill_helpers", requires = ["backfill_record"]);
+extension_sql_file!("../sql/backfill/03_plan.sql", name = "backfill_plan", requires = ["backfill_helpers"]);
+extension_sql_file!("../sql/backfill/04_indexes.sql", name = "backfill_indexes", requires = ["backfill_plan"]);
+extension_sql_file!("../sql/backfill/05_step.sql", name = "backfill_step", requires = ["backfill_indexes"]);
+extension_sql_file!("../sql/backfill/06_procedures.sql", name = "backfill_procedures", requires = ["backfill_step"]);
+extension_sql_file!("../sql/backfill/07_rollback.sql", name = "backfill_rollback", requires = ["backfill_procedures"]);
+extension_sql_file!("../sql/backfill/08_adopt_users.sql", name = "adopt_users", requires = ["backfill_rollback"]);
+extension_sql_file!("../sql/backfill/09_comments.sql", name = "backfill_comments", requires = ["adopt_users"]);
 extension_sql_file!(
     "../sql/citus.sql",
     name = "citus",
-    requires = ["backfill", distribution::_distribute, lookups::get_user_organization_id]
+    requires = ["backfill_comments", distribution::_distribute, lookups::get_user_organization_id]
 );
 extension_sql_file!(
     "../sql/lifecycle.sql",

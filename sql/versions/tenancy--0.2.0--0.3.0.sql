@@ -161,6 +161,89 @@ BEGIN
     RETURN r.rank;
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._backfill_add_check(p_rel oid, p_rec jsonb, p_check text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_col    text := p_rec->>'tenant_column';
+    v_leaf   jsonb;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    IF (v_rec->>'column_was_not_null')::boolean THEN
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'not_null', jsonb_build_object('note', 'the column was NOT NULL already'));
+    ELSE
+        FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = (v_leaf#>>'{}')::oid AND conname = p_check) THEN
+                EXECUTE format('ALTER TABLE ONLY %s ADD CONSTRAINT %I CHECK (%I IS NOT NULL) NOT VALID',
+                               (v_leaf#>>'{}')::oid::regclass, p_check, v_col);
+            END IF;
+        END LOOP;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('check', p_check), 'check_added');
+    END IF;
+    RETURN v_rec;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_add_column(p_rel oid, p_rec jsonb, p_trig text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    IF tenancy._backfill_fast_default(p_rel, v_rec) THEN
+        -- One organization for every row, and a new column: the organization becomes the
+        -- column's default together with NOT NULL, in one metadata-only ALTER (PostgreSQL
+        -- keeps the value in the catalog as the rows' "missing value" and writes no row, nor
+        -- scans for NULLs). The fill trigger, as in the batched path, gives the organization
+        -- to a row written with an explicit NULL until enable_isolation retires it.
+        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s NOT NULL DEFAULT %L::%s', v_tbl, v_col,
+                       v_rec->>'column_type', v_rec->'source'->>'value', v_rec->>'column_type');
+        EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW WHEN (NEW.%I IS NULL) '
+                       'EXECUTE FUNCTION tenancy._backfill_fill(%L, %L)', p_trig, v_tbl, v_col, v_col, v_rec->>'lookup');
+        v_rec := v_rec || jsonb_build_object('fast_default', true, 'set_not_null', true, 'trigger', p_trig, 'default_expr',
+            (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+              WHERE d.adrelid = p_rel AND a.attname = v_col));
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'column_added', jsonb_build_object(
+            'fast_default', true, 'default', v_rec->'default_expr', 'not_null', true, 'trigger', p_trig));
+    ELSE
+        IF NOT (v_rec->>'column_existed')::boolean THEN
+            EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I %s', v_tbl, v_col, v_rec->>'column_type');
+        END IF;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'column_added');
+    END IF;
+    RETURN v_rec;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_add_fk(p_rel oid, p_rec jsonb, p_fkname text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_col    text := p_rec->>'tenant_column';
+    v_leaf   jsonb;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    IF EXISTS (SELECT 1 FROM pg_constraint con JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
+                WHERE con.conrelid = p_rel AND con.contype = 'f' AND con.confrelid = 'tenancy.organizations'::regclass
+                  AND cardinality(con.conkey) = 1 AND a.attname = v_col) THEN
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'fk_added', jsonb_build_object('note', 'a foreign key to tenancy.organizations existed'));
+    ELSE
+        -- NOT VALID takes a short lock; the check of existing rows comes next, without blocking
+        -- writers. A partitioned table gets one per partition first: Postgres 15 cannot add a
+        -- NOT VALID foreign key to a partitioned table, but attaches these when the parent's is added.
+        FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = (v_leaf#>>'{}')::oid AND conname = p_fkname) THEN
+                EXECUTE format('ALTER TABLE ONLY %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.organizations (%s)%s NOT VALID',
+                               (v_leaf#>>'{}')::oid::regclass, p_fkname, v_col,
+                               CASE v_rec->>'column_type' WHEN 'uuid' THEN 'id' ELSE 'slug' END,
+                               CASE v_rec->>'column_type' WHEN 'text' THEN ' ON UPDATE CASCADE' ELSE '' END);
+            END IF;
+        END LOOP;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('fk', p_fkname), 'fk_added');
+    END IF;
+    RETURN v_rec;
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._backfill_advance(p_rel oid, p_rec jsonb, p_phase text, p_details jsonb DEFAULT '{}')
 RETURNS jsonb LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT tenancy._backfill_save(p_rel,
@@ -180,10 +263,8 @@ DECLARE
     v_kind    "char";
     v_ispart  boolean;
     v_att     record;
+    v_found   jsonb;
     v_source  jsonb;
-    v_value   text;
-    v_fk      record;
-    v_pcol    record;
     v_lookup  text;
     v_other   integer;
     v_options jsonb;
@@ -191,12 +272,106 @@ BEGIN
     PERFORM tenancy._citus_backfill_check(p_rel);  -- Citus: refused once the catalog is distributed
     SELECT c.oid::regclass::text, c.relkind, c.relispartition INTO v_name, v_kind, v_ispart
       FROM pg_class c WHERE c.oid = p_rel;
-    IF v_kind NOT IN ('r', 'p') THEN
-        RAISE EXCEPTION 'tenancy.backfill: % is not a table (it is a %)', v_name, tenancy._relkind_noun(v_kind)
+    PERFORM tenancy._backfill_check_call(p_rel, v_name, v_kind, v_ispart, p_type, p_batch, p_pause, p_lock_timeout, p_retries);
+    v_options := jsonb_build_object('batch_size', p_batch, 'pause_s', extract(epoch FROM p_pause),
+                                    'lock_timeout_ms', (extract(epoch FROM p_lock_timeout) * 1000)::bigint,
+                                    'max_retries', p_retries, 'build_indexes', p_build);
+
+    v_other := tenancy._backfill_running_elsewhere(v_rec);
+    IF v_other IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.backfill: % is being backfilled by session %', v_name, v_other
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Watch it with SELECT * FROM tenancy.backfill_progress; stop it with pg_cancel_backend(pid).';
+    END IF;
+
+    IF v_rec IS NOT NULL THEN
+        RETURN tenancy._backfill_resume(p_rel, v_rec, v_name, p_org, p_col, p_parent, p_user_col, v_options);
+    END IF;
+
+    -- A first CALL.
+    IF p_type IS NULL OR p_type NOT IN ('uuid', 'text') THEN
+        RAISE EXCEPTION 'tenancy.backfill: column_type must be uuid (organization id) or text (organization slug), not %', p_type
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT a.attnum, a.atttypid, a.attnotnull,
+           (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d WHERE d.adrelid = p_rel AND d.adnum = a.attnum) AS def
+      INTO v_att FROM pg_attribute a
+     WHERE a.attrelid = p_rel AND a.attname = tenancy._require('tenant_column', p_col) AND a.attnum > 0 AND NOT a.attisdropped;
+    IF FOUND AND NOT (CASE p_type WHEN 'uuid' THEN v_att.atttypid = 'uuid'::regtype
+                      ELSE v_att.atttypid IN ('text'::regtype, 'character varying'::regtype) END) THEN
+        RAISE EXCEPTION 'tenancy.backfill: %.% already exists with type %, not %', v_name, quote_ident(p_col),
+                        format_type(v_att.atttypid, NULL), p_type
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Pass column_type => ''uuid'' or ''text'' to match it, or name another tenant_column.';
+    END IF;
+
+    v_found := tenancy._backfill_source(p_rel, v_name, p_org, p_col, p_type, p_parent, p_user_col, v_att.atttypid);
+    v_source := v_found->'source';
+    v_lookup := v_found->>'lookup';
+
+    v_rec := jsonb_build_object(
+        'table', v_name, 'partitioned', v_kind = 'p',
+        'tenant_column', p_col, 'column_type', p_type, 'source', v_source, 'lookup', v_lookup,
+        'options', v_options,
+        'was_registered', EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass),
+        'column_existed', v_att.attnum IS NOT NULL,
+        'column_was_not_null', coalesce(v_att.attnotnull, false),
+        'old_default', v_att.def,
+        'phase', 'planned', 'phase_started_at', clock_timestamp(), 'started_at', clock_timestamp(),
+        'pid', pg_backend_pid(), 'retries', 0, 'skipped', '[]'::jsonb,
+        'run', jsonb_build_object('started_at', extract(epoch FROM clock_timestamp()), 'rows', 0, 'blocks', 0));
+    RETURN tenancy._backfill_save(p_rel, v_rec,
+        jsonb_build_object('operation', 'backfill', 'status', 'started',
+                           'details', jsonb_build_object('phase', 'planned', 'source', v_source, 'options', v_options)));
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_build_index(p_rel oid, p_rec jsonb, OUT rec jsonb, OUT done boolean) RETURNS record
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_tbl    text := p_rel::regclass::text;
+    v_opt    jsonb := p_rec->'options';
+    v_phase  text := p_rec->>'phase';
+    v_ix     jsonb;
+    v_stmt   text;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    done := false;
+    SELECT ix INTO v_ix FROM jsonb_array_elements(v_rec->'indexes') ix
+     WHERE NOT tenancy._index_ready(p_rel, ix) LIMIT 1;
+    IF v_ix IS NULL THEN
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'indexes_built',
+                     jsonb_build_object('indexes', (SELECT jsonb_agg(ix->'name') FROM jsonb_array_elements(v_rec->'indexes') ix)));
+    ELSIF (v_opt->>'build_indexes')::boolean THEN
+        -- Asked for: build it here, with a plain CREATE INDEX (writers wait while it builds).
+        PERFORM set_config('lock_timeout', '0', true);
+        FOR v_stmt IN SELECT s FROM tenancy._index_statements(p_rel, v_ix, false) s LOOP
+            EXECUTE v_stmt;
+        END LOOP;
+        RAISE NOTICE 'tenancy.backfill %: built index %', v_tbl, quote_ident(v_ix->>'name');
+    ELSE
+        IF v_phase = 'fk_validated' THEN
+            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'awaiting_indexes');
+        END IF;
+        RAISE NOTICE 'tenancy.backfill %: % index(es) must be built outside a transaction', v_tbl,
+              (SELECT count(*) FROM jsonb_array_elements(v_rec->'indexes') ix WHERE NOT tenancy._index_ready(p_rel, ix))
+            USING HINT = format('In psql: SELECT statement FROM tenancy.pending_statements() \gexec   then CALL tenancy.backfill(%L) again (or pass build_indexes => true to build them here, blocking writes).', v_tbl);
+        done := true;
+    END IF;
+    rec := v_rec;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_check_call(
+    p_rel oid, p_name text, p_kind "char", p_ispart boolean, p_type text,
+    p_batch integer, p_pause interval, p_lock_timeout interval, p_retries integer)
+RETURNS void LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF p_kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'tenancy.backfill: % is not a table (it is a %)', p_name, tenancy._relkind_noun(p_kind)
             USING ERRCODE = 'wrong_object_type', HINT = 'Backfill the table the view reads from.';
     END IF;
-    IF v_ispart THEN
-        RAISE EXCEPTION 'tenancy.backfill: % is a partition', v_name
+    IF p_ispart THEN
+        RAISE EXCEPTION 'tenancy.backfill: % is a partition', p_name
             USING ERRCODE = 'wrong_object_type',
                   HINT = format('Backfill the partitioned table %s: its partitions are converted with it.',
                                 (SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = p_rel));
@@ -219,151 +394,6 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = format('A tenancy administrator runs GRANT REFERENCES (slug) ON tenancy.organizations TO %I; then CALL tenancy.backfill again.', current_user);
     END IF;
-    v_options := jsonb_build_object('batch_size', p_batch, 'pause_s', extract(epoch FROM p_pause),
-                                    'lock_timeout_ms', (extract(epoch FROM p_lock_timeout) * 1000)::bigint,
-                                    'max_retries', p_retries, 'build_indexes', p_build);
-
-    v_other := tenancy._backfill_running_elsewhere(v_rec);
-    IF v_other IS NOT NULL THEN
-        RAISE EXCEPTION 'tenancy.backfill: % is being backfilled by session %', v_name, v_other
-            USING ERRCODE = 'object_in_use',
-                  HINT = 'Watch it with SELECT * FROM tenancy.backfill_progress; stop it with pg_cancel_backend(pid).';
-    END IF;
-
-    IF v_rec IS NOT NULL THEN
-        -- A resumed CALL: the source of the organization may be left out, but not changed.
-        IF (p_org IS NOT NULL AND p_org::text IS DISTINCT FROM v_rec->'source'->>'organization_id')
-           OR (p_parent IS NOT NULL AND p_parent IS DISTINCT FROM (v_rec->'source'->>'parent_oid')::oid)
-           OR (p_user_col IS NOT NULL AND p_user_col::text IS DISTINCT FROM v_rec->'source'->>'user_column')
-           -- tenant_column left at its default resumes with the recorded one (the HINTs of the
-           -- later steps name the table alone).
-           OR (p_col::text <> v_rec->>'tenant_column' AND p_col::text <> 'organization_id') THEN
-            RAISE EXCEPTION 'tenancy.backfill: % is already being converted with other options', v_name
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      DETAIL = format('Recorded: tenant column %s, source %s.', v_rec->>'tenant_column', v_rec->'source'),
-                      HINT = format('CALL tenancy.backfill(%L%s) resumes it; SELECT tenancy.rollback(%L) undoes it.', v_name,
-                                    CASE WHEN v_rec->>'tenant_column' <> 'organization_id'
-                                         THEN format(', tenant_column => %L', v_rec->>'tenant_column') ELSE '' END, v_name);
-        END IF;
-        RETURN tenancy._backfill_save(p_rel, v_rec || jsonb_build_object(
-            'options', v_options, 'pid', pg_backend_pid(), 'retries', 0,
-            'run', jsonb_build_object('started_at', extract(epoch FROM clock_timestamp()),
-                                      'rows', coalesce((v_rec->'fill'->>'rows_done')::bigint, 0),
-                                      'blocks', coalesce((v_rec->'fill'->>'blocks_done')::bigint, 0))));
-    END IF;
-
-    -- A first CALL.
-    IF p_type IS NULL OR p_type NOT IN ('uuid', 'text') THEN
-        RAISE EXCEPTION 'tenancy.backfill: column_type must be uuid (organization id) or text (organization slug), not %', p_type
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    SELECT a.attnum, a.atttypid, a.attnotnull,
-           (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d WHERE d.adrelid = p_rel AND d.adnum = a.attnum) AS def
-      INTO v_att FROM pg_attribute a
-     WHERE a.attrelid = p_rel AND a.attname = tenancy._require('tenant_column', p_col) AND a.attnum > 0 AND NOT a.attisdropped;
-    IF FOUND AND NOT (CASE p_type WHEN 'uuid' THEN v_att.atttypid = 'uuid'::regtype
-                      ELSE v_att.atttypid IN ('text'::regtype, 'character varying'::regtype) END) THEN
-        RAISE EXCEPTION 'tenancy.backfill: %.% already exists with type %, not %', v_name, quote_ident(p_col),
-                        format_type(v_att.atttypid, NULL), p_type
-            USING ERRCODE = 'datatype_mismatch',
-                  HINT = 'Pass column_type => ''uuid'' or ''text'' to match it, or name another tenant_column.';
-    END IF;
-
-    IF p_org IS NOT NULL THEN
-        SELECT CASE p_type WHEN 'uuid' THEN o.id::text ELSE o.slug END INTO v_value
-          FROM tenancy.organizations o WHERE o.id = p_org;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'tenancy.backfill: organization % does not exist', p_org
-                USING ERRCODE = 'undefined_object',
-                      HINT = 'Create it first (tenancy.create_organization). Organizations you are not a member of are invisible unless you administer tenancy.';
-        END IF;
-    END IF;
-
-    IF p_parent IS NOT NULL AND p_user_col IS NOT NULL THEN
-        RAISE EXCEPTION 'tenancy.backfill: pass parent or user_column, not both'
-            USING ERRCODE = 'invalid_parameter_value';
-    ELSIF p_parent IS NOT NULL THEN
-        SELECT con.conname, con.conkey, con.confkey, count(*) OVER () AS n INTO v_fk
-          FROM pg_constraint con
-         WHERE con.conrelid = p_rel AND con.contype = 'f' AND con.confrelid = p_parent
-         ORDER BY con.conname LIMIT 1;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'tenancy.backfill: no foreign key from % to %', v_name, p_parent::regclass
-                USING ERRCODE = 'invalid_foreign_key',
-                      HINT = 'The organization of each row is read from the row its foreign key points at; add that foreign key, or pass organization_id.';
-        ELSIF v_fk.n > 1 THEN
-            RAISE EXCEPTION 'tenancy.backfill: % has % foreign keys to %; tenancy cannot choose', v_name, v_fk.n, p_parent::regclass
-                USING ERRCODE = 'invalid_foreign_key';
-        END IF;
-        SELECT a.attnotnull, a.atttypid INTO v_pcol FROM pg_attribute a
-         WHERE a.attrelid = p_parent AND a.attname = p_col AND NOT a.attisdropped;
-        IF NOT FOUND OR v_pcol.atttypid IS DISTINCT FROM coalesce(v_att.atttypid, CASE p_type WHEN 'uuid' THEN 'uuid'::regtype ELSE 'text'::regtype END) THEN
-            RAISE EXCEPTION 'tenancy.backfill: parent % has no tenant column % of type %', p_parent::regclass, quote_ident(p_col), p_type
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = format('Convert %s first: CALL tenancy.backfill(%L, ...), or convert both with tenancy.backfill_all.',
-                                    p_parent::regclass, p_parent::regclass::text);
-        END IF;
-        v_lookup := format('SELECT p.%I::text FROM %s p WHERE %s', p_col, p_parent::regclass,
-            (SELECT string_agg(format('p.%I = ($1->>%L)::%s', pa.attname, ca.attname, format_type(ca.atttypid, ca.atttypmod)), ' AND ')
-               FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
-               JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
-               JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p));
-        v_source := jsonb_build_object('kind', 'parent', 'parent', p_parent::regclass::text, 'parent_oid', p_parent,
-                                       'fk', v_fk.conname,
-                                       'join', (SELECT jsonb_agg(jsonb_build_array(ca.attname, pa.attname))
-                                                  FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
-                                                  JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
-                                                  JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p));
-    ELSIF p_user_col IS NOT NULL THEN
-        SELECT a.atttypid INTO v_pcol FROM pg_attribute a
-         WHERE a.attrelid = p_rel AND a.attname = p_user_col AND a.attnum > 0 AND NOT a.attisdropped;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'tenancy.backfill: column % does not exist in %', quote_ident(p_user_col), v_name
-                USING ERRCODE = 'undefined_column';
-        ELSIF NOT (v_pcol.atttypid = ANY (CASE tenancy.user_id_type()
-                                            WHEN 'uuid' THEN ARRAY['uuid', 'text', 'varchar']::regtype[]
-                                            WHEN 'bigint' THEN ARRAY['int2', 'int4', 'int8', 'text', 'varchar']::regtype[]
-                                            ELSE ARRAY['text', 'varchar', 'uuid', 'int2', 'int4', 'int8']::regtype[] END)) THEN
-            RAISE EXCEPTION 'tenancy.backfill: user column %.% has type %; tenancy user ids are % in this database', v_name,
-                            quote_ident(p_user_col), format_type(v_pcol.atttypid, NULL), tenancy.user_id_type()
-                USING ERRCODE = 'datatype_mismatch';
-        END IF;
-        IF NOT has_table_privilege('tenancy.organizations', 'UPDATE') THEN
-            RAISE EXCEPTION 'tenancy.backfill: deriving the organization from a user column reads every user''s memberships'
-                USING ERRCODE = 'insufficient_privilege',
-                      HINT = 'Run it as a tenancy administrator (the role that owns the tenancy catalog).';
-        END IF;
-        v_lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::text)::text'
-                           ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::text)' END,
-                           p_user_col);
-        v_source := jsonb_build_object('kind', 'user', 'user_column', p_user_col);
-    ELSIF p_org IS NOT NULL THEN
-        v_source := jsonb_build_object('kind', 'fixed');
-    ELSE
-        RAISE EXCEPTION 'tenancy.backfill: where does each row''s organization come from?'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Pass organization_id => (one organization for every row), parent => (the table a foreign key points at), or user_column => (a column holding a user id); organization_id with either of the others is the fallback.';
-    END IF;
-    v_source := v_source || jsonb_build_object('organization_id', p_org, 'value', v_value);
-    IF v_value IS NOT NULL THEN
-        v_lookup := CASE WHEN v_lookup IS NULL THEN format('SELECT %L::text', v_value)
-                         ELSE format('SELECT coalesce((%s), %L::text)', v_lookup, v_value) END;
-    END IF;
-
-    v_rec := jsonb_build_object(
-        'table', v_name, 'partitioned', v_kind = 'p',
-        'tenant_column', p_col, 'column_type', p_type, 'source', v_source, 'lookup', v_lookup,
-        'options', v_options,
-        'was_registered', EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass),
-        'column_existed', v_att.attnum IS NOT NULL,
-        'column_was_not_null', coalesce(v_att.attnotnull, false),
-        'old_default', v_att.def,
-        'phase', 'planned', 'phase_started_at', clock_timestamp(), 'started_at', clock_timestamp(),
-        'pid', pg_backend_pid(), 'retries', 0, 'skipped', '[]'::jsonb,
-        'run', jsonb_build_object('started_at', extract(epoch FROM clock_timestamp()), 'rows', 0, 'blocks', 0));
-    RETURN tenancy._backfill_save(p_rel, v_rec,
-        jsonb_build_object('operation', 'backfill', 'status', 'started',
-                           'details', jsonb_build_object('phase', 'planned', 'source', v_source, 'options', v_options)));
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._backfill_fast_default(p_rel oid, p_rec jsonb) RETURNS boolean
@@ -389,6 +419,102 @@ BEGIN
         NEW := jsonb_populate_record(NEW, jsonb_build_object(TG_ARGV[0], v));
     END IF;
     RETURN NEW;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_fill_batch(p_rel oid, p_rec jsonb, p_now double precision) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+    v_opt    jsonb := p_rec->'options';
+    v_fill   jsonb;
+    v_leaf   jsonb;
+    v_i      integer;
+    v_lo     bigint;
+    v_hi     bigint;
+    v_n      bigint;
+    v_n2     bigint;
+    v_sql    text;
+    v_rate   double precision;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    v_fill := v_rec->'fill';
+    SELECT n - 1 INTO v_i FROM jsonb_array_elements(v_fill->'leaves') WITH ORDINALITY e(l, n)
+     WHERE (l->>'next')::bigint < (l->>'blocks')::bigint ORDER BY n LIMIT 1;
+    IF v_i IS NULL THEN
+        v_rate := (v_fill->>'rows_done')::double precision / greatest(p_now - (v_fill->>'started_at')::double precision, 0.001);
+        RAISE NOTICE 'tenancy.backfill %: fill done, % rows in % batches', v_tbl, v_fill->>'rows_done', v_fill->>'batches';
+        -- The planner learns the new column now: without statistics, tenant-scoped queries
+        -- are planned blind until autovacuum gets to the table (issue 15: 48-81x slower).
+        EXECUTE format('ANALYZE %s (%I)', v_tbl, v_col);
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filled', jsonb_build_object(
+            'rows', (v_fill->>'rows_done')::bigint, 'batches', (v_fill->>'batches')::bigint,
+            'blocks', (v_fill->>'blocks_total')::bigint, 'rows_per_second', round(v_rate::numeric)));
+    ELSE
+        v_leaf := v_fill->'leaves'->v_i;
+        v_lo := (v_leaf->>'next')::bigint;
+        v_hi := least((v_leaf->>'blocks')::bigint,
+                      v_lo + greatest(1, ceil((v_opt->>'batch_size')::double precision / (v_fill->>'tuples_per_block')::double precision))::bigint);
+        IF v_rec->'source'->>'kind' = 'parent' THEN
+            -- One index probe per row into the parent: a hash join would read all of it per batch.
+            PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
+        END IF;
+        v_sql := tenancy._backfill_fill_statement(v_rec, (v_leaf->>'relid')::oid);
+        v_n := 0;
+        IF v_sql IS NOT NULL THEN
+            EXECUTE v_sql USING format('(%s,0)', v_lo)::tid, format('(%s,0)', v_hi)::tid;
+            GET DIAGNOSTICS v_n = ROW_COUNT;
+        END IF;
+        IF v_rec->'source'->>'value' IS NOT NULL THEN  -- the fixed organization, or the fallback
+            EXECUTE format('UPDATE ONLY %s SET %I = %L WHERE ctid >= $1 AND ctid < $2 AND %I IS NULL',
+                           (v_leaf->>'relid')::oid::regclass, v_col, v_rec->'source'->>'value', v_col)
+                USING format('(%s,0)', v_lo)::tid, format('(%s,0)', v_hi)::tid;
+            GET DIAGNOSTICS v_n2 = ROW_COUNT;
+            v_n := v_n + v_n2;
+        END IF;
+        v_fill := jsonb_set(v_fill, ARRAY['leaves', v_i::text, 'next'], to_jsonb(v_hi));
+        v_fill := v_fill || jsonb_build_object(
+            'rows_done', (v_fill->>'rows_done')::bigint + v_n,
+            'blocks_done', (v_fill->>'blocks_done')::bigint + (v_hi - v_lo),
+            'batches', (v_fill->>'batches')::bigint + 1);
+        v_rec := v_rec || jsonb_build_object('fill', v_fill, 'retries', 0);
+        v_rec := tenancy._backfill_save(p_rel, v_rec);
+        -- Progress: rows, share of blocks visited, rate and ETA of this CALL.
+        v_rate := ((v_fill->>'blocks_done')::bigint - (v_rec->'run'->>'blocks')::bigint)
+                  / greatest(p_now - (v_rec->'run'->>'started_at')::double precision, 0.001);
+        RAISE NOTICE 'tenancy.backfill %: % of ~% rows, % %%, % rows/s, ETA %', v_tbl, v_fill->>'rows_done',
+              greatest((v_fill->>'rows_total')::bigint, (v_fill->>'rows_done')::bigint),
+              round(100.0 * (v_fill->>'blocks_done')::bigint / greatest((v_fill->>'blocks_total')::bigint, 1), 1),
+              round((((v_fill->>'rows_done')::bigint - (v_rec->'run'->>'rows')::bigint)
+                     / greatest(p_now - (v_rec->'run'->>'started_at')::double precision, 0.001))::numeric),
+              CASE WHEN v_rate > 0 THEN justify_interval(make_interval(secs => round((((v_fill->>'blocks_total')::bigint
+                    - (v_fill->>'blocks_done')::bigint) / v_rate)::numeric, 1)))::text ELSE '?' END;
+    END IF;
+    RETURN v_rec;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_fill_statement(p_rec jsonb, p_leaf oid) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_col    text := p_rec->>'tenant_column';
+BEGIN
+    CASE p_rec->'source'->>'kind'
+    WHEN 'parent' THEN
+        RETURN format('UPDATE ONLY %s c SET %I = p.%I FROM %s p WHERE c.ctid >= $1 AND c.ctid < $2 AND c.%I IS NULL AND %s',
+                      p_leaf::regclass, v_col, v_col, (p_rec->'source'->>'parent_oid')::oid::regclass, v_col,
+                      (SELECT string_agg(format('p.%I = c.%I', j->>1, j->>0), ' AND ')
+                         FROM jsonb_array_elements(p_rec->'source'->'join') j));
+    WHEN 'user' THEN
+        RETURN format('UPDATE ONLY %s c SET %I = %s WHERE c.ctid >= $1 AND c.ctid < $2 AND c.%I IS NULL AND c.%I IS NOT NULL',
+                      p_leaf::regclass, v_col,
+                      format(CASE p_rec->>'column_type' WHEN 'uuid' THEN 'tenancy.get_user_organization_id(c.%I::text)'
+                             ELSE '(SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(c.%I::text))' END,
+                             p_rec->'source'->>'user_column'),
+                      v_col, p_rec->'source'->>'user_column');
+    ELSE
+        RETURN NULL;
+    END CASE;
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._backfill_index_plan(p_rel oid, p_rec jsonb) RETURNS jsonb
@@ -467,10 +593,123 @@ BEGIN
     RETURN jsonb_build_object('indexes', v_plan, 'skipped', v_skipped);
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._backfill_parent_source(
+    p_rel oid, p_name text, p_col name, p_type text, p_parent oid, p_atttypid oid)
+RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_fk      record;
+    v_pcol    record;
+    v_lookup  text;
+    v_source  jsonb;
+BEGIN
+    SELECT con.conname, con.conkey, con.confkey, count(*) OVER () AS n INTO v_fk
+      FROM pg_constraint con
+     WHERE con.conrelid = p_rel AND con.contype = 'f' AND con.confrelid = p_parent
+     ORDER BY con.conname LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy.backfill: no foreign key from % to %', p_name, p_parent::regclass
+            USING ERRCODE = 'invalid_foreign_key',
+                  HINT = 'The organization of each row is read from the row its foreign key points at; add that foreign key, or pass organization_id.';
+    ELSIF v_fk.n > 1 THEN
+        RAISE EXCEPTION 'tenancy.backfill: % has % foreign keys to %; tenancy cannot choose', p_name, v_fk.n, p_parent::regclass
+            USING ERRCODE = 'invalid_foreign_key';
+    END IF;
+    SELECT a.attnotnull, a.atttypid INTO v_pcol FROM pg_attribute a
+     WHERE a.attrelid = p_parent AND a.attname = p_col AND NOT a.attisdropped;
+    IF NOT FOUND OR v_pcol.atttypid IS DISTINCT FROM coalesce(p_atttypid, CASE p_type WHEN 'uuid' THEN 'uuid'::regtype ELSE 'text'::regtype END) THEN
+        RAISE EXCEPTION 'tenancy.backfill: parent % has no tenant column % of type %', p_parent::regclass, quote_ident(p_col), p_type
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Convert %s first: CALL tenancy.backfill(%L, ...), or convert both with tenancy.backfill_all.',
+                                p_parent::regclass, p_parent::regclass::text);
+    END IF;
+    v_lookup := format('SELECT p.%I::text FROM %s p WHERE %s', p_col, p_parent::regclass,
+        (SELECT string_agg(format('p.%I = ($1->>%L)::%s', pa.attname, ca.attname, format_type(ca.atttypid, ca.atttypmod)), ' AND ')
+           FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
+           JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
+           JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p));
+    v_source := jsonb_build_object('kind', 'parent', 'parent', p_parent::regclass::text, 'parent_oid', p_parent,
+                                   'fk', v_fk.conname,
+                                   'join', (SELECT jsonb_agg(jsonb_build_array(ca.attname, pa.attname))
+                                              FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
+                                              JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
+                                              JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p));
+    RETURN jsonb_build_object('source', v_source, 'lookup', v_lookup);
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._backfill_record(p_rel oid) RETURNS jsonb
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT t.details->'backfill' FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass
 $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_resume(
+    p_rel oid, p_rec jsonb, p_name text, p_org uuid, p_col name, p_parent oid, p_user_col name, p_options jsonb)
+RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF (p_org IS NOT NULL AND p_org::text IS DISTINCT FROM p_rec->'source'->>'organization_id')
+       OR (p_parent IS NOT NULL AND p_parent IS DISTINCT FROM (p_rec->'source'->>'parent_oid')::oid)
+       OR (p_user_col IS NOT NULL AND p_user_col::text IS DISTINCT FROM p_rec->'source'->>'user_column')
+       -- tenant_column left at its default resumes with the recorded one (the HINTs of the
+       -- later steps name the table alone).
+       OR (p_col::text <> p_rec->>'tenant_column' AND p_col::text <> 'organization_id') THEN
+        RAISE EXCEPTION 'tenancy.backfill: % is already being converted with other options', p_name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Recorded: tenant column %s, source %s.', p_rec->>'tenant_column', p_rec->'source'),
+                  HINT = format('CALL tenancy.backfill(%L%s) resumes it; SELECT tenancy.rollback(%L) undoes it.', p_name,
+                                CASE WHEN p_rec->>'tenant_column' <> 'organization_id'
+                                     THEN format(', tenant_column => %L', p_rec->>'tenant_column') ELSE '' END, p_name);
+    END IF;
+    RETURN tenancy._backfill_save(p_rel, p_rec || jsonb_build_object(
+        'options', p_options, 'pid', pg_backend_pid(), 'retries', 0,
+        'run', jsonb_build_object('started_at', extract(epoch FROM clock_timestamp()),
+                                  'rows', coalesce((p_rec->'fill'->>'rows_done')::bigint, 0),
+                                  'blocks', coalesce((p_rec->'fill'->>'blocks_done')::bigint, 0))));
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_rewrite_fks(p_rel oid, p_rec jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+    v_fks    jsonb;
+    v_fk     record;
+    v_sql    text;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    -- Foreign keys to other tenant tables carry the tenant column: a row can only point at a
+    -- row of its own organization. NOT VALID now, validated in the next step.
+    v_fks := coalesce(v_rec->'fk_rewrites', '[]');
+    FOR v_fk IN
+        SELECT con.oid, con.conname, con.confrelid::regclass AS parent, pg_get_constraintdef(con.oid) AS def,
+               tenancy._att_names(con.conrelid, con.conkey) AS cols, tenancy._att_names(con.confrelid, con.confkey) AS pcols,
+               t.tenant_column::text AS pcol, con.confupdtype, con.confdeltype
+          FROM pg_constraint con
+          JOIN tenancy.tenant_tables t ON t.relid = con.confrelid::regclass AND t.column_type = v_rec->>'column_type'
+         WHERE con.conrelid = p_rel AND con.contype = 'f' AND con.confrelid <> 'tenancy.organizations'::regclass
+           AND NOT (SELECT attnum FROM pg_attribute WHERE attrelid = p_rel AND attname = v_col) = ANY (con.conkey)
+         ORDER BY con.conname LOOP
+        IF v_fks @> jsonb_build_array(jsonb_build_object('old', v_fk.conname)) THEN
+            CONTINUE;
+        ELSIF NOT tenancy._has_index(v_fk.parent, ARRAY[v_fk.pcol] || v_fk.pcols, true) THEN
+            v_rec := jsonb_set(v_rec, '{skipped}', (v_rec->'skipped') || jsonb_build_object('object', v_fk.conname,
+                'reason', format('%s has no unique key on (%s, %s) yet: convert it first, then CALL tenancy.backfill(%L) again',
+                                 v_fk.parent, v_fk.pcol, array_to_string(v_fk.pcols, ', '), v_tbl)));
+            CONTINUE;
+        ELSIF v_fk.confupdtype IN ('n', 'd') THEN
+            v_rec := jsonb_set(v_rec, '{skipped}', (v_rec->'skipped') || jsonb_build_object('object', v_fk.conname,
+                'reason', 'ON UPDATE SET NULL/DEFAULT would also clear the tenant column: rewrite it by hand'));
+            CONTINUE;
+        END IF;
+        -- Built from the catalog's columns, each quoted, never from the constraint's text. ON
+        -- DELETE SET NULL / SET DEFAULT clears only the key columns, never the tenant column.
+        v_sql := tenancy._fk_definition(v_fk.oid, v_col, v_fk.pcol);
+        EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tbl, tenancy._name(v_fk.conname, 'tenant'), v_sql);
+        v_fks := v_fks || jsonb_build_object('old', v_fk.conname, 'old_def', v_fk.def,
+                                             'new', tenancy._name(v_fk.conname, 'tenant'), 'new_def', v_sql);
+    END LOOP;
+    v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('fk_rewrites', v_fks), 'fks_added');
+    RETURN v_rec;
+END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._backfill_running_elsewhere(p_rec jsonb) RETURNS integer
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -487,11 +726,288 @@ BEGIN
     RETURN v_rec;
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._backfill_set_not_null(p_rel oid, p_rec jsonb, p_check text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+    v_leaf   jsonb;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', v_tbl, v_col);
+    FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+        EXECUTE format('ALTER TABLE ONLY %s DROP CONSTRAINT IF EXISTS %I', (v_leaf#>>'{}')::oid::regclass, p_check);
+    END LOOP;
+    v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('set_not_null', true), 'not_null');
+    RETURN v_rec;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_source(
+    p_rel oid, p_name text, p_org uuid, p_col name, p_type text, p_parent oid, p_user_col name, p_atttypid oid)
+RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_value   text;
+    v_found   jsonb;
+    v_source  jsonb;
+    v_lookup  text;
+BEGIN
+    IF p_org IS NOT NULL THEN
+        SELECT CASE p_type WHEN 'uuid' THEN o.id::text ELSE o.slug END INTO v_value
+          FROM tenancy.organizations o WHERE o.id = p_org;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'tenancy.backfill: organization % does not exist', p_org
+                USING ERRCODE = 'undefined_object',
+                      HINT = 'Create it first (tenancy.create_organization). Organizations you are not a member of are invisible unless you administer tenancy.';
+        END IF;
+    END IF;
+
+    IF p_parent IS NOT NULL AND p_user_col IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.backfill: pass parent or user_column, not both'
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF p_parent IS NOT NULL THEN
+        v_found := tenancy._backfill_parent_source(p_rel, p_name, p_col, p_type, p_parent, p_atttypid);
+    ELSIF p_user_col IS NOT NULL THEN
+        v_found := tenancy._backfill_user_source(p_rel, p_name, p_type, p_user_col);
+    ELSIF p_org IS NOT NULL THEN
+        v_found := jsonb_build_object('source', jsonb_build_object('kind', 'fixed'));
+    ELSE
+        RAISE EXCEPTION 'tenancy.backfill: where does each row''s organization come from?'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass organization_id => (one organization for every row), parent => (the table a foreign key points at), or user_column => (a column holding a user id); organization_id with either of the others is the fallback.';
+    END IF;
+    v_source := (v_found->'source') || jsonb_build_object('organization_id', p_org, 'value', v_value);
+    v_lookup := v_found->>'lookup';
+    IF v_value IS NOT NULL THEN
+        v_lookup := CASE WHEN v_lookup IS NULL THEN format('SELECT %L::text', v_value)
+                         ELSE format('SELECT coalesce((%s), %L::text)', v_lookup, v_value) END;
+    END IF;
+    RETURN jsonb_build_object('source', v_source, 'lookup', v_lookup);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_start_fill(p_rel oid, p_rec jsonb, p_trig text, p_now double precision) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+    v_leaves jsonb;
+    v_n      bigint;
+    v_n2     bigint;
+    v_total  bigint;
+    v_tpb    double precision;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    IF (v_rec->>'fast_default')::boolean THEN
+        -- Every row has its organization already (the column's missing value): nothing to fill.
+        -- The planner learns the new column (as after a batched fill), outside the ALTER's lock.
+        EXECUTE format('ANALYZE %s (%I)', v_tbl, v_col);
+        SELECT sum(greatest(c.reltuples, 0))::bigint, sum(pg_relation_size(l.oid) / current_setting('block_size')::bigint)
+          INTO v_total, v_n
+          FROM unnest(tenancy._leaves(p_rel)) l(oid) JOIN pg_class c ON c.oid = l.oid;
+        v_rec := v_rec || jsonb_build_object('fill', jsonb_build_object(
+            'leaves', '[]'::jsonb, 'blocks_total', coalesce(v_n, 0), 'blocks_done', coalesce(v_n, 0),
+            'rows_total', coalesce(v_total, 0), 'rows_done', coalesce(v_total, 0), 'tuples_per_block', 0,
+            'started_at', p_now, 'batches', 0, 'fast_default', true));
+        RAISE NOTICE 'tenancy.backfill %: % of ~% rows, 100.0 %%, from the column default (metadata only: no row written)', v_tbl,
+              coalesce(v_total, 0), coalesce(v_total, 0);
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'not_null', jsonb_build_object(
+            'fast_default', true, 'rows', coalesce(v_total, 0), 'batches', 0, 'blocks', coalesce(v_n, 0),
+            'note', 'ADD COLUMN ... NOT NULL DEFAULT: every existing row reads the organization from the catalog; nothing filled, no CHECK needed'));
+    ELSE
+        -- From now on no row is written without an organization (while one can be derived):
+        -- the trigger fills new rows and rows updated before the fill reached them.
+        IF v_rec->'source'->>'kind' = 'fixed' AND v_rec->>'old_default' IS NULL THEN
+            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %L::%s', v_tbl, v_col,
+                           v_rec->'source'->>'value', v_rec->>'column_type');
+            v_rec := v_rec || jsonb_build_object('default_expr',
+                (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                  WHERE d.adrelid = p_rel AND a.attname = v_col));
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = p_rel AND t.tgname = p_trig AND NOT t.tgisinternal) THEN
+            EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW WHEN (NEW.%I IS NULL) '
+                           'EXECUTE FUNCTION tenancy._backfill_fill(%L, %L)', p_trig, v_tbl, v_col, v_col, v_rec->>'lookup');
+        END IF;
+        v_rec := v_rec || jsonb_build_object('trigger', p_trig);
+        -- The blocks to visit: every row without an organization is in them now (the trigger
+        -- handles rows written from here on, wherever they land).
+        SELECT jsonb_agg(jsonb_build_object('relid', l.oid, 'name', l.oid::regclass::text, 'next', 0,
+                                            'blocks', pg_relation_size(l.oid) / current_setting('block_size')::bigint)
+                         ORDER BY l.oid),
+               sum(greatest(c.reltuples, 0))::bigint,
+               sum(pg_relation_size(l.oid) / current_setting('block_size')::bigint),
+               sum(greatest(c.reltuples, 0)) / nullif(sum(c.relpages) FILTER (WHERE c.reltuples > 0), 0)
+          INTO v_leaves, v_total, v_n, v_tpb
+          FROM unnest(tenancy._leaves(p_rel)) l(oid) JOIN pg_class c ON c.oid = l.oid;
+        IF v_tpb IS NULL AND v_n > 0 THEN  -- never analyzed: count the rows of the first blocks
+            EXECUTE format('SELECT count(*) FROM ONLY %s WHERE ctid < %L::tid', ((v_leaves->0)->>'relid')::oid::regclass,
+                           format('(%s,0)', least(10, ((v_leaves->0)->>'blocks')::bigint)))
+               INTO v_n2;
+            v_tpb := greatest(v_n2::double precision / greatest(least(10, ((v_leaves->0)->>'blocks')::bigint), 1), 1);
+            v_total := (v_tpb * v_n)::bigint;
+        END IF;
+        v_rec := v_rec || jsonb_build_object('fill', jsonb_build_object(
+            'leaves', coalesce(v_leaves, '[]'), 'blocks_total', coalesce(v_n, 0), 'blocks_done', 0,
+            'rows_total', coalesce(v_total, 0), 'rows_done', 0, 'tuples_per_block', coalesce(v_tpb, 100),
+            'started_at', p_now, 'batches', 0));
+        v_rec := v_rec || jsonb_build_object('run', jsonb_build_object('started_at', p_now, 'rows', 0, 'blocks', 0));
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filling', jsonb_build_object('trigger', p_trig, 'default', v_rec->'default_expr'));
+    END IF;
+    RETURN v_rec;
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._backfill_step(p_rel oid, OUT done boolean, OUT sleep double precision)
 LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     SELECT (r->>'done')::boolean, (r->>'sleep')::double precision
       FROM tenancy._as_owner(p_rel, 'backfill_step', '{}') r
 $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_take_over_uniques(p_rel oid, p_rec jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_tbl    text := p_rel::regclass::text;
+    v_ix     jsonb;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    -- The tenant-scoped unique constraints take over from the old ones, which are dropped
+    -- only now that the new ones are valid. A replacement takes the old one's name (drop the
+    -- old, add the new under its name, in this transaction): ORMs that compare names (Prisma)
+    -- see no drift, and SQL written against the old name goes on working (issue 15 item 8).
+    FOR v_ix IN SELECT ix FROM jsonb_array_elements(v_rec->'indexes') ix WHERE ix->>'kind' IN ('pkey', 'unique') LOOP
+        IF v_ix->>'kind' = 'pkey' THEN
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->>'name') THEN
+                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE USING INDEX %I', v_tbl, v_ix->>'name', v_ix->>'name');
+            END IF;
+        ELSIF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                           WHERE i.indrelid = p_rel AND c.relname = v_ix->>'name') THEN
+            NULL;  -- taken over already (the index carries the old name now)
+        ELSIF v_ix->'replaces'->>'constraint' IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_ix->'replaces'->>'constraint');
+            -- USING INDEX renames the index to the constraint's name.
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE USING INDEX %I', v_tbl, v_ix->'replaces'->>'constraint', v_ix->>'name');
+        ELSIF v_ix->'replaces'->>'index' IS NOT NULL THEN
+            EXECUTE format('DROP INDEX IF EXISTS %s.%I', tenancy._schema_of(p_rel), v_ix->'replaces'->>'index');
+            EXECUTE format('ALTER INDEX %s.%I RENAME TO %I', tenancy._schema_of(p_rel), v_ix->>'name', v_ix->'replaces'->>'index');
+        END IF;
+    END LOOP;
+    v_rec := tenancy._backfill_advance(p_rel, v_rec, 'uniques_done');
+    RETURN v_rec;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_user_source(p_rel oid, p_name text, p_type text, p_user_col name)
+RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_pcol    record;
+    v_lookup  text;
+    v_source  jsonb;
+BEGIN
+    SELECT a.atttypid INTO v_pcol FROM pg_attribute a
+     WHERE a.attrelid = p_rel AND a.attname = p_user_col AND a.attnum > 0 AND NOT a.attisdropped;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenancy.backfill: column % does not exist in %', quote_ident(p_user_col), p_name
+            USING ERRCODE = 'undefined_column';
+    ELSIF NOT (v_pcol.atttypid = ANY (CASE tenancy.user_id_type()
+                                        WHEN 'uuid' THEN ARRAY['uuid', 'text', 'varchar']::regtype[]
+                                        WHEN 'bigint' THEN ARRAY['int2', 'int4', 'int8', 'text', 'varchar']::regtype[]
+                                        ELSE ARRAY['text', 'varchar', 'uuid', 'int2', 'int4', 'int8']::regtype[] END)) THEN
+        RAISE EXCEPTION 'tenancy.backfill: user column %.% has type %; tenancy user ids are % in this database', p_name,
+                        quote_ident(p_user_col), format_type(v_pcol.atttypid, NULL), tenancy.user_id_type()
+            USING ERRCODE = 'datatype_mismatch';
+    END IF;
+    IF NOT has_table_privilege('tenancy.organizations', 'UPDATE') THEN
+        RAISE EXCEPTION 'tenancy.backfill: deriving the organization from a user column reads every user''s memberships'
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Run it as a tenancy administrator (the role that owns the tenancy catalog).';
+    END IF;
+    v_lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::text)::text'
+                       ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::text)' END,
+                       p_user_col);
+    v_source := jsonb_build_object('kind', 'user', 'user_column', p_user_col);
+    RETURN jsonb_build_object('source', v_source, 'lookup', v_lookup);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_validate_check(p_rel oid, p_rec jsonb, p_check text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+    v_leaf   jsonb;
+    v_n      bigint;
+    v_msg    text;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+        BEGIN
+            EXECUTE format('ALTER TABLE ONLY %s VALIDATE CONSTRAINT %I', (v_leaf#>>'{}')::oid::regclass, p_check);
+        EXCEPTION WHEN check_violation THEN
+            -- Rows the source gave no organization: report them, leave the constraint unvalidated.
+            EXECUTE format('SELECT count(*), (SELECT string_agg(left(r::text, 120), '' | '') FROM (SELECT * FROM %1$s WHERE %2$I IS NULL LIMIT 3) r) FROM %1$s WHERE %2$I IS NULL',
+                           v_tbl, v_col) INTO v_n, v_msg;
+            RAISE EXCEPTION 'tenancy.backfill: % row(s) of % have no organization', v_n, v_tbl
+                USING ERRCODE = 'not_null_violation',
+                      DETAIL = format('The %s gave them none. First rows: %s',
+                                      CASE v_rec->'source'->>'kind' WHEN 'parent' THEN 'parent row (or its missing foreign key)'
+                                           WHEN 'user' THEN 'user (no active membership)' ELSE 'source' END, v_msg),
+                      HINT = format('Everything filled so far is committed. Give them an organization (UPDATE %s SET %I = ... WHERE %I IS NULL), then CALL tenancy.backfill(%L) again; or undo with SELECT tenancy.rollback(%L).',
+                                    v_tbl, v_col, v_col, v_tbl, v_tbl);
+        END;
+    END LOOP;
+    v_rec := tenancy._backfill_advance(p_rel, v_rec, 'check_validated');
+    RETURN v_rec;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_validate_fk(p_rel oid, p_rec jsonb, p_fkname text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+    v_leaf   jsonb;
+    v_plan   jsonb;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    IF v_rec->>'fk' IS NOT NULL THEN
+        FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+            EXECUTE format('ALTER TABLE ONLY %s VALIDATE CONSTRAINT %I', (v_leaf#>>'{}')::oid::regclass, p_fkname);
+        END LOOP;
+        IF (v_rec->>'partitioned')::boolean
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = p_fkname) THEN
+            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.organizations (%s)%s',
+                           v_tbl, p_fkname, v_col, CASE v_rec->>'column_type' WHEN 'uuid' THEN 'id' ELSE 'slug' END,
+                           CASE v_rec->>'column_type' WHEN 'text' THEN ' ON UPDATE CASCADE' ELSE '' END);
+        END IF;
+    END IF;
+    v_plan := tenancy._backfill_index_plan(p_rel, v_rec);
+    v_rec := v_rec || jsonb_build_object('indexes', v_plan->'indexes', 'skipped', v_plan->'skipped');
+    v_rec := tenancy._backfill_advance(p_rel, v_rec, 'fk_validated');
+    RETURN v_rec;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._backfill_validate_fks(p_rel oid, p_rec jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_rec    jsonb := p_rec;
+    v_tbl    text := p_rel::regclass::text;
+    v_fk     record;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    FOR v_fk IN SELECT f->>'old' AS old, f->>'new' AS new FROM jsonb_array_elements(v_rec->'fk_rewrites') f LOOP
+        IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_fk.new AND NOT convalidated) THEN
+            EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tbl, v_fk.new);
+        END IF;
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_fk.old);
+    END LOOP;
+    v_rec := tenancy._backfill_advance(p_rel, v_rec, 'converted');
+    RAISE NOTICE 'tenancy.backfill %: converted%', v_tbl,
+          CASE WHEN jsonb_array_length(v_rec->'skipped') > 0
+               THEN format(' (left as they were: %s)', (SELECT string_agg(format('%s: %s', s->>'object', s->>'reason'), '; ')
+                                                         FROM jsonb_array_elements(v_rec->'skipped') s))
+               ELSE '' END
+        USING HINT = format('Next: SELECT tenancy.enable_isolation(%L) once the application sets the tenant context.', v_tbl);
+    RETURN v_rec;
+END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._byte_prefix(p_text text, p_bytes integer) RETURNS text
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -2129,25 +2645,7 @@ DECLARE
     v_check  text;
     v_fkname text;
     v_trig   text;
-    v_fill   jsonb;
-    v_leaves jsonb;
-    v_leaf   jsonb;
-    v_i      integer;
-    v_lo     bigint;
-    v_hi     bigint;
-    v_n      bigint;
-    v_n2     bigint;
-    v_total  bigint;
-    v_sql    text;
-    v_plan   jsonb;
-    v_ix     jsonb;
-    v_stmt   text;
-    v_fks    jsonb;
-    v_fk     record;
     v_now    double precision := extract(epoch FROM clock_timestamp());
-    v_rate   double precision;
-    v_msg    text;
-    v_tpb    double precision;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
   BEGIN
@@ -2170,325 +2668,21 @@ BEGIN
 
     BEGIN  -- a lock timeout undoes this block only; the step is then retried after a back-off
     CASE v_phase
-    WHEN 'planned' THEN
-        IF tenancy._backfill_fast_default(p_rel, v_rec) THEN
-            -- One organization for every row, and a new column: the organization becomes the
-            -- column's default together with NOT NULL, in one metadata-only ALTER (PostgreSQL
-            -- keeps the value in the catalog as the rows' "missing value" and writes no row, nor
-            -- scans for NULLs). The fill trigger, as in the batched path, gives the organization
-            -- to a row written with an explicit NULL until enable_isolation retires it.
-            EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s NOT NULL DEFAULT %L::%s', v_tbl, v_col,
-                           v_rec->>'column_type', v_rec->'source'->>'value', v_rec->>'column_type');
-            EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW WHEN (NEW.%I IS NULL) '
-                           'EXECUTE FUNCTION tenancy._backfill_fill(%L, %L)', v_trig, v_tbl, v_col, v_col, v_rec->>'lookup');
-            v_rec := v_rec || jsonb_build_object('fast_default', true, 'set_not_null', true, 'trigger', v_trig, 'default_expr',
-                (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-                  WHERE d.adrelid = p_rel AND a.attname = v_col));
-            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'column_added', jsonb_build_object(
-                'fast_default', true, 'default', v_rec->'default_expr', 'not_null', true, 'trigger', v_trig));
-        ELSE
-            IF NOT (v_rec->>'column_existed')::boolean THEN
-                EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I %s', v_tbl, v_col, v_rec->>'column_type');
-            END IF;
-            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'column_added');
-        END IF;
-
-    WHEN 'column_added' THEN
-      IF (v_rec->>'fast_default')::boolean THEN
-        -- Every row has its organization already (the column's missing value): nothing to fill.
-        -- The planner learns the new column (as after a batched fill), outside the ALTER's lock.
-        EXECUTE format('ANALYZE %s (%I)', v_tbl, v_col);
-        SELECT sum(greatest(c.reltuples, 0))::bigint, sum(pg_relation_size(l.oid) / current_setting('block_size')::bigint)
-          INTO v_total, v_n
-          FROM unnest(tenancy._leaves(p_rel)) l(oid) JOIN pg_class c ON c.oid = l.oid;
-        v_rec := v_rec || jsonb_build_object('fill', jsonb_build_object(
-            'leaves', '[]'::jsonb, 'blocks_total', coalesce(v_n, 0), 'blocks_done', coalesce(v_n, 0),
-            'rows_total', coalesce(v_total, 0), 'rows_done', coalesce(v_total, 0), 'tuples_per_block', 0,
-            'started_at', v_now, 'batches', 0, 'fast_default', true));
-        RAISE NOTICE 'tenancy.backfill %: % of ~% rows, 100.0 %%, from the column default (metadata only: no row written)', v_tbl,
-              coalesce(v_total, 0), coalesce(v_total, 0);
-        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'not_null', jsonb_build_object(
-            'fast_default', true, 'rows', coalesce(v_total, 0), 'batches', 0, 'blocks', coalesce(v_n, 0),
-            'note', 'ADD COLUMN ... NOT NULL DEFAULT: every existing row reads the organization from the catalog; nothing filled, no CHECK needed'));
-      ELSE
-        -- From now on no row is written without an organization (while one can be derived):
-        -- the trigger fills new rows and rows updated before the fill reached them.
-        IF v_rec->'source'->>'kind' = 'fixed' AND v_rec->>'old_default' IS NULL THEN
-            EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %L::%s', v_tbl, v_col,
-                           v_rec->'source'->>'value', v_rec->>'column_type');
-            v_rec := v_rec || jsonb_build_object('default_expr',
-                (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-                  WHERE d.adrelid = p_rel AND a.attname = v_col));
-        END IF;
-        IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = p_rel AND t.tgname = v_trig AND NOT t.tgisinternal) THEN
-            EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW WHEN (NEW.%I IS NULL) '
-                           'EXECUTE FUNCTION tenancy._backfill_fill(%L, %L)', v_trig, v_tbl, v_col, v_col, v_rec->>'lookup');
-        END IF;
-        v_rec := v_rec || jsonb_build_object('trigger', v_trig);
-        -- The blocks to visit: every row without an organization is in them now (the trigger
-        -- handles rows written from here on, wherever they land).
-        SELECT jsonb_agg(jsonb_build_object('relid', l.oid, 'name', l.oid::regclass::text, 'next', 0,
-                                            'blocks', pg_relation_size(l.oid) / current_setting('block_size')::bigint)
-                         ORDER BY l.oid),
-               sum(greatest(c.reltuples, 0))::bigint,
-               sum(pg_relation_size(l.oid) / current_setting('block_size')::bigint),
-               sum(greatest(c.reltuples, 0)) / nullif(sum(c.relpages) FILTER (WHERE c.reltuples > 0), 0)
-          INTO v_leaves, v_total, v_n, v_tpb
-          FROM unnest(tenancy._leaves(p_rel)) l(oid) JOIN pg_class c ON c.oid = l.oid;
-        IF v_tpb IS NULL AND v_n > 0 THEN  -- never analyzed: count the rows of the first blocks
-            EXECUTE format('SELECT count(*) FROM ONLY %s WHERE ctid < %L::tid', ((v_leaves->0)->>'relid')::oid::regclass,
-                           format('(%s,0)', least(10, ((v_leaves->0)->>'blocks')::bigint)))
-               INTO v_n2;
-            v_tpb := greatest(v_n2::double precision / greatest(least(10, ((v_leaves->0)->>'blocks')::bigint), 1), 1);
-            v_total := (v_tpb * v_n)::bigint;
-        END IF;
-        v_rec := v_rec || jsonb_build_object('fill', jsonb_build_object(
-            'leaves', coalesce(v_leaves, '[]'), 'blocks_total', coalesce(v_n, 0), 'blocks_done', 0,
-            'rows_total', coalesce(v_total, 0), 'rows_done', 0, 'tuples_per_block', coalesce(v_tpb, 100),
-            'started_at', v_now, 'batches', 0));
-        v_rec := v_rec || jsonb_build_object('run', jsonb_build_object('started_at', v_now, 'rows', 0, 'blocks', 0));
-        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filling', jsonb_build_object('trigger', v_trig, 'default', v_rec->'default_expr'));
-      END IF;
-
-    WHEN 'filling' THEN
-        v_fill := v_rec->'fill';
-        SELECT n - 1 INTO v_i FROM jsonb_array_elements(v_fill->'leaves') WITH ORDINALITY e(l, n)
-         WHERE (l->>'next')::bigint < (l->>'blocks')::bigint ORDER BY n LIMIT 1;
-        IF v_i IS NULL THEN
-            v_rate := (v_fill->>'rows_done')::double precision / greatest(v_now - (v_fill->>'started_at')::double precision, 0.001);
-            RAISE NOTICE 'tenancy.backfill %: fill done, % rows in % batches', v_tbl, v_fill->>'rows_done', v_fill->>'batches';
-            -- The planner learns the new column now: without statistics, tenant-scoped queries
-            -- are planned blind until autovacuum gets to the table (issue 15: 48-81x slower).
-            EXECUTE format('ANALYZE %s (%I)', v_tbl, v_col);
-            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filled', jsonb_build_object(
-                'rows', (v_fill->>'rows_done')::bigint, 'batches', (v_fill->>'batches')::bigint,
-                'blocks', (v_fill->>'blocks_total')::bigint, 'rows_per_second', round(v_rate::numeric)));
-        ELSE
-            v_leaf := v_fill->'leaves'->v_i;
-            v_lo := (v_leaf->>'next')::bigint;
-            v_hi := least((v_leaf->>'blocks')::bigint,
-                          v_lo + greatest(1, ceil((v_opt->>'batch_size')::double precision / (v_fill->>'tuples_per_block')::double precision))::bigint);
-            CASE v_rec->'source'->>'kind'
-            WHEN 'parent' THEN
-                -- One index probe per row into the parent: a hash join would read all of it per batch.
-                PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
-                v_sql := format('UPDATE ONLY %s c SET %I = p.%I FROM %s p WHERE c.ctid >= $1 AND c.ctid < $2 AND c.%I IS NULL AND %s',
-                                (v_leaf->>'relid')::oid::regclass, v_col, v_col, (v_rec->'source'->>'parent_oid')::oid::regclass, v_col,
-                                (SELECT string_agg(format('p.%I = c.%I', j->>1, j->>0), ' AND ')
-                                   FROM jsonb_array_elements(v_rec->'source'->'join') j));
-            WHEN 'user' THEN
-                v_sql := format('UPDATE ONLY %s c SET %I = %s WHERE c.ctid >= $1 AND c.ctid < $2 AND c.%I IS NULL AND c.%I IS NOT NULL',
-                                (v_leaf->>'relid')::oid::regclass, v_col,
-                                format(CASE v_rec->>'column_type' WHEN 'uuid' THEN 'tenancy.get_user_organization_id(c.%I::text)'
-                                       ELSE '(SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(c.%I::text))' END,
-                                       v_rec->'source'->>'user_column'),
-                                v_col, v_rec->'source'->>'user_column');
-            ELSE
-                v_sql := NULL;
-            END CASE;
-            v_n := 0;
-            IF v_sql IS NOT NULL THEN
-                EXECUTE v_sql USING format('(%s,0)', v_lo)::tid, format('(%s,0)', v_hi)::tid;
-                GET DIAGNOSTICS v_n = ROW_COUNT;
-            END IF;
-            IF v_rec->'source'->>'value' IS NOT NULL THEN  -- the fixed organization, or the fallback
-                EXECUTE format('UPDATE ONLY %s SET %I = %L WHERE ctid >= $1 AND ctid < $2 AND %I IS NULL',
-                               (v_leaf->>'relid')::oid::regclass, v_col, v_rec->'source'->>'value', v_col)
-                    USING format('(%s,0)', v_lo)::tid, format('(%s,0)', v_hi)::tid;
-                GET DIAGNOSTICS v_n2 = ROW_COUNT;
-                v_n := v_n + v_n2;
-            END IF;
-            v_fill := jsonb_set(v_fill, ARRAY['leaves', v_i::text, 'next'], to_jsonb(v_hi));
-            v_fill := v_fill || jsonb_build_object(
-                'rows_done', (v_fill->>'rows_done')::bigint + v_n,
-                'blocks_done', (v_fill->>'blocks_done')::bigint + (v_hi - v_lo),
-                'batches', (v_fill->>'batches')::bigint + 1);
-            v_rec := v_rec || jsonb_build_object('fill', v_fill, 'retries', 0);
-            v_rec := tenancy._backfill_save(p_rel, v_rec);
-            -- Progress: rows, share of blocks visited, rate and ETA of this CALL.
-            v_rate := ((v_fill->>'blocks_done')::bigint - (v_rec->'run'->>'blocks')::bigint)
-                      / greatest(v_now - (v_rec->'run'->>'started_at')::double precision, 0.001);
-            RAISE NOTICE 'tenancy.backfill %: % of ~% rows, % %%, % rows/s, ETA %', v_tbl, v_fill->>'rows_done',
-                  greatest((v_fill->>'rows_total')::bigint, (v_fill->>'rows_done')::bigint),
-                  round(100.0 * (v_fill->>'blocks_done')::bigint / greatest((v_fill->>'blocks_total')::bigint, 1), 1),
-                  round((((v_fill->>'rows_done')::bigint - (v_rec->'run'->>'rows')::bigint)
-                         / greatest(v_now - (v_rec->'run'->>'started_at')::double precision, 0.001))::numeric),
-                  CASE WHEN v_rate > 0 THEN justify_interval(make_interval(secs => round((((v_fill->>'blocks_total')::bigint
-                        - (v_fill->>'blocks_done')::bigint) / v_rate)::numeric, 1)))::text ELSE '?' END;
-        END IF;
-
-    WHEN 'filled' THEN
-        IF (v_rec->>'column_was_not_null')::boolean THEN
-            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'not_null', jsonb_build_object('note', 'the column was NOT NULL already'));
-        ELSE
-            FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
-                IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = (v_leaf#>>'{}')::oid AND conname = v_check) THEN
-                    EXECUTE format('ALTER TABLE ONLY %s ADD CONSTRAINT %I CHECK (%I IS NOT NULL) NOT VALID',
-                                   (v_leaf#>>'{}')::oid::regclass, v_check, v_col);
-                END IF;
-            END LOOP;
-            v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('check', v_check), 'check_added');
-        END IF;
-
-    WHEN 'check_added' THEN
-        FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
-            BEGIN
-                EXECUTE format('ALTER TABLE ONLY %s VALIDATE CONSTRAINT %I', (v_leaf#>>'{}')::oid::regclass, v_check);
-            EXCEPTION WHEN check_violation THEN
-                -- Rows the source gave no organization: report them, leave the constraint unvalidated.
-                EXECUTE format('SELECT count(*), (SELECT string_agg(left(r::text, 120), '' | '') FROM (SELECT * FROM %1$s WHERE %2$I IS NULL LIMIT 3) r) FROM %1$s WHERE %2$I IS NULL',
-                               v_tbl, v_col) INTO v_n, v_msg;
-                RAISE EXCEPTION 'tenancy.backfill: % row(s) of % have no organization', v_n, v_tbl
-                    USING ERRCODE = 'not_null_violation',
-                          DETAIL = format('The %s gave them none. First rows: %s',
-                                          CASE v_rec->'source'->>'kind' WHEN 'parent' THEN 'parent row (or its missing foreign key)'
-                                               WHEN 'user' THEN 'user (no active membership)' ELSE 'source' END, v_msg),
-                          HINT = format('Everything filled so far is committed. Give them an organization (UPDATE %s SET %I = ... WHERE %I IS NULL), then CALL tenancy.backfill(%L) again; or undo with SELECT tenancy.rollback(%L).',
-                                        v_tbl, v_col, v_col, v_tbl, v_tbl);
-            END;
-        END LOOP;
-        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'check_validated');
-
-    WHEN 'check_validated' THEN
-        EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', v_tbl, v_col);
-        FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
-            EXECUTE format('ALTER TABLE ONLY %s DROP CONSTRAINT IF EXISTS %I', (v_leaf#>>'{}')::oid::regclass, v_check);
-        END LOOP;
-        v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('set_not_null', true), 'not_null');
-
-    WHEN 'not_null' THEN
-        IF EXISTS (SELECT 1 FROM pg_constraint con JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
-                    WHERE con.conrelid = p_rel AND con.contype = 'f' AND con.confrelid = 'tenancy.organizations'::regclass
-                      AND cardinality(con.conkey) = 1 AND a.attname = v_col) THEN
-            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'fk_added', jsonb_build_object('note', 'a foreign key to tenancy.organizations existed'));
-        ELSE
-            -- NOT VALID takes a short lock; the check of existing rows comes next, without blocking
-            -- writers. A partitioned table gets one per partition first: Postgres 15 cannot add a
-            -- NOT VALID foreign key to a partitioned table, but attaches these when the parent's is added.
-            FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
-                IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = (v_leaf#>>'{}')::oid AND conname = v_fkname) THEN
-                    EXECUTE format('ALTER TABLE ONLY %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.organizations (%s)%s NOT VALID',
-                                   (v_leaf#>>'{}')::oid::regclass, v_fkname, v_col,
-                                   CASE v_rec->>'column_type' WHEN 'uuid' THEN 'id' ELSE 'slug' END,
-                                   CASE v_rec->>'column_type' WHEN 'text' THEN ' ON UPDATE CASCADE' ELSE '' END);
-                END IF;
-            END LOOP;
-            v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('fk', v_fkname), 'fk_added');
-        END IF;
-
-    WHEN 'fk_added' THEN
-        IF v_rec->>'fk' IS NOT NULL THEN
-            FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
-                EXECUTE format('ALTER TABLE ONLY %s VALIDATE CONSTRAINT %I', (v_leaf#>>'{}')::oid::regclass, v_fkname);
-            END LOOP;
-            IF (v_rec->>'partitioned')::boolean
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_fkname) THEN
-                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.organizations (%s)%s',
-                               v_tbl, v_fkname, v_col, CASE v_rec->>'column_type' WHEN 'uuid' THEN 'id' ELSE 'slug' END,
-                               CASE v_rec->>'column_type' WHEN 'text' THEN ' ON UPDATE CASCADE' ELSE '' END);
-            END IF;
-        END IF;
-        v_plan := tenancy._backfill_index_plan(p_rel, v_rec);
-        v_rec := v_rec || jsonb_build_object('indexes', v_plan->'indexes', 'skipped', v_plan->'skipped');
-        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'fk_validated');
-
+    WHEN 'planned' THEN v_rec := tenancy._backfill_add_column(p_rel, v_rec, v_trig);
+    WHEN 'column_added' THEN v_rec := tenancy._backfill_start_fill(p_rel, v_rec, v_trig, v_now);
+    WHEN 'filling' THEN v_rec := tenancy._backfill_fill_batch(p_rel, v_rec, v_now);
+    WHEN 'filled' THEN v_rec := tenancy._backfill_add_check(p_rel, v_rec, v_check);
+    WHEN 'check_added' THEN v_rec := tenancy._backfill_validate_check(p_rel, v_rec, v_check);
+    WHEN 'check_validated' THEN v_rec := tenancy._backfill_set_not_null(p_rel, v_rec, v_check);
+    WHEN 'not_null' THEN v_rec := tenancy._backfill_add_fk(p_rel, v_rec, v_fkname);
+    WHEN 'fk_added' THEN v_rec := tenancy._backfill_validate_fk(p_rel, v_rec, v_fkname);
     WHEN 'fk_validated', 'awaiting_indexes' THEN
-        SELECT ix INTO v_ix FROM jsonb_array_elements(v_rec->'indexes') ix
-         WHERE NOT tenancy._index_ready(p_rel, ix) LIMIT 1;
-        IF v_ix IS NULL THEN
-            v_rec := tenancy._backfill_advance(p_rel, v_rec, 'indexes_built',
-                         jsonb_build_object('indexes', (SELECT jsonb_agg(ix->'name') FROM jsonb_array_elements(v_rec->'indexes') ix)));
-        ELSIF (v_opt->>'build_indexes')::boolean THEN
-            -- Asked for: build it here, with a plain CREATE INDEX (writers wait while it builds).
-            PERFORM set_config('lock_timeout', '0', true);
-            FOR v_stmt IN SELECT s FROM tenancy._index_statements(p_rel, v_ix, false) s LOOP
-                EXECUTE v_stmt;
-            END LOOP;
-            RAISE NOTICE 'tenancy.backfill %: built index %', v_tbl, quote_ident(v_ix->>'name');
-        ELSE
-            IF v_phase = 'fk_validated' THEN
-                v_rec := tenancy._backfill_advance(p_rel, v_rec, 'awaiting_indexes');
-            END IF;
-            RAISE NOTICE 'tenancy.backfill %: % index(es) must be built outside a transaction', v_tbl,
-                  (SELECT count(*) FROM jsonb_array_elements(v_rec->'indexes') ix WHERE NOT tenancy._index_ready(p_rel, ix))
-                USING HINT = format('In psql: SELECT statement FROM tenancy.pending_statements() \gexec   then CALL tenancy.backfill(%L) again (or pass build_indexes => true to build them here, blocking writes).', v_tbl);
-            done := true;
-        END IF;
-
-    WHEN 'indexes_built' THEN
-        -- The tenant-scoped unique constraints take over from the old ones, which are dropped
-        -- only now that the new ones are valid. A replacement takes the old one's name (drop the
-        -- old, add the new under its name, in this transaction): ORMs that compare names (Prisma)
-        -- see no drift, and SQL written against the old name goes on working (issue 15 item 8).
-        FOR v_ix IN SELECT ix FROM jsonb_array_elements(v_rec->'indexes') ix WHERE ix->>'kind' IN ('pkey', 'unique') LOOP
-            IF v_ix->>'kind' = 'pkey' THEN
-                IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->>'name') THEN
-                    EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE USING INDEX %I', v_tbl, v_ix->>'name', v_ix->>'name');
-                END IF;
-            ELSIF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                               WHERE i.indrelid = p_rel AND c.relname = v_ix->>'name') THEN
-                NULL;  -- taken over already (the index carries the old name now)
-            ELSIF v_ix->'replaces'->>'constraint' IS NOT NULL THEN
-                EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_ix->'replaces'->>'constraint');
-                -- USING INDEX renames the index to the constraint's name.
-                EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE USING INDEX %I', v_tbl, v_ix->'replaces'->>'constraint', v_ix->>'name');
-            ELSIF v_ix->'replaces'->>'index' IS NOT NULL THEN
-                EXECUTE format('DROP INDEX IF EXISTS %s.%I', tenancy._schema_of(p_rel), v_ix->'replaces'->>'index');
-                EXECUTE format('ALTER INDEX %s.%I RENAME TO %I', tenancy._schema_of(p_rel), v_ix->>'name', v_ix->'replaces'->>'index');
-            END IF;
-        END LOOP;
-        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'uniques_done');
-
-    WHEN 'uniques_done' THEN
-        -- Foreign keys to other tenant tables carry the tenant column: a row can only point at a
-        -- row of its own organization. NOT VALID now, validated in the next step.
-        v_fks := coalesce(v_rec->'fk_rewrites', '[]');
-        FOR v_fk IN
-            SELECT con.oid, con.conname, con.confrelid::regclass AS parent, pg_get_constraintdef(con.oid) AS def,
-                   tenancy._att_names(con.conrelid, con.conkey) AS cols, tenancy._att_names(con.confrelid, con.confkey) AS pcols,
-                   t.tenant_column::text AS pcol, con.confupdtype, con.confdeltype
-              FROM pg_constraint con
-              JOIN tenancy.tenant_tables t ON t.relid = con.confrelid::regclass AND t.column_type = v_rec->>'column_type'
-             WHERE con.conrelid = p_rel AND con.contype = 'f' AND con.confrelid <> 'tenancy.organizations'::regclass
-               AND NOT (SELECT attnum FROM pg_attribute WHERE attrelid = p_rel AND attname = v_col) = ANY (con.conkey)
-             ORDER BY con.conname LOOP
-            IF v_fks @> jsonb_build_array(jsonb_build_object('old', v_fk.conname)) THEN
-                CONTINUE;
-            ELSIF NOT tenancy._has_index(v_fk.parent, ARRAY[v_fk.pcol] || v_fk.pcols, true) THEN
-                v_rec := jsonb_set(v_rec, '{skipped}', (v_rec->'skipped') || jsonb_build_object('object', v_fk.conname,
-                    'reason', format('%s has no unique key on (%s, %s) yet: convert it first, then CALL tenancy.backfill(%L) again',
-                                     v_fk.parent, v_fk.pcol, array_to_string(v_fk.pcols, ', '), v_tbl)));
-                CONTINUE;
-            ELSIF v_fk.confupdtype IN ('n', 'd') THEN
-                v_rec := jsonb_set(v_rec, '{skipped}', (v_rec->'skipped') || jsonb_build_object('object', v_fk.conname,
-                    'reason', 'ON UPDATE SET NULL/DEFAULT would also clear the tenant column: rewrite it by hand'));
-                CONTINUE;
-            END IF;
-            -- Built from the catalog's columns, each quoted, never from the constraint's text. ON
-            -- DELETE SET NULL / SET DEFAULT clears only the key columns, never the tenant column.
-            v_sql := tenancy._fk_definition(v_fk.oid, v_col, v_fk.pcol);
-            EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tbl, tenancy._name(v_fk.conname, 'tenant'), v_sql);
-            v_fks := v_fks || jsonb_build_object('old', v_fk.conname, 'old_def', v_fk.def,
-                                                 'new', tenancy._name(v_fk.conname, 'tenant'), 'new_def', v_sql);
-        END LOOP;
-        v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('fk_rewrites', v_fks), 'fks_added');
-
+        SELECT s.rec, s.done INTO v_rec, done FROM tenancy._backfill_build_index(p_rel, v_rec) s;
+    WHEN 'indexes_built' THEN v_rec := tenancy._backfill_take_over_uniques(p_rel, v_rec);
+    WHEN 'uniques_done' THEN v_rec := tenancy._backfill_rewrite_fks(p_rel, v_rec);
     WHEN 'fks_added' THEN
-        FOR v_fk IN SELECT f->>'old' AS old, f->>'new' AS new FROM jsonb_array_elements(v_rec->'fk_rewrites') f LOOP
-            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_fk.new AND NOT convalidated) THEN
-                EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tbl, v_fk.new);
-            END IF;
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_fk.old);
-        END LOOP;
-        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'converted');
-        RAISE NOTICE 'tenancy.backfill %: converted%', v_tbl,
-              CASE WHEN jsonb_array_length(v_rec->'skipped') > 0
-                   THEN format(' (left as they were: %s)', (SELECT string_agg(format('%s: %s', s->>'object', s->>'reason'), '; ')
-                                                             FROM jsonb_array_elements(v_rec->'skipped') s))
-                   ELSE '' END
-            USING HINT = format('Next: SELECT tenancy.enable_isolation(%L) once the application sets the tenant context.', v_tbl);
+        v_rec := tenancy._backfill_validate_fks(p_rel, v_rec);
         done := true;
-
     WHEN 'converted' THEN
         RAISE NOTICE 'tenancy.backfill %: already converted', v_tbl;
         done := true;
@@ -2540,18 +2734,8 @@ DECLARE
     v_ddl   text[] := '{}';
     v_done  integer := 0;
     v_iso   text;
-    v_stmt  text;
     v_other integer;
-    v_ix    jsonb;
-    v_fk    jsonb;
-    v_leaf  oid;
-    v_schema text := tenancy._schema_of(v_rel);
     v_deps  text;
-    v_parent oid;
-    v_forced oid[];
-    v_r     oid;
-    v_con   record;
-    v_left  text;
     v_i     integer;
 BEGIN
     PERFORM tenancy._running_as_owner(v_rel);
@@ -2586,163 +2770,15 @@ BEGIN
     IF EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = tbl AND t.details ? 'isolation') THEN
         v_iso := tenancy.disable_isolation(tbl);  -- runs its own statements and returns them
     END IF;
-    -- Foreign keys: the old ones back, the tenant-carrying ones gone. An old key is added NOT
-    -- VALID and then validated with FORCE ROW LEVEL SECURITY off on the tables (this table, its
-    -- parent) that the owner would otherwise see through their policies: Postgres's check of
-    -- existing rows runs as the owner, and under a FORCE policy it sees no parent row at all
-    -- (issue 15: "Key (user_id)=(...) is not present"). FORCE is back on before this returns, in
-    -- the same transaction; the ALTER TABLE holds its lock until the commit, so nobody sees the gap.
-    FOR v_fk IN SELECT f FROM jsonb_array_elements(coalesce(v_rec->'fk_rewrites', '[]')) f LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_fk->>'old') THEN
-            IF right(v_fk->>'old_def', 10) = ' NOT VALID' THEN  -- it was not valid before either
-                v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_fk->>'old', v_fk->>'old_def');
-                EXECUTE v_ddl[cardinality(v_ddl)];
-            ELSE
-                v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tbl, v_fk->>'old', v_fk->>'old_def');
-                EXECUTE v_ddl[cardinality(v_ddl)];
-                SELECT c.confrelid INTO v_parent FROM pg_constraint c WHERE c.conrelid = v_rel AND c.conname = v_fk->>'old';
-                v_forced := ARRAY(SELECT x.oid FROM pg_class x
-                                   WHERE x.oid IN (v_rel, v_parent) AND x.relrowsecurity AND x.relforcerowsecurity
-                                     AND pg_has_role(current_user, x.relowner, 'USAGE')
-                                   ORDER BY x.oid);
-                FOREACH v_r IN ARRAY v_forced LOOP
-                    v_ddl := v_ddl || format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', v_r::regclass);
-                    EXECUTE v_ddl[cardinality(v_ddl)];
-                END LOOP;
-                v_ddl := v_ddl || format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tbl, v_fk->>'old');
-                EXECUTE v_ddl[cardinality(v_ddl)];
-                FOREACH v_r IN ARRAY v_forced LOOP
-                    v_ddl := v_ddl || format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', v_r::regclass);
-                    EXECUTE v_ddl[cardinality(v_ddl)];
-                END LOOP;
-            END IF;
-        END IF;
-        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_fk->>'new');
-        EXECUTE v_ddl[cardinality(v_ddl)];
-    END LOOP;
-    v_done := cardinality(v_ddl);
-    -- Unique constraints and indexes: the old ones back, under their names; the new ones gone.
-    -- A replaced key took the old one's name when it took over (issue 15 item 8): that object,
-    -- which holds the tenant column, is dropped and the old definition added under the name.
-    FOR v_ix IN SELECT ix FROM jsonb_array_elements(coalesce(v_rec->'indexes', '[]')) ix LOOP
-        IF v_ix->'replaces'->>'constraint' IS NOT NULL
-           AND EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->'replaces'->>'constraint'
-                          AND v_att = ANY (conkey)) THEN
-            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->'replaces'->>'constraint')
-                           || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
-        ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
-              AND EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                           WHERE i.indrelid = v_rel AND c.relname = v_ix->'replaces'->>'index' AND v_att = ANY (i.indkey::int2[])) THEN
-            v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_ix->'replaces'->>'index') || (v_ix->'replaces'->>'def');
-        ELSIF v_ix->'replaces'->>'constraint' IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->'replaces'->>'constraint') THEN
-            v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
-        ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-                            WHERE i.indrelid = v_rel AND c.relname = v_ix->'replaces'->>'index') THEN
-            v_ddl := v_ddl || (v_ix->'replaces'->>'def');
-        END IF;
-        IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_rel AND conname = v_ix->>'name') THEN
-            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->>'name');
-        ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = v_ix->>'name' AND c.relkind IN ('i', 'I')
-                         AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = v_rel)) THEN
-            v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, v_ix->>'name');
-        END IF;
-        IF (v_rec->>'partitioned')::boolean THEN  -- leaf indexes not attached yet
-            FOR v_leaf IN SELECT unnest(tenancy._leaves(v_rel)) LOOP
-                v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, tenancy._leaf_index_name(v_leaf, v_ix));
-            END LOOP;
-        END IF;
-    END LOOP;
-    FOR v_i IN v_done + 1 .. cardinality(v_ddl) LOOP
-        EXECUTE v_ddl[v_i];
-    END LOOP;
-    v_done := cardinality(v_ddl);
-    -- Keys that hold the tenant column and that tenancy did not make: a fix lint printed (TEN010:
-    -- the key with the tenant column first) and the DBA applied. The column did not exist before
-    -- the backfill, so the key was (columns without it) then: it goes back to that, under its
-    -- name. Other objects on the column that tenancy did not make are named in a NOTICE.
+    -- The foreign keys, then the unique keys and indexes, then the keys made by hand (each part
+    -- runs its statements), then the column's own objects.
+    v_ddl := tenancy._rollback_fks(v_rel, v_rec);
+    v_ddl := v_ddl || tenancy._rollback_uniques(v_rel, v_rec, v_att);
     IF v_att IS NOT NULL AND NOT (v_rec->>'column_existed')::boolean THEN
-        FOR v_con IN SELECT c.conname, c.contype,
-                            ARRAY(SELECT k FROM unnest(c.conkey) WITH ORDINALITY u(k, n) WHERE k <> v_att ORDER BY n)::int2[] AS rest
-                       FROM pg_constraint c
-                      WHERE c.conrelid = v_rel AND c.contype IN ('p', 'u') AND v_att = ANY (c.conkey)
-                        AND cardinality(c.conkey) > 1
-                      ORDER BY c.conname LOOP
-            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s (%s)', v_tbl, v_con.conname, v_con.conname,
-                                     CASE v_con.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
-                                     tenancy._idents(tenancy._att_names(v_rel, v_con.rest)));
-            RAISE NOTICE 'tenancy.rollback %: key % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is (%) again',
-                  v_tbl, quote_ident(v_con.conname), tenancy._idents(tenancy._att_names(v_rel, v_con.rest));
-        END LOOP;
-        -- The same for a plain unique index (lint's fix: DROP INDEX, CREATE UNIQUE INDEX with the
-        -- tenant column first), rebuilt under its name on its other columns.
-        FOR v_con IN SELECT x.relname,
-                            ARRAY(SELECT k FROM unnest(i.indkey::int2[]) k WHERE k <> v_att)::int2[] AS rest
-                       FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
-                      WHERE i.indrelid = v_rel AND i.indisunique AND v_att = ANY (i.indkey::int2[])
-                        AND i.indnatts > 1 AND i.indnkeyatts = i.indnatts AND i.indpred IS NULL AND i.indexprs IS NULL
-                        AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = v_rel)
-                        AND NOT coalesce(v_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))
-                      ORDER BY x.relname LOOP
-            v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_con.relname)
-                           || format('CREATE UNIQUE INDEX %I ON %s (%s)', v_con.relname, v_tbl, tenancy._idents(tenancy._att_names(v_rel, v_con.rest)));
-            RAISE NOTICE 'tenancy.rollback %: unique index % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is on (%) again',
-                  v_tbl, quote_ident(v_con.relname), tenancy._idents(tenancy._att_names(v_rel, v_con.rest));
-        END LOOP;
-        FOR v_i IN v_done + 1 .. cardinality(v_ddl) LOOP
-            EXECUTE v_ddl[v_i];
-        END LOOP;
-        v_done := cardinality(v_ddl);
-        SELECT string_agg(x, ', ' ORDER BY x) INTO v_left FROM (
-            SELECT 'constraint ' || quote_ident(c.conname) AS x FROM pg_constraint c
-             WHERE c.conrelid = v_rel AND v_att = ANY (c.conkey) AND c.contype NOT IN ('p', 'u', 'n')
-               AND c.conname IS DISTINCT FROM v_rec->>'fk' AND c.conname IS DISTINCT FROM v_rec->>'check'
-               AND NOT coalesce(v_rec->'fk_rewrites', '[]') @> jsonb_build_array(jsonb_build_object('new', c.conname))
-            UNION ALL
-            SELECT 'index ' || quote_ident(x.relname) FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
-             WHERE i.indrelid = v_rel AND v_att = ANY (i.indkey::int2[])
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = v_rel)
-               AND NOT coalesce(v_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))) s;
-        IF v_left IS NOT NULL THEN
-            RAISE NOTICE 'tenancy.rollback %: objects on % that tenancy did not make: %', v_tbl, quote_ident(v_col), v_left
-                USING HINT = CASE WHEN drop_column THEN 'Dropping the column drops them too.'
-                                  ELSE 'They are left as they are.' END;
-        END IF;
+        v_ddl := v_ddl || tenancy._rollback_hand_made_keys(v_rel, v_rec, v_att, drop_column);
     END IF;
-    IF v_rec->>'fk' IS NOT NULL THEN
-        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_rec->>'fk');
-        FOR v_leaf IN SELECT unnest(tenancy._leaves(v_rel)) LOOP
-            IF v_leaf <> v_rel THEN
-                v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_leaf::regclass, v_rec->>'fk');
-            END IF;
-        END LOOP;
-    END IF;
-    IF v_rec->>'check' IS NOT NULL THEN
-        FOR v_leaf IN SELECT unnest(tenancy._leaves(v_rel)) LOOP
-            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = v_rec->>'check') THEN
-                v_ddl := v_ddl || format('ALTER TABLE ONLY %s DROP CONSTRAINT %I', v_leaf::regclass, v_rec->>'check');
-            END IF;
-        END LOOP;
-    END IF;
-    IF (v_rec->>'set_not_null')::boolean AND NOT (v_rec->>'column_was_not_null')::boolean
-       AND NOT (drop_column AND NOT (v_rec->>'column_existed')::boolean) THEN
-        v_ddl := v_ddl || format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', v_tbl, v_col);
-    END IF;
-    IF v_rec->>'trigger' IS NOT NULL THEN
-        v_ddl := v_ddl || format('DROP TRIGGER IF EXISTS %I ON %s', v_rec->>'trigger', v_tbl);
-    END IF;
-    IF v_rec->>'default_expr' IS NOT NULL AND NOT (drop_column AND NOT (v_rec->>'column_existed')::boolean) THEN
-        v_ddl := v_ddl || CASE WHEN v_rec->>'old_default' IS NULL THEN format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', v_tbl, v_col)
-                               ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', v_tbl, v_col, v_rec->>'old_default') END;
-    END IF;
-    IF drop_column THEN
-        IF (v_rec->>'column_existed')::boolean THEN
-            RAISE NOTICE 'tenancy.rollback: %.% existed before the backfill and is kept', v_tbl, quote_ident(v_col);
-        ELSE
-            v_ddl := v_ddl || format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', v_tbl, v_col);
-        END IF;
-    END IF;
+    v_done := cardinality(v_ddl);
+    v_ddl := v_ddl || tenancy._rollback_column_statements(v_rel, v_rec, drop_column);
     FOR v_i IN v_done + 1 .. cardinality(v_ddl) LOOP
         EXECUTE v_ddl[v_i];
     END LOOP;
@@ -2821,6 +2857,153 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(DISTINCT rel), '{}') FROM s
 $$;
 
+CREATE OR REPLACE FUNCTION tenancy._rollback_column_statements(p_rel oid, p_rec jsonb, p_drop boolean) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+    v_ddl    text[] := '{}';
+    v_leaf   oid;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    IF p_rec->>'fk' IS NOT NULL THEN
+        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, p_rec->>'fk');
+        FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
+            IF v_leaf <> p_rel THEN
+                v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_leaf::regclass, p_rec->>'fk');
+            END IF;
+        END LOOP;
+    END IF;
+    IF p_rec->>'check' IS NOT NULL THEN
+        FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
+            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = p_rec->>'check') THEN
+                v_ddl := v_ddl || format('ALTER TABLE ONLY %s DROP CONSTRAINT %I', v_leaf::regclass, p_rec->>'check');
+            END IF;
+        END LOOP;
+    END IF;
+    IF (p_rec->>'set_not_null')::boolean AND NOT (p_rec->>'column_was_not_null')::boolean
+       AND NOT (p_drop AND NOT (p_rec->>'column_existed')::boolean) THEN
+        v_ddl := v_ddl || format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', v_tbl, v_col);
+    END IF;
+    IF p_rec->>'trigger' IS NOT NULL THEN
+        v_ddl := v_ddl || format('DROP TRIGGER IF EXISTS %I ON %s', p_rec->>'trigger', v_tbl);
+    END IF;
+    IF p_rec->>'default_expr' IS NOT NULL AND NOT (p_drop AND NOT (p_rec->>'column_existed')::boolean) THEN
+        v_ddl := v_ddl || CASE WHEN p_rec->>'old_default' IS NULL THEN format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', v_tbl, v_col)
+                               ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', v_tbl, v_col, p_rec->>'old_default') END;
+    END IF;
+    IF p_drop THEN
+        IF (p_rec->>'column_existed')::boolean THEN
+            RAISE NOTICE 'tenancy.rollback: %.% existed before the backfill and is kept', v_tbl, quote_ident(v_col);
+        ELSE
+            v_ddl := v_ddl || format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', v_tbl, v_col);
+        END IF;
+    END IF;
+    RETURN v_ddl;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._rollback_fks(p_rel oid, p_rec jsonb) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tbl    text := p_rel::regclass::text;
+    v_ddl    text[] := '{}';
+    v_fk     jsonb;
+    v_parent oid;
+    v_forced oid[];
+    v_r      oid;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    FOR v_fk IN SELECT f FROM jsonb_array_elements(coalesce(p_rec->'fk_rewrites', '[]')) f LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_fk->>'old') THEN
+            IF right(v_fk->>'old_def', 10) = ' NOT VALID' THEN  -- it was not valid before either
+                v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_fk->>'old', v_fk->>'old_def');
+                EXECUTE v_ddl[cardinality(v_ddl)];
+            ELSE
+                v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s NOT VALID', v_tbl, v_fk->>'old', v_fk->>'old_def');
+                EXECUTE v_ddl[cardinality(v_ddl)];
+                SELECT c.confrelid INTO v_parent FROM pg_constraint c WHERE c.conrelid = p_rel AND c.conname = v_fk->>'old';
+                v_forced := ARRAY(SELECT x.oid FROM pg_class x
+                                   WHERE x.oid IN (p_rel, v_parent) AND x.relrowsecurity AND x.relforcerowsecurity
+                                     AND pg_has_role(current_user, x.relowner, 'USAGE')
+                                   ORDER BY x.oid);
+                FOREACH v_r IN ARRAY v_forced LOOP
+                    v_ddl := v_ddl || format('ALTER TABLE %s NO FORCE ROW LEVEL SECURITY', v_r::regclass);
+                    EXECUTE v_ddl[cardinality(v_ddl)];
+                END LOOP;
+                v_ddl := v_ddl || format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tbl, v_fk->>'old');
+                EXECUTE v_ddl[cardinality(v_ddl)];
+                FOREACH v_r IN ARRAY v_forced LOOP
+                    v_ddl := v_ddl || format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', v_r::regclass);
+                    EXECUTE v_ddl[cardinality(v_ddl)];
+                END LOOP;
+            END IF;
+        END IF;
+        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, v_fk->>'new');
+        EXECUTE v_ddl[cardinality(v_ddl)];
+    END LOOP;
+    RETURN v_ddl;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._rollback_hand_made_keys(p_rel oid, p_rec jsonb, p_att int2, p_drop boolean) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tbl    text := p_rel::regclass::text;
+    v_col    text := p_rec->>'tenant_column';
+    v_ddl    text[] := '{}';
+    v_schema text := tenancy._schema_of(p_rel);
+    v_con    record;
+    v_left   text;
+    v_i      integer;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    FOR v_con IN SELECT c.conname, c.contype,
+                        ARRAY(SELECT k FROM unnest(c.conkey) WITH ORDINALITY u(k, n) WHERE k <> p_att ORDER BY n)::int2[] AS rest
+                   FROM pg_constraint c
+                  WHERE c.conrelid = p_rel AND c.contype IN ('p', 'u') AND p_att = ANY (c.conkey)
+                    AND cardinality(c.conkey) > 1
+                  ORDER BY c.conname LOOP
+        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I, ADD CONSTRAINT %I %s (%s)', v_tbl, v_con.conname, v_con.conname,
+                                 CASE v_con.contype WHEN 'p' THEN 'PRIMARY KEY' ELSE 'UNIQUE' END,
+                                 tenancy._idents(tenancy._att_names(p_rel, v_con.rest)));
+        RAISE NOTICE 'tenancy.rollback %: key % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is (%) again',
+              v_tbl, quote_ident(v_con.conname), tenancy._idents(tenancy._att_names(p_rel, v_con.rest));
+    END LOOP;
+    -- The same for a plain unique index (lint's fix: DROP INDEX, CREATE UNIQUE INDEX with the
+    -- tenant column first), rebuilt under its name on its other columns.
+    FOR v_con IN SELECT x.relname,
+                        ARRAY(SELECT k FROM unnest(i.indkey::int2[]) k WHERE k <> p_att)::int2[] AS rest
+                   FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+                  WHERE i.indrelid = p_rel AND i.indisunique AND p_att = ANY (i.indkey::int2[])
+                    AND i.indnatts > 1 AND i.indnkeyatts = i.indnatts AND i.indpred IS NULL AND i.indexprs IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = p_rel)
+                    AND NOT coalesce(p_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))
+                  ORDER BY x.relname LOOP
+        v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_con.relname)
+                       || format('CREATE UNIQUE INDEX %I ON %s (%s)', v_con.relname, v_tbl, tenancy._idents(tenancy._att_names(p_rel, v_con.rest)));
+        RAISE NOTICE 'tenancy.rollback %: unique index % held the tenant column and tenancy did not make it (a lint fix applied by hand?): it is on (%) again',
+              v_tbl, quote_ident(v_con.relname), tenancy._idents(tenancy._att_names(p_rel, v_con.rest));
+    END LOOP;
+    FOR v_i IN 1 .. cardinality(v_ddl) LOOP
+        EXECUTE v_ddl[v_i];
+    END LOOP;
+    SELECT string_agg(x, ', ' ORDER BY x) INTO v_left FROM (
+        SELECT 'constraint ' || quote_ident(c.conname) AS x FROM pg_constraint c
+         WHERE c.conrelid = p_rel AND p_att = ANY (c.conkey) AND c.contype NOT IN ('p', 'u', 'n')
+           AND c.conname IS DISTINCT FROM p_rec->>'fk' AND c.conname IS DISTINCT FROM p_rec->>'check'
+           AND NOT coalesce(p_rec->'fk_rewrites', '[]') @> jsonb_build_array(jsonb_build_object('new', c.conname))
+        UNION ALL
+        SELECT 'index ' || quote_ident(x.relname) FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
+         WHERE i.indrelid = p_rel AND p_att = ANY (i.indkey::int2[])
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = p_rel)
+           AND NOT coalesce(p_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))) s;
+    IF v_left IS NOT NULL THEN
+        RAISE NOTICE 'tenancy.rollback %: objects on % that tenancy did not make: %', v_tbl, quote_ident(v_col), v_left
+            USING HINT = CASE WHEN p_drop THEN 'Dropping the column drops them too.'
+                              ELSE 'They are left as they are.' END;
+    END IF;
+    RETURN v_ddl;
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._rollback_many(p_tables oid[], p_drop boolean, p_what text)
 RETURNS TABLE (table_name text, action text, detail text, ddl text)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
@@ -2864,6 +3047,53 @@ BEGIN
         END;
         RETURN NEXT;
     END LOOP;
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._rollback_uniques(p_rel oid, p_rec jsonb, p_att int2) RETURNS text[]
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tbl    text := p_rel::regclass::text;
+    v_ddl    text[] := '{}';
+    v_schema text := tenancy._schema_of(p_rel);
+    v_ix     jsonb;
+    v_leaf   oid;
+    v_i      integer;
+BEGIN
+    PERFORM tenancy._running_as_owner(p_rel);
+    FOR v_ix IN SELECT ix FROM jsonb_array_elements(coalesce(p_rec->'indexes', '[]')) ix LOOP
+        IF v_ix->'replaces'->>'constraint' IS NOT NULL
+           AND EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->'replaces'->>'constraint'
+                          AND p_att = ANY (conkey)) THEN
+            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->'replaces'->>'constraint')
+                           || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
+        ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
+              AND EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                           WHERE i.indrelid = p_rel AND c.relname = v_ix->'replaces'->>'index' AND p_att = ANY (i.indkey::int2[])) THEN
+            v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_ix->'replaces'->>'index') || (v_ix->'replaces'->>'def');
+        ELSIF v_ix->'replaces'->>'constraint' IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->'replaces'->>'constraint') THEN
+            v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_ix->'replaces'->>'constraint', v_ix->'replaces'->>'def');
+        ELSIF v_ix->'replaces'->>'constraint' IS NULL AND v_ix->'replaces'->>'index' IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+                            WHERE i.indrelid = p_rel AND c.relname = v_ix->'replaces'->>'index') THEN
+            v_ddl := v_ddl || (v_ix->'replaces'->>'def');
+        END IF;
+        IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->>'name') THEN
+            v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT %I', v_tbl, v_ix->>'name');
+        ELSIF EXISTS (SELECT 1 FROM pg_class c WHERE c.relname = v_ix->>'name' AND c.relkind IN ('i', 'I')
+                         AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = p_rel)) THEN
+            v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, v_ix->>'name');
+        END IF;
+        IF (p_rec->>'partitioned')::boolean THEN  -- leaf indexes not attached yet
+            FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
+                v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, tenancy._leaf_index_name(v_leaf, v_ix));
+            END LOOP;
+        END IF;
+    END LOOP;
+    FOR v_i IN 1 .. cardinality(v_ddl) LOOP
+        EXECUTE v_ddl[v_i];
+    END LOOP;
+    RETURN v_ddl;
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._running_as_owner(p_rel oid) RETURNS void
@@ -3906,6 +4136,52 @@ COMMENT ON FUNCTION tenancy._policy_calls(text) IS
   'Internal, for lint(): function calls of a policy expression evaluated once per row.';
 COMMENT ON FUNCTION tenancy._wrap_policy_calls(text, text[]) IS
   'Internal, for lint(): the expression with the named constant-argument calls wrapped in a scalar sub-select.';
+COMMENT ON FUNCTION tenancy._backfill_begin(oid, uuid, name, text, oid, name, integer, interval, interval, integer, boolean) IS
+  'Internal: the first step of CALL tenancy.backfill: check the call, then resume the recorded backfill or plan and record a new one.';
+COMMENT ON FUNCTION tenancy._backfill_check_call(oid, text, "char", boolean, text, integer, interval, interval, integer) IS
+  'Internal: the checks of every CALL tenancy.backfill (the table, its owner, the options, REFERENCES for a text tenant column).';
+COMMENT ON FUNCTION tenancy._backfill_resume(oid, jsonb, text, uuid, name, oid, name, jsonb) IS
+  'Internal: a resumed CALL tenancy.backfill: refuses other options, records this CALL''s options and session.';
+COMMENT ON FUNCTION tenancy._backfill_source(oid, text, uuid, name, text, oid, name, oid) IS
+  'Internal: where each row''s organization comes from in a new backfill (fixed, parent row, user column), checked; {source, lookup}.';
+COMMENT ON FUNCTION tenancy._backfill_parent_source(oid, text, name, text, oid, oid) IS
+  'Internal: a backfill''s organization read from the parent row through the one foreign key to it; {source, lookup}.';
+COMMENT ON FUNCTION tenancy._backfill_user_source(oid, text, text, name) IS
+  'Internal: a backfill''s organization derived from the user in a column (administrators only); {source, lookup}.';
+COMMENT ON FUNCTION tenancy._backfill_add_column(oid, jsonb, text) IS
+  'Internal: backfill phase planned: add the tenant column (with its default and NOT NULL on the metadata-only path); run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_start_fill(oid, jsonb, text, double precision) IS
+  'Internal: backfill phase column_added: the fill trigger and the fill''s plan (or nothing to fill on the metadata-only path); run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_fill_statement(jsonb, oid) IS
+  'Internal: the UPDATE that fills a ctid range of a leaf from a backfill''s parent row or user column (NULL for a fixed organization).';
+COMMENT ON FUNCTION tenancy._backfill_fill_batch(oid, jsonb, double precision) IS
+  'Internal: backfill phase filling: one batch of the fill (a ctid range), or its end; run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_add_check(oid, jsonb, text) IS
+  'Internal: backfill phase filled: CHECK (tenant column IS NOT NULL) NOT VALID; run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_validate_check(oid, jsonb, text) IS
+  'Internal: backfill phase check_added: validate the NOT NULL check, naming the rows left without an organization; run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_set_not_null(oid, jsonb, text) IS
+  'Internal: backfill phase check_validated: SET NOT NULL and drop the check; run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_add_fk(oid, jsonb, text) IS
+  'Internal: backfill phase not_null: the foreign key to tenancy.organizations, NOT VALID; run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_validate_fk(oid, jsonb, text) IS
+  'Internal: backfill phase fk_added: validate the foreign key to tenancy.organizations and plan the indexes; run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_build_index(oid, jsonb) IS
+  'Internal: backfill phases fk_validated and awaiting_indexes: build the next planned index, or wait for pending_statements(); run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_take_over_uniques(oid, jsonb) IS
+  'Internal: backfill phase indexes_built: the tenant-scoped unique keys replace the old ones, under their names; run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_rewrite_fks(oid, jsonb) IS
+  'Internal: backfill phase uniques_done: foreign keys to other tenant tables rewritten with the tenant column, NOT VALID; run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._backfill_validate_fks(oid, jsonb) IS
+  'Internal: backfill phase fks_added: validate the rewritten foreign keys and drop the old ones; run as the table''s owner by tenancy._owner_backfill_step.';
+COMMENT ON FUNCTION tenancy._rollback_fks(oid, jsonb) IS
+  'Internal: rollback of the rewritten foreign keys (the old ones back, validated); run as the table''s owner by tenancy._owner_rollback.';
+COMMENT ON FUNCTION tenancy._rollback_uniques(oid, jsonb, int2) IS
+  'Internal: rollback of the unique keys and indexes the backfill rewrote or added (the old ones back, under their names); run as the table''s owner by tenancy._owner_rollback.';
+COMMENT ON FUNCTION tenancy._rollback_hand_made_keys(oid, jsonb, int2, boolean) IS
+  'Internal: rollback of keys holding the tenant column that tenancy did not make (a lint fix applied by hand); run as the table''s owner by tenancy._owner_rollback.';
+COMMENT ON FUNCTION tenancy._rollback_column_statements(oid, jsonb, boolean) IS
+  'Internal: the statements undoing the tenant column''s foreign key, check, NOT NULL, trigger and default (and the column); for tenancy._owner_rollback.';
 COMMENT ON PROCEDURE tenancy.backfill(regclass, uuid, name, text, regclass, name, integer, interval, interval, integer, boolean) IS
   'Convert a live table online: add the tenant column, fill it in ctid-range batches (one COMMIT each) from a fixed organization, a parent row (parent =>) or a user column (user_column =>), then NOT NULL, a foreign key and tenant-scoped indexes and unique keys without long locks. Resumable: CALL again after any interruption. Progress: tenancy.backfill_progress.';
 COMMENT ON PROCEDURE tenancy.backfill_all(regclass[], uuid, jsonb, name, text, integer, interval, interval, integer, boolean) IS

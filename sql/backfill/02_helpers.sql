@@ -1,0 +1,90 @@
+----------------------------------------------------------------------------------------------
+-- Helpers
+----------------------------------------------------------------------------------------------
+
+-- Does a valid, non-partial index on p_rel lead with exactly the columns p_cols (in order), and,
+-- when p_unique, is it unique on exactly that set of columns (what a foreign key can reference)?
+CREATE FUNCTION tenancy._has_index(p_rel oid, p_cols text[], p_unique boolean) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_index i
+         WHERE i.indrelid = p_rel AND i.indpred IS NULL AND i.indisvalid
+           AND CASE WHEN p_unique
+                    THEN i.indisunique AND i.indnkeyatts = cardinality(p_cols)
+                         AND (SELECT array_agg(c ORDER BY c) FROM unnest(tenancy._att_names(p_rel, (i.indkey::int2[])[0:i.indnkeyatts - 1])) c)
+                           = (SELECT array_agg(c ORDER BY c) FROM unnest(p_cols) c)
+                    ELSE tenancy._att_names(p_rel, (i.indkey::int2[])[0:cardinality(p_cols) - 1]) = p_cols
+                         AND i.indnkeyatts >= cardinality(p_cols)
+               END)
+$$;
+
+-- The schema of relation p_rel, quoted: for names (indexes) that live in the table's schema.
+CREATE FUNCTION tenancy._schema_of(p_rel oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel
+$$;
+
+CREATE FUNCTION tenancy._backfill_record(p_rel oid) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.details->'backfill' FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass
+$$;
+
+-- Save the record (and optionally log a finished phase) through the catalog door.
+CREATE FUNCTION tenancy._backfill_save(p_rel oid, p_rec jsonb, p_log jsonb DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_rec jsonb := p_rec || jsonb_build_object('updated_at', clock_timestamp());
+BEGIN
+    PERFORM tenancy._privileged('record_backfill',
+        jsonb_strip_nulls(jsonb_build_object('relid', p_rel, 'backfill', v_rec, 'log', p_log)));
+    RETURN v_rec;
+END $$;
+
+-- Move the record to p_phase, logging the phase that ended (details.phase) with its timing.
+CREATE FUNCTION tenancy._backfill_advance(p_rel oid, p_rec jsonb, p_phase text, p_details jsonb DEFAULT '{}')
+RETURNS jsonb LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tenancy._backfill_save(p_rel,
+        p_rec || jsonb_build_object('phase', p_phase, 'phase_started_at', clock_timestamp(), 'retries', 0),
+        jsonb_build_object('operation', 'backfill', 'status', 'succeeded',
+                           'started', p_rec->'phase_started_at',
+                           'details', jsonb_build_object('phase', p_rec->>'phase', 'next', p_phase) || coalesce(p_details, '{}')))
+$$;
+
+-- The leaf tables of p_rel that hold rows: p_rel itself, or its leaf partitions.
+CREATE FUNCTION tenancy._leaves(p_rel oid) RETURNS oid[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN (SELECT relkind FROM pg_class WHERE oid = p_rel) = 'p'
+                THEN (SELECT coalesce(array_agg(t.relid::oid ORDER BY t.relid::oid), '{}')
+                        FROM pg_partition_tree(p_rel::regclass) t
+                        JOIN pg_class c ON c.oid = t.relid WHERE c.relkind = 'r')
+                ELSE ARRAY[p_rel] END
+$$;
+
+-- Can the backfill of p_rel take the metadata-only path (issue 17)? Only when every row gets the
+-- one organization and the column is new: ADD COLUMN ... NOT NULL DEFAULT '<organization>' then
+-- writes no row and scans for no NULL, because PostgreSQL keeps the constant as the "missing
+-- value" of the rows that exist (on each leaf of a partitioned table too). Not when:
+--   * the organization is derived (a parent row, a user column): each row has its own value;
+--   * the column exists (a user column, an earlier conversion): its rows hold what they hold;
+--   * the table has inheritance children (ADD COLUMN would reach them, the backfill does not);
+--   * a leaf is not a heap table (a foreign table, another access method): no missing values.
+-- The batched fill does those. The record says which path a backfill took ('fast_default').
+CREATE FUNCTION tenancy._backfill_fast_default(p_rel oid, p_rec jsonb) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT p_rec->'source'->>'kind' = 'fixed' AND p_rec->'source'->>'value' IS NOT NULL
+       AND NOT coalesce((p_rec->>'column_existed')::boolean, true)
+       AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = p_rel AND a.attname = p_rec->>'tenant_column' AND NOT a.attisdropped)
+       AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent
+                        WHERE i.inhparent = p_rel AND c.relkind = 'r')
+       AND NOT EXISTS (SELECT 1 FROM (SELECT p_rel UNION SELECT t.relid::oid FROM pg_partition_tree(p_rel::regclass) t) x(relid)
+                         JOIN pg_class c ON c.oid = x.relid
+                        WHERE c.relkind <> 'p'
+                          AND (c.relkind <> 'r' OR c.relam IS DISTINCT FROM (SELECT m.oid FROM pg_am m WHERE m.amname = 'heap')))
+$$;
+
+-- Is another session running a backfill of this record right now?
+CREATE FUNCTION tenancy._backfill_running_elsewhere(p_rec jsonb) RETURNS integer
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT a.pid FROM pg_stat_activity a
+     WHERE a.pid = (p_rec->>'pid')::integer AND a.pid <> pg_backend_pid() AND a.state <> 'idle'
+$$;
