@@ -81,6 +81,10 @@ fi
 echo "$errcheck"
 # The checker itself: a violation of each kind planted in a copy of the sources must be found.
 python3 scripts/errors.py --self-check || exit 1
+echo "== function length (scripts/longfns.py: no Rust or SQL function over 80 lines without a reason: in its leading comment)"
+python3 scripts/longfns.py || exit 1
+# The checker itself: a long function planted without a reason in a copy of the sources is found.
+python3 scripts/longfns.py --self-check || exit 1
 echo "== rustfmt (rustfmt.toml: 120 columns)"
 if cargo fmt --version >/dev/null 2>&1; then
   cargo fmt --all --check >/dev/null || { echo "rustfmt: run cargo fmt --all (cargo fmt --all --check shows the differences)"; exit 1; }

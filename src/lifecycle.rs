@@ -483,36 +483,8 @@ pub fn _import_rows(rel: pg_sys::Oid, org: Uuid, rows: JsonB) -> i64 {
             "The administrator who imports needs INSERT on every tenant table.",
         )
     }
-    let cols: Vec<String> = spi(Spi::get_one_with_args::<Vec<String>>(
-        "SELECT pg_catalog.array_agg(a.attname::pg_catalog.text ORDER BY a.attnum) FROM pg_catalog.pg_attribute a \
-          WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
-            AND a.attgenerated OPERATOR(pg_catalog.=) ''",
-        &[rel.into()],
-    ))
-    .unwrap_or_default();
-    // The columns that take their values from a sequence (identity, serial): the rows keep their
-    // exported values, so each such sequence is moved past the largest value imported, or the
-    // next row the application inserts would collide with an imported one.
-    let sequences: Vec<(String, pg_sys::Oid)> = spi(Spi::connect(|c| {
-        let mut out = Vec::new();
-        for r in c.select(
-            "SELECT a.attname::pg_catalog.text, \
-                    pg_catalog.pg_get_serial_sequence($1::pg_catalog.regclass::pg_catalog.text, a.attname::pg_catalog.text)::pg_catalog.regclass::pg_catalog.oid \
-               FROM pg_catalog.pg_attribute a \
-              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
-                AND a.atttypid OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog.int2'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype, \
-                                                                  'pg_catalog.int8'::pg_catalog.regtype]::pg_catalog.oid[]) \
-                AND pg_catalog.pg_get_serial_sequence($1::pg_catalog.regclass::pg_catalog.text, a.attname::pg_catalog.text) IS NOT NULL \
-              ORDER BY a.attnum",
-            None,
-            &[rel.into()],
-        )? {
-            if let (Some(name), Some(seq)) = (r.get::<String>(1)?, r.get::<pg_sys::Oid>(2)?) {
-                out.push((name, seq));
-            }
-        }
-        Ok::<_, pgrx::spi::SpiError>(out)
-    }));
+    let cols: Vec<String> = insertable_columns(rel).into_iter().map(|c| c.name).collect();
+    let sequences = sequence_columns(rel);
     let list = cols.iter().map(quote_identifier).collect::<Vec<_>>().join(", ");
     let sel = cols.iter().map(|c| format!("r.{}", quote_identifier(c))).collect::<Vec<_>>().join(", ");
     let returning = sequences.iter().map(|(c, _)| quote_identifier(c)).collect::<Vec<_>>();
@@ -538,19 +510,7 @@ pub fn _import_rows(rel: pg_sys::Oid, org: Uuid, rows: JsonB) -> i64 {
         let r = c.update(&sql, None, &[value.into(), rows.into()])?;
         let r = r.first();
         let n = r.get::<i64>(1)?.unwrap_or(0);
-        for (i, (_, seq)) in sequences.iter().enumerate() {
-            let Some(max) = r.get::<i64>(i + 2)? else { continue };
-            // Only forward, for an ascending sequence the owner may set.
-            c.update(
-                "SELECT pg_catalog.setval(s.seqrelid::pg_catalog.regclass, $2) FROM pg_catalog.pg_sequence s \
-                  WHERE s.seqrelid OPERATOR(pg_catalog.=) $1 AND s.seqincrement OPERATOR(pg_catalog.>) 0 \
-                    AND pg_catalog.has_sequence_privilege(s.seqrelid, 'UPDATE') \
-                    AND $2 OPERATOR(pg_catalog.>=) coalesce(pg_catalog.pg_sequence_last_value(s.seqrelid::pg_catalog.regclass) \
-                                                            OPERATOR(pg_catalog.+) 1, s.seqstart)",
-                None,
-                &[(*seq).into(), max.into()],
-            )?;
-        }
+        advance_sequences(c, &sequences, &r)?;
         Ok::<_, pgrx::spi::SpiError>(n)
     }));
     if n != n_in {
@@ -562,8 +522,75 @@ pub fn _import_rows(rel: pg_sys::Oid, org: Uuid, rows: JsonB) -> i64 {
     n
 }
 
-/// What a clone needs to know about one column of a table's rows.
-struct CloneColumn {
+/// The columns of `rel` that take their values from a sequence (identity, serial; integer
+/// types), with the sequence. An import keeps the exported values, so each such sequence is
+/// moved past the largest value imported (`advance_sequences`), or the next row the application
+/// inserts would collide with an imported one.
+fn sequence_columns(rel: pg_sys::Oid) -> Vec<(String, pg_sys::Oid)> {
+    spi(Spi::connect(|c| {
+        let mut out = Vec::new();
+        for r in c.select(
+            "SELECT a.attname::pg_catalog.text, \
+                    pg_catalog.pg_get_serial_sequence($1::pg_catalog.regclass::pg_catalog.text, a.attname::pg_catalog.text)::pg_catalog.regclass::pg_catalog.oid \
+               FROM pg_catalog.pg_attribute a \
+              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+                AND a.atttypid OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog.int2'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype, \
+                                                                  'pg_catalog.int8'::pg_catalog.regtype]::pg_catalog.oid[]) \
+                AND pg_catalog.pg_get_serial_sequence($1::pg_catalog.regclass::pg_catalog.text, a.attname::pg_catalog.text) IS NOT NULL \
+              ORDER BY a.attnum",
+            None,
+            &[rel.into()],
+        )? {
+            if let (Some(name), Some(seq)) = (r.get::<String>(1)?, r.get::<pg_sys::Oid>(2)?) {
+                out.push((name, seq));
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    }))
+}
+
+/// Moves each sequence of `sequences` past the largest value of its column that the import's
+/// statement returned (columns 2.. of `row`, in the order of `sequences`): only forward, for an
+/// ascending sequence the table's owner (the current role) may set.
+fn advance_sequences(
+    c: &mut pgrx::spi::SpiClient<'_>,
+    sequences: &[(String, pg_sys::Oid)],
+    row: &pgrx::spi::SpiTupleTable<'_>,
+) -> Result<(), pgrx::spi::SpiError> {
+    for (i, (_, seq)) in sequences.iter().enumerate() {
+        let Some(max) = row.get::<i64>(i + 2)? else { continue };
+        c.update(
+            "SELECT pg_catalog.setval(s.seqrelid::pg_catalog.regclass, $2) FROM pg_catalog.pg_sequence s \
+              WHERE s.seqrelid OPERATOR(pg_catalog.=) $1 AND s.seqincrement OPERATOR(pg_catalog.>) 0 \
+                AND pg_catalog.has_sequence_privilege(s.seqrelid, 'UPDATE') \
+                AND $2 OPERATOR(pg_catalog.>=) coalesce(pg_catalog.pg_sequence_last_value(s.seqrelid::pg_catalog.regclass) \
+                                                        OPERATOR(pg_catalog.+) 1, s.seqstart)",
+            None,
+            &[(*seq).into(), max.into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// The columns of `rel` an INSERT writes (not dropped, not generated), in order, with their types.
+fn insertable_columns(rel: pg_sys::Oid) -> Vec<TableColumn> {
+    spi(Spi::connect(|c| {
+        let mut v = Vec::new();
+        for r in c.select(
+            "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
+                AND a.attgenerated OPERATOR(pg_catalog.=) '' ORDER BY a.attnum",
+            None,
+            &[rel.into()],
+        )? {
+            v.push(TableColumn { name: r.get::<String>(1)?.unwrap_or_default(), typ: r.get::<String>(2)?.unwrap_or_default() });
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    }))
+}
+
+/// A column an INSERT writes: its name and its type (as format_type writes it).
+struct TableColumn {
     name: String,
     typ: String,
 }
@@ -593,6 +620,35 @@ pub fn _clone_batch(
         )
     };
     let maps = maps.unwrap_or(JsonB(serde_json::json!({})));
+    let (src_slug, dst_slug) = require_running_clone(src, dst);
+    let t = tenant_table(rel);
+    if !has_table_privilege(rel, pg_sys::ACL_INSERT) || !has_table_privilege(rel, pg_sys::ACL_SELECT) {
+        Error::InsufficientPrivilege.raise(
+            format!("tenancy: permission denied to read and insert into {}", t.name),
+            "The administrator who clones needs SELECT and INSERT on every tenant table.",
+        )
+    }
+    let (pk_name, pk_type, pk_seq) = single_column_key(rel, &t);
+    let new_key = match (&pk_seq, pk_type.as_str()) {
+        (Some(seq), _) => format!("pg_catalog.nextval({}::pg_catalog.regclass)", pgrx::spi::quote_literal(seq)),
+        (None, "uuid") => "pg_catalog.gen_random_uuid()".to_owned(),
+        _ => format!("s.{}", quote_identifier(&pk_name)),
+    };
+    let cols = insertable_columns(rel);
+    let mapped = mapped_foreign_keys(rel, &t);
+    let sql = clone_statement(&t, (&pk_name, &pk_type, &new_key), &cols, &mapped, batch_size);
+    let (sv, dv) = (tenant_value(&t, src, &src_slug), tenant_value(&t, dst, &dst_slug));
+    let _owner = AsRole::switch_to(t.owner);
+    let _scope = LifecycleScope::enter_clone((src, Some(src_slug)), (dst, Some(dst_slug)));
+    spi(Spi::connect_mut(|c| {
+        c.update(&sql, None, &[sv.into(), dv.into(), after.into(), maps.into()])?.first().get_one::<JsonB>()
+    }))
+    .unwrap_or(JsonB(serde_json::json!({"keys": [], "rows": 0})))
+}
+
+/// A running clone of `src` into `dst` must exist (created by `CALL tenancy.clone_organization`):
+/// the batch function cannot be pointed at any other pair. Returns both slugs.
+fn require_running_clone(src: Uuid, dst: Uuid) -> (String, String) {
     let running = spi(Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (SELECT 1 FROM tenancy.clones WHERE source_id OPERATOR(pg_catalog.=) $1 \
             AND organization_id OPERATOR(pg_catalog.=) $2 AND status OPERATOR(pg_catalog.=) 'running')",
@@ -611,14 +667,12 @@ pub fn _clone_batch(
             "CALL tenancy.clone_organization(...) starts one.",
         )
     }
-    let t = tenant_table(rel);
-    if !has_table_privilege(rel, pg_sys::ACL_INSERT) || !has_table_privilege(rel, pg_sys::ACL_SELECT) {
-        Error::InsufficientPrivilege.raise(
-            format!("tenancy: permission denied to read and insert into {}", t.name),
-            "The administrator who clones needs SELECT and INSERT on every tenant table.",
-        )
-    }
-    // The primary key (without the tenant column): one column, its type, its sequence.
+    (src_slug, dst_slug)
+}
+
+/// The single-column primary key of `t` without its tenant column: (name, type, its sequence).
+/// A clone copies rows in key order and maps keys, so another key is refused (0A000).
+fn single_column_key(rel: pg_sys::Oid, t: &Tenant) -> (String, String, Option<String>) {
     let pk: Vec<(String, String, Option<String>)> = spi(Spi::connect(|c| {
         let mut v = Vec::new();
         for r in c.select(
@@ -644,25 +698,13 @@ pub fn _clone_batch(
             "Give the table a single-column primary key (an identity column), or leave it out of the tenant tables.",
         )
     }
-    let (pk_name, pk_type, pk_seq) = pk.into_iter().next().unwrap();
-    let new_key = match (&pk_seq, pk_type.as_str()) {
-        (Some(seq), _) => format!("pg_catalog.nextval({}::pg_catalog.regclass)", pgrx::spi::quote_literal(seq)),
-        (None, "uuid") => "pg_catalog.gen_random_uuid()".to_owned(),
-        _ => format!("s.{}", quote_identifier(&pk_name)),
-    };
-    let cols: Vec<CloneColumn> = spi(Spi::connect(|c| {
-        let mut v = Vec::new();
-        for r in c.select(
-            "SELECT a.attname::pg_catalog.text, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
-              WHERE a.attrelid OPERATOR(pg_catalog.=) $1 AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped \
-                AND a.attgenerated OPERATOR(pg_catalog.=) '' ORDER BY a.attnum",
-            None,
-            &[rel.into()],
-        )? {
-            v.push(CloneColumn { name: r.get::<String>(1)?.unwrap_or_default(), typ: r.get::<String>(2)?.unwrap_or_default() });
-        }
-        Ok::<_, pgrx::spi::SpiError>(v)
-    }));
+    pk.into_iter().next().unwrap()
+}
+
+/// The columns of `t`'s foreign keys to other tenant tables' primary keys, with the parent:
+/// their values are mapped to the parent's new keys. A foreign key to a tenant table without the
+/// tenant column is refused (0A000): the clone's rows would point at the source's.
+fn mapped_foreign_keys(rel: pg_sys::Oid, t: &Tenant) -> Vec<(String, pg_sys::Oid)> {
     // Foreign keys to tenant tables: (child column, parent oid, parent column is the parent's
     // primary key, carries the tenant column).
     let fks: Vec<(Vec<String>, pg_sys::Oid, Vec<String>, String)> = as_catalog_owner(|| {
@@ -709,6 +751,19 @@ pub fn _clone_batch(
             }
         }
     }
+    mapped
+}
+
+/// The clone batch's statement: the next `batch_size` rows of the source (in key order, after
+/// `$3`) with new keys (`new_key`), inserted for the clone with their mapped references
+/// (`$4`: {"<parent oid>": {"<old key>": "<new key>"}}); it returns the keys' map and the last key.
+fn clone_statement(
+    t: &Tenant,
+    (pk_name, pk_type, new_key): (&str, &str, &str),
+    cols: &[TableColumn],
+    mapped: &[(String, pg_sys::Oid)],
+    batch_size: i32,
+) -> String {
     let cast = |ct: &str| if ct == "text" { "" } else { "::pg_catalog.uuid" };
     let exprs: Vec<String> = cols
         .iter()
@@ -730,8 +785,8 @@ pub fn _clone_batch(
         })
         .collect();
     let list = cols.iter().map(|c| quote_identifier(&c.name)).collect::<Vec<_>>().join(", ");
-    let pkq = quote_identifier(&pk_name);
-    let sql = format!(
+    let pkq = quote_identifier(pk_name);
+    format!(
         "WITH m AS MATERIALIZED ( \
             SELECT s.*, s.{pkq}::pg_catalog.text AS \"__tenancy_old\", {new_key} AS \"__tenancy_new\" FROM {tbl} s \
              WHERE s.{tcol} OPERATOR(pg_catalog.=) $1{c} AND ($3::pg_catalog.text IS NULL OR s.{pkq} OPERATOR(pg_catalog.>) $3::{pk_type}) \
@@ -745,12 +800,5 @@ pub fn _clone_batch(
         c = cast(&t.column_type),
         n = batch_size.max(1),
         exprs = exprs.join(", ")
-    );
-    let (sv, dv) = (tenant_value(&t, src, &src_slug), tenant_value(&t, dst, &dst_slug));
-    let _owner = AsRole::switch_to(t.owner);
-    let _scope = LifecycleScope::enter_clone((src, Some(src_slug)), (dst, Some(dst_slug)));
-    spi(Spi::connect_mut(|c| {
-        c.update(&sql, None, &[sv.into(), dv.into(), after.into(), maps.into()])?.first().get_one::<JsonB>()
-    }))
-    .unwrap_or(JsonB(serde_json::json!({"keys": [], "rows": 0})))
+    )
 }

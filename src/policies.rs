@@ -895,20 +895,7 @@ pub(crate) fn isolation(
         spi(Spi::run(&format!("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE", t.name)));
     }
     let (was_registered, rec) = recorded(relid);
-    // No mode given: the one the table is isolated with, else context (the default since 0.3.0:
-    // an equality with a per-statement constant, which keeps the (tenant, created_at) index order).
-    let mode = requested_mode.unwrap_or_else(|| {
-        let recorded_mode = rec.as_ref().and_then(|r| r.get("mode")).and_then(Value::as_str).map(str::to_owned);
-        // Older releases may not have recorded it with the policies: the registry's column.
-        let registered_mode = || {
-            spi(Spi::get_one_with_args::<String>(
-                "SELECT (SELECT t.mode FROM tenancy.tenant_tables t \
-                  WHERE t.relid = $1::oid::regclass AND t.state = 'isolated')",
-                &[relid.into()],
-            ))
-        };
-        recorded_mode.or_else(registered_mode).map_or(Mode::Context, |m| Mode::parse(&m))
-    });
+    let mode = requested_mode.unwrap_or_else(|| recorded_mode(relid, rec.as_ref()));
     let p = plan(&t, mode, &roles, rec.as_ref());
     if p.statements.is_empty() {
         return format!(
@@ -923,7 +910,40 @@ pub(crate) fn isolation(
     for s in &p.statements {
         spi(Spi::run(s));
     }
-    // Record what now exists, as the catalog has it, for the next call and for disable_isolation.
+    // Registered before the first isolation (what disable_isolation goes back to).
+    let was_registered =
+        rec.as_ref().and_then(|r| r.get("was_registered")).and_then(Value::as_bool).unwrap_or(was_registered);
+    record_isolation(relid, &t, mode, &roles, &p, was_registered, &text);
+    text
+}
+
+/// The mode of a call that names none: the one the table is isolated with, else context (the
+/// default since 0.3.0: an equality with a per-statement constant, which keeps the (tenant,
+/// created_at) index order).
+fn recorded_mode(relid: pg_sys::Oid, rec: Option<&Value>) -> Mode {
+    let recorded_mode = rec.and_then(|r| r.get("mode")).and_then(Value::as_str).map(str::to_owned);
+    // Older releases may not have recorded it with the policies: the registry's column.
+    let registered_mode = || {
+        spi(Spi::get_one_with_args::<String>(
+            "SELECT (SELECT t.mode FROM tenancy.tenant_tables t \
+              WHERE t.relid = $1::oid::regclass AND t.state = 'isolated')",
+            &[relid.into()],
+        ))
+    };
+    recorded_mode.or_else(registered_mode).map_or(Mode::Context, |m| Mode::parse(&m))
+}
+
+/// Records what `isolation` just created, as the catalog has it, for the next call and for
+/// disable_isolation.
+fn record_isolation(
+    relid: pg_sys::Oid,
+    t: &Target,
+    mode: Mode,
+    roles: &[String],
+    p: &Plan,
+    was_registered: bool,
+    text: &str,
+) {
     let mut relations = Map::new();
     for rel in &p.relations {
         let mut policies = Map::new();
@@ -935,8 +955,6 @@ pub(crate) fn isolation(
             json!({ "rls_was_enabled": rel.rls_was_enabled, "rls_was_forced": rel.rls_was_forced, "policies": policies }),
         );
     }
-    let was_registered =
-        rec.as_ref().and_then(|r| r.get("was_registered")).and_then(Value::as_bool).unwrap_or(was_registered);
     let default_expr = p.default_column.as_ref().and_then(|c| column_default(relid, c));
     let isolation = json!({
         "table": t.name,
@@ -960,7 +978,6 @@ pub(crate) fn isolation(
                              "statements": p.statements.len(), "ddl": text },
         }),
     );
-    text
 }
 
 /// The statements that remove what the record `rec` says tenancy created on table `table`
