@@ -168,6 +168,35 @@ impl Right {
             Right::Delete => "delete",
         }
     }
+
+    /// Its bit in `Rights` (and in the lookups' SQL: 1 read, 2 write, 4 delete).
+    pub const fn bit(self) -> u8 {
+        match self {
+            Right::Read => 1,
+            Right::Write => 2,
+            Right::Delete => 4,
+        }
+    }
+}
+
+/// The rights a role grants in an organization (`tenancy.roles`: can_read, can_write,
+/// can_delete), as the lookups read them once per membership.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Rights(u8);
+
+impl Rights {
+    /// Every right: an administrator acting as itself, without a user.
+    pub const ALL: Rights = Rights(1 | 2 | 4);
+
+    /// From the bits the lookups' SQL computes (1 read, 2 write, 4 delete).
+    pub fn from_bits(bits: i32) -> Rights {
+        Rights((bits & 7) as u8)
+    }
+
+    /// Does it grant `right` (None: membership alone, always)?
+    pub fn allows(self, right: Option<Right>) -> bool {
+        right.is_none_or(|r| self.0 & r.bit() != 0)
+    }
 }
 
 /// The organization a lifecycle operation (erase, export, import) works on, for the duration of

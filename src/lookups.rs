@@ -17,7 +17,7 @@ use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{pg_sys, PgOid, Uuid};
 
 use crate::cache::memo;
-use crate::context::current_user;
+use crate::context::{current_user, Right, Rights};
 use crate::errors::spi;
 use crate::user_ids;
 
@@ -45,7 +45,7 @@ fn user_param() -> String {
 /// 2 write, 4 delete); no row when there is none.
 fn membership_sql() -> String {
     format!(
-        "SELECT (r.can_read::int | (r.can_write::int << 1) | (r.can_delete::int << 2)) \
+        "SELECT {RIGHTS_OF_ROLE} \
          FROM tenancy.memberships m \
          JOIN tenancy.organizations o ON o.id = m.organization_id \
          JOIN tenancy.roles r ON r.name = m.role \
@@ -65,19 +65,17 @@ fn default_org_sql() -> String {
 const ORG_STATE_SQL: &str = "SELECT o.is_active FROM tenancy.organizations o WHERE o.id = $1";
 const ORG_SLUG_SQL: &str = "SELECT o.slug FROM tenancy.organizations o WHERE o.id = $1 AND o.is_active";
 
-/// The right named by $3 ('read', 'write', 'delete'; '' for mere membership) of the role the
-/// user holds in an organization.
-const RIGHT_OF_ROLE: &str = "CASE $3 WHEN 'read' THEN r.can_read WHEN 'write' THEN r.can_write \
-     WHEN 'delete' THEN r.can_delete WHEN '' THEN true ELSE false END";
+/// The rights of the role a membership holds, as bits (1 read, 2 write, 4 delete: `Right::bit`).
+const RIGHTS_OF_ROLE: &str = "(r.can_read::int | (r.can_write::int << 1) | (r.can_delete::int << 2))";
 
+/// The organizations (`what` of each) where the user's role grants every right of the bits $2.
 fn member_orgs_sql(what: &str) -> String {
     format!(
         "SELECT coalesce(array_agg({what} ORDER BY {what}), '{{}}') FROM tenancy.memberships m \
          JOIN tenancy.organizations o ON o.id = m.organization_id \
          JOIN tenancy.roles r ON r.name = m.role \
-         WHERE m.user_id = {} AND m.is_active AND o.is_active AND {}",
-        user_param(),
-        RIGHT_OF_ROLE.replace("$3", "$2")
+         WHERE m.user_id = {} AND m.is_active AND o.is_active AND {RIGHTS_OF_ROLE} & $2 = $2",
+        user_param()
     )
 }
 
@@ -115,13 +113,13 @@ fn kept_one<T: FromDatum + IntoDatum>(
 }
 
 /// The user's membership in the organization, when it is active and so is the organization:
-/// the rights (bits) of its role. One lookup answers both membership and every right, so that
-/// choosing an organization (set_organization) and the policies' checks share one memoized
-/// answer.
-fn membership(user: &str, org: Uuid) -> Option<i32> {
+/// the rights of its role. One lookup answers both membership and every right, so that choosing
+/// an organization (set_organization) and the policies' checks share one memoized answer.
+pub fn membership(user: &str, org: Uuid) -> Option<Rights> {
     memo("membership", current_user(), &[user.as_bytes(), org.as_bytes()], || {
         kept_one::<i32>(&MEMBER_RIGHT, &membership_sql(), &[text_oid(), uuid_oid()], &[user.into(), org.into()])
     })
+    .map(Rights::from_bits)
 }
 
 pub fn is_active_member(user: &str, org: Uuid) -> bool {
@@ -129,38 +127,42 @@ pub fn is_active_member(user: &str, org: Uuid) -> bool {
 }
 
 /// True when the user is an active member of the active organization and their role there
-/// grants `right` ("" for membership alone).
-pub fn member_has_right(user: &str, org: Uuid, right: &str) -> bool {
-    let bit = match right {
-        "" => 0,
-        "read" => 1,
-        "write" => 2,
-        "delete" => 4,
-        _ => return false,
-    };
-    membership(user, org).is_some_and(|bits| bits & bit == bit)
+/// grants `right` (None: membership alone).
+pub fn member_has_right(user: &str, org: Uuid, right: Option<Right>) -> bool {
+    membership(user, org).is_some_and(|rights| rights.allows(right))
 }
 
 /// The active organizations in which the user's role grants `right`: `column` of each
 /// (m.organization_id or o.slug), through the statement kept in `slot`.
-fn organizations_where<T>(slot: &'static LocalKey<Slot>, column: &'static str, user: &str, right: &str) -> Vec<T>
+fn organizations_where<T>(
+    slot: &'static LocalKey<Slot>,
+    column: &'static str,
+    user: &str,
+    right: Option<Right>,
+) -> Vec<T>
 where
     T: Clone + 'static,
     Vec<T>: FromDatum + IntoDatum,
 {
-    memo(column, current_user(), &[user.as_bytes(), right.as_bytes()], || {
-        kept_one::<Vec<T>>(slot, &member_orgs_sql(column), &[text_oid(), text_oid()], &[user.into(), right.into()])
-            .unwrap_or_default()
+    let bits = right.map_or(0, Right::bit);
+    memo(column, current_user(), &[user.as_bytes(), &[bits]], || {
+        kept_one::<Vec<T>>(
+            slot,
+            &member_orgs_sql(column),
+            &[text_oid(), PgOid::from(pg_sys::INT4OID)],
+            &[user.into(), i32::from(bits).into()],
+        )
+        .unwrap_or_default()
     })
 }
 
 /// The active organizations in which the user's role grants `right`, by id.
-pub fn organizations_with_right(user: &str, right: &str) -> Vec<Uuid> {
+pub fn organizations_with_right(user: &str, right: Option<Right>) -> Vec<Uuid> {
     organizations_where(&MEMBER_ORG_IDS, "m.organization_id", user, right)
 }
 
 /// The active organizations in which the user's role grants `right`, by slug.
-pub fn organization_slugs_with_right(user: &str, right: &str) -> Vec<String> {
+pub fn organization_slugs_with_right(user: &str, right: Option<Right>) -> Vec<String> {
     organizations_where(&MEMBER_ORG_SLUGS, "o.slug", user, right)
 }
 

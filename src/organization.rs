@@ -10,7 +10,7 @@ use pgrx::prelude::*;
 use pgrx::Uuid;
 
 use crate::context::{
-    administrator_without_user, current_user, lifecycle_for, requested_organization, Requested, Right,
+    administrator_without_user, current_user, lifecycle_for, requested_organization, Requested, Right, Rights,
 };
 use crate::errors::{spi, Error};
 use crate::lookups;
@@ -23,21 +23,20 @@ use crate::signed::{self, Grant};
 /// acts as itself (`administrator_without_user`) and the organization is active.
 fn may_act_in(user: Option<&str>, org: Uuid, right: Option<Right>) -> bool {
     match user {
-        Some(u) => lookups::member_has_right(u, org, right.map_or("", Right::as_str)),
+        Some(u) => lookups::member_has_right(u, org, right),
         None => administrator_without_user(None) && lookups::organization_state(org) == Some(true),
     }
 }
 
-/// What the signed context carries for `org`: its slug and the rights `user` (or, without one, an
-/// administrator acting as itself) holds there.
-fn grant(user: Option<&str>, org: Uuid) -> Grant {
-    let may = |right| may_act_in(user, org, Some(right));
+/// What the signed context carries for `org`: its slug and `rights`, what `set_organization` found
+/// the transaction may do there.
+fn grant(org: Uuid, rights: Rights) -> Grant {
     Grant {
         organization: org,
         slug: lookups::organization_slug(org).unwrap_or_default(),
-        read: may(Right::Read),
-        write: may(Right::Write),
-        delete: may(Right::Delete),
+        read: rights.allows(Some(Right::Read)),
+        write: rights.allows(Some(Right::Write)),
+        delete: rights.allows(Some(Right::Delete)),
     }
 }
 
@@ -55,7 +54,7 @@ fn organization_for(right: Option<Right>) -> Option<Uuid> {
             let u = user?;
             let org = lookups::default_organization(&u)?;
             // default_organization() already requires an active membership.
-            (right.is_none() || lookups::member_has_right(&u, org, right.map_or("", Right::as_str))).then_some(org)
+            lookups::member_has_right(&u, org, right).then_some(org)
         }
     }
 }
@@ -93,7 +92,7 @@ pub fn policy_organization_slug(privilege: &str) -> Option<String> {
 /// Without a user: every organization in operator mode (`crate::operator`), else none (no rows).
 fn organizations_for<T>(
     right: Right,
-    all_of_user: fn(&str, &str) -> Vec<T>,
+    all_of_user: fn(&str, Option<Right>) -> Vec<T>,
     chosen: fn(Uuid) -> Option<T>,
     every: fn() -> Vec<T>,
 ) -> Vec<T> {
@@ -108,7 +107,7 @@ fn organizations_for<T>(
         }
         Requested::Organization(_) => Vec::new(),
         Requested::Nothing => match user {
-            Some(u) => all_of_user(&u, right.as_str()),
+            Some(u) => all_of_user(&u, Some(right)),
             // Operator mode (tenancy.operate): every organization.
             None if operator::is_on() => every(),
             None => Vec::new(),
@@ -153,11 +152,13 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
     };
     let user = current_user();
     let admin = administrator_without_user(user.as_deref());
-    let allowed = match user.as_deref() {
-        Some(u) => lookups::is_active_member(u, org),
-        None => admin && lookups::organization_state(org) == Some(true),
+    // What the transaction may do there: the rights of the user's role, or every right for an
+    // administrator acting as itself in an active organization; None: it may not act there.
+    let rights = match user.as_deref() {
+        Some(u) => lookups::membership(u, org),
+        None => (admin && lookups::organization_state(org) == Some(true)).then_some(Rights::ALL),
     };
-    if !allowed {
+    let Some(rights) = rights else {
         match (admin, lookups::organization_state(org)) {
             (true, None) => Error::UnknownOrganization.raise(
                 format!("tenancy.set_organization: organization {org} does not exist"),
@@ -178,11 +179,11 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
                  and choose an organization that user belongs to.",
             ),
         }
-    }
+    };
     set_local(ORG_SETTING, &org.to_string());
     // The signed context for distributed tables (and, with Citus, the forwarding of SET LOCAL),
-    // with what this transaction may do there.
-    signed::write_context(|| grant(user.as_deref(), org));
+    // with what this transaction may do there (as found above, not asked again).
+    signed::write_context(|| grant(org, rights));
     org
 }
 
