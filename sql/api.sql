@@ -127,15 +127,6 @@ BEGIN
     END IF;
 END $$;
 
--- What a relation of kind p_kind is, for error messages.
-CREATE FUNCTION tenancy._relkind_noun(p_kind "char") RETURNS text
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE p_kind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table'
-                       WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' WHEN 'I' THEN 'partitioned index'
-                       WHEN 'c' THEN 'composite type' WHEN 't' THEN 'TOAST table'
-                       ELSE 'relation of kind ' || p_kind::text END
-$$;
-
 -- The name of table p_rel, which p_caller must own (or be a member of its owner) to p_action it.
 CREATE FUNCTION tenancy._owned_table(p_rel oid, p_caller oid, p_action text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -148,7 +139,7 @@ BEGIN
     END IF;
     IF NOT pg_has_role(p_caller, v_owner, 'USAGE') THEN
         RAISE EXCEPTION 'tenancy: must be owner of table % to %', v_name, p_action
-            USING ERRCODE = 'insufficient_privilege', HINT = 'Run this as the table''s owner.';
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Run this as the table''s owner (or a role that is a member of it).';
     END IF;
     RETURN v_name;
 END $$;
@@ -487,13 +478,11 @@ BEGIN
         RAISE EXCEPTION 'tenancy: column "%" does not exist in %', v_col, v_name
             USING ERRCODE = 'undefined_column', HINT = 'Add the column first, or name the tenant column of this table.';
     END IF;
-    v_ctype := CASE WHEN v_type = 'uuid'::regtype THEN 'uuid'
-                    WHEN v_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text'
-               END;
+    v_ctype := tenancy._tenant_column_kind(v_type);
     IF v_ctype IS NULL THEN
         RAISE EXCEPTION 'tenancy: tenant column %.% has type %, which tenancy does not support', v_name, v_col, v_type
             USING ERRCODE = 'datatype_mismatch',
-                  HINT = 'Use uuid (organization id) or text/varchar (organization slug).';
+                  HINT = 'Use uuid (the organization id) or text/varchar/char (the organization slug), or a domain over one of them.';
     END IF;
     INSERT INTO tenancy.tenant_tables AS t (relid, tenant_column, column_type)
     VALUES (v_rel, v_col, v_ctype)

@@ -65,7 +65,9 @@ pub enum Error {
     NotNullViolation,
     /// The caller is not a tenancy administrator acting as itself (`42501`).
     NotAdministrator,
-    /// The caller does not own the table (`42501`).
+    /// The caller does not own the table (`42501`): the one ownership check,
+    /// `tenancy._owned_table`, which Rust calls too.
+    #[allow(dead_code)] // raised in sql/api.sql only
     NotTableOwner,
     /// Any other missing right: not a member, no right to do this in the organization, no acting
     /// user, a role the table's owner did not allow (`42501`).
@@ -146,15 +148,6 @@ impl Error {
             format!("tenancy.{function}: {table} is not a registered tenant table"),
             "Register it first (tenancy.register_table, tenancy.backfill or tenancy.enable_isolation); \
              SELECT relid FROM tenancy.tenant_tables lists the registered ones.",
-        )
-    }
-
-    /// The caller does not own `table`, which it must to `what` (e.g. "enable isolation").
-    #[track_caller]
-    pub fn not_table_owner(table: &str, what: &str) -> ! {
-        Error::NotTableOwner.raise(
-            format!("tenancy: must be owner of table {table} to {what}"),
-            "Run this as the table's owner (or a role that is a member of it).",
         )
     }
 }

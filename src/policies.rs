@@ -22,6 +22,7 @@ use serde_json::{json, Map, Value};
 
 use crate::context::Right;
 use crate::errors::{spi, Error};
+use crate::security;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -106,17 +107,11 @@ struct Existing {
 
 const COMMANDS: [(&str, &str); 4] = [("select", "r"), ("insert", "a"), ("update", "w"), ("delete", "d")];
 
-fn relkind_noun(kind: &str) -> &'static str {
-    match kind {
-        "v" => "a view",
-        "m" => "a materialized view",
-        "f" => "a foreign table",
-        "S" => "a sequence",
-        "i" | "I" => "an index",
-        "c" => "a composite type",
-        "t" => "a TOAST table",
-        _ => "not a table",
-    }
+/// What a relation of kind `kind` is, in the words of `tenancy._relkind_noun` (one noun for SQL's
+/// and Rust's messages).
+fn relkind_noun(kind: &str) -> String {
+    spi(Spi::get_one_with_args::<String>("SELECT tenancy._relkind_noun($1::pg_catalog.\"char\")", &[kind.into()]))
+        .unwrap_or_else(|| format!("relation of kind {kind}"))
 }
 
 /// The form of the policies: the one the table calls for (distributed when it is a Citus table),
@@ -183,7 +178,7 @@ fn load_target(relid: pg_sys::Oid, column: &str, form: Form) -> Target {
     };
     if kind != "r" && kind != "p" {
         Error::WrongObjectType.raise(
-            format!("tenancy: {name} is {}, not a table", relkind_noun(&kind)),
+            format!("tenancy: {name} is not a table (it is a {})", relkind_noun(&kind)),
             "Isolate the tables it reads from: row-level security lives on tables. A view should be \
              created WITH (security_invoker = true) so that their policies apply to its callers.",
         )
@@ -201,12 +196,15 @@ fn load_target(relid: pg_sys::Oid, column: &str, form: Form) -> Target {
         )
     }
     let type_oid = type_oid.unwrap_or(pg_sys::InvalidOid);
+    // The one rule for a tenant column's type is tenancy._tenant_column_kind (register_table and
+    // the backfill ask it too); char(n) is then compared as bpchar.
     // SAFETY: syscache lookup; resolves domains to the type they are based on.
     let base = unsafe { pg_sys::getBaseType(type_oid) };
-    let kind_of_column = match base {
-        pg_sys::UUIDOID => Column::Id,
-        pg_sys::TEXTOID | pg_sys::VARCHAROID => Column::Slug,
-        pg_sys::BPCHAROID => Column::PaddedSlug,
+    let rule = spi(Spi::get_one_with_args::<String>("SELECT tenancy._tenant_column_kind($1)", &[type_oid.into()]));
+    let kind_of_column = match rule.as_deref() {
+        Some("uuid") => Column::Id,
+        Some("text") if base == pg_sys::BPCHAROID => Column::PaddedSlug,
+        Some("text") => Column::Slug,
         _ => {
             let type_name =
                 spi(Spi::get_one_with_args::<String>("SELECT pg_catalog.format_type($1, NULL)", &[type_oid.into()]))
@@ -217,7 +215,7 @@ fn load_target(relid: pg_sys::Oid, column: &str, form: Form) -> Target {
                     name,
                     quote_identifier(column)
                 ),
-                "Use uuid (the organization id) or text/varchar (the organization slug).",
+                "Use uuid (the organization id) or text/varchar/char (the organization slug), or a domain over one of them.",
             )
         }
     };
@@ -813,15 +811,13 @@ fn policy_state(relid: pg_sys::Oid, name: &str) -> Option<String> {
     ))
 }
 
-fn must_own(relid: pg_sys::Oid, name: &str, what: &str) {
-    let owns = spi(Spi::get_one_with_args::<bool>(
-        "SELECT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_catalog.pg_class c WHERE c.oid = $1",
-        &[relid.into()],
-    ))
-    .unwrap_or(false);
-    if !owns {
-        Error::not_table_owner(name, what)
-    }
+fn must_own(relid: pg_sys::Oid, what: &str) {
+    // The one ownership check (tenancy._owned_table, which the SQL functions call too): 42501
+    // unless the current role has the privileges of the table's owner.
+    spi(Spi::get_one_with_args::<String>(
+        "SELECT tenancy._owned_table($1, $2, $3)",
+        &[relid.into(), security::current_role().into(), what.into()],
+    ));
 }
 
 /// A `--` comment line that stays one line: names and expressions put into comments come from
@@ -889,7 +885,7 @@ pub(crate) fn isolation(
     let apply = apply.unwrap_or(false);
     let t = load_target(relid, column, form);
     if apply {
-        must_own(relid, &t.name, "isolate it");
+        must_own(relid, "isolate it");
         // Serialize concurrent calls on the table (and its partitions) before reading its state;
         // this lock does not block reads or writes.
         spi(Spi::run(&format!("LOCK TABLE {} IN SHARE UPDATE EXCLUSIVE MODE", t.name)));
@@ -1053,7 +1049,7 @@ pub fn _disable_isolation(tbl: Option<pg_sys::Oid>) -> String {
     };
     let name = table.name.clone();
     // Ownership first: the record is visible to the table's owner only.
-    must_own(relid, &name, "remove its isolation");
+    must_own(relid, "remove its isolation");
     let (_, rec) = recorded(relid);
     let Some(rec) = rec else {
         return format!(

@@ -107,15 +107,18 @@ pub fn _as_owner(rel: Option<pg_sys::Oid>, op: Option<&str>, args: Option<JsonB>
         )
     }
     let Some(rel) = rel else { Error::NullArgument.raise("tenancy: tbl must not be NULL", "Pass a table.") };
-    let Some((owner, name)) = relation_owner(rel) else {
+    // The one ownership check (tenancy._owned_table): 42P01 for no such table, 42501 unless the
+    // caller has the privileges of its owner.
+    spi(Spi::get_one_with_args::<String>(
+        "SELECT tenancy._owned_table($1, $2, $3)",
+        &[rel.into(), current_role().into(), op.replace('_', " ").into()],
+    ));
+    let Some((owner, _)) = relation_owner(rel) else {
         Error::UndefinedTable.raise(
             format!("tenancy: no table with oid {}", rel.to_u32()),
             "Pass the table name, e.g. 'public.shipments'.",
         )
     };
-    if !has_privileges_of(current_role(), owner) {
-        Error::not_table_owner(&name, &op.replace('_', " "))
-    }
     let _as_owner = AsRole::switch_to(owner);
     // `op` is one of OWNER_OPERATIONS, so the function name is a fixed identifier.
     let sql = format!("SELECT tenancy._owner_{op}($1, $2)");

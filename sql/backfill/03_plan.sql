@@ -239,8 +239,7 @@ BEGIN
            (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d WHERE d.adrelid = p_rel AND d.adnum = a.attnum) AS def
       INTO v_att FROM pg_attribute a
      WHERE a.attrelid = p_rel AND a.attname = tenancy._require('tenant_column', p_col) AND a.attnum > 0 AND NOT a.attisdropped;
-    IF FOUND AND NOT (CASE p_type WHEN 'uuid' THEN v_att.atttypid = 'uuid'::regtype
-                      ELSE v_att.atttypid IN ('text'::regtype, 'character varying'::regtype) END) THEN
+    IF FOUND AND tenancy._tenant_column_kind(v_att.atttypid) IS DISTINCT FROM p_type THEN
         RAISE EXCEPTION 'tenancy.backfill: %.% already exists with type %, not %', v_name, quote_ident(p_col),
                         format_type(v_att.atttypid, NULL), p_type
             USING ERRCODE = 'datatype_mismatch',

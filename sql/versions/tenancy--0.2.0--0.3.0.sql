@@ -297,8 +297,7 @@ BEGIN
            (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d WHERE d.adrelid = p_rel AND d.adnum = a.attnum) AS def
       INTO v_att FROM pg_attribute a
      WHERE a.attrelid = p_rel AND a.attname = tenancy._require('tenant_column', p_col) AND a.attnum > 0 AND NOT a.attisdropped;
-    IF FOUND AND NOT (CASE p_type WHEN 'uuid' THEN v_att.atttypid = 'uuid'::regtype
-                      ELSE v_att.atttypid IN ('text'::regtype, 'character varying'::regtype) END) THEN
+    IF FOUND AND tenancy._tenant_column_kind(v_att.atttypid) IS DISTINCT FROM p_type THEN
         RAISE EXCEPTION 'tenancy.backfill: %.% already exists with type %, not %', v_name, quote_ident(p_col),
                         format_type(v_att.atttypid, NULL), p_type
             USING ERRCODE = 'datatype_mismatch',
@@ -2466,13 +2465,11 @@ BEGIN
         RAISE EXCEPTION 'tenancy: column "%" does not exist in %', v_col, v_name
             USING ERRCODE = 'undefined_column', HINT = 'Add the column first, or name the tenant column of this table.';
     END IF;
-    v_ctype := CASE WHEN v_type = 'uuid'::regtype THEN 'uuid'
-                    WHEN v_type IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text'
-               END;
+    v_ctype := tenancy._tenant_column_kind(v_type);
     IF v_ctype IS NULL THEN
         RAISE EXCEPTION 'tenancy: tenant column %.% has type %, which tenancy does not support', v_name, v_col, v_type
             USING ERRCODE = 'datatype_mismatch',
-                  HINT = 'Use uuid (organization id) or text/varchar (organization slug).';
+                  HINT = 'Use uuid (the organization id) or text/varchar/char (the organization slug), or a domain over one of them.';
     END IF;
     INSERT INTO tenancy.tenant_tables AS t (relid, tenant_column, column_type)
     VALUES (v_rel, v_col, v_ctype)
@@ -2627,7 +2624,7 @@ BEGIN
     END IF;
     IF NOT pg_has_role(p_caller, v_owner, 'USAGE') THEN
         RAISE EXCEPTION 'tenancy: must be owner of table % to %', v_name, p_action
-            USING ERRCODE = 'insufficient_privilege', HINT = 'Run this as the table''s owner.';
+            USING ERRCODE = 'insufficient_privilege', HINT = 'Run this as the table''s owner (or a role that is a member of it).';
     END IF;
     RETURN v_name;
 END $$;
@@ -3145,6 +3142,17 @@ STRICT STABLE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', '_table_integrity_wrapper';
+
+CREATE OR REPLACE FUNCTION tenancy._tenant_column_kind(p_type oid) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH RECURSIVE b(oid, base) AS (
+        SELECT t.oid, t.typbasetype FROM pg_type t WHERE t.oid = p_type
+        UNION ALL
+        SELECT t.oid, t.typbasetype FROM pg_type t JOIN b ON t.oid = b.base WHERE b.base <> 0)
+    SELECT CASE WHEN b.oid = 'uuid'::regtype THEN 'uuid'
+                WHEN b.oid IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text' END
+      FROM b WHERE b.base = 0
+$$;
 
 CREATE OR REPLACE FUNCTION tenancy."_usage"() RETURNS TABLE (
 	"table_name" TEXT,  
@@ -4130,6 +4138,8 @@ COMMENT ON FUNCTION tenancy._name(text, text) IS 'Internal: a name of at most 63
 COMMENT ON FUNCTION tenancy._fk_definition(oid, text, text, boolean) IS 'Internal: a foreign key''s definition built from the catalog, optionally with tenant columns first.';
 COMMENT ON FUNCTION tenancy._surrogate_key(oid, int2[]) IS 'Internal: is this key a surrogate key (one column filled by the database, a uuid, or an application-generated text id)?';
 COMMENT ON FUNCTION tenancy._running_as_owner(oid) IS 'Internal: refuses unless the current role owns the table.';
+COMMENT ON FUNCTION tenancy._relkind_noun("char") IS 'Internal: what a relation of a kind is, for error messages.';
+COMMENT ON FUNCTION tenancy._tenant_column_kind(oid) IS 'Internal: the one rule for a tenant column''s type: uuid (organization id) or text (slug: text, varchar, char), also through a domain; NULL otherwise.';
 COMMENT ON FUNCTION tenancy.lint() IS
   'Is this database safely multi-tenant? One row per finding (level, code, object, message, and the SQL that fixes it). Codes TEN001-TEN017 are listed in the README; silence one with INSERT INTO tenancy.lint_ignores.';
 COMMENT ON FUNCTION tenancy._policy_calls(text) IS
