@@ -1016,6 +1016,7 @@ COMMENT ON FUNCTION tenancy.disable_isolation(regclass) IS
   'Remove exactly what enable_isolation created on a table (policies, RLS flags it set, the default); hand-written policies stay. Returns the DDL it ran.';
 COMMENT ON FUNCTION tenancy.enable_isolation_all(name, name, text, name[], boolean) IS
   'enable_isolation for every table of a schema that has the tenant column, all or nothing; one row per relation saying what was done or skipped, and why. A table with an unfinished backfill or rows without an organization stops it (55000) unless allow_incomplete => true, which isolates it and says INCOMPLETE in its row.';
+COMMENT ON FUNCTION tenancy._tenant_column_kind(oid) IS 'Internal: the one rule for a tenant column''s type: uuid (organization id) or text (slug: text, varchar, char), also through a domain; NULL otherwise.';
 COMMENT ON FUNCTION tenancy._isolation(oid, text, text, text[], boolean) IS
   'Internal: the work of isolation_sql and enable_isolation.';
 COMMENT ON FUNCTION tenancy._disable_isolation(oid) IS

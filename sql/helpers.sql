@@ -118,19 +118,4 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                        ELSE 'relation of kind ' || p_kind::text END
 $$;
 
--- The one rule for a tenant column's type, used by register_table, the backfill and the policy
--- generators (Rust calls it too): 'uuid' when it holds the organization's id (uuid), 'text' when
--- it holds its slug (text, varchar or char(n)), each also through a domain over it; NULL for any
--- other type.
-CREATE FUNCTION tenancy._tenant_column_kind(p_type oid) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    WITH RECURSIVE b(oid, base) AS (
-        SELECT t.oid, t.typbasetype FROM pg_type t WHERE t.oid = p_type
-        UNION ALL
-        SELECT t.oid, t.typbasetype FROM pg_type t JOIN b ON t.oid = b.base WHERE b.base <> 0)
-    SELECT CASE WHEN b.oid = 'uuid'::regtype THEN 'uuid'
-                WHEN b.oid IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text' END
-      FROM b WHERE b.base = 0
-$$;
 COMMENT ON FUNCTION tenancy._relkind_noun("char") IS 'Internal: what a relation of a kind is, for error messages.';
-COMMENT ON FUNCTION tenancy._tenant_column_kind(oid) IS 'Internal: the one rule for a tenant column''s type: uuid (organization id) or text (slug: text, varchar, char), also through a domain; NULL otherwise.';

@@ -20,6 +20,7 @@ use pgrx::spi::{quote_identifier, quote_literal};
 use pgrx::{pg_sys, JsonB};
 use serde_json::{json, Map, Value};
 
+use crate::catalog;
 use crate::context::Right;
 use crate::errors::{spi, Error};
 use crate::security;
@@ -196,12 +197,11 @@ fn load_target(relid: pg_sys::Oid, column: &str, form: Form) -> Target {
         )
     }
     let type_oid = type_oid.unwrap_or(pg_sys::InvalidOid);
-    // The one rule for a tenant column's type is tenancy._tenant_column_kind (register_table and
-    // the backfill ask it too); char(n) is then compared as bpchar.
+    // The one rule for a tenant column's type is catalog::tenant_column_kind (register_table and
+    // the backfill ask it too, as tenancy._tenant_column_kind); char(n) is compared as bpchar.
     // SAFETY: syscache lookup; resolves domains to the type they are based on.
     let base = unsafe { pg_sys::getBaseType(type_oid) };
-    let rule = spi(Spi::get_one_with_args::<String>("SELECT tenancy._tenant_column_kind($1)", &[type_oid.into()]));
-    let kind_of_column = match rule.as_deref() {
+    let kind_of_column = match catalog::tenant_column_kind(type_oid) {
         Some("uuid") => Column::Id,
         Some("text") if base == pg_sys::BPCHAROID => Column::PaddedSlug,
         Some("text") => Column::Slug,

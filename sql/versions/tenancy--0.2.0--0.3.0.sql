@@ -3143,16 +3143,13 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
 AS 'MODULE_PATHNAME', '_table_integrity_wrapper';
 
-CREATE OR REPLACE FUNCTION tenancy._tenant_column_kind(p_type oid) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    WITH RECURSIVE b(oid, base) AS (
-        SELECT t.oid, t.typbasetype FROM pg_type t WHERE t.oid = p_type
-        UNION ALL
-        SELECT t.oid, t.typbasetype FROM pg_type t JOIN b ON t.oid = b.base WHERE b.base <> 0)
-    SELECT CASE WHEN b.oid = 'uuid'::regtype THEN 'uuid'
-                WHEN b.oid IN ('text'::regtype, 'character varying'::regtype, 'character'::regtype) THEN 'text' END
-      FROM b WHERE b.base = 0
-$$;
+CREATE OR REPLACE FUNCTION tenancy."_tenant_column_kind"(
+	"typid" oid 
+) RETURNS TEXT 
+STRICT STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_tenant_column_kind_wrapper';
 
 CREATE OR REPLACE FUNCTION tenancy."_usage"() RETURNS TABLE (
 	"table_name" TEXT,  
@@ -4139,7 +4136,6 @@ COMMENT ON FUNCTION tenancy._fk_definition(oid, text, text, boolean) IS 'Interna
 COMMENT ON FUNCTION tenancy._surrogate_key(oid, int2[]) IS 'Internal: is this key a surrogate key (one column filled by the database, a uuid, or an application-generated text id)?';
 COMMENT ON FUNCTION tenancy._running_as_owner(oid) IS 'Internal: refuses unless the current role owns the table.';
 COMMENT ON FUNCTION tenancy._relkind_noun("char") IS 'Internal: what a relation of a kind is, for error messages.';
-COMMENT ON FUNCTION tenancy._tenant_column_kind(oid) IS 'Internal: the one rule for a tenant column''s type: uuid (organization id) or text (slug: text, varchar, char), also through a domain; NULL otherwise.';
 COMMENT ON FUNCTION tenancy.lint() IS
   'Is this database safely multi-tenant? One row per finding (level, code, object, message, and the SQL that fixes it). Codes TEN001-TEN017 are listed in the README; silence one with INSERT INTO tenancy.lint_ignores.';
 COMMENT ON FUNCTION tenancy._policy_calls(text) IS
@@ -4316,6 +4312,7 @@ COMMENT ON FUNCTION tenancy.disable_isolation(regclass) IS
   'Remove exactly what enable_isolation created on a table (policies, RLS flags it set, the default); hand-written policies stay. Returns the DDL it ran.';
 COMMENT ON FUNCTION tenancy.enable_isolation_all(name, name, text, name[], boolean) IS
   'enable_isolation for every table of a schema that has the tenant column, all or nothing; one row per relation saying what was done or skipped, and why. A table with an unfinished backfill or rows without an organization stops it (55000) unless allow_incomplete => true, which isolates it and says INCOMPLETE in its row.';
+COMMENT ON FUNCTION tenancy._tenant_column_kind(oid) IS 'Internal: the one rule for a tenant column''s type: uuid (organization id) or text (slug: text, varchar, char), also through a domain; NULL otherwise.';
 COMMENT ON FUNCTION tenancy._isolation(oid, text, text, text[], boolean) IS
   'Internal: the work of isolation_sql and enable_isolation.';
 COMMENT ON FUNCTION tenancy._disable_isolation(oid) IS
