@@ -88,3 +88,45 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT a.pid FROM pg_stat_activity a
      WHERE a.pid = (p_rec->>'pid')::integer AND a.pid <> pg_backend_pid() AND a.state <> 'idle'
 $$;
+
+-- The foreign-key phases lock p_rel and the tables its foreign keys reference (in p_mode) all at
+-- once, never waiting while holding one of them: each try takes them NOWAIT inside a
+-- subtransaction, whose abort releases what it took; tries repeat every 10 ms until the step's
+-- lock_timeout, then 55P03 (the step's retry). Waiting in ALTER TABLE's order instead deadlocks
+-- with applications in either order (an UPDATE of a parent then of its child; an INSERT into a
+-- child, whose foreign key check then locks the parent), and PostgreSQL aborts one side, often the
+-- application. Parents the table's owner may not lock are left to ALTER TABLE.
+CREATE FUNCTION tenancy._backfill_lock_all(p_rel oid, p_mode text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tables   regclass[];
+    v_t        regclass;
+    v_deadline timestamptz;
+BEGIN
+    IF p_mode NOT IN ('SHARE ROW EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
+        RAISE EXCEPTION 'tenancy: unknown lock mode %', p_mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT array_agg(x.t ORDER BY x.t::oid) INTO v_tables
+      FROM (SELECT p_rel::regclass AS t
+            UNION
+            SELECT con.confrelid::regclass FROM pg_constraint con
+             WHERE con.conrelid = p_rel AND con.contype = 'f'
+               AND con.confrelid <> 'tenancy.organizations'::regclass
+               AND has_table_privilege(con.confrelid, 'UPDATE')) x;
+    v_deadline := clock_timestamp() + CASE WHEN current_setting('lock_timeout') IN ('0', '0ms') THEN interval '1 hour'
+                                           ELSE current_setting('lock_timeout')::interval END;
+    LOOP
+        BEGIN
+            FOREACH v_t IN ARRAY v_tables LOOP
+                EXECUTE format('LOCK TABLE %s IN %s MODE NOWAIT', v_t, p_mode);
+            END LOOP;
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            IF clock_timestamp() >= v_deadline THEN
+                RAISE EXCEPTION 'tenancy.backfill: % and the tables it references stayed locked by other transactions for lock_timeout', p_rel::regclass
+                    USING ERRCODE = 'lock_not_available';
+            END IF;
+        END;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;

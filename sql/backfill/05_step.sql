@@ -556,8 +556,11 @@ BEGIN
     WHEN 'fk_validated', 'awaiting_indexes' THEN
         SELECT s.rec, s.done INTO v_rec, done FROM tenancy._backfill_build_index(p_rel, v_rec) s;
     WHEN 'indexes_built' THEN v_rec := tenancy._backfill_take_over_uniques(p_rel, v_rec);
-    WHEN 'uniques_done' THEN v_rec := tenancy._backfill_rewrite_fks(p_rel, v_rec);
+    WHEN 'uniques_done' THEN
+        PERFORM tenancy._backfill_lock_all(p_rel, 'SHARE ROW EXCLUSIVE');
+        v_rec := tenancy._backfill_rewrite_fks(p_rel, v_rec);
     WHEN 'fks_added' THEN
+        PERFORM tenancy._backfill_lock_all(p_rel, 'ACCESS EXCLUSIVE');
         v_rec := tenancy._backfill_validate_fks(p_rel, v_rec);
         done := true;
     WHEN 'converted' THEN

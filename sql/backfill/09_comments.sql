@@ -25,3 +25,4 @@ COMMENT ON FUNCTION tenancy._owner_rollback(oid, jsonb) IS 'Internal: the work o
 COMMENT ON FUNCTION tenancy._backfill_fill() IS 'Internal: trigger giving rows written during a backfill their organization.';
 
 GRANT SELECT ON tenancy.backfill_progress TO PUBLIC;
+COMMENT ON FUNCTION tenancy._backfill_lock_all(oid, text) IS 'Internal: locks a table and the tables its foreign keys reference all at once (NOWAIT tries until lock_timeout), for the foreign-key phases: never waits while holding one, so no deadlock with applications.';

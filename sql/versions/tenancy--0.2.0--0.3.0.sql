@@ -592,6 +592,41 @@ BEGIN
     RETURN jsonb_build_object('indexes', v_plan, 'skipped', v_skipped);
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._backfill_lock_all(p_rel oid, p_mode text) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tables   regclass[];
+    v_t        regclass;
+    v_deadline timestamptz;
+BEGIN
+    IF p_mode NOT IN ('SHARE ROW EXCLUSIVE', 'ACCESS EXCLUSIVE') THEN
+        RAISE EXCEPTION 'tenancy: unknown lock mode %', p_mode USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT array_agg(x.t ORDER BY x.t::oid) INTO v_tables
+      FROM (SELECT p_rel::regclass AS t
+            UNION
+            SELECT con.confrelid::regclass FROM pg_constraint con
+             WHERE con.conrelid = p_rel AND con.contype = 'f'
+               AND con.confrelid <> 'tenancy.organizations'::regclass
+               AND has_table_privilege(con.confrelid, 'UPDATE')) x;
+    v_deadline := clock_timestamp() + CASE WHEN current_setting('lock_timeout') IN ('0', '0ms') THEN interval '1 hour'
+                                           ELSE current_setting('lock_timeout')::interval END;
+    LOOP
+        BEGIN
+            FOREACH v_t IN ARRAY v_tables LOOP
+                EXECUTE format('LOCK TABLE %s IN %s MODE NOWAIT', v_t, p_mode);
+            END LOOP;
+            RETURN;
+        EXCEPTION WHEN lock_not_available THEN
+            IF clock_timestamp() >= v_deadline THEN
+                RAISE EXCEPTION 'tenancy.backfill: % and the tables it references stayed locked by other transactions for lock_timeout', p_rel::regclass
+                    USING ERRCODE = 'lock_not_available';
+            END IF;
+        END;
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$;
+
 CREATE OR REPLACE FUNCTION tenancy._backfill_parent_source(
     p_rel oid, p_name text, p_col name, p_type text, p_parent oid, p_atttypid oid)
 RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -2676,8 +2711,11 @@ BEGIN
     WHEN 'fk_validated', 'awaiting_indexes' THEN
         SELECT s.rec, s.done INTO v_rec, done FROM tenancy._backfill_build_index(p_rel, v_rec) s;
     WHEN 'indexes_built' THEN v_rec := tenancy._backfill_take_over_uniques(p_rel, v_rec);
-    WHEN 'uniques_done' THEN v_rec := tenancy._backfill_rewrite_fks(p_rel, v_rec);
+    WHEN 'uniques_done' THEN
+        PERFORM tenancy._backfill_lock_all(p_rel, 'SHARE ROW EXCLUSIVE');
+        v_rec := tenancy._backfill_rewrite_fks(p_rel, v_rec);
     WHEN 'fks_added' THEN
+        PERFORM tenancy._backfill_lock_all(p_rel, 'ACCESS EXCLUSIVE');
         v_rec := tenancy._backfill_validate_fks(p_rel, v_rec);
         done := true;
     WHEN 'converted' THEN
@@ -4207,6 +4245,7 @@ COMMENT ON FUNCTION tenancy._owner_backfill_step(oid, jsonb) IS 'Internal: the w
 COMMENT ON FUNCTION tenancy._check_backfill_record(oid, jsonb, jsonb) IS 'Internal: refuses a backfill record whose recorded definitions are not what the catalog says about the table.';
 COMMENT ON FUNCTION tenancy._owner_rollback(oid, jsonb) IS 'Internal: the work of tenancy.rollback; runs only as the table''s owner (through tenancy._as_owner).';
 COMMENT ON FUNCTION tenancy._backfill_fill() IS 'Internal: trigger giving rows written during a backfill their organization.';
+COMMENT ON FUNCTION tenancy._backfill_lock_all(oid, text) IS 'Internal: locks a table and the tables its foreign keys reference all at once (NOWAIT tries until lock_timeout), for the foreign-key phases: never waits while holding one, so no deadlock with applications.';
 COMMENT ON FUNCTION tenancy._lifecycle_admin(boolean, text) IS 'Internal: refuses unless the caller is a tenancy administrator.';
 COMMENT ON FUNCTION tenancy._erase_order() IS 'Internal: the tenant tables in erase order (children before parents).';
 COMMENT ON FUNCTION tenancy._op_erase_begin(jsonb, oid, boolean, text) IS 'Internal catalog operation: checks an erase and creates (or finds) its record.';
