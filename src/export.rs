@@ -186,7 +186,9 @@ impl ExportResult {
     unsafe fn put(&mut self, data: *const std::ffi::c_char, len: usize) {
         let mut value = pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(data, len as i32));
         let mut isnull = false;
-        pg_sys::tuplestore_putvalues(self.store, self.desc, &mut value, &mut isnull);
+        // Raw pointers: PostgreSQL 15 declares them mutable, 18 const (a *mut coerces to both).
+        let (value, isnull): (*mut pg_sys::Datum, *mut bool) = (&mut value, &mut isnull);
+        pg_sys::tuplestore_putvalues(self.store, self.desc, value, isnull);
     }
 
     /// The header line, one line per row of every table, the end line; all reads in one SPI
@@ -612,7 +614,8 @@ impl LineReceiver {
         let mut value = pg_sys::Datum::from(base);
         let mut isnull = false;
         let result = &mut *self.result;
-        pg_sys::tuplestore_putvalues(result.store, result.desc, &mut value, &mut isnull);
+        let (value, isnull): (*mut pg_sys::Datum, *mut bool) = (&mut value, &mut isnull);
+        pg_sys::tuplestore_putvalues(result.store, result.desc, value, isnull);
     }
 }
 
