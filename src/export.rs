@@ -6,8 +6,8 @@
 //! The row lines are written as `COPY ... TO` writes its rows: each table is read by one query
 //! whose rows go straight from the executor to a receiver (`LineReceiver`) that formats the line
 //! and appends it to the result's tuplestore. No row is copied into an SPI result, no whole-row
-//! value is formed, and nothing is held in memory (the tuplestore spills to a file past
-//! `work_mem`). A row line is `[<table index>, <value>, ...]`: the index into the header's
+//! value is formed, and no more than `maintenance_work_mem` is held in memory (the tuplestore
+//! spills to a file past that; an export is a maintenance operation, as `CREATE INDEX` is). A row line is `[<table index>, <value>, ...]`: the index into the header's
 //! `tables` and `columns`, then the row's values in column order, each byte for byte what
 //! `row_to_json` writes for it, written by the function `row_to_json` itself uses for its kind
 //! (`escape_json`, `JsonEncodeDateTime`, the type's output function, `array_to_json`,
@@ -171,7 +171,11 @@ impl ExportResult {
         let old = pg_sys::MemoryContextSwitchTo(query_memory);
         let desc = pg_sys::CreateTupleDescCopy((*rsinfo).expectedDesc);
         let random = (*rsinfo).allowedModes & pg_sys::SetFunctionReturnMode::SFRM_Materialize_Random as i32 != 0;
-        let store = pg_sys::tuplestore_begin_heap(random, false, pg_sys::work_mem);
+        // An export is a maintenance operation: its lines stay in memory up to
+        // maintenance_work_mem (or work_mem, if larger), as CREATE INDEX's sort does, and go to a
+        // temporary file past that.
+        let budget = pg_sys::work_mem.max(pg_sys::maintenance_work_mem);
+        let store = pg_sys::tuplestore_begin_heap(random, false, budget);
         (*rsinfo).returnMode = pg_sys::SetFunctionReturnMode::SFRM_Materialize;
         (*rsinfo).setResult = store;
         (*rsinfo).setDesc = desc;
@@ -566,6 +570,7 @@ impl LineReceiver {
         }
     }
 
+    #[inline]
     fn push(&mut self, bytes: &[u8]) {
         let need = self.len + bytes.len();
         if need > self.line.len() * 4 {
@@ -580,8 +585,23 @@ impl LineReceiver {
     }
 
     /// `bytes` as a JSON string, escaped exactly as PostgreSQL's `escape_json` does.
+    #[inline]
     fn push_json_string(&mut self, bytes: &[u8]) {
+        // Most values need no escape: one pass over every byte (no early exit, so the compiler
+        // vectorizes it), then a single copy.
+        let plain = bytes.iter().fold(true, |ok, &b| ok & (b >= 0x20 && b != b'"' && b != b'\\'));
         self.push(b"\"");
+        if plain {
+            self.push(bytes);
+        } else {
+            self.push_escaped(bytes);
+        }
+        self.push(b"\"");
+    }
+
+    /// The body of a JSON string that needs escapes, as `escape_json` writes it.
+    #[cold]
+    fn push_escaped(&mut self, bytes: &[u8]) {
         let mut start = 0;
         for (i, &b) in bytes.iter().enumerate() {
             let escaped: &[u8] = match b {
@@ -604,7 +624,6 @@ impl LineReceiver {
             start = i + 1;
         }
         self.push(&bytes[start..]);
-        self.push(b"\"");
     }
 
     /// Appends the line (a `text` datum in place: its header set here) to the result.
@@ -619,38 +638,47 @@ impl LineReceiver {
     }
 }
 
-/// An integer in decimal, as int8out writes it (no allocation).
+/// An integer in decimal, as int8out writes it (no allocation; two digits per division).
 fn format_int(v: i64) -> IntText {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+    let mut out = IntText { buf: [0; 21], start: 0 };
     let mut n = v.unsigned_abs();
-    loop {
+    let mut i = out.buf.len();
+    while n >= 100 {
+        let d = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        out.buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    }
+    if n >= 10 {
+        let d = n as usize * 2;
+        i -= 2;
+        out.buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        out.buf[i] = b'0' + n as u8;
     }
-    let mut out = IntText { buf: [0; 21], len: 0 };
     if v < 0 {
-        out.buf[0] = b'-';
-        out.len = 1;
+        i -= 1;
+        out.buf[i] = b'-';
     }
-    let digits = &buf[i..];
-    out.buf[out.len..out.len + digits.len()].copy_from_slice(digits);
-    out.len += digits.len();
+    out.start = i;
     out
 }
 
 struct IntText {
     buf: [u8; 21],
-    len: usize,
+    /// The digits are `buf[start..]`.
+    start: usize,
 }
 
 impl IntText {
     fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        &self.buf[self.start..]
     }
 }
 
@@ -707,7 +735,7 @@ mod tests {
             CREATE TYPE pair AS (a int, b text);
             CREATE TABLE "we""ird" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                 organization_id uuid NOT NULL REFERENCES tenancy.organizations,
-                b bool, i2 int2, i4 int4, n numeric, f float8, f4 real, d date, ts timestamp, tz timestamptz,
+                b bool, i2 int2, i4 int4, i8 int8, n numeric, f float8, f4 real, d date, ts timestamp, tz timestamptz,
                 j json, jb jsonb, arr int[], tarr text[], m pg_temp_mood, tg pg_temp_tagged, p posint, pr pair,
                 t text, vc varchar(20), bp char(4), "Odd ""col""" text, bt bytea, iv interval, ip inet, nm name,
                 g text GENERATED ALWAYS AS (t || '!') STORED);
@@ -717,15 +745,15 @@ mod tests {
             SELECT tenancy.create_organization('B', 'b', id => '00000000-0000-0000-0000-0000000000b1');
             SET LOCAL datestyle = 'SQL, DMY';
             SET LOCAL timezone = 'Asia/Kolkata';
-            INSERT INTO "we""ird" (organization_id, b, i2, i4, n, f, f4, d, ts, tz, j, jb, arr, tarr, m, tg, p, pr, t, vc, bp,
+            INSERT INTO "we""ird" (organization_id, b, i2, i4, i8, n, f, f4, d, ts, tz, j, jb, arr, tarr, m, tg, p, pr, t, vc, bp,
                                    "Odd ""col""", bt, iv, ip, nm) VALUES
-             ('00000000-0000-0000-0000-0000000000a1', true, -32768, 2147483647, 'NaN', 'Infinity', 1.5, '2024-02-03',
+             ('00000000-0000-0000-0000-0000000000a1', true, -32768, 2147483647, -9223372036854775808, 'NaN', 'Infinity', 1.5, '2024-02-03',
               '2024-02-03 04:05:06.7', '2024-02-03 04:05:06+02', '{"a": [1, 2]}', '{"b":1}', '{1,NULL,3}', '{"x,y","q\"z"}',
               'happy', 'y', 5, ROW(1, 'a"b'), E'line\nbreak\t"q"\\ \u0001\u001f\b\f\r\u007fé日本', 'vc', 'ab', NULL, '\x00ff',
               '1 day 2 hours', '10.0.0.1/8', 'nm'),
-             ('00000000-0000-0000-0000-0000000000a1', false, 0, -1, 12.50, -0.0, '-Infinity', 'infinity', '-infinity',
+             ('00000000-0000-0000-0000-0000000000a1', false, 0, -1, 9223372036854775807, 12.50, -0.0, '-Infinity', 'infinity', '-infinity',
               NULL, 'null', '[]', '{}', NULL, 'sad', 'x', 1, NULL, '', NULL, NULL, 'x', NULL, NULL, NULL, NULL),
-             ('00000000-0000-0000-0000-0000000000b1', true, 1, 1, 1, 1, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+             ('00000000-0000-0000-0000-0000000000b1', true, 1, 1, 100, 1, 1, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
               NULL, NULL, NULL, NULL, 'of B', NULL, NULL, NULL, NULL, NULL, NULL, NULL);
             "#,
         )
@@ -767,8 +795,66 @@ mod tests {
         assert_eq!(
             columns.as_deref(),
             Some(
-                r#"["public.\"we\"\"ird\""] ["id", "organization_id", "b", "i2", "i4", "n", "f", "f4", "d", "ts", "tz", "j", "jb", "arr", "tarr", "m", "tg", "p", "pr", "t", "vc", "bp", "Odd \"col\"", "bt", "iv", "ip", "nm", "g"]"#
+                r#"["public.\"we\"\"ird\""] ["id", "organization_id", "b", "i2", "i4", "i8", "n", "f", "f4", "d", "ts", "tz", "j", "jb", "arr", "tarr", "m", "tg", "p", "pr", "t", "vc", "bp", "Odd \"col\"", "bt", "iv", "ip", "nm", "g"]"#
             )
+        );
+    }
+
+    /// The select-list form gives the same lines as the FROM form (a table of more rows than
+    /// fit in a small work_mem, so the result spills to a file), and a LIMIT, a rescan or a
+    /// lateral call per organization give what they should.
+    #[pg_test]
+    fn select_list_and_from_forms_agree() {
+        Spi::run(
+            "CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+                 organization_id uuid NOT NULL REFERENCES tenancy.organizations, v text); \
+             CREATE TABLE notes (id bigint PRIMARY KEY, organization_id uuid NOT NULL REFERENCES tenancy.organizations); \
+             SELECT tenancy.register_table('items'); SELECT tenancy.enable_isolation('items'); \
+             SELECT tenancy.register_table('notes'); SELECT tenancy.enable_isolation('notes'); \
+             SELECT tenancy.create_organization('A', 'a', id => '00000000-0000-0000-0000-0000000000a1'); \
+             SELECT tenancy.create_organization('B', 'b', id => '00000000-0000-0000-0000-0000000000b1'); \
+             INSERT INTO items (organization_id, v) SELECT '00000000-0000-0000-0000-0000000000a1', 'v' || g \
+               FROM generate_series(1, 15000) g; \
+             INSERT INTO items (organization_id, v) VALUES ('00000000-0000-0000-0000-0000000000b1', 'of B'); \
+             INSERT INTO notes SELECT g, '00000000-0000-0000-0000-0000000000a1' FROM generate_series(1, 2000) g; \
+             SET LOCAL work_mem = '64kB'; SET LOCAL maintenance_work_mem = '1MB';",
+        )
+        .unwrap();
+        let a = "'00000000-0000-0000-0000-0000000000a1'::uuid";
+        let count = |q: &str| Spi::get_one::<i64>(q).unwrap().unwrap_or(-1);
+        let in_select_list = format!("SELECT tenancy.export_organization({a}) AS line");
+        let collected = format!("SELECT line FROM tenancy.export_organization({a})");
+        assert_eq!(
+            count(&format!("SELECT count(*) FROM ({in_select_list}) x")),
+            15000 + 2000 + 2,
+            "every row, header and end"
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM (({in_select_list} EXCEPT ALL {collected}) UNION ALL ({collected} EXCEPT ALL {in_select_list})) x"
+            )),
+            0,
+            "the same lines either way"
+        );
+        let end =
+            Spi::get_one::<String>(&format!("SELECT line FROM ({in_select_list}) x WHERE line LIKE '{{\"end\"%'"))
+                .unwrap();
+        assert_eq!(end.as_deref(), Some(r#"{"end" : true, "rows" : {"public.items": 15000, "public.notes": 2000}}"#));
+        // Ended early, rescanned, called once per organization.
+        assert_eq!(count(&format!("SELECT count(*) FROM ({in_select_list} LIMIT 12500) x")), 12500);
+        assert_eq!(
+            count(&format!(
+                "SELECT sum(n)::bigint FROM (SELECT (SELECT count(*) FROM (SELECT tenancy.export_organization(o.id) LIMIT 3) x) n \
+                   FROM tenancy.organizations o) y"
+            )),
+            6
+        );
+        assert_eq!(
+            count(
+                "SELECT sum(n)::bigint FROM (SELECT o.id, count(*) n FROM tenancy.organizations o, \
+                   LATERAL (SELECT tenancy.export_organization(o.id)) x GROUP BY o.id) y"
+            ),
+            (15000 + 2000 + 2) + (1 + 2)
         );
     }
 }

@@ -510,6 +510,26 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
         "22023",
         fresh().query("CALL tenancy.import_organization('v1_export')", &[]),
     );
+    fresh()
+        .batch_execute(&format!(
+            "CREATE TABLE bad_index AS SELECT * FROM vibotaj_export;
+             UPDATE bad_index SET line = replace(line, '{VIBOTAJ}', '99999999-0000-0000-0000-000000000003') WHERE n = 1;
+             UPDATE bad_index SET line = regexp_replace(line, '^\\[[0-9]+', '[\"0\"') WHERE n = (SELECT max(n) - 1 FROM bad_index);
+             CREATE TABLE not_json AS SELECT * FROM bad_index;
+             UPDATE not_json SET line = (SELECT line FROM vibotaj_export v WHERE v.n = not_json.n) WHERE n = (SELECT max(n) - 1 FROM not_json);
+             UPDATE not_json SET line = left(line, -1) WHERE n = 2;"
+        ))
+        .unwrap();
+    run(
+        "import an export whose row line does not start with a table index",
+        "22023",
+        fresh().query("CALL tenancy.import_organization('bad_index')", &[]),
+    );
+    run(
+        "import an export with a line that is not JSON",
+        "22023",
+        fresh().query("CALL tenancy.import_organization('not_json')", &[]),
+    );
     run(
         "clone into a slug that exists",
         "23505",

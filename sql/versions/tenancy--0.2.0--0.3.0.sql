@@ -1504,8 +1504,14 @@ BEGIN
             USING ERRCODE = 'undefined_column',
                   HINT = 'CREATE TABLE export (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, line text); then \copy export (line) FROM ''org.jsonl'' (see docs/lifecycle.md).';
     END IF;
-    EXECUTE format('SELECT (SELECT line::text::jsonb FROM %1$s ORDER BY n LIMIT 1), (SELECT line::text::jsonb FROM %1$s ORDER BY n DESC LIMIT 1)', p_source)
-       INTO v_first, v_last;
+    -- (Cast after the LIMIT: below a Sort the cast would read every line.)
+    BEGIN
+        EXECUTE format('SELECT (SELECT line::text FROM %1$s ORDER BY n LIMIT 1)::jsonb, (SELECT line::text FROM %1$s ORDER BY n DESC LIMIT 1)::jsonb', p_source)
+           INTO v_first, v_last;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RAISE EXCEPTION 'tenancy.import_organization: the first or last line of % is not JSON', p_source
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM, HINT = 'Load the whole file written by tenancy.export_organization, unchanged.';
+    END;
     IF v_first IS NULL OR v_first->>'format' IS DISTINCT FROM 'tenancy-export' THEN
         RAISE EXCEPTION 'tenancy.import_organization: % does not start with a tenancy export header', p_source
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Load the file written by tenancy.export_organization, in order.';
@@ -1525,6 +1531,7 @@ BEGIN
         RAISE EXCEPTION 'tenancy.import_organization: % is truncated (no end line)', p_source
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Load the whole file again.';
     END IF;
+    PERFORM tenancy._import_check_lines(p_source, v_first);
     SELECT string_agg(x, ', ') INTO v_bad FROM jsonb_array_elements_text(v_first->'tables') x
      WHERE NOT EXISTS (SELECT 1 FROM tenancy.tenant_tables tt WHERE tt.relid::oid = to_regclass(x)::oid);
     IF v_bad IS NOT NULL THEN
@@ -1537,6 +1544,37 @@ BEGIN
     RAISE NOTICE 'tenancy.import_organization %: %', v_first->'organization'->>'slug',
           CASE WHEN (v_rec->>'resumed')::boolean THEN 'resumed at line ' || (v_rec->>'lines_done') ELSE 'started' END;
     RETURN v_rec || jsonb_build_object('organization_id', v_org);
+END $$;
+
+CREATE OR REPLACE FUNCTION tenancy._import_check_lines(p_source regclass, p_header jsonb) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_tables integer := CASE WHEN jsonb_typeof(p_header->'tables') = 'array' THEN jsonb_array_length(p_header->'tables') END;
+    v_n      bigint;
+    v_start  text;
+BEGIN
+    IF v_tables IS NULL OR jsonb_typeof(p_header->'columns') IS DISTINCT FROM 'array'
+       OR jsonb_array_length(p_header->'columns') <> v_tables THEN
+        RAISE EXCEPTION 'tenancy.import_organization: the header of % does not list the tables and their columns', p_source
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Load the file written by tenancy.export_organization, unchanged.';
+    END IF;
+    BEGIN
+        EXECUTE format('SELECT x.n, x.j->0 FROM (SELECT l.n, l.line::text::jsonb AS j FROM %s l) x
+                         WHERE jsonb_typeof(x.j) = ''array''
+                           AND NOT (jsonb_typeof(x.j->0) = ''number'' AND (x.j->>0) ~ ''^[0-9]{1,9}$''
+                                    AND (x.j->>0)::integer < $1)
+                         ORDER BY x.n LIMIT 1', p_source)
+           INTO v_n, v_start USING v_tables;
+    EXCEPTION WHEN invalid_text_representation THEN
+        RAISE EXCEPTION 'tenancy.import_organization: % has a line that is not JSON', p_source
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM,
+                  HINT = 'Load the file written by tenancy.export_organization, unchanged (\copy ... FROM with FORMAT csv, QUOTE e''\x01'', DELIMITER e''\x02'').';
+    END;
+    IF v_n IS NOT NULL THEN
+        RAISE EXCEPTION 'tenancy.import_organization: line % of % does not start with the index of a table of the header (it starts with %)',
+              v_n, p_source, coalesce(v_start, 'nothing')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Load the file written by tenancy.export_organization, unchanged.';
+    END IF;
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy."_import_rows"(
@@ -4263,6 +4301,7 @@ COMMENT ON FUNCTION tenancy._erase_references(uuid) IS 'Internal: foreign keys t
 COMMENT ON FUNCTION tenancy._usage() IS 'Internal: rows per tenant value and tenant table, with each table''s size.';
 COMMENT ON FUNCTION tenancy._export_header(uuid, jsonb) IS 'Internal: the header line of an export (the organization, the tables, the references outside it), in the snapshot of the query that called it.';
 COMMENT ON FUNCTION tenancy._import_begin(regclass, integer) IS 'Internal: checks an export''s header and trailer and starts or resumes its import.';
+COMMENT ON FUNCTION tenancy._import_check_lines(regclass, jsonb) IS 'Internal: refuses (22023) an export whose lines are not JSON or whose row lines do not start with the index of a table of its header, before the import starts.';
 COMMENT ON FUNCTION tenancy._import_step(regclass, uuid, integer) IS 'Internal: imports the next run of one table''s lines.';
 COMMENT ON FUNCTION tenancy._op_clone_begin(jsonb, oid, boolean, text) IS 'Internal catalog operation: creates a clone''s organization and record (or finds the running one).';
 COMMENT ON FUNCTION tenancy._op_clone_progress(jsonb, oid, boolean, text) IS 'Internal catalog operation: records a clone batch''s keys and progress.';
