@@ -2,7 +2,9 @@
 # Regenerates the drafted part of sql/versions/tenancy--0.2.0--0.3.0.sql after a change to the
 # extension's SQL or functions: builds and installs the extension (scripts/setup.sh, into
 # $PG_CONFIG's PostgreSQL), then rewrites the script as
-#   its first lines up to the end of the upgrade guard (kept),
+#   its first lines up to the drafted part (kept: the upgrade guard, then what the drafted
+#   functions need first, written by hand: new types their arguments use, views that depend on
+#   functions dropped there),
 #   scripts/draft-upgrade.py's draft from 0.2.0's install script to the freshly generated 0.3.0 one,
 #   the hand-written section from the line "-- Everything else 0.3.0 changed" on (kept).
 # The upgrade test (pgrx-tests/tests/upgrade.rs) then checks that the result equals a fresh install.
@@ -16,11 +18,10 @@ new="$("$PG_CONFIG" --sharedir)/extension/tenancy--0.3.0.sql"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 # 0.2.0 as pgrx generated it: the shipped file without the install guard in front.
 tail -c +"$(( $(wc -c < sql/guard.sql) + 1 ))" sql/versions/tenancy--0.2.0.sql > "$tmp/old.sql"
-guard_end=$(grep -n '^\$guard\$;$' "$up" | head -1 | cut -d: -f1)
+draft_start=$(grep -n '^-- Functions and procedures (drafted by scripts/draft-upgrade.py' "$up" | head -1 | cut -d: -f1)
 manual=$(grep -n '^-- Everything else 0.3.0 changed' "$up" | cut -d: -f1)
 {
-  head -n "$guard_end" "$up"
-  printf '\n\n'
+  head -n "$((draft_start - 1))" "$up"
   python3 scripts/draft-upgrade.py "$tmp/old.sql" "$new"
   echo
   echo '----------------------------------------------------------------------------------------------'

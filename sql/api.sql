@@ -781,14 +781,14 @@ $$;
 CREATE FUNCTION tenancy._incomplete(p_rel oid, p_col name) RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec  jsonb := tenancy._backfill_record(p_rel);
+    v_rec  tenancy.backfill_state := tenancy._backfill_record(p_rel);
     v_null boolean;
 BEGIN
-    IF v_rec IS NOT NULL AND v_rec->>'phase' <> 'converted' THEN
-        RETURN format('its backfill is unfinished (phase %s%s)', v_rec->>'phase',
-                      CASE WHEN v_rec->>'phase' = 'filling'
-                           THEN format(', %s of ~%s rows filled', coalesce(v_rec->'fill'->>'rows_done', '0'),
-                                       greatest((v_rec->'fill'->>'rows_total')::bigint, (v_rec->'fill'->>'rows_done')::bigint))
+    IF v_rec.phase <> 'converted' THEN  -- (no record: no phase)
+        RETURN format('its backfill is unfinished (phase %s%s)', v_rec.phase,
+                      CASE WHEN v_rec.phase = 'filling'
+                           THEN format(', %s of ~%s rows filled', coalesce((v_rec.fill).rows_done, 0),
+                                       greatest((v_rec.fill).rows_total, (v_rec.fill).rows_done))
                            ELSE '' END);
     END IF;
     IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid

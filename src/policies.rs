@@ -778,6 +778,9 @@ fn plan(t: &Target, mode: Mode, roles: &[String], rec: Option<&Value>) -> Plan {
 }
 
 /// The fill trigger of a completed tenancy.backfill of the table, if it is still there.
+/// Read from the stored jsonb (not tenancy._backfill_record, typed since 0.3.0): this library also
+/// serves a database still on an earlier version's SQL until ALTER EXTENSION UPDATE, and the
+/// stored format is the same in every version.
 fn finished_fill_trigger(relid: pg_sys::Oid) -> Option<String> {
     spi(Spi::get_one_with_args::<String>(
         "SELECT (SELECT g.tgname::text FROM tenancy.tenant_tables t \
@@ -787,7 +790,7 @@ fn finished_fill_trigger(relid: pg_sys::Oid) -> Option<String> {
     ))
 }
 
-/// The default tenancy.backfill gave the tenant column, if it did.
+/// The default tenancy.backfill gave the tenant column, if it did (from the stored jsonb, as above).
 fn backfill_default(relid: pg_sys::Oid) -> Option<String> {
     spi(Spi::get_one_with_args::<String>(
         "SELECT (SELECT t.details->'backfill'->>'default_expr' FROM tenancy.tenant_tables t WHERE t.relid = $1::oid::regclass)",

@@ -35,6 +35,96 @@
 -- next CALL redoes at most the step that was cut off.
 
 ----------------------------------------------------------------------------------------------
+-- The record, typed
+----------------------------------------------------------------------------------------------
+
+-- The record is stored as jsonb (tenancy.tenant_tables.details->'backfill': one key per field
+-- below, same names, null fields left out) and converted at two places only:
+-- tenancy._backfill_record reads it as a tenancy.backfill_state (jsonb_populate_record, the
+-- nested types included), tenancy._backfill_save writes one back (to_jsonb, nulls stripped, as
+-- 0.2.0 wrote it: its records resume after ALTER EXTENSION UPDATE). Every function between them
+-- takes and returns tenancy.backfill_state and reads its fields by name, with their types.
+-- Still jsonb, on purpose: the lists (indexes: the index plan, one object per index with the
+-- definition it replaces; fk_rewrites: the foreign keys rewritten, old and new definitions;
+-- skipped: objects left as they were, with the reason; fill.leaves: the blocks of each leaf) and
+-- the migration log's details: documents that are written and read whole, element by element.
+-- The jsonb stays the wire format of tenancy._privileged('record_backfill', ...) too, where
+-- tenancy._check_backfill_record checks what a table owner may record.
+
+-- Where each row's organization comes from (organization_id =>, parent =>, user_column =>).
+CREATE TYPE tenancy.backfill_source AS (
+    kind            text,     -- fixed, parent or user
+    organization_id uuid,     -- organization_id =>: the fixed organization, or the others' fallback
+    value           text,     -- that organization as the tenant column holds it (id or slug)
+    parent          text,     -- parent =>: the parent table, as named when planned
+    parent_oid      oid,
+    fk              text,     -- the one foreign key to the parent
+    "join"          text[],   -- its column pairs: {{column, parent column}, ...}
+    user_column     name      -- user_column =>: the column holding a user id
+);
+
+-- The options of the CALL (each CALL records its own).
+CREATE TYPE tenancy.backfill_options AS (
+    batch_size      integer,
+    pause_s         numeric,  -- the pause between steps, in seconds
+    lock_timeout_ms bigint,
+    max_retries     integer,
+    build_indexes   boolean
+);
+
+-- The fill (phase filling): what there is to visit, what was visited.
+CREATE TYPE tenancy.backfill_fill AS (
+    leaves           jsonb,             -- [{relid, name, blocks, next}]: each leaf's blocks, the next to visit
+    blocks_total     bigint,
+    blocks_done      bigint,
+    rows_total       bigint,            -- an estimate
+    rows_done        bigint,
+    tuples_per_block double precision,
+    started_at       double precision,  -- seconds since the epoch
+    batches          bigint,
+    fast_default     boolean            -- nothing filled: the metadata-only path
+);
+
+-- The counters when this CALL began (its rate and ETA are reckoned from them).
+CREATE TYPE tenancy.backfill_run AS (
+    started_at double precision,  -- seconds since the epoch
+    rows       bigint,
+    blocks     bigint
+);
+
+-- The record of one backfill: its phase, what it was asked, what it found and what it made.
+CREATE TYPE tenancy.backfill_state AS (
+    phase               text,
+    phase_started_at    timestamptz,
+    started_at          timestamptz,
+    updated_at          timestamptz,
+    pid                 integer,   -- the backend of the last CALL
+    retries             integer,   -- lock timeouts in a row in this phase
+    "table"             text,
+    partitioned         boolean,
+    tenant_column       name,
+    column_type         text,      -- uuid or text
+    source              tenancy.backfill_source,
+    lookup              text,      -- the fill trigger's query: a row's organization, as text
+    options             tenancy.backfill_options,
+    was_registered      boolean,   -- in tenancy.tenant_tables before the backfill
+    column_existed      boolean,
+    column_was_not_null boolean,
+    old_default         text,      -- the tenant column's default before the backfill
+    fast_default        boolean,   -- the metadata-only path (tenancy._backfill_fast_default)
+    default_expr        text,      -- the default the backfill gave the column
+    set_not_null        boolean,
+    "trigger"           text,      -- the fill trigger
+    "check"             text,      -- CHECK (col IS NOT NULL) NOT VALID, on every leaf
+    fk                  text,      -- the foreign key to tenancy.organizations
+    fill                tenancy.backfill_fill,
+    run                 tenancy.backfill_run,
+    indexes             jsonb,     -- [{name, unique, columns, kind, replaces: {index, constraint, def}}]
+    skipped             jsonb,     -- [{object, reason}]
+    fk_rewrites         jsonb      -- [{old, old_def, new, new_def}]
+);
+
+----------------------------------------------------------------------------------------------
 -- Catalog operation (through tenancy._privileged): record the state of a backfill
 ----------------------------------------------------------------------------------------------
 

@@ -24,30 +24,38 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_rel
 $$;
 
-CREATE FUNCTION tenancy._backfill_record(p_rel oid) RETURNS jsonb
+-- The record of p_rel's backfill (NULL: none), typed: where the stored jsonb becomes a
+-- tenancy.backfill_state (every key that names a field, nested objects into nested types).
+CREATE FUNCTION tenancy._backfill_record(p_rel oid) RETURNS tenancy.backfill_state
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT t.details->'backfill' FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass
+    SELECT jsonb_populate_record(NULL::tenancy.backfill_state, t.details->'backfill')
+      FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass
 $$;
 
--- Save the record (and optionally log a finished phase) through the catalog door.
-CREATE FUNCTION tenancy._backfill_save(p_rel oid, p_rec jsonb, p_log jsonb DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE v_rec jsonb := p_rec || jsonb_build_object('updated_at', clock_timestamp());
+-- Save the record (and optionally log a finished phase) through the catalog door: where a
+-- tenancy.backfill_state becomes the stored jsonb (its null fields left out, as ever).
+CREATE FUNCTION tenancy._backfill_save(p_rel oid, p_rec tenancy.backfill_state, p_log jsonb DEFAULT NULL)
+RETURNS tenancy.backfill_state LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_rec tenancy.backfill_state := p_rec;
 BEGIN
+    v_rec.updated_at := clock_timestamp();
     PERFORM tenancy._privileged('record_backfill',
-        jsonb_strip_nulls(jsonb_build_object('relid', p_rel, 'backfill', v_rec, 'log', p_log)));
+        jsonb_strip_nulls(jsonb_build_object('relid', p_rel, 'backfill', to_jsonb(v_rec), 'log', p_log)));
     RETURN v_rec;
 END $$;
 
 -- Move the record to p_phase, logging the phase that ended (details.phase) with its timing.
-CREATE FUNCTION tenancy._backfill_advance(p_rel oid, p_rec jsonb, p_phase text, p_details jsonb DEFAULT '{}')
-RETURNS jsonb LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT tenancy._backfill_save(p_rel,
-        p_rec || jsonb_build_object('phase', p_phase, 'phase_started_at', clock_timestamp(), 'retries', 0),
-        jsonb_build_object('operation', 'backfill', 'status', 'succeeded',
-                           'started', p_rec->'phase_started_at',
-                           'details', jsonb_build_object('phase', p_rec->>'phase', 'next', p_phase) || coalesce(p_details, '{}')))
-$$;
+CREATE FUNCTION tenancy._backfill_advance(p_rel oid, p_rec tenancy.backfill_state, p_phase text, p_details jsonb DEFAULT '{}')
+RETURNS tenancy.backfill_state LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_rec tenancy.backfill_state := p_rec;
+BEGIN
+    v_rec.phase := p_phase;
+    v_rec.phase_started_at := clock_timestamp();
+    v_rec.retries := 0;
+    RETURN tenancy._backfill_save(p_rel, v_rec,
+        jsonb_build_object('operation', 'backfill', 'status', 'succeeded', 'started', p_rec.phase_started_at,
+                           'details', jsonb_build_object('phase', p_rec.phase, 'next', p_phase) || coalesce(p_details, '{}')));
+END $$;
 
 -- The leaf tables of p_rel that hold rows: p_rel itself, or its leaf partitions.
 CREATE FUNCTION tenancy._leaves(p_rel oid) RETURNS oid[]
@@ -68,12 +76,12 @@ $$;
 --   * the table has inheritance children (ADD COLUMN would reach them, the backfill does not);
 --   * a leaf is not a heap table (a foreign table, another access method): no missing values.
 -- The batched fill does those. The record says which path a backfill took ('fast_default').
-CREATE FUNCTION tenancy._backfill_fast_default(p_rel oid, p_rec jsonb) RETURNS boolean
+CREATE FUNCTION tenancy._backfill_fast_default(p_rel oid, p_rec tenancy.backfill_state) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT p_rec->'source'->>'kind' = 'fixed' AND p_rec->'source'->>'value' IS NOT NULL
-       AND NOT coalesce((p_rec->>'column_existed')::boolean, true)
+    SELECT (p_rec.source).kind = 'fixed' AND (p_rec.source).value IS NOT NULL
+       AND NOT coalesce(p_rec.column_existed, true)
        AND NOT EXISTS (SELECT 1 FROM pg_attribute a
-                        WHERE a.attrelid = p_rel AND a.attname = p_rec->>'tenant_column' AND NOT a.attisdropped)
+                        WHERE a.attrelid = p_rel AND a.attname = p_rec.tenant_column AND NOT a.attisdropped)
        AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent
                         WHERE i.inhparent = p_rel AND c.relkind = 'r')
        AND NOT EXISTS (SELECT 1 FROM (SELECT p_rel UNION SELECT t.relid::oid FROM pg_partition_tree(p_rel::regclass) t) x(relid)
@@ -83,10 +91,10 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 
 -- Is another session running a backfill of this record right now?
-CREATE FUNCTION tenancy._backfill_running_elsewhere(p_rec jsonb) RETURNS integer
+CREATE FUNCTION tenancy._backfill_running_elsewhere(p_rec tenancy.backfill_state) RETURNS integer
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT a.pid FROM pg_stat_activity a
-     WHERE a.pid = (p_rec->>'pid')::integer AND a.pid <> pg_backend_pid() AND a.state <> 'idle'
+     WHERE a.pid = p_rec.pid AND a.pid <> pg_backend_pid() AND a.state <> 'idle'
 $$;
 
 -- The foreign-key phases lock p_rel and the tables its foreign keys reference (in p_mode) all at

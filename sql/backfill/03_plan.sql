@@ -43,40 +43,43 @@ END $$;
 -- A resumed CALL: the source of the organization may be left out, but not changed; the record
 -- takes this CALL's options, session and start.
 CREATE FUNCTION tenancy._backfill_resume(
-    p_rel oid, p_rec jsonb, p_name text, p_org uuid, p_col name, p_parent oid, p_user_col name, p_options jsonb)
-RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    p_rel oid, p_rec tenancy.backfill_state, p_name text, p_org uuid, p_col name, p_parent oid, p_user_col name,
+    p_options tenancy.backfill_options)
+RETURNS tenancy.backfill_state LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_rec tenancy.backfill_state := p_rec;
 BEGIN
-    IF (p_org IS NOT NULL AND p_org::text IS DISTINCT FROM p_rec->'source'->>'organization_id')
-       OR (p_parent IS NOT NULL AND p_parent IS DISTINCT FROM (p_rec->'source'->>'parent_oid')::oid)
-       OR (p_user_col IS NOT NULL AND p_user_col::text IS DISTINCT FROM p_rec->'source'->>'user_column')
+    IF (p_org IS NOT NULL AND p_org IS DISTINCT FROM (p_rec.source).organization_id)
+       OR (p_parent IS NOT NULL AND p_parent IS DISTINCT FROM (p_rec.source).parent_oid)
+       OR (p_user_col IS NOT NULL AND p_user_col IS DISTINCT FROM (p_rec.source).user_column)
        -- tenant_column left at its default resumes with the recorded one (the HINTs of the
        -- later steps name the table alone).
-       OR (p_col::text <> p_rec->>'tenant_column' AND p_col::text <> 'organization_id') THEN
+       OR (p_col <> p_rec.tenant_column AND p_col <> 'organization_id') THEN
         RAISE EXCEPTION 'tenancy.backfill: % is already being converted with other options', p_name
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Recorded: tenant column %s, source %s.', p_rec->>'tenant_column', p_rec->'source'),
+                  DETAIL = format('Recorded: tenant column %s, source %s.', p_rec.tenant_column,
+                                  jsonb_strip_nulls(to_jsonb(p_rec.source))),
                   HINT = format('CALL tenancy.backfill(%L%s) resumes it; SELECT tenancy.rollback(%L) undoes it.', p_name,
-                                CASE WHEN p_rec->>'tenant_column' <> 'organization_id'
-                                     THEN format(', tenant_column => %L', p_rec->>'tenant_column') ELSE '' END, p_name);
+                                CASE WHEN p_rec.tenant_column <> 'organization_id'
+                                     THEN format(', tenant_column => %L', p_rec.tenant_column) ELSE '' END, p_name);
     END IF;
-    RETURN tenancy._backfill_save(p_rel, p_rec || jsonb_build_object(
-        'options', p_options, 'pid', pg_backend_pid(), 'retries', 0,
-        'run', jsonb_build_object('started_at', extract(epoch FROM clock_timestamp()),
-                                  'rows', coalesce((p_rec->'fill'->>'rows_done')::bigint, 0),
-                                  'blocks', coalesce((p_rec->'fill'->>'blocks_done')::bigint, 0))));
+    v_rec.options := p_options;
+    v_rec.pid := pg_backend_pid();
+    v_rec.retries := 0;
+    v_rec.run := ROW(extract(epoch FROM clock_timestamp()), coalesce((p_rec.fill).rows_done, 0),
+                     coalesce((p_rec.fill).blocks_done, 0))::tenancy.backfill_run;
+    RETURN tenancy._backfill_save(p_rel, v_rec);
 END $$;
 
 -- The organization of each row read from its parent row (parent =>): the one foreign key to the
 -- parent, whose tenant column must exist with the type of this one (p_atttypid, when the column
--- exists here). Returns {source, lookup}: the lookup is the fill trigger's query.
+-- exists here). Returns the source and the lookup: the fill trigger's query.
 CREATE FUNCTION tenancy._backfill_parent_source(
-    p_rel oid, p_name text, p_col name, p_type text, p_parent oid, p_atttypid oid)
-RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    p_rel oid, p_name text, p_col name, p_type text, p_parent oid, p_atttypid oid,
+    OUT source tenancy.backfill_source, OUT lookup text)
+RETURNS record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_fk      record;
     v_pcol    record;
-    v_lookup  text;
-    v_source  jsonb;
 BEGIN
     SELECT con.conname, con.conkey, con.confkey, count(*) OVER () AS n INTO v_fk
       FROM pg_constraint con
@@ -98,29 +101,29 @@ BEGIN
                   HINT = format('Convert %s first: CALL tenancy.backfill(%L, ...), or convert both with tenancy.backfill_all.',
                                 p_parent::regclass, p_parent::regclass::text);
     END IF;
-    v_lookup := format('SELECT p.%I::text FROM %s p WHERE %s', p_col, p_parent::regclass,
+    lookup := format('SELECT p.%I::text FROM %s p WHERE %s', p_col, p_parent::regclass,
         (SELECT string_agg(format('p.%I = ($1->>%L)::%s', pa.attname, ca.attname, format_type(ca.atttypid, ca.atttypmod)), ' AND ')
            FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
            JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
            JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p));
-    v_source := jsonb_build_object('kind', 'parent', 'parent', p_parent::regclass::text, 'parent_oid', p_parent,
-                                   'fk', v_fk.conname,
-                                   'join', (SELECT jsonb_agg(jsonb_build_array(ca.attname, pa.attname))
-                                              FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
-                                              JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
-                                              JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p));
-    RETURN jsonb_build_object('source', v_source, 'lookup', v_lookup);
+    source.kind := 'parent';
+    source.parent := p_parent::regclass::text;
+    source.parent_oid := p_parent;
+    source.fk := v_fk.conname;
+    source."join" := (SELECT array_agg(ARRAY[ca.attname::text, pa.attname::text])
+                        FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
+                        JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
+                        JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p);
 END $$;
 
 -- The organization of each row from the user in one of its columns (user_column =>): that
 -- user's organization (tenancy.get_user_organization_id), which only an administrator may read.
--- Returns {source, lookup}: the lookup is the fill trigger's query.
-CREATE FUNCTION tenancy._backfill_user_source(p_rel oid, p_name text, p_type text, p_user_col name)
-RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+-- Returns the source and the lookup: the fill trigger's query.
+CREATE FUNCTION tenancy._backfill_user_source(p_rel oid, p_name text, p_type text, p_user_col name,
+    OUT source tenancy.backfill_source, OUT lookup text)
+RETURNS record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_pcol    record;
-    v_lookup  text;
-    v_source  jsonb;
 BEGIN
     SELECT a.atttypid INTO v_pcol FROM pg_attribute a
      WHERE a.attrelid = p_rel AND a.attname = p_user_col AND a.attnum > 0 AND NOT a.attisdropped;
@@ -140,23 +143,23 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Run it as a tenancy administrator (the role that owns the tenancy catalog).';
     END IF;
-    v_lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::text)::text'
-                       ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::text)' END,
-                       p_user_col);
-    v_source := jsonb_build_object('kind', 'user', 'user_column', p_user_col);
-    RETURN jsonb_build_object('source', v_source, 'lookup', v_lookup);
+    lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::text)::text'
+                     ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::text)' END,
+                     p_user_col);
+    source.kind := 'user';
+    source.user_column := p_user_col;
 END $$;
 
 -- Where each row's organization comes from, checked: the fixed organization (organization_id =>,
--- also the fallback of the others), the parent row or the user column. Returns {source, lookup}.
+-- also the fallback of the others), the parent row or the user column. Returns the source and
+-- the lookup (the fill trigger's query).
 CREATE FUNCTION tenancy._backfill_source(
-    p_rel oid, p_name text, p_org uuid, p_col name, p_type text, p_parent oid, p_user_col name, p_atttypid oid)
-RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    p_rel oid, p_name text, p_org uuid, p_col name, p_type text, p_parent oid, p_user_col name, p_atttypid oid,
+    OUT source tenancy.backfill_source, OUT lookup text)
+RETURNS record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_value   text;
-    v_found   jsonb;
-    v_source  jsonb;
-    v_lookup  text;
+    v_found   record;
 BEGIN
     IF p_org IS NOT NULL THEN
         SELECT CASE p_type WHEN 'uuid' THEN o.id::text ELSE o.slug END INTO v_value
@@ -172,23 +175,26 @@ BEGIN
         RAISE EXCEPTION 'tenancy.backfill: pass parent or user_column, not both'
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF p_parent IS NOT NULL THEN
-        v_found := tenancy._backfill_parent_source(p_rel, p_name, p_col, p_type, p_parent, p_atttypid);
+        SELECT * INTO v_found FROM tenancy._backfill_parent_source(p_rel, p_name, p_col, p_type, p_parent, p_atttypid);
+        source := v_found.source;
+        lookup := v_found.lookup;
     ELSIF p_user_col IS NOT NULL THEN
-        v_found := tenancy._backfill_user_source(p_rel, p_name, p_type, p_user_col);
+        SELECT * INTO v_found FROM tenancy._backfill_user_source(p_rel, p_name, p_type, p_user_col);
+        source := v_found.source;
+        lookup := v_found.lookup;
     ELSIF p_org IS NOT NULL THEN
-        v_found := jsonb_build_object('source', jsonb_build_object('kind', 'fixed'));
+        source.kind := 'fixed';
     ELSE
         RAISE EXCEPTION 'tenancy.backfill: where does each row''s organization come from?'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass organization_id => (one organization for every row), parent => (the table a foreign key points at), or user_column => (a column holding a user id); organization_id with either of the others is the fallback.';
     END IF;
-    v_source := (v_found->'source') || jsonb_build_object('organization_id', p_org, 'value', v_value);
-    v_lookup := v_found->>'lookup';
+    source.organization_id := p_org;
+    source.value := v_value;
     IF v_value IS NOT NULL THEN
-        v_lookup := CASE WHEN v_lookup IS NULL THEN format('SELECT %L::text', v_value)
-                         ELSE format('SELECT coalesce((%s), %L::text)', v_lookup, v_value) END;
+        lookup := CASE WHEN lookup IS NULL THEN format('SELECT %L::text', v_value)
+                       ELSE format('SELECT coalesce((%s), %L::text)', lookup, v_value) END;
     END IF;
-    RETURN jsonb_build_object('source', v_source, 'lookup', v_lookup);
 END $$;
 
 -- The first step of every CALL (as the caller, who must own the table): the call checked
@@ -198,26 +204,23 @@ END $$;
 CREATE FUNCTION tenancy._backfill_begin(
     p_rel oid, p_org uuid, p_col name, p_type text, p_parent oid, p_user_col name,
     p_batch integer, p_pause interval, p_lock_timeout interval, p_retries integer, p_build boolean)
-RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+RETURNS tenancy.backfill_state LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec     jsonb := tenancy._backfill_record(tenancy._require('tbl', p_rel));
+    v_rec     tenancy.backfill_state := tenancy._backfill_record(tenancy._require('tbl', p_rel));
     v_name    text;
     v_kind    "char";
     v_ispart  boolean;
     v_att     record;
-    v_found   jsonb;
-    v_source  jsonb;
-    v_lookup  text;
+    v_found   record;
     v_other   integer;
-    v_options jsonb;
+    v_options tenancy.backfill_options;
 BEGIN
     PERFORM tenancy._citus_backfill_check(p_rel);  -- Citus: refused once the catalog is distributed
     SELECT c.oid::regclass::text, c.relkind, c.relispartition INTO v_name, v_kind, v_ispart
       FROM pg_class c WHERE c.oid = p_rel;
     PERFORM tenancy._backfill_check_call(p_rel, v_name, v_kind, v_ispart, p_type, p_batch, p_pause, p_lock_timeout, p_retries);
-    v_options := jsonb_build_object('batch_size', p_batch, 'pause_s', extract(epoch FROM p_pause),
-                                    'lock_timeout_ms', (extract(epoch FROM p_lock_timeout) * 1000)::bigint,
-                                    'max_retries', p_retries, 'build_indexes', p_build);
+    v_options := ROW(p_batch, extract(epoch FROM p_pause), (extract(epoch FROM p_lock_timeout) * 1000)::bigint,
+                     p_retries, p_build)::tenancy.backfill_options;
 
     v_other := tenancy._backfill_running_elsewhere(v_rec);
     IF v_other IS NOT NULL THEN
@@ -226,7 +229,7 @@ BEGIN
                   HINT = 'Watch it with SELECT * FROM tenancy.backfill_progress; stop it with pg_cancel_backend(pid).';
     END IF;
 
-    IF v_rec IS NOT NULL THEN
+    IF v_rec.phase IS NOT NULL THEN  -- a record always has its phase
         RETURN tenancy._backfill_resume(p_rel, v_rec, v_name, p_org, p_col, p_parent, p_user_col, v_options);
     END IF;
 
@@ -246,35 +249,39 @@ BEGIN
                   HINT = 'Pass column_type => ''uuid'' or ''text'' to match it, or name another tenant_column.';
     END IF;
 
-    v_found := tenancy._backfill_source(p_rel, v_name, p_org, p_col, p_type, p_parent, p_user_col, v_att.atttypid);
-    v_source := v_found->'source';
-    v_lookup := v_found->>'lookup';
-
-    v_rec := jsonb_build_object(
-        'table', v_name, 'partitioned', v_kind = 'p',
-        'tenant_column', p_col, 'column_type', p_type, 'source', v_source, 'lookup', v_lookup,
-        'options', v_options,
-        'was_registered', EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass),
-        'column_existed', v_att.attnum IS NOT NULL,
-        'column_was_not_null', coalesce(v_att.attnotnull, false),
-        'old_default', v_att.def,
-        'phase', 'planned', 'phase_started_at', clock_timestamp(), 'started_at', clock_timestamp(),
-        'pid', pg_backend_pid(), 'retries', 0, 'skipped', '[]'::jsonb,
-        'run', jsonb_build_object('started_at', extract(epoch FROM clock_timestamp()), 'rows', 0, 'blocks', 0));
+    SELECT * INTO v_found FROM tenancy._backfill_source(p_rel, v_name, p_org, p_col, p_type, p_parent, p_user_col, v_att.atttypid);
+    v_rec.source := v_found.source;
+    v_rec.lookup := v_found.lookup;
+    v_rec."table" := v_name;
+    v_rec.partitioned := v_kind = 'p';
+    v_rec.tenant_column := p_col;
+    v_rec.column_type := p_type;
+    v_rec.options := v_options;
+    v_rec.was_registered := EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass);
+    v_rec.column_existed := v_att.attnum IS NOT NULL;
+    v_rec.column_was_not_null := coalesce(v_att.attnotnull, false);
+    v_rec.old_default := v_att.def;
+    v_rec.phase := 'planned';
+    v_rec.phase_started_at := clock_timestamp();
+    v_rec.started_at := clock_timestamp();
+    v_rec.pid := pg_backend_pid();
+    v_rec.retries := 0;
+    v_rec.skipped := '[]';
+    v_rec.run := ROW(extract(epoch FROM clock_timestamp()), 0, 0)::tenancy.backfill_run;
     RETURN tenancy._backfill_save(p_rel, v_rec,
         jsonb_build_object('operation', 'backfill', 'status', 'started',
-                           'details', jsonb_build_object('phase', 'planned', 'source', v_source, 'options', v_options)));
+                           'details', jsonb_build_object('phase', 'planned', 'source', v_rec.source, 'options', v_options)));
 END $$;
 
 COMMENT ON FUNCTION tenancy._backfill_begin(oid, uuid, name, text, oid, name, integer, interval, interval, integer, boolean) IS
   'Internal: the first step of CALL tenancy.backfill: check the call, then resume the recorded backfill or plan and record a new one.';
 COMMENT ON FUNCTION tenancy._backfill_check_call(oid, text, "char", boolean, text, integer, interval, interval, integer) IS
   'Internal: the checks of every CALL tenancy.backfill (the table, its owner, the options, REFERENCES for a text tenant column).';
-COMMENT ON FUNCTION tenancy._backfill_resume(oid, jsonb, text, uuid, name, oid, name, jsonb) IS
+COMMENT ON FUNCTION tenancy._backfill_resume(oid, tenancy.backfill_state, text, uuid, name, oid, name, tenancy.backfill_options) IS
   'Internal: a resumed CALL tenancy.backfill: refuses other options, records this CALL''s options and session.';
 COMMENT ON FUNCTION tenancy._backfill_source(oid, text, uuid, name, text, oid, name, oid) IS
-  'Internal: where each row''s organization comes from in a new backfill (fixed, parent row, user column), checked; {source, lookup}.';
+  'Internal: where each row''s organization comes from in a new backfill (fixed, parent row, user column), checked; its source and lookup.';
 COMMENT ON FUNCTION tenancy._backfill_parent_source(oid, text, name, text, oid, oid) IS
-  'Internal: a backfill''s organization read from the parent row through the one foreign key to it; {source, lookup}.';
+  'Internal: a backfill''s organization read from the parent row through the one foreign key to it; its source and lookup.';
 COMMENT ON FUNCTION tenancy._backfill_user_source(oid, text, text, name) IS
-  'Internal: a backfill''s organization derived from the user in a column (administrators only); {source, lookup}.';
+  'Internal: a backfill''s organization derived from the user in a column (administrators only); its source and lookup.';

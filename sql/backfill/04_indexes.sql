@@ -4,15 +4,16 @@
 
 -- One entry per index to build: {name, unique, columns, kind: pkey|unique|fk|tenant, replaces}.
 -- Unique constraints are rewritten unless a foreign key depends on them or a lint_ignores row
--- accepts them as they are (TEN010 for that index).
-CREATE FUNCTION tenancy._backfill_index_plan(p_rel oid, p_rec jsonb) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+-- accepts them as they are (TEN010 for that index). Returns the plan and what it leaves as it is
+-- ({object, reason} each).
+CREATE FUNCTION tenancy._backfill_index_plan(p_rel oid, p_rec tenancy.backfill_state, OUT indexes jsonb, OUT skipped jsonb)
+RETURNS record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_col     text := p_rec->>'tenant_column';
+    v_col     text := p_rec.tenant_column;
     v_att     int2 := (SELECT attnum FROM pg_attribute WHERE attrelid = p_rel AND attname = v_col);
     v_tbl     text := p_rel::regclass::text;
     v_rel     text := (SELECT relname FROM pg_class WHERE oid = p_rel);
-    v_part    boolean := (p_rec->>'partitioned')::boolean;
+    v_part    boolean := p_rec.partitioned;
     v_plan    jsonb := '[]';
     v_skipped jsonb := '[]';
     v_cols    text[];
@@ -78,7 +79,8 @@ BEGIN
         v_plan := jsonb_build_array(jsonb_build_object('name', tenancy._name(v_rel || '_' || v_col, 'idx'), 'unique', false,
                                                        'columns', jsonb_build_array(v_col), 'kind', 'tenant'));
     END IF;
-    RETURN jsonb_build_object('indexes', v_plan, 'skipped', v_skipped);
+    indexes := v_plan;
+    skipped := v_skipped;
 END $$;
 
 -- Is planned index p_ix in place (exists and is valid) on p_rel?

@@ -128,35 +128,36 @@ RETURNS TABLE (table_name text, statement text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT t.relid::text, s
       FROM tenancy.tenant_tables t
-     CROSS JOIN LATERAL jsonb_array_elements(t.details->'backfill'->'indexes') WITH ORDINALITY ix(ix, n)
+     CROSS JOIN LATERAL tenancy._backfill_record(t.relid) b
+     CROSS JOIN LATERAL jsonb_array_elements(b.indexes) WITH ORDINALITY ix(ix, n)
      CROSS JOIN LATERAL tenancy._index_statements(t.relid, ix.ix, true) s
-     WHERE t.details->'backfill'->>'phase' IN ('fk_validated', 'awaiting_indexes')
+     WHERE b.phase IN ('fk_validated', 'awaiting_indexes')
        AND NOT tenancy._index_ready(t.relid, ix.ix)
      ORDER BY t.relid::text, ix.n
 $$;
 
 CREATE VIEW tenancy.backfill_progress WITH (security_invoker = true) AS
 SELECT t.relid::text AS table_name,
-       b->>'phase' AS phase,
-       (b->'fill'->>'rows_done')::bigint AS rows_done,
-       greatest((b->'fill'->>'rows_total')::bigint, (b->'fill'->>'rows_done')::bigint) AS rows_total,
-       CASE WHEN b->>'phase' IN ('planned', 'column_added') THEN 0
-            WHEN b->>'phase' = 'filling'
-            THEN round(100.0 * (b->'fill'->>'blocks_done')::bigint / greatest((b->'fill'->>'blocks_total')::bigint, 1), 1)
+       b.phase,
+       (b.fill).rows_done,
+       greatest((b.fill).rows_total, (b.fill).rows_done) AS rows_total,
+       CASE WHEN b.phase IN ('planned', 'column_added') THEN 0
+            WHEN b.phase = 'filling'
+            THEN round(100.0 * (b.fill).blocks_done / greatest((b.fill).blocks_total, 1), 1)
             ELSE 100 END AS fill_percent,
-       round((((b->'fill'->>'rows_done')::bigint - (b->'run'->>'rows')::bigint)
-              / greatest(extract(epoch FROM (b->>'updated_at')::timestamptz) - (b->'run'->>'started_at')::double precision, 0.001))::numeric)
+       round((((b.fill).rows_done - (b.run).rows)
+              / greatest(extract(epoch FROM b.updated_at) - (b.run).started_at, 0.001))::numeric)
            AS rows_per_second,
-       CASE WHEN b->>'phase' = 'filling' AND (b->'fill'->>'blocks_done')::bigint > (b->'run'->>'blocks')::bigint
-            THEN justify_interval(make_interval(secs => round((((b->'fill'->>'blocks_total')::bigint - (b->'fill'->>'blocks_done')::bigint)
-                 * (extract(epoch FROM (b->>'updated_at')::timestamptz) - (b->'run'->>'started_at')::double precision)
-                 / ((b->'fill'->>'blocks_done')::bigint - (b->'run'->>'blocks')::bigint))::numeric, 1))) END AS eta,
-       (b->>'retries')::integer AS lock_retries,
+       CASE WHEN b.phase = 'filling' AND (b.fill).blocks_done > (b.run).blocks
+            THEN justify_interval(make_interval(secs => round((((b.fill).blocks_total - (b.fill).blocks_done)
+                 * (extract(epoch FROM b.updated_at) - (b.run).started_at)
+                 / ((b.fill).blocks_done - (b.run).blocks))::numeric, 1))) END AS eta,
+       b.retries AS lock_retries,
        tenancy._backfill_running_elsewhere(b) IS NOT NULL AS running,
-       (b->>'pid')::integer AS pid,
-       (b->>'started_at')::timestamptz AS started_at,
-       (b->>'updated_at')::timestamptz AS updated_at,
-       b->'skipped' AS skipped
+       b.pid,
+       b.started_at,
+       b.updated_at,
+       b.skipped
   FROM tenancy.tenant_tables t
- CROSS JOIN LATERAL (SELECT t.details->'backfill') x(b)
- WHERE b IS NOT NULL;
+ CROSS JOIN LATERAL tenancy._backfill_record(t.relid) b
+ WHERE t.details ? 'backfill';

@@ -9,7 +9,7 @@
 -- (issue 15: "Key (user_id)=(...) is not present"). FORCE is back on before this returns, in
 -- the same transaction; the ALTER TABLE holds its lock until the commit, so nobody sees the gap.
 -- Runs the statements and returns them (part of tenancy._owner_rollback, as the table's owner).
-CREATE FUNCTION tenancy._rollback_fks(p_rel oid, p_rec jsonb) RETURNS text[]
+CREATE FUNCTION tenancy._rollback_fks(p_rel oid, p_rec tenancy.backfill_state) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_tbl    text := p_rel::regclass::text;
@@ -20,7 +20,7 @@ DECLARE
     v_r      oid;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    FOR v_fk IN SELECT f FROM jsonb_array_elements(coalesce(p_rec->'fk_rewrites', '[]')) f LOOP
+    FOR v_fk IN SELECT f FROM jsonb_array_elements(coalesce(p_rec.fk_rewrites, '[]')) f LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_fk->>'old') THEN
             IF right(v_fk->>'old_def', 10) = ' NOT VALID' THEN  -- it was not valid before either
                 v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_fk->>'old', v_fk->>'old_def');
@@ -55,7 +55,7 @@ END $$;
 -- A replaced key took the old one's name when it took over (issue 15 item 8): that object,
 -- which holds the tenant column, is dropped and the old definition added under the name.
 -- Runs the statements and returns them (part of tenancy._owner_rollback, as the table's owner).
-CREATE FUNCTION tenancy._rollback_uniques(p_rel oid, p_rec jsonb, p_att int2) RETURNS text[]
+CREATE FUNCTION tenancy._rollback_uniques(p_rel oid, p_rec tenancy.backfill_state, p_att int2) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_tbl    text := p_rel::regclass::text;
@@ -66,7 +66,7 @@ DECLARE
     v_i      integer;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    FOR v_ix IN SELECT ix FROM jsonb_array_elements(coalesce(p_rec->'indexes', '[]')) ix LOOP
+    FOR v_ix IN SELECT ix FROM jsonb_array_elements(coalesce(p_rec.indexes, '[]')) ix LOOP
         IF v_ix->'replaces'->>'constraint' IS NOT NULL
            AND EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->'replaces'->>'constraint'
                           AND p_att = ANY (conkey)) THEN
@@ -90,7 +90,7 @@ BEGIN
                          AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = p_rel)) THEN
             v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, v_ix->>'name');
         END IF;
-        IF (p_rec->>'partitioned')::boolean THEN  -- leaf indexes not attached yet
+        IF p_rec.partitioned THEN  -- leaf indexes not attached yet
             FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
                 v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, tenancy._leaf_index_name(v_leaf, v_ix));
             END LOOP;
@@ -108,11 +108,11 @@ END $$;
 -- name. Other objects on the column that tenancy did not make are named in a NOTICE.
 -- Only for a column the backfill added. Runs the statements and returns them (part of
 -- tenancy._owner_rollback, as the table's owner).
-CREATE FUNCTION tenancy._rollback_hand_made_keys(p_rel oid, p_rec jsonb, p_att int2, p_drop boolean) RETURNS text[]
+CREATE FUNCTION tenancy._rollback_hand_made_keys(p_rel oid, p_rec tenancy.backfill_state, p_att int2, p_drop boolean) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
+    v_col    text := p_rec.tenant_column;
     v_ddl    text[] := '{}';
     v_schema text := tenancy._schema_of(p_rel);
     v_con    record;
@@ -140,7 +140,7 @@ BEGIN
                   WHERE i.indrelid = p_rel AND i.indisunique AND p_att = ANY (i.indkey::int2[])
                     AND i.indnatts > 1 AND i.indnkeyatts = i.indnatts AND i.indpred IS NULL AND i.indexprs IS NULL
                     AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = p_rel)
-                    AND NOT coalesce(p_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))
+                    AND NOT coalesce(p_rec.indexes, '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))
                   ORDER BY x.relname LOOP
         v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_con.relname)
                        || format('CREATE UNIQUE INDEX %I ON %s (%s)', v_con.relname, v_tbl, tenancy._idents(tenancy._att_names(p_rel, v_con.rest)));
@@ -153,13 +153,13 @@ BEGIN
     SELECT string_agg(x, ', ' ORDER BY x) INTO v_left FROM (
         SELECT 'constraint ' || quote_ident(c.conname) AS x FROM pg_constraint c
          WHERE c.conrelid = p_rel AND p_att = ANY (c.conkey) AND c.contype NOT IN ('p', 'u', 'n')
-           AND c.conname IS DISTINCT FROM p_rec->>'fk' AND c.conname IS DISTINCT FROM p_rec->>'check'
-           AND NOT coalesce(p_rec->'fk_rewrites', '[]') @> jsonb_build_array(jsonb_build_object('new', c.conname))
+           AND c.conname IS DISTINCT FROM p_rec.fk AND c.conname IS DISTINCT FROM p_rec."check"
+           AND NOT coalesce(p_rec.fk_rewrites, '[]') @> jsonb_build_array(jsonb_build_object('new', c.conname))
         UNION ALL
         SELECT 'index ' || quote_ident(x.relname) FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
          WHERE i.indrelid = p_rel AND p_att = ANY (i.indkey::int2[])
            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = p_rel)
-           AND NOT coalesce(p_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))) s;
+           AND NOT coalesce(p_rec.indexes, '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))) s;
     IF v_left IS NOT NULL THEN
         RAISE NOTICE 'tenancy.rollback %: objects on % that tenancy did not make: %', v_tbl, quote_ident(v_col), v_left
             USING HINT = CASE WHEN p_drop THEN 'Dropping the column drops them too.'
@@ -172,43 +172,43 @@ END $$;
 -- tenancy.organizations, the NOT NULL check, NOT NULL, the fill trigger, the default, and the
 -- column (drop_column, when the backfill added it). Returned, not run (part of
 -- tenancy._owner_rollback, as the table's owner).
-CREATE FUNCTION tenancy._rollback_column_statements(p_rel oid, p_rec jsonb, p_drop boolean) RETURNS text[]
+CREATE FUNCTION tenancy._rollback_column_statements(p_rel oid, p_rec tenancy.backfill_state, p_drop boolean) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
+    v_col    text := p_rec.tenant_column;
     v_ddl    text[] := '{}';
     v_leaf   oid;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    IF p_rec->>'fk' IS NOT NULL THEN
-        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, p_rec->>'fk');
+    IF p_rec.fk IS NOT NULL THEN
+        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, p_rec.fk);
         FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
             IF v_leaf <> p_rel THEN
-                v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_leaf::regclass, p_rec->>'fk');
+                v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_leaf::regclass, p_rec.fk);
             END IF;
         END LOOP;
     END IF;
-    IF p_rec->>'check' IS NOT NULL THEN
+    IF p_rec."check" IS NOT NULL THEN
         FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
-            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = p_rec->>'check') THEN
-                v_ddl := v_ddl || format('ALTER TABLE ONLY %s DROP CONSTRAINT %I', v_leaf::regclass, p_rec->>'check');
+            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = p_rec."check") THEN
+                v_ddl := v_ddl || format('ALTER TABLE ONLY %s DROP CONSTRAINT %I', v_leaf::regclass, p_rec."check");
             END IF;
         END LOOP;
     END IF;
-    IF (p_rec->>'set_not_null')::boolean AND NOT (p_rec->>'column_was_not_null')::boolean
-       AND NOT (p_drop AND NOT (p_rec->>'column_existed')::boolean) THEN
+    IF p_rec.set_not_null AND NOT p_rec.column_was_not_null
+       AND NOT (p_drop AND NOT p_rec.column_existed) THEN
         v_ddl := v_ddl || format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', v_tbl, v_col);
     END IF;
-    IF p_rec->>'trigger' IS NOT NULL THEN
-        v_ddl := v_ddl || format('DROP TRIGGER IF EXISTS %I ON %s', p_rec->>'trigger', v_tbl);
+    IF p_rec."trigger" IS NOT NULL THEN
+        v_ddl := v_ddl || format('DROP TRIGGER IF EXISTS %I ON %s', p_rec."trigger", v_tbl);
     END IF;
-    IF p_rec->>'default_expr' IS NOT NULL AND NOT (p_drop AND NOT (p_rec->>'column_existed')::boolean) THEN
-        v_ddl := v_ddl || CASE WHEN p_rec->>'old_default' IS NULL THEN format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', v_tbl, v_col)
-                               ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', v_tbl, v_col, p_rec->>'old_default') END;
+    IF p_rec.default_expr IS NOT NULL AND NOT (p_drop AND NOT p_rec.column_existed) THEN
+        v_ddl := v_ddl || CASE WHEN p_rec.old_default IS NULL THEN format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', v_tbl, v_col)
+                               ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', v_tbl, v_col, p_rec.old_default) END;
     END IF;
     IF p_drop THEN
-        IF (p_rec->>'column_existed')::boolean THEN
+        IF p_rec.column_existed THEN
             RAISE NOTICE 'tenancy.rollback: %.% existed before the backfill and is kept', v_tbl, quote_ident(v_col);
         ELSE
             v_ddl := v_ddl || format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', v_tbl, v_col);
@@ -226,7 +226,7 @@ DECLARE
     tbl     regclass := p_rel::regclass;
     drop_column boolean := coalesce((a->>'drop_column')::boolean, false);
     v_rel   oid := tenancy._require('tbl', tbl)::oid;
-    v_rec   jsonb := tenancy._backfill_record(v_rel);
+    v_rec   tenancy.backfill_state := tenancy._backfill_record(v_rel);
     v_tbl   text := tbl::text;
     v_col   text;
     v_att   int2;
@@ -238,7 +238,7 @@ DECLARE
     v_i     integer;
 BEGIN
     PERFORM tenancy._running_as_owner(v_rel);
-    IF v_rec IS NULL THEN
+    IF v_rec.phase IS NULL THEN  -- no record (a record always has its phase)
         RAISE EXCEPTION 'tenancy.rollback: no backfill of % is recorded', v_tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'tenancy.disable_isolation() removes policies created by enable_isolation alone.';
@@ -248,7 +248,7 @@ BEGIN
         RAISE EXCEPTION 'tenancy.rollback: % is being backfilled by session %', v_tbl, v_other
             USING ERRCODE = 'object_in_use', HINT = 'Stop it first: SELECT pg_cancel_backend(pid).';
     END IF;
-    v_col := v_rec->>'tenant_column';
+    v_col := v_rec.tenant_column;
     v_att := (SELECT attnum FROM pg_attribute WHERE attrelid = v_rel AND attname = v_col AND attnum > 0 AND NOT attisdropped);
 
     -- Foreign keys of other tables that point at a key of this table holding the tenant column
@@ -273,7 +273,7 @@ BEGIN
     -- runs its statements), then the column's own objects.
     v_ddl := tenancy._rollback_fks(v_rel, v_rec);
     v_ddl := v_ddl || tenancy._rollback_uniques(v_rel, v_rec, v_att);
-    IF v_att IS NOT NULL AND NOT (v_rec->>'column_existed')::boolean THEN
+    IF v_att IS NOT NULL AND NOT v_rec.column_existed THEN
         v_ddl := v_ddl || tenancy._rollback_hand_made_keys(v_rel, v_rec, v_att, drop_column);
     END IF;
     v_done := cardinality(v_ddl);
@@ -283,7 +283,7 @@ BEGIN
     END LOOP;
     PERFORM tenancy._privileged('record_backfill', jsonb_build_object('relid', v_rel, 'backfill', 'null'::jsonb,
         'log', jsonb_build_object('operation', 'rollback', 'status', 'succeeded',
-                                  'details', jsonb_build_object('phase', v_rec->>'phase', 'drop_column', drop_column,
+                                  'details', jsonb_build_object('phase', v_rec.phase, 'drop_column', drop_column,
                                                                 'statements', to_jsonb(v_ddl)))));
     RETURN jsonb_build_object('ddl', concat_ws(E'\n', v_iso, nullif(array_to_string(v_ddl, E';\n') || ';', ';')));
 END $$;
@@ -313,7 +313,7 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_order regclass[];
     v_tbl   regclass;
-    v_rec   jsonb;
+    v_rec   tenancy.backfill_state;
     v_i     integer;
 BEGIN
     BEGIN
@@ -326,13 +326,13 @@ BEGIN
     FOR v_i IN REVERSE cardinality(v_order) .. 1 LOOP
         v_tbl := v_order[v_i];
         table_name := v_tbl::text;
-        SELECT t.details->'backfill' INTO v_rec FROM tenancy.tenant_tables t WHERE t.relid = v_tbl;
+        v_rec := tenancy._backfill_record(v_tbl);
         BEGIN
-            IF v_rec IS NOT NULL THEN
+            IF v_rec.phase IS NOT NULL THEN  -- a record always has its phase
                 ddl := tenancy._as_owner(v_tbl::oid, 'rollback', jsonb_build_object('drop_column', p_drop))->>'ddl';
                 action := 'rolled back';
-                detail := format('from phase %s%s', v_rec->>'phase', CASE WHEN p_drop AND NOT (v_rec->>'column_existed')::boolean
-                                                                              THEN ', column ' || quote_ident(v_rec->>'tenant_column') || ' dropped' ELSE '' END);
+                detail := format('from phase %s%s', v_rec.phase, CASE WHEN p_drop AND NOT v_rec.column_existed
+                                                                      THEN ', column ' || quote_ident(v_rec.tenant_column) || ' dropped' ELSE '' END);
             ELSIF EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = v_tbl AND t.details ? 'isolation') THEN
                 ddl := tenancy.disable_isolation(v_tbl);
                 action := 'isolation removed';
@@ -358,7 +358,7 @@ BEGIN
     IF NOT coalesce(cascade, false) THEN
         RETURN tenancy._as_owner(tenancy._require('tbl', tbl)::oid, 'rollback', jsonb_build_object('drop_column', drop_column))->>'ddl';
     END IF;
-    IF tenancy._backfill_record(tenancy._require('tbl', tbl)::oid) IS NULL THEN
+    IF (tenancy._backfill_record(tenancy._require('tbl', tbl)::oid)).phase IS NULL THEN
         RAISE EXCEPTION 'tenancy.rollback: no backfill of % is recorded', tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'tenancy.disable_isolation() removes policies created by enable_isolation alone.';
@@ -389,11 +389,11 @@ BEGIN
                    coalesce($2, false), format('rollback_all(%L)', p_schema)) r;
 END $$;
 
-COMMENT ON FUNCTION tenancy._rollback_fks(oid, jsonb) IS
+COMMENT ON FUNCTION tenancy._rollback_fks(oid, tenancy.backfill_state) IS
   'Internal: rollback of the rewritten foreign keys (the old ones back, validated); run as the table''s owner by tenancy._owner_rollback.';
-COMMENT ON FUNCTION tenancy._rollback_uniques(oid, jsonb, int2) IS
+COMMENT ON FUNCTION tenancy._rollback_uniques(oid, tenancy.backfill_state, int2) IS
   'Internal: rollback of the unique keys and indexes the backfill rewrote or added (the old ones back, under their names); run as the table''s owner by tenancy._owner_rollback.';
-COMMENT ON FUNCTION tenancy._rollback_hand_made_keys(oid, jsonb, int2, boolean) IS
+COMMENT ON FUNCTION tenancy._rollback_hand_made_keys(oid, tenancy.backfill_state, int2, boolean) IS
   'Internal: rollback of keys holding the tenant column that tenancy did not make (a lint fix applied by hand); run as the table''s owner by tenancy._owner_rollback.';
-COMMENT ON FUNCTION tenancy._rollback_column_statements(oid, jsonb, boolean) IS
+COMMENT ON FUNCTION tenancy._rollback_column_statements(oid, tenancy.backfill_state, boolean) IS
   'Internal: the statements undoing the tenant column''s foreign key, check, NOT NULL, trigger and default (and the column); for tenancy._owner_rollback.';

@@ -26,3 +26,11 @@ COMMENT ON FUNCTION tenancy._backfill_fill() IS 'Internal: trigger giving rows w
 
 GRANT SELECT ON tenancy.backfill_progress TO PUBLIC;
 COMMENT ON FUNCTION tenancy._backfill_lock_all(oid, text) IS 'Internal: locks a table and the tables its foreign keys reference all at once (NOWAIT tries until lock_timeout), for the foreign-key phases: never waits while holding one, so no deadlock with applications.';
+COMMENT ON TYPE tenancy.backfill_state IS
+  'Internal: the record of a backfill, typed (stored as jsonb in tenancy.tenant_tables.details->''backfill'', read by tenancy._backfill_record, written by tenancy._backfill_save); its lists (indexes, skipped, fk_rewrites) stay jsonb.';
+COMMENT ON TYPE tenancy.backfill_source IS
+  'Internal: where a backfill takes each row''s organization from: a fixed organization, the parent row (its foreign key and column pairs) or a user column.';
+COMMENT ON TYPE tenancy.backfill_options IS 'Internal: the options of a CALL tenancy.backfill, as the backfill''s record keeps them.';
+COMMENT ON TYPE tenancy.backfill_fill IS
+  'Internal: a backfill''s fill: blocks and rows to visit and visited, batches; fill.leaves (each leaf''s blocks and next block) stays jsonb.';
+COMMENT ON TYPE tenancy.backfill_run IS 'Internal: a backfill''s counters when its current CALL began (its rate and ETA are reckoned from them).';

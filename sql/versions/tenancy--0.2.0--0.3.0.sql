@@ -88,8 +88,100 @@ END
 $guard$;
 
 
+-- Before the drafted functions (written by hand; scripts/regen-upgrade.sh keeps this part):
+-- the types of the backfill's record (issue 16), which the functions below take and return, and
+-- the view that reads it, which depends on functions whose arguments change (it is created again
+-- after them, at the end).
+-- Where each row's organization comes from (organization_id =>, parent =>, user_column =>).
+CREATE TYPE tenancy.backfill_source AS (
+    kind            text,     -- fixed, parent or user
+    organization_id uuid,     -- organization_id =>: the fixed organization, or the others' fallback
+    value           text,     -- that organization as the tenant column holds it (id or slug)
+    parent          text,     -- parent =>: the parent table, as named when planned
+    parent_oid      oid,
+    fk              text,     -- the one foreign key to the parent
+    "join"          text[],   -- its column pairs: {{column, parent column}, ...}
+    user_column     name      -- user_column =>: the column holding a user id
+);
+
+-- The options of the CALL (each CALL records its own).
+CREATE TYPE tenancy.backfill_options AS (
+    batch_size      integer,
+    pause_s         numeric,  -- the pause between steps, in seconds
+    lock_timeout_ms bigint,
+    max_retries     integer,
+    build_indexes   boolean
+);
+
+-- The fill (phase filling): what there is to visit, what was visited.
+CREATE TYPE tenancy.backfill_fill AS (
+    leaves           jsonb,             -- [{relid, name, blocks, next}]: each leaf's blocks, the next to visit
+    blocks_total     bigint,
+    blocks_done      bigint,
+    rows_total       bigint,            -- an estimate
+    rows_done        bigint,
+    tuples_per_block double precision,
+    started_at       double precision,  -- seconds since the epoch
+    batches          bigint,
+    fast_default     boolean            -- nothing filled: the metadata-only path
+);
+
+-- The counters when this CALL began (its rate and ETA are reckoned from them).
+CREATE TYPE tenancy.backfill_run AS (
+    started_at double precision,  -- seconds since the epoch
+    rows       bigint,
+    blocks     bigint
+);
+
+-- The record of one backfill: its phase, what it was asked, what it found and what it made.
+CREATE TYPE tenancy.backfill_state AS (
+    phase               text,
+    phase_started_at    timestamptz,
+    started_at          timestamptz,
+    updated_at          timestamptz,
+    pid                 integer,   -- the backend of the last CALL
+    retries             integer,   -- lock timeouts in a row in this phase
+    "table"             text,
+    partitioned         boolean,
+    tenant_column       name,
+    column_type         text,      -- uuid or text
+    source              tenancy.backfill_source,
+    lookup              text,      -- the fill trigger's query: a row's organization, as text
+    options             tenancy.backfill_options,
+    was_registered      boolean,   -- in tenancy.tenant_tables before the backfill
+    column_existed      boolean,
+    column_was_not_null boolean,
+    old_default         text,      -- the tenant column's default before the backfill
+    fast_default        boolean,   -- the metadata-only path (tenancy._backfill_fast_default)
+    default_expr        text,      -- the default the backfill gave the column
+    set_not_null        boolean,
+    "trigger"           text,      -- the fill trigger
+    "check"             text,      -- CHECK (col IS NOT NULL) NOT VALID, on every leaf
+    fk                  text,      -- the foreign key to tenancy.organizations
+    fill                tenancy.backfill_fill,
+    run                 tenancy.backfill_run,
+    indexes             jsonb,     -- [{name, unique, columns, kind, replaces: {index, constraint, def}}]
+    skipped             jsonb,     -- [{object, reason}]
+    fk_rewrites         jsonb      -- [{old, old_def, new, new_def}]
+);
+COMMENT ON TYPE tenancy.backfill_state IS
+  'Internal: the record of a backfill, typed (stored as jsonb in tenancy.tenant_tables.details->''backfill'', read by tenancy._backfill_record, written by tenancy._backfill_save); its lists (indexes, skipped, fk_rewrites) stay jsonb.';
+COMMENT ON TYPE tenancy.backfill_source IS
+  'Internal: where a backfill takes each row''s organization from: a fixed organization, the parent row (its foreign key and column pairs) or a user column.';
+COMMENT ON TYPE tenancy.backfill_options IS 'Internal: the options of a CALL tenancy.backfill, as the backfill''s record keeps them.';
+COMMENT ON TYPE tenancy.backfill_fill IS
+  'Internal: a backfill''s fill: blocks and rows to visit and visited, batches; fill.leaves (each leaf''s blocks and next block) stays jsonb.';
+COMMENT ON TYPE tenancy.backfill_run IS 'Internal: a backfill''s counters when its current CALL began (its rate and ETA are reckoned from them).';
+DROP VIEW tenancy.backfill_progress;
+
 -- Functions and procedures (drafted by scripts/draft-upgrade.py from the generated install scripts).
 DROP FUNCTION tenancy._authorize(uuid, text, boolean, uuid);
+DROP FUNCTION tenancy._backfill_advance(oid, jsonb, text, jsonb);
+DROP FUNCTION tenancy._backfill_begin(oid, uuid, name, text, oid, name, integer, interval, interval, integer, boolean);
+DROP FUNCTION tenancy._backfill_index_plan(oid, jsonb);
+DROP FUNCTION tenancy._backfill_record(oid);
+DROP FUNCTION tenancy._backfill_running_elsewhere(jsonb);
+DROP FUNCTION tenancy._backfill_save(oid, jsonb, jsonb);
 DROP FUNCTION tenancy._keep_an_owner(uuid, uuid);
 DROP FUNCTION tenancy._log(text, text, text, jsonb, timestamptz);
 DROP FUNCTION tenancy._lookups_changed();
@@ -161,34 +253,35 @@ BEGIN
     RETURN r.rank;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_add_check(p_rel oid, p_rec jsonb, p_check text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_add_check(p_rel oid, p_rec tenancy.backfill_state, p_check text) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
-    v_col    text := p_rec->>'tenant_column';
-    v_leaf   jsonb;
+    v_rec    tenancy.backfill_state := p_rec;
+    v_col    text := p_rec.tenant_column;
+    v_leaf   oid;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    IF (v_rec->>'column_was_not_null')::boolean THEN
+    IF v_rec.column_was_not_null THEN
         v_rec := tenancy._backfill_advance(p_rel, v_rec, 'not_null', jsonb_build_object('note', 'the column was NOT NULL already'));
     ELSE
-        FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
-            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = (v_leaf#>>'{}')::oid AND conname = p_check) THEN
+        FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = p_check) THEN
                 EXECUTE format('ALTER TABLE ONLY %s ADD CONSTRAINT %I CHECK (%I IS NOT NULL) NOT VALID',
-                               (v_leaf#>>'{}')::oid::regclass, p_check, v_col);
+                               v_leaf::regclass, p_check, v_col);
             END IF;
         END LOOP;
-        v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('check', p_check), 'check_added');
+        v_rec."check" := p_check;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'check_added');
     END IF;
     RETURN v_rec;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_add_column(p_rel oid, p_rec jsonb, p_trig text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_add_column(p_rel oid, p_rec tenancy.backfill_state, p_trig text) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
+    v_rec    tenancy.backfill_state := p_rec;
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
+    v_col    text := p_rec.tenant_column;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
     IF tenancy._backfill_fast_default(p_rel, v_rec) THEN
@@ -198,29 +291,32 @@ BEGIN
         -- scans for NULLs). The fill trigger, as in the batched path, gives the organization
         -- to a row written with an explicit NULL until enable_isolation retires it.
         EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s NOT NULL DEFAULT %L::%s', v_tbl, v_col,
-                       v_rec->>'column_type', v_rec->'source'->>'value', v_rec->>'column_type');
+                       v_rec.column_type, (v_rec.source).value, v_rec.column_type);
         EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW WHEN (NEW.%I IS NULL) '
-                       'EXECUTE FUNCTION tenancy._backfill_fill(%L, %L)', p_trig, v_tbl, v_col, v_col, v_rec->>'lookup');
-        v_rec := v_rec || jsonb_build_object('fast_default', true, 'set_not_null', true, 'trigger', p_trig, 'default_expr',
+                       'EXECUTE FUNCTION tenancy._backfill_fill(%L, %L)', p_trig, v_tbl, v_col, v_col, v_rec.lookup);
+        v_rec.fast_default := true;
+        v_rec.set_not_null := true;
+        v_rec."trigger" := p_trig;
+        v_rec.default_expr :=
             (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-              WHERE d.adrelid = p_rel AND a.attname = v_col));
+              WHERE d.adrelid = p_rel AND a.attname = v_col);
         v_rec := tenancy._backfill_advance(p_rel, v_rec, 'column_added', jsonb_build_object(
-            'fast_default', true, 'default', v_rec->'default_expr', 'not_null', true, 'trigger', p_trig));
+            'fast_default', true, 'default', v_rec.default_expr, 'not_null', true, 'trigger', p_trig));
     ELSE
-        IF NOT (v_rec->>'column_existed')::boolean THEN
-            EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I %s', v_tbl, v_col, v_rec->>'column_type');
+        IF NOT v_rec.column_existed THEN
+            EXECUTE format('ALTER TABLE %s ADD COLUMN IF NOT EXISTS %I %s', v_tbl, v_col, v_rec.column_type);
         END IF;
         v_rec := tenancy._backfill_advance(p_rel, v_rec, 'column_added');
     END IF;
     RETURN v_rec;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_add_fk(p_rel oid, p_rec jsonb, p_fkname text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_add_fk(p_rel oid, p_rec tenancy.backfill_state, p_fkname text) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
-    v_col    text := p_rec->>'tenant_column';
-    v_leaf   jsonb;
+    v_rec    tenancy.backfill_state := p_rec;
+    v_col    text := p_rec.tenant_column;
+    v_leaf   oid;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
     IF EXISTS (SELECT 1 FROM pg_constraint con JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = con.conkey[1]
@@ -231,51 +327,52 @@ BEGIN
         -- NOT VALID takes a short lock; the check of existing rows comes next, without blocking
         -- writers. A partitioned table gets one per partition first: Postgres 15 cannot add a
         -- NOT VALID foreign key to a partitioned table, but attaches these when the parent's is added.
-        FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
-            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = (v_leaf#>>'{}')::oid AND conname = p_fkname) THEN
+        FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
+            IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = p_fkname) THEN
                 EXECUTE format('ALTER TABLE ONLY %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.organizations (%s)%s NOT VALID',
-                               (v_leaf#>>'{}')::oid::regclass, p_fkname, v_col,
-                               CASE v_rec->>'column_type' WHEN 'uuid' THEN 'id' ELSE 'slug' END,
-                               CASE v_rec->>'column_type' WHEN 'text' THEN ' ON UPDATE CASCADE' ELSE '' END);
+                               v_leaf::regclass, p_fkname, v_col,
+                               CASE v_rec.column_type WHEN 'uuid' THEN 'id' ELSE 'slug' END,
+                               CASE v_rec.column_type WHEN 'text' THEN ' ON UPDATE CASCADE' ELSE '' END);
             END IF;
         END LOOP;
-        v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('fk', p_fkname), 'fk_added');
+        v_rec.fk := p_fkname;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'fk_added');
     END IF;
     RETURN v_rec;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_advance(p_rel oid, p_rec jsonb, p_phase text, p_details jsonb DEFAULT '{}')
-RETURNS jsonb LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT tenancy._backfill_save(p_rel,
-        p_rec || jsonb_build_object('phase', p_phase, 'phase_started_at', clock_timestamp(), 'retries', 0),
-        jsonb_build_object('operation', 'backfill', 'status', 'succeeded',
-                           'started', p_rec->'phase_started_at',
-                           'details', jsonb_build_object('phase', p_rec->>'phase', 'next', p_phase) || coalesce(p_details, '{}')))
-$$;
+CREATE OR REPLACE FUNCTION tenancy._backfill_advance(p_rel oid, p_rec tenancy.backfill_state, p_phase text, p_details jsonb DEFAULT '{}')
+RETURNS tenancy.backfill_state LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_rec tenancy.backfill_state := p_rec;
+BEGIN
+    v_rec.phase := p_phase;
+    v_rec.phase_started_at := clock_timestamp();
+    v_rec.retries := 0;
+    RETURN tenancy._backfill_save(p_rel, v_rec,
+        jsonb_build_object('operation', 'backfill', 'status', 'succeeded', 'started', p_rec.phase_started_at,
+                           'details', jsonb_build_object('phase', p_rec.phase, 'next', p_phase) || coalesce(p_details, '{}')));
+END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._backfill_begin(
     p_rel oid, p_org uuid, p_col name, p_type text, p_parent oid, p_user_col name,
     p_batch integer, p_pause interval, p_lock_timeout interval, p_retries integer, p_build boolean)
-RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+RETURNS tenancy.backfill_state LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec     jsonb := tenancy._backfill_record(tenancy._require('tbl', p_rel));
+    v_rec     tenancy.backfill_state := tenancy._backfill_record(tenancy._require('tbl', p_rel));
     v_name    text;
     v_kind    "char";
     v_ispart  boolean;
     v_att     record;
-    v_found   jsonb;
-    v_source  jsonb;
-    v_lookup  text;
+    v_found   record;
     v_other   integer;
-    v_options jsonb;
+    v_options tenancy.backfill_options;
 BEGIN
     PERFORM tenancy._citus_backfill_check(p_rel);  -- Citus: refused once the catalog is distributed
     SELECT c.oid::regclass::text, c.relkind, c.relispartition INTO v_name, v_kind, v_ispart
       FROM pg_class c WHERE c.oid = p_rel;
     PERFORM tenancy._backfill_check_call(p_rel, v_name, v_kind, v_ispart, p_type, p_batch, p_pause, p_lock_timeout, p_retries);
-    v_options := jsonb_build_object('batch_size', p_batch, 'pause_s', extract(epoch FROM p_pause),
-                                    'lock_timeout_ms', (extract(epoch FROM p_lock_timeout) * 1000)::bigint,
-                                    'max_retries', p_retries, 'build_indexes', p_build);
+    v_options := ROW(p_batch, extract(epoch FROM p_pause), (extract(epoch FROM p_lock_timeout) * 1000)::bigint,
+                     p_retries, p_build)::tenancy.backfill_options;
 
     v_other := tenancy._backfill_running_elsewhere(v_rec);
     IF v_other IS NOT NULL THEN
@@ -284,7 +381,7 @@ BEGIN
                   HINT = 'Watch it with SELECT * FROM tenancy.backfill_progress; stop it with pg_cancel_backend(pid).';
     END IF;
 
-    IF v_rec IS NOT NULL THEN
+    IF v_rec.phase IS NOT NULL THEN  -- a record always has its phase
         RETURN tenancy._backfill_resume(p_rel, v_rec, v_name, p_org, p_col, p_parent, p_user_col, v_options);
     END IF;
 
@@ -304,44 +401,46 @@ BEGIN
                   HINT = 'Pass column_type => ''uuid'' or ''text'' to match it, or name another tenant_column.';
     END IF;
 
-    v_found := tenancy._backfill_source(p_rel, v_name, p_org, p_col, p_type, p_parent, p_user_col, v_att.atttypid);
-    v_source := v_found->'source';
-    v_lookup := v_found->>'lookup';
-
-    v_rec := jsonb_build_object(
-        'table', v_name, 'partitioned', v_kind = 'p',
-        'tenant_column', p_col, 'column_type', p_type, 'source', v_source, 'lookup', v_lookup,
-        'options', v_options,
-        'was_registered', EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass),
-        'column_existed', v_att.attnum IS NOT NULL,
-        'column_was_not_null', coalesce(v_att.attnotnull, false),
-        'old_default', v_att.def,
-        'phase', 'planned', 'phase_started_at', clock_timestamp(), 'started_at', clock_timestamp(),
-        'pid', pg_backend_pid(), 'retries', 0, 'skipped', '[]'::jsonb,
-        'run', jsonb_build_object('started_at', extract(epoch FROM clock_timestamp()), 'rows', 0, 'blocks', 0));
+    SELECT * INTO v_found FROM tenancy._backfill_source(p_rel, v_name, p_org, p_col, p_type, p_parent, p_user_col, v_att.atttypid);
+    v_rec.source := v_found.source;
+    v_rec.lookup := v_found.lookup;
+    v_rec."table" := v_name;
+    v_rec.partitioned := v_kind = 'p';
+    v_rec.tenant_column := p_col;
+    v_rec.column_type := p_type;
+    v_rec.options := v_options;
+    v_rec.was_registered := EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass);
+    v_rec.column_existed := v_att.attnum IS NOT NULL;
+    v_rec.column_was_not_null := coalesce(v_att.attnotnull, false);
+    v_rec.old_default := v_att.def;
+    v_rec.phase := 'planned';
+    v_rec.phase_started_at := clock_timestamp();
+    v_rec.started_at := clock_timestamp();
+    v_rec.pid := pg_backend_pid();
+    v_rec.retries := 0;
+    v_rec.skipped := '[]';
+    v_rec.run := ROW(extract(epoch FROM clock_timestamp()), 0, 0)::tenancy.backfill_run;
     RETURN tenancy._backfill_save(p_rel, v_rec,
         jsonb_build_object('operation', 'backfill', 'status', 'started',
-                           'details', jsonb_build_object('phase', 'planned', 'source', v_source, 'options', v_options)));
+                           'details', jsonb_build_object('phase', 'planned', 'source', v_rec.source, 'options', v_options)));
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_build_index(p_rel oid, p_rec jsonb, OUT rec jsonb, OUT done boolean) RETURNS record
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION tenancy._backfill_build_index(p_rel oid, p_rec tenancy.backfill_state, OUT rec tenancy.backfill_state, OUT done boolean)
+RETURNS record LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
+    v_rec    tenancy.backfill_state := p_rec;
     v_tbl    text := p_rel::regclass::text;
-    v_opt    jsonb := p_rec->'options';
-    v_phase  text := p_rec->>'phase';
     v_ix     jsonb;
     v_stmt   text;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
     done := false;
-    SELECT ix INTO v_ix FROM jsonb_array_elements(v_rec->'indexes') ix
+    SELECT ix INTO v_ix FROM jsonb_array_elements(v_rec.indexes) ix
      WHERE NOT tenancy._index_ready(p_rel, ix) LIMIT 1;
     IF v_ix IS NULL THEN
         v_rec := tenancy._backfill_advance(p_rel, v_rec, 'indexes_built',
-                     jsonb_build_object('indexes', (SELECT jsonb_agg(ix->'name') FROM jsonb_array_elements(v_rec->'indexes') ix)));
-    ELSIF (v_opt->>'build_indexes')::boolean THEN
+                     jsonb_build_object('indexes', (SELECT jsonb_agg(ix->'name') FROM jsonb_array_elements(v_rec.indexes) ix)));
+    ELSIF (v_rec.options).build_indexes THEN
         -- Asked for: build it here, with a plain CREATE INDEX (writers wait while it builds).
         PERFORM set_config('lock_timeout', '0', true);
         FOR v_stmt IN SELECT s FROM tenancy._index_statements(p_rel, v_ix, false) s LOOP
@@ -349,11 +448,11 @@ BEGIN
         END LOOP;
         RAISE NOTICE 'tenancy.backfill %: built index %', v_tbl, quote_ident(v_ix->>'name');
     ELSE
-        IF v_phase = 'fk_validated' THEN
+        IF p_rec.phase = 'fk_validated' THEN
             v_rec := tenancy._backfill_advance(p_rel, v_rec, 'awaiting_indexes');
         END IF;
         RAISE NOTICE 'tenancy.backfill %: % index(es) must be built outside a transaction', v_tbl,
-              (SELECT count(*) FROM jsonb_array_elements(v_rec->'indexes') ix WHERE NOT tenancy._index_ready(p_rel, ix))
+              (SELECT count(*) FROM jsonb_array_elements(v_rec.indexes) ix WHERE NOT tenancy._index_ready(p_rel, ix))
             USING HINT = format('In psql: SELECT statement FROM tenancy.pending_statements() \gexec   then CALL tenancy.backfill(%L) again (or pass build_indexes => true to build them here, blocking writes).', v_tbl);
         done := true;
     END IF;
@@ -395,12 +494,12 @@ BEGIN
     END IF;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_fast_default(p_rel oid, p_rec jsonb) RETURNS boolean
+CREATE OR REPLACE FUNCTION tenancy._backfill_fast_default(p_rel oid, p_rec tenancy.backfill_state) RETURNS boolean
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT p_rec->'source'->>'kind' = 'fixed' AND p_rec->'source'->>'value' IS NOT NULL
-       AND NOT coalesce((p_rec->>'column_existed')::boolean, true)
+    SELECT (p_rec.source).kind = 'fixed' AND (p_rec.source).value IS NOT NULL
+       AND NOT coalesce(p_rec.column_existed, true)
        AND NOT EXISTS (SELECT 1 FROM pg_attribute a
-                        WHERE a.attrelid = p_rel AND a.attname = p_rec->>'tenant_column' AND NOT a.attisdropped)
+                        WHERE a.attrelid = p_rel AND a.attname = p_rec.tenant_column AND NOT a.attisdropped)
        AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent
                         WHERE i.inhparent = p_rel AND c.relkind = 'r')
        AND NOT EXISTS (SELECT 1 FROM (SELECT p_rel UNION SELECT t.relid::oid FROM pg_partition_tree(p_rel::regclass) t) x(relid)
@@ -420,14 +519,15 @@ BEGIN
     RETURN NEW;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_fill_batch(p_rel oid, p_rec jsonb, p_now double precision) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_fill_batch(p_rel oid, p_rec tenancy.backfill_state, p_now double precision) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
+    v_rec    tenancy.backfill_state := p_rec;
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
-    v_opt    jsonb := p_rec->'options';
-    v_fill   jsonb;
+    v_col    text := p_rec.tenant_column;
+    v_batch  integer := (p_rec.options).batch_size;
+    v_fill   tenancy.backfill_fill := p_rec.fill;
+    v_run    tenancy.backfill_run := p_rec.run;
     v_leaf   jsonb;
     v_i      integer;
     v_lo     bigint;
@@ -438,24 +538,23 @@ DECLARE
     v_rate   double precision;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    v_fill := v_rec->'fill';
-    SELECT n - 1 INTO v_i FROM jsonb_array_elements(v_fill->'leaves') WITH ORDINALITY e(l, n)
+    SELECT n - 1 INTO v_i FROM jsonb_array_elements(v_fill.leaves) WITH ORDINALITY e(l, n)
      WHERE (l->>'next')::bigint < (l->>'blocks')::bigint ORDER BY n LIMIT 1;
     IF v_i IS NULL THEN
-        v_rate := (v_fill->>'rows_done')::double precision / greatest(p_now - (v_fill->>'started_at')::double precision, 0.001);
-        RAISE NOTICE 'tenancy.backfill %: fill done, % rows in % batches', v_tbl, v_fill->>'rows_done', v_fill->>'batches';
+        v_rate := v_fill.rows_done / greatest(p_now - v_fill.started_at, 0.001);
+        RAISE NOTICE 'tenancy.backfill %: fill done, % rows in % batches', v_tbl, v_fill.rows_done, v_fill.batches;
         -- The planner learns the new column now: without statistics, tenant-scoped queries
         -- are planned blind until autovacuum gets to the table (issue 15: 48-81x slower).
         EXECUTE format('ANALYZE %s (%I)', v_tbl, v_col);
         v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filled', jsonb_build_object(
-            'rows', (v_fill->>'rows_done')::bigint, 'batches', (v_fill->>'batches')::bigint,
-            'blocks', (v_fill->>'blocks_total')::bigint, 'rows_per_second', round(v_rate::numeric)));
+            'rows', v_fill.rows_done, 'batches', v_fill.batches,
+            'blocks', v_fill.blocks_total, 'rows_per_second', round(v_rate::numeric)));
     ELSE
-        v_leaf := v_fill->'leaves'->v_i;
+        v_leaf := v_fill.leaves->v_i;
         v_lo := (v_leaf->>'next')::bigint;
         v_hi := least((v_leaf->>'blocks')::bigint,
-                      v_lo + greatest(1, ceil((v_opt->>'batch_size')::double precision / (v_fill->>'tuples_per_block')::double precision))::bigint);
-        IF v_rec->'source'->>'kind' = 'parent' THEN
+                      v_lo + greatest(1, ceil(v_batch::double precision / v_fill.tuples_per_block))::bigint);
+        IF (v_rec.source).kind = 'parent' THEN
             -- One index probe per row into the parent: a hash join would read all of it per batch.
             PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
         END IF;
@@ -465,65 +564,64 @@ BEGIN
             EXECUTE v_sql USING format('(%s,0)', v_lo)::tid, format('(%s,0)', v_hi)::tid;
             GET DIAGNOSTICS v_n = ROW_COUNT;
         END IF;
-        IF v_rec->'source'->>'value' IS NOT NULL THEN  -- the fixed organization, or the fallback
+        IF (v_rec.source).value IS NOT NULL THEN  -- the fixed organization, or the fallback
             EXECUTE format('UPDATE ONLY %s SET %I = %L WHERE ctid >= $1 AND ctid < $2 AND %I IS NULL',
-                           (v_leaf->>'relid')::oid::regclass, v_col, v_rec->'source'->>'value', v_col)
+                           (v_leaf->>'relid')::oid::regclass, v_col, (v_rec.source).value, v_col)
                 USING format('(%s,0)', v_lo)::tid, format('(%s,0)', v_hi)::tid;
             GET DIAGNOSTICS v_n2 = ROW_COUNT;
             v_n := v_n + v_n2;
         END IF;
-        v_fill := jsonb_set(v_fill, ARRAY['leaves', v_i::text, 'next'], to_jsonb(v_hi));
-        v_fill := v_fill || jsonb_build_object(
-            'rows_done', (v_fill->>'rows_done')::bigint + v_n,
-            'blocks_done', (v_fill->>'blocks_done')::bigint + (v_hi - v_lo),
-            'batches', (v_fill->>'batches')::bigint + 1);
-        v_rec := v_rec || jsonb_build_object('fill', v_fill, 'retries', 0);
+        v_fill.leaves := jsonb_set(v_fill.leaves, ARRAY[v_i::text, 'next'], to_jsonb(v_hi));
+        v_fill.rows_done := v_fill.rows_done + v_n;
+        v_fill.blocks_done := v_fill.blocks_done + (v_hi - v_lo);
+        v_fill.batches := v_fill.batches + 1;
+        v_rec.fill := v_fill;
+        v_rec.retries := 0;
         v_rec := tenancy._backfill_save(p_rel, v_rec);
         -- Progress: rows, share of blocks visited, rate and ETA of this CALL.
-        v_rate := ((v_fill->>'blocks_done')::bigint - (v_rec->'run'->>'blocks')::bigint)
-                  / greatest(p_now - (v_rec->'run'->>'started_at')::double precision, 0.001);
-        RAISE NOTICE 'tenancy.backfill %: % of ~% rows, % %%, % rows/s, ETA %', v_tbl, v_fill->>'rows_done',
-              greatest((v_fill->>'rows_total')::bigint, (v_fill->>'rows_done')::bigint),
-              round(100.0 * (v_fill->>'blocks_done')::bigint / greatest((v_fill->>'blocks_total')::bigint, 1), 1),
-              round((((v_fill->>'rows_done')::bigint - (v_rec->'run'->>'rows')::bigint)
-                     / greatest(p_now - (v_rec->'run'->>'started_at')::double precision, 0.001))::numeric),
-              CASE WHEN v_rate > 0 THEN justify_interval(make_interval(secs => round((((v_fill->>'blocks_total')::bigint
-                    - (v_fill->>'blocks_done')::bigint) / v_rate)::numeric, 1)))::text ELSE '?' END;
+        v_rate := (v_fill.blocks_done - v_run.blocks) / greatest(p_now - v_run.started_at, 0.001);
+        RAISE NOTICE 'tenancy.backfill %: % of ~% rows, % %%, % rows/s, ETA %', v_tbl, v_fill.rows_done,
+              greatest(v_fill.rows_total, v_fill.rows_done),
+              round(100.0 * v_fill.blocks_done / greatest(v_fill.blocks_total, 1), 1),
+              round(((v_fill.rows_done - v_run.rows) / greatest(p_now - v_run.started_at, 0.001))::numeric),
+              CASE WHEN v_rate > 0 THEN justify_interval(make_interval(secs => round(((v_fill.blocks_total
+                    - v_fill.blocks_done) / v_rate)::numeric, 1)))::text ELSE '?' END;
     END IF;
     RETURN v_rec;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_fill_statement(p_rec jsonb, p_leaf oid) RETURNS text
+CREATE OR REPLACE FUNCTION tenancy._backfill_fill_statement(p_rec tenancy.backfill_state, p_leaf oid) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_col    text := p_rec->>'tenant_column';
+    v_col    text := p_rec.tenant_column;
+    v_source tenancy.backfill_source := p_rec.source;
 BEGIN
-    CASE p_rec->'source'->>'kind'
+    CASE v_source.kind
     WHEN 'parent' THEN
         RETURN format('UPDATE ONLY %s c SET %I = p.%I FROM %s p WHERE c.ctid >= $1 AND c.ctid < $2 AND c.%I IS NULL AND %s',
-                      p_leaf::regclass, v_col, v_col, (p_rec->'source'->>'parent_oid')::oid::regclass, v_col,
-                      (SELECT string_agg(format('p.%I = c.%I', j->>1, j->>0), ' AND ')
-                         FROM jsonb_array_elements(p_rec->'source'->'join') j));
+                      p_leaf::regclass, v_col, v_col, v_source.parent_oid::regclass, v_col,
+                      (SELECT string_agg(format('p.%I = c.%I', v_source."join"[i][2], v_source."join"[i][1]), ' AND ' ORDER BY i)
+                         FROM generate_subscripts(v_source."join", 1) i));
     WHEN 'user' THEN
         RETURN format('UPDATE ONLY %s c SET %I = %s WHERE c.ctid >= $1 AND c.ctid < $2 AND c.%I IS NULL AND c.%I IS NOT NULL',
                       p_leaf::regclass, v_col,
-                      format(CASE p_rec->>'column_type' WHEN 'uuid' THEN 'tenancy.get_user_organization_id(c.%I::text)'
+                      format(CASE p_rec.column_type WHEN 'uuid' THEN 'tenancy.get_user_organization_id(c.%I::text)'
                              ELSE '(SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(c.%I::text))' END,
-                             p_rec->'source'->>'user_column'),
-                      v_col, p_rec->'source'->>'user_column');
+                             v_source.user_column),
+                      v_col, v_source.user_column);
     ELSE
         RETURN NULL;
     END CASE;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_index_plan(p_rel oid, p_rec jsonb) RETURNS jsonb
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION tenancy._backfill_index_plan(p_rel oid, p_rec tenancy.backfill_state, OUT indexes jsonb, OUT skipped jsonb)
+RETURNS record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_col     text := p_rec->>'tenant_column';
+    v_col     text := p_rec.tenant_column;
     v_att     int2 := (SELECT attnum FROM pg_attribute WHERE attrelid = p_rel AND attname = v_col);
     v_tbl     text := p_rel::regclass::text;
     v_rel     text := (SELECT relname FROM pg_class WHERE oid = p_rel);
-    v_part    boolean := (p_rec->>'partitioned')::boolean;
+    v_part    boolean := p_rec.partitioned;
     v_plan    jsonb := '[]';
     v_skipped jsonb := '[]';
     v_cols    text[];
@@ -589,7 +687,8 @@ BEGIN
         v_plan := jsonb_build_array(jsonb_build_object('name', tenancy._name(v_rel || '_' || v_col, 'idx'), 'unique', false,
                                                        'columns', jsonb_build_array(v_col), 'kind', 'tenant'));
     END IF;
-    RETURN jsonb_build_object('indexes', v_plan, 'skipped', v_skipped);
+    indexes := v_plan;
+    skipped := v_skipped;
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._backfill_lock_all(p_rel oid, p_mode text) RETURNS void
@@ -628,13 +727,12 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._backfill_parent_source(
-    p_rel oid, p_name text, p_col name, p_type text, p_parent oid, p_atttypid oid)
-RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    p_rel oid, p_name text, p_col name, p_type text, p_parent oid, p_atttypid oid,
+    OUT source tenancy.backfill_source, OUT lookup text)
+RETURNS record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_fk      record;
     v_pcol    record;
-    v_lookup  text;
-    v_source  jsonb;
 BEGIN
     SELECT con.conname, con.conkey, con.confkey, count(*) OVER () AS n INTO v_fk
       FROM pg_constraint con
@@ -656,55 +754,61 @@ BEGIN
                   HINT = format('Convert %s first: CALL tenancy.backfill(%L, ...), or convert both with tenancy.backfill_all.',
                                 p_parent::regclass, p_parent::regclass::text);
     END IF;
-    v_lookup := format('SELECT p.%I::text FROM %s p WHERE %s', p_col, p_parent::regclass,
+    lookup := format('SELECT p.%I::text FROM %s p WHERE %s', p_col, p_parent::regclass,
         (SELECT string_agg(format('p.%I = ($1->>%L)::%s', pa.attname, ca.attname, format_type(ca.atttypid, ca.atttypmod)), ' AND ')
            FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
            JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
            JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p));
-    v_source := jsonb_build_object('kind', 'parent', 'parent', p_parent::regclass::text, 'parent_oid', p_parent,
-                                   'fk', v_fk.conname,
-                                   'join', (SELECT jsonb_agg(jsonb_build_array(ca.attname, pa.attname))
-                                              FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
-                                              JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
-                                              JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p));
-    RETURN jsonb_build_object('source', v_source, 'lookup', v_lookup);
+    source.kind := 'parent';
+    source.parent := p_parent::regclass::text;
+    source.parent_oid := p_parent;
+    source.fk := v_fk.conname;
+    source."join" := (SELECT array_agg(ARRAY[ca.attname::text, pa.attname::text])
+                        FROM unnest(v_fk.conkey, v_fk.confkey) k(c, p)
+                        JOIN pg_attribute ca ON ca.attrelid = p_rel AND ca.attnum = k.c
+                        JOIN pg_attribute pa ON pa.attrelid = p_parent AND pa.attnum = k.p);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_record(p_rel oid) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_record(p_rel oid) RETURNS tenancy.backfill_state
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT t.details->'backfill' FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass
+    SELECT jsonb_populate_record(NULL::tenancy.backfill_state, t.details->'backfill')
+      FROM tenancy.tenant_tables t WHERE t.relid = p_rel::regclass
 $$;
 
 CREATE OR REPLACE FUNCTION tenancy._backfill_resume(
-    p_rel oid, p_rec jsonb, p_name text, p_org uuid, p_col name, p_parent oid, p_user_col name, p_options jsonb)
-RETURNS jsonb LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    p_rel oid, p_rec tenancy.backfill_state, p_name text, p_org uuid, p_col name, p_parent oid, p_user_col name,
+    p_options tenancy.backfill_options)
+RETURNS tenancy.backfill_state LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_rec tenancy.backfill_state := p_rec;
 BEGIN
-    IF (p_org IS NOT NULL AND p_org::text IS DISTINCT FROM p_rec->'source'->>'organization_id')
-       OR (p_parent IS NOT NULL AND p_parent IS DISTINCT FROM (p_rec->'source'->>'parent_oid')::oid)
-       OR (p_user_col IS NOT NULL AND p_user_col::text IS DISTINCT FROM p_rec->'source'->>'user_column')
+    IF (p_org IS NOT NULL AND p_org IS DISTINCT FROM (p_rec.source).organization_id)
+       OR (p_parent IS NOT NULL AND p_parent IS DISTINCT FROM (p_rec.source).parent_oid)
+       OR (p_user_col IS NOT NULL AND p_user_col IS DISTINCT FROM (p_rec.source).user_column)
        -- tenant_column left at its default resumes with the recorded one (the HINTs of the
        -- later steps name the table alone).
-       OR (p_col::text <> p_rec->>'tenant_column' AND p_col::text <> 'organization_id') THEN
+       OR (p_col <> p_rec.tenant_column AND p_col <> 'organization_id') THEN
         RAISE EXCEPTION 'tenancy.backfill: % is already being converted with other options', p_name
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Recorded: tenant column %s, source %s.', p_rec->>'tenant_column', p_rec->'source'),
+                  DETAIL = format('Recorded: tenant column %s, source %s.', p_rec.tenant_column,
+                                  jsonb_strip_nulls(to_jsonb(p_rec.source))),
                   HINT = format('CALL tenancy.backfill(%L%s) resumes it; SELECT tenancy.rollback(%L) undoes it.', p_name,
-                                CASE WHEN p_rec->>'tenant_column' <> 'organization_id'
-                                     THEN format(', tenant_column => %L', p_rec->>'tenant_column') ELSE '' END, p_name);
+                                CASE WHEN p_rec.tenant_column <> 'organization_id'
+                                     THEN format(', tenant_column => %L', p_rec.tenant_column) ELSE '' END, p_name);
     END IF;
-    RETURN tenancy._backfill_save(p_rel, p_rec || jsonb_build_object(
-        'options', p_options, 'pid', pg_backend_pid(), 'retries', 0,
-        'run', jsonb_build_object('started_at', extract(epoch FROM clock_timestamp()),
-                                  'rows', coalesce((p_rec->'fill'->>'rows_done')::bigint, 0),
-                                  'blocks', coalesce((p_rec->'fill'->>'blocks_done')::bigint, 0))));
+    v_rec.options := p_options;
+    v_rec.pid := pg_backend_pid();
+    v_rec.retries := 0;
+    v_rec.run := ROW(extract(epoch FROM clock_timestamp()), coalesce((p_rec.fill).rows_done, 0),
+                     coalesce((p_rec.fill).blocks_done, 0))::tenancy.backfill_run;
+    RETURN tenancy._backfill_save(p_rel, v_rec);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_rewrite_fks(p_rel oid, p_rec jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_rewrite_fks(p_rel oid, p_rec tenancy.backfill_state) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
+    v_rec    tenancy.backfill_state := p_rec;
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
+    v_col    text := p_rec.tenant_column;
     v_fks    jsonb;
     v_fk     record;
     v_sql    text;
@@ -712,26 +816,26 @@ BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
     -- Foreign keys to other tenant tables carry the tenant column: a row can only point at a
     -- row of its own organization. NOT VALID now, validated in the next step.
-    v_fks := coalesce(v_rec->'fk_rewrites', '[]');
+    v_fks := coalesce(v_rec.fk_rewrites, '[]');
     FOR v_fk IN
         SELECT con.oid, con.conname, con.confrelid::regclass AS parent, pg_get_constraintdef(con.oid) AS def,
                tenancy._att_names(con.conrelid, con.conkey) AS cols, tenancy._att_names(con.confrelid, con.confkey) AS pcols,
                t.tenant_column::text AS pcol, con.confupdtype, con.confdeltype
           FROM pg_constraint con
-          JOIN tenancy.tenant_tables t ON t.relid = con.confrelid::regclass AND t.column_type = v_rec->>'column_type'
+          JOIN tenancy.tenant_tables t ON t.relid = con.confrelid::regclass AND t.column_type = v_rec.column_type
          WHERE con.conrelid = p_rel AND con.contype = 'f' AND con.confrelid <> 'tenancy.organizations'::regclass
            AND NOT (SELECT attnum FROM pg_attribute WHERE attrelid = p_rel AND attname = v_col) = ANY (con.conkey)
          ORDER BY con.conname LOOP
         IF v_fks @> jsonb_build_array(jsonb_build_object('old', v_fk.conname)) THEN
             CONTINUE;
         ELSIF NOT tenancy._has_index(v_fk.parent, ARRAY[v_fk.pcol] || v_fk.pcols, true) THEN
-            v_rec := jsonb_set(v_rec, '{skipped}', (v_rec->'skipped') || jsonb_build_object('object', v_fk.conname,
+            v_rec.skipped := v_rec.skipped || jsonb_build_object('object', v_fk.conname,
                 'reason', format('%s has no unique key on (%s, %s) yet: convert it first, then CALL tenancy.backfill(%L) again',
-                                 v_fk.parent, v_fk.pcol, array_to_string(v_fk.pcols, ', '), v_tbl)));
+                                 v_fk.parent, v_fk.pcol, array_to_string(v_fk.pcols, ', '), v_tbl));
             CONTINUE;
         ELSIF v_fk.confupdtype IN ('n', 'd') THEN
-            v_rec := jsonb_set(v_rec, '{skipped}', (v_rec->'skipped') || jsonb_build_object('object', v_fk.conname,
-                'reason', 'ON UPDATE SET NULL/DEFAULT would also clear the tenant column: rewrite it by hand'));
+            v_rec.skipped := v_rec.skipped || jsonb_build_object('object', v_fk.conname,
+                'reason', 'ON UPDATE SET NULL/DEFAULT would also clear the tenant column: rewrite it by hand');
             CONTINUE;
         END IF;
         -- Built from the catalog's columns, each quoted, never from the constraint's text. ON
@@ -741,50 +845,52 @@ BEGIN
         v_fks := v_fks || jsonb_build_object('old', v_fk.conname, 'old_def', v_fk.def,
                                              'new', tenancy._name(v_fk.conname, 'tenant'), 'new_def', v_sql);
     END LOOP;
-    v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('fk_rewrites', v_fks), 'fks_added');
+    v_rec.fk_rewrites := v_fks;
+    v_rec := tenancy._backfill_advance(p_rel, v_rec, 'fks_added');
     RETURN v_rec;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_running_elsewhere(p_rec jsonb) RETURNS integer
+CREATE OR REPLACE FUNCTION tenancy._backfill_running_elsewhere(p_rec tenancy.backfill_state) RETURNS integer
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT a.pid FROM pg_stat_activity a
-     WHERE a.pid = (p_rec->>'pid')::integer AND a.pid <> pg_backend_pid() AND a.state <> 'idle'
+     WHERE a.pid = p_rec.pid AND a.pid <> pg_backend_pid() AND a.state <> 'idle'
 $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_save(p_rel oid, p_rec jsonb, p_log jsonb DEFAULT NULL) RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE v_rec jsonb := p_rec || jsonb_build_object('updated_at', clock_timestamp());
+CREATE OR REPLACE FUNCTION tenancy._backfill_save(p_rel oid, p_rec tenancy.backfill_state, p_log jsonb DEFAULT NULL)
+RETURNS tenancy.backfill_state LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE v_rec tenancy.backfill_state := p_rec;
 BEGIN
+    v_rec.updated_at := clock_timestamp();
     PERFORM tenancy._privileged('record_backfill',
-        jsonb_strip_nulls(jsonb_build_object('relid', p_rel, 'backfill', v_rec, 'log', p_log)));
+        jsonb_strip_nulls(jsonb_build_object('relid', p_rel, 'backfill', to_jsonb(v_rec), 'log', p_log)));
     RETURN v_rec;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_set_not_null(p_rel oid, p_rec jsonb, p_check text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_set_not_null(p_rel oid, p_rec tenancy.backfill_state, p_check text) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
+    v_rec    tenancy.backfill_state := p_rec;
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
-    v_leaf   jsonb;
+    v_col    text := p_rec.tenant_column;
+    v_leaf   oid;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
     EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL', v_tbl, v_col);
-    FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
-        EXECUTE format('ALTER TABLE ONLY %s DROP CONSTRAINT IF EXISTS %I', (v_leaf#>>'{}')::oid::regclass, p_check);
+    FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
+        EXECUTE format('ALTER TABLE ONLY %s DROP CONSTRAINT IF EXISTS %I', v_leaf::regclass, p_check);
     END LOOP;
-    v_rec := tenancy._backfill_advance(p_rel, v_rec || jsonb_build_object('set_not_null', true), 'not_null');
+    v_rec.set_not_null := true;
+    v_rec := tenancy._backfill_advance(p_rel, v_rec, 'not_null');
     RETURN v_rec;
 END $$;
 
 CREATE OR REPLACE FUNCTION tenancy._backfill_source(
-    p_rel oid, p_name text, p_org uuid, p_col name, p_type text, p_parent oid, p_user_col name, p_atttypid oid)
-RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    p_rel oid, p_name text, p_org uuid, p_col name, p_type text, p_parent oid, p_user_col name, p_atttypid oid,
+    OUT source tenancy.backfill_source, OUT lookup text)
+RETURNS record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_value   text;
-    v_found   jsonb;
-    v_source  jsonb;
-    v_lookup  text;
+    v_found   record;
 BEGIN
     IF p_org IS NOT NULL THEN
         SELECT CASE p_type WHEN 'uuid' THEN o.id::text ELSE o.slug END INTO v_value
@@ -800,31 +906,34 @@ BEGIN
         RAISE EXCEPTION 'tenancy.backfill: pass parent or user_column, not both'
             USING ERRCODE = 'invalid_parameter_value';
     ELSIF p_parent IS NOT NULL THEN
-        v_found := tenancy._backfill_parent_source(p_rel, p_name, p_col, p_type, p_parent, p_atttypid);
+        SELECT * INTO v_found FROM tenancy._backfill_parent_source(p_rel, p_name, p_col, p_type, p_parent, p_atttypid);
+        source := v_found.source;
+        lookup := v_found.lookup;
     ELSIF p_user_col IS NOT NULL THEN
-        v_found := tenancy._backfill_user_source(p_rel, p_name, p_type, p_user_col);
+        SELECT * INTO v_found FROM tenancy._backfill_user_source(p_rel, p_name, p_type, p_user_col);
+        source := v_found.source;
+        lookup := v_found.lookup;
     ELSIF p_org IS NOT NULL THEN
-        v_found := jsonb_build_object('source', jsonb_build_object('kind', 'fixed'));
+        source.kind := 'fixed';
     ELSE
         RAISE EXCEPTION 'tenancy.backfill: where does each row''s organization come from?'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass organization_id => (one organization for every row), parent => (the table a foreign key points at), or user_column => (a column holding a user id); organization_id with either of the others is the fallback.';
     END IF;
-    v_source := (v_found->'source') || jsonb_build_object('organization_id', p_org, 'value', v_value);
-    v_lookup := v_found->>'lookup';
+    source.organization_id := p_org;
+    source.value := v_value;
     IF v_value IS NOT NULL THEN
-        v_lookup := CASE WHEN v_lookup IS NULL THEN format('SELECT %L::text', v_value)
-                         ELSE format('SELECT coalesce((%s), %L::text)', v_lookup, v_value) END;
+        lookup := CASE WHEN lookup IS NULL THEN format('SELECT %L::text', v_value)
+                       ELSE format('SELECT coalesce((%s), %L::text)', lookup, v_value) END;
     END IF;
-    RETURN jsonb_build_object('source', v_source, 'lookup', v_lookup);
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_start_fill(p_rel oid, p_rec jsonb, p_trig text, p_now double precision) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_start_fill(p_rel oid, p_rec tenancy.backfill_state, p_trig text, p_now double precision) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
+    v_rec    tenancy.backfill_state := p_rec;
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
+    v_col    text := p_rec.tenant_column;
     v_leaves jsonb;
     v_n      bigint;
     v_n2     bigint;
@@ -832,17 +941,15 @@ DECLARE
     v_tpb    double precision;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    IF (v_rec->>'fast_default')::boolean THEN
+    IF v_rec.fast_default THEN
         -- Every row has its organization already (the column's missing value): nothing to fill.
         -- The planner learns the new column (as after a batched fill), outside the ALTER's lock.
         EXECUTE format('ANALYZE %s (%I)', v_tbl, v_col);
         SELECT sum(greatest(c.reltuples, 0))::bigint, sum(pg_relation_size(l.oid) / current_setting('block_size')::bigint)
           INTO v_total, v_n
           FROM unnest(tenancy._leaves(p_rel)) l(oid) JOIN pg_class c ON c.oid = l.oid;
-        v_rec := v_rec || jsonb_build_object('fill', jsonb_build_object(
-            'leaves', '[]'::jsonb, 'blocks_total', coalesce(v_n, 0), 'blocks_done', coalesce(v_n, 0),
-            'rows_total', coalesce(v_total, 0), 'rows_done', coalesce(v_total, 0), 'tuples_per_block', 0,
-            'started_at', p_now, 'batches', 0, 'fast_default', true));
+        v_rec.fill := ROW('[]'::jsonb, coalesce(v_n, 0), coalesce(v_n, 0), coalesce(v_total, 0), coalesce(v_total, 0), 0,
+                          p_now, 0, true)::tenancy.backfill_fill;
         RAISE NOTICE 'tenancy.backfill %: % of ~% rows, 100.0 %%, from the column default (metadata only: no row written)', v_tbl,
               coalesce(v_total, 0), coalesce(v_total, 0);
         v_rec := tenancy._backfill_advance(p_rel, v_rec, 'not_null', jsonb_build_object(
@@ -851,18 +958,18 @@ BEGIN
     ELSE
         -- From now on no row is written without an organization (while one can be derived):
         -- the trigger fills new rows and rows updated before the fill reached them.
-        IF v_rec->'source'->>'kind' = 'fixed' AND v_rec->>'old_default' IS NULL THEN
+        IF (v_rec.source).kind = 'fixed' AND v_rec.old_default IS NULL THEN
             EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %L::%s', v_tbl, v_col,
-                           v_rec->'source'->>'value', v_rec->>'column_type');
-            v_rec := v_rec || jsonb_build_object('default_expr',
+                           (v_rec.source).value, v_rec.column_type);
+            v_rec.default_expr :=
                 (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-                  WHERE d.adrelid = p_rel AND a.attname = v_col));
+                  WHERE d.adrelid = p_rel AND a.attname = v_col);
         END IF;
         IF NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = p_rel AND t.tgname = p_trig AND NOT t.tgisinternal) THEN
             EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %s FOR EACH ROW WHEN (NEW.%I IS NULL) '
-                           'EXECUTE FUNCTION tenancy._backfill_fill(%L, %L)', p_trig, v_tbl, v_col, v_col, v_rec->>'lookup');
+                           'EXECUTE FUNCTION tenancy._backfill_fill(%L, %L)', p_trig, v_tbl, v_col, v_col, v_rec.lookup);
         END IF;
-        v_rec := v_rec || jsonb_build_object('trigger', p_trig);
+        v_rec."trigger" := p_trig;
         -- The blocks to visit: every row without an organization is in them now (the trigger
         -- handles rows written from here on, wherever they land).
         SELECT jsonb_agg(jsonb_build_object('relid', l.oid, 'name', l.oid::regclass::text, 'next', 0,
@@ -880,12 +987,10 @@ BEGIN
             v_tpb := greatest(v_n2::double precision / greatest(least(10, ((v_leaves->0)->>'blocks')::bigint), 1), 1);
             v_total := (v_tpb * v_n)::bigint;
         END IF;
-        v_rec := v_rec || jsonb_build_object('fill', jsonb_build_object(
-            'leaves', coalesce(v_leaves, '[]'), 'blocks_total', coalesce(v_n, 0), 'blocks_done', 0,
-            'rows_total', coalesce(v_total, 0), 'rows_done', 0, 'tuples_per_block', coalesce(v_tpb, 100),
-            'started_at', p_now, 'batches', 0));
-        v_rec := v_rec || jsonb_build_object('run', jsonb_build_object('started_at', p_now, 'rows', 0, 'blocks', 0));
-        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filling', jsonb_build_object('trigger', p_trig, 'default', v_rec->'default_expr'));
+        v_rec.fill := ROW(coalesce(v_leaves, '[]'), coalesce(v_n, 0), 0, coalesce(v_total, 0), 0, coalesce(v_tpb, 100),
+                          p_now, 0, NULL)::tenancy.backfill_fill;
+        v_rec.run := ROW(p_now, 0, 0)::tenancy.backfill_run;
+        v_rec := tenancy._backfill_advance(p_rel, v_rec, 'filling', jsonb_build_object('trigger', p_trig, 'default', v_rec.default_expr));
     END IF;
     RETURN v_rec;
 END $$;
@@ -896,10 +1001,10 @@ LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
       FROM tenancy._as_owner(p_rel, 'backfill_step', '{}') r
 $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_take_over_uniques(p_rel oid, p_rec jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_take_over_uniques(p_rel oid, p_rec tenancy.backfill_state) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
+    v_rec    tenancy.backfill_state := p_rec;
     v_tbl    text := p_rel::regclass::text;
     v_ix     jsonb;
 BEGIN
@@ -908,7 +1013,7 @@ BEGIN
     -- only now that the new ones are valid. A replacement takes the old one's name (drop the
     -- old, add the new under its name, in this transaction): ORMs that compare names (Prisma)
     -- see no drift, and SQL written against the old name goes on working (issue 15 item 8).
-    FOR v_ix IN SELECT ix FROM jsonb_array_elements(v_rec->'indexes') ix WHERE ix->>'kind' IN ('pkey', 'unique') LOOP
+    FOR v_ix IN SELECT ix FROM jsonb_array_elements(v_rec.indexes) ix WHERE ix->>'kind' IN ('pkey', 'unique') LOOP
         IF v_ix->>'kind' = 'pkey' THEN
             IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->>'name') THEN
                 EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I UNIQUE USING INDEX %I', v_tbl, v_ix->>'name', v_ix->>'name');
@@ -929,12 +1034,11 @@ BEGIN
     RETURN v_rec;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_user_source(p_rel oid, p_name text, p_type text, p_user_col name)
-RETURNS jsonb LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+CREATE OR REPLACE FUNCTION tenancy._backfill_user_source(p_rel oid, p_name text, p_type text, p_user_col name,
+    OUT source tenancy.backfill_source, OUT lookup text)
+RETURNS record LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_pcol    record;
-    v_lookup  text;
-    v_source  jsonb;
 BEGIN
     SELECT a.atttypid INTO v_pcol FROM pg_attribute a
      WHERE a.attrelid = p_rel AND a.attname = p_user_col AND a.attnum > 0 AND NOT a.attisdropped;
@@ -954,27 +1058,27 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Run it as a tenancy administrator (the role that owns the tenancy catalog).';
     END IF;
-    v_lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::text)::text'
-                       ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::text)' END,
-                       p_user_col);
-    v_source := jsonb_build_object('kind', 'user', 'user_column', p_user_col);
-    RETURN jsonb_build_object('source', v_source, 'lookup', v_lookup);
+    lookup := format(CASE p_type WHEN 'uuid' THEN 'SELECT tenancy.get_user_organization_id(($1->>%L)::text)::text'
+                     ELSE 'SELECT o.slug FROM tenancy.organizations o WHERE o.id = tenancy.get_user_organization_id(($1->>%L)::text)' END,
+                     p_user_col);
+    source.kind := 'user';
+    source.user_column := p_user_col;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_validate_check(p_rel oid, p_rec jsonb, p_check text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_validate_check(p_rel oid, p_rec tenancy.backfill_state, p_check text) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
+    v_rec    tenancy.backfill_state := p_rec;
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
-    v_leaf   jsonb;
+    v_col    text := p_rec.tenant_column;
+    v_leaf   oid;
     v_n      bigint;
     v_msg    text;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
+    FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
         BEGIN
-            EXECUTE format('ALTER TABLE ONLY %s VALIDATE CONSTRAINT %I', (v_leaf#>>'{}')::oid::regclass, p_check);
+            EXECUTE format('ALTER TABLE ONLY %s VALIDATE CONSTRAINT %I', v_leaf::regclass, p_check);
         EXCEPTION WHEN check_violation THEN
             -- Rows the source gave no organization: report them, leave the constraint unvalidated.
             EXECUTE format('SELECT count(*), (SELECT string_agg(left(r::text, 120), '' | '') FROM (SELECT * FROM %1$s WHERE %2$I IS NULL LIMIT 3) r) FROM %1$s WHERE %2$I IS NULL',
@@ -982,7 +1086,7 @@ BEGIN
             RAISE EXCEPTION 'tenancy.backfill: % row(s) of % have no organization', v_n, v_tbl
                 USING ERRCODE = 'not_null_violation',
                       DETAIL = format('The %s gave them none. First rows: %s',
-                                      CASE v_rec->'source'->>'kind' WHEN 'parent' THEN 'parent row (or its missing foreign key)'
+                                      CASE (v_rec.source).kind WHEN 'parent' THEN 'parent row (or its missing foreign key)'
                                            WHEN 'user' THEN 'user (no active membership)' ELSE 'source' END, v_msg),
                       HINT = format('Everything filled so far is committed. Give them an organization (UPDATE %s SET %I = ... WHERE %I IS NULL), then CALL tenancy.backfill(%L) again; or undo with SELECT tenancy.rollback(%L).',
                                     v_tbl, v_col, v_col, v_tbl, v_tbl);
@@ -992,42 +1096,40 @@ BEGIN
     RETURN v_rec;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_validate_fk(p_rel oid, p_rec jsonb, p_fkname text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_validate_fk(p_rel oid, p_rec tenancy.backfill_state, p_fkname text) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
+    v_rec    tenancy.backfill_state := p_rec;
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
-    v_leaf   jsonb;
-    v_plan   jsonb;
+    v_col    text := p_rec.tenant_column;
+    v_leaf   oid;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    IF v_rec->>'fk' IS NOT NULL THEN
-        FOR v_leaf IN SELECT to_jsonb(l) FROM unnest(tenancy._leaves(p_rel)) l LOOP
-            EXECUTE format('ALTER TABLE ONLY %s VALIDATE CONSTRAINT %I', (v_leaf#>>'{}')::oid::regclass, p_fkname);
+    IF v_rec.fk IS NOT NULL THEN
+        FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
+            EXECUTE format('ALTER TABLE ONLY %s VALIDATE CONSTRAINT %I', v_leaf::regclass, p_fkname);
         END LOOP;
-        IF (v_rec->>'partitioned')::boolean
+        IF v_rec.partitioned
            AND NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = p_fkname) THEN
             EXECUTE format('ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I) REFERENCES tenancy.organizations (%s)%s',
-                           v_tbl, p_fkname, v_col, CASE v_rec->>'column_type' WHEN 'uuid' THEN 'id' ELSE 'slug' END,
-                           CASE v_rec->>'column_type' WHEN 'text' THEN ' ON UPDATE CASCADE' ELSE '' END);
+                           v_tbl, p_fkname, v_col, CASE v_rec.column_type WHEN 'uuid' THEN 'id' ELSE 'slug' END,
+                           CASE v_rec.column_type WHEN 'text' THEN ' ON UPDATE CASCADE' ELSE '' END);
         END IF;
     END IF;
-    v_plan := tenancy._backfill_index_plan(p_rel, v_rec);
-    v_rec := v_rec || jsonb_build_object('indexes', v_plan->'indexes', 'skipped', v_plan->'skipped');
+    SELECT p.indexes, p.skipped INTO v_rec.indexes, v_rec.skipped FROM tenancy._backfill_index_plan(p_rel, v_rec) p;
     v_rec := tenancy._backfill_advance(p_rel, v_rec, 'fk_validated');
     RETURN v_rec;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._backfill_validate_fks(p_rel oid, p_rec jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION tenancy._backfill_validate_fks(p_rel oid, p_rec tenancy.backfill_state) RETURNS tenancy.backfill_state
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec    jsonb := p_rec;
+    v_rec    tenancy.backfill_state := p_rec;
     v_tbl    text := p_rel::regclass::text;
     v_fk     record;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    FOR v_fk IN SELECT f->>'old' AS old, f->>'new' AS new FROM jsonb_array_elements(v_rec->'fk_rewrites') f LOOP
+    FOR v_fk IN SELECT f->>'old' AS old, f->>'new' AS new FROM jsonb_array_elements(v_rec.fk_rewrites) f LOOP
         IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_fk.new AND NOT convalidated) THEN
             EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', v_tbl, v_fk.new);
         END IF;
@@ -1035,9 +1137,9 @@ BEGIN
     END LOOP;
     v_rec := tenancy._backfill_advance(p_rel, v_rec, 'converted');
     RAISE NOTICE 'tenancy.backfill %: converted%', v_tbl,
-          CASE WHEN jsonb_array_length(v_rec->'skipped') > 0
+          CASE WHEN jsonb_array_length(v_rec.skipped) > 0
                THEN format(' (left as they were: %s)', (SELECT string_agg(format('%s: %s', s->>'object', s->>'reason'), '; ')
-                                                         FROM jsonb_array_elements(v_rec->'skipped') s))
+                                                         FROM jsonb_array_elements(v_rec.skipped) s))
                ELSE '' END
         USING HINT = format('Next: SELECT tenancy.enable_isolation(%L) once the application sets the tenant context.', v_tbl);
     RETURN v_rec;
@@ -1647,14 +1749,14 @@ END $$;
 CREATE OR REPLACE FUNCTION tenancy._incomplete(p_rel oid, p_col name) RETURNS text
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v_rec  jsonb := tenancy._backfill_record(p_rel);
+    v_rec  tenancy.backfill_state := tenancy._backfill_record(p_rel);
     v_null boolean;
 BEGIN
-    IF v_rec IS NOT NULL AND v_rec->>'phase' <> 'converted' THEN
-        RETURN format('its backfill is unfinished (phase %s%s)', v_rec->>'phase',
-                      CASE WHEN v_rec->>'phase' = 'filling'
-                           THEN format(', %s of ~%s rows filled', coalesce(v_rec->'fill'->>'rows_done', '0'),
-                                       greatest((v_rec->'fill'->>'rows_total')::bigint, (v_rec->'fill'->>'rows_done')::bigint))
+    IF v_rec.phase <> 'converted' THEN  -- (no record: no phase)
+        RETURN format('its backfill is unfinished (phase %s%s)', v_rec.phase,
+                      CASE WHEN v_rec.phase = 'filling'
+                           THEN format(', %s of ~%s rows filled', coalesce((v_rec.fill).rows_done, 0),
+                                       greatest((v_rec.fill).rows_total, (v_rec.fill).rows_done))
                            ELSE '' END);
     END IF;
     IF EXISTS (SELECT 1 FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
@@ -2705,33 +2807,32 @@ END $$;
 CREATE OR REPLACE FUNCTION tenancy._owner_backfill_step(p_rel oid, a jsonb) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    done     boolean;
+    done     boolean := false;
     sleep    double precision;
-    v_rec    jsonb := tenancy._backfill_record(p_rel);
-    v_phase  text := v_rec->>'phase';
+    v_rec    tenancy.backfill_state := tenancy._backfill_record(p_rel);
+    v_phase  text := v_rec.phase;
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := v_rec->>'tenant_column';
-    v_opt    jsonb := v_rec->'options';
+    v_col    text := v_rec.tenant_column;
+    v_opt    tenancy.backfill_options := v_rec.options;
     v_check  text;
     v_fkname text;
     v_trig   text;
+    v_built  record;
     v_now    double precision := extract(epoch FROM clock_timestamp());
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
   BEGIN
-    done := false;
-    sleep := NULL;
-    IF v_rec IS NULL THEN
+    IF v_rec.phase IS NULL THEN  -- no record (a record always has its phase)
         RAISE EXCEPTION 'tenancy.backfill: % has no backfill in progress', v_tbl USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
     IF NOT pg_try_advisory_xact_lock(hashtext('tenancy.backfill'), p_rel::integer) THEN
         RAISE EXCEPTION 'tenancy.backfill: another session is converting % right now', v_tbl
             USING ERRCODE = 'object_in_use', HINT = 'SELECT * FROM tenancy.backfill_progress shows it.';
     END IF;
-    PERFORM set_config('lock_timeout', (v_opt->>'lock_timeout_ms') || 'ms', true);
+    PERFORM set_config('lock_timeout', v_opt.lock_timeout_ms::text || 'ms', true);
     -- Not <table>_<column>_not_null: PostgreSQL 18 gives that name to the NOT NULL constraint of
     -- SET NOT NULL. A backfill begun earlier keeps the name it recorded.
-    v_check := coalesce(v_rec->>'check',
+    v_check := coalesce(v_rec."check",
                         tenancy._name(left((SELECT relname FROM pg_class WHERE oid = p_rel), 40) || '_' || v_col, 'tenancy_not_null'));
     v_fkname := tenancy._name(left((SELECT relname FROM pg_class WHERE oid = p_rel), 40) || '_' || v_col, 'tenancy_fk');
     v_trig := tenancy._name('tenancy_fill', v_col);
@@ -2747,7 +2848,9 @@ BEGIN
     WHEN 'not_null' THEN v_rec := tenancy._backfill_add_fk(p_rel, v_rec, v_fkname);
     WHEN 'fk_added' THEN v_rec := tenancy._backfill_validate_fk(p_rel, v_rec, v_fkname);
     WHEN 'fk_validated', 'awaiting_indexes' THEN
-        SELECT s.rec, s.done INTO v_rec, done FROM tenancy._backfill_build_index(p_rel, v_rec) s;
+        SELECT * INTO v_built FROM tenancy._backfill_build_index(p_rel, v_rec);
+        v_rec := v_built.rec;
+        done := v_built.done;
     WHEN 'indexes_built' THEN v_rec := tenancy._backfill_take_over_uniques(p_rel, v_rec);
     WHEN 'uniques_done' THEN
         PERFORM tenancy._backfill_lock_all(p_rel, 'SHARE ROW EXCLUSIVE');
@@ -2764,18 +2867,19 @@ BEGIN
     END CASE;
     -- The pause applies after every step, not only between batches: DDL steps get it too.
     IF sleep IS NULL AND NOT done THEN
-        sleep := nullif((v_opt->>'pause_s')::double precision, 0);
+        sleep := nullif(v_opt.pause_s::double precision, 0);
     END IF;
     EXCEPTION WHEN lock_not_available THEN
-        IF (v_rec->>'retries')::integer >= (v_opt->>'max_retries')::integer THEN
-            RAISE EXCEPTION 'tenancy.backfill: gave up on % after % lock timeouts in phase %', v_tbl, v_rec->>'retries', v_phase
+        IF v_rec.retries >= v_opt.max_retries THEN
+            RAISE EXCEPTION 'tenancy.backfill: gave up on % after % lock timeouts in phase %', v_tbl, v_rec.retries, v_phase
                 USING ERRCODE = 'lock_not_available',
                       HINT = format('A long transaction holds a lock on %s (see pg_locks). CALL tenancy.backfill(%L) again later, or pass a larger lock_timeout or max_retries.', v_tbl, v_tbl);
         END IF;
-        v_rec := tenancy._backfill_save(p_rel, v_rec || jsonb_build_object('retries', (v_rec->>'retries')::integer + 1));
-        sleep := least(5.0, 0.05 * power(2, (v_rec->>'retries')::integer));
+        v_rec.retries := v_rec.retries + 1;
+        v_rec := tenancy._backfill_save(p_rel, v_rec);
+        sleep := least(5.0, 0.05 * power(2, v_rec.retries));
         RAISE NOTICE 'tenancy.backfill %: lock timeout in phase % (retry % of %), waiting %s', v_tbl, v_phase,
-              v_rec->>'retries', v_opt->>'max_retries', round(sleep::numeric, 2);
+              v_rec.retries, v_opt.max_retries, round(sleep::numeric, 2);
     END;
   END;
     RETURN jsonb_build_object('done', done, 'sleep', sleep);
@@ -2800,7 +2904,7 @@ DECLARE
     tbl     regclass := p_rel::regclass;
     drop_column boolean := coalesce((a->>'drop_column')::boolean, false);
     v_rel   oid := tenancy._require('tbl', tbl)::oid;
-    v_rec   jsonb := tenancy._backfill_record(v_rel);
+    v_rec   tenancy.backfill_state := tenancy._backfill_record(v_rel);
     v_tbl   text := tbl::text;
     v_col   text;
     v_att   int2;
@@ -2812,7 +2916,7 @@ DECLARE
     v_i     integer;
 BEGIN
     PERFORM tenancy._running_as_owner(v_rel);
-    IF v_rec IS NULL THEN
+    IF v_rec.phase IS NULL THEN  -- no record (a record always has its phase)
         RAISE EXCEPTION 'tenancy.rollback: no backfill of % is recorded', v_tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'tenancy.disable_isolation() removes policies created by enable_isolation alone.';
@@ -2822,7 +2926,7 @@ BEGIN
         RAISE EXCEPTION 'tenancy.rollback: % is being backfilled by session %', v_tbl, v_other
             USING ERRCODE = 'object_in_use', HINT = 'Stop it first: SELECT pg_cancel_backend(pid).';
     END IF;
-    v_col := v_rec->>'tenant_column';
+    v_col := v_rec.tenant_column;
     v_att := (SELECT attnum FROM pg_attribute WHERE attrelid = v_rel AND attname = v_col AND attnum > 0 AND NOT attisdropped);
 
     -- Foreign keys of other tables that point at a key of this table holding the tenant column
@@ -2847,7 +2951,7 @@ BEGIN
     -- runs its statements), then the column's own objects.
     v_ddl := tenancy._rollback_fks(v_rel, v_rec);
     v_ddl := v_ddl || tenancy._rollback_uniques(v_rel, v_rec, v_att);
-    IF v_att IS NOT NULL AND NOT (v_rec->>'column_existed')::boolean THEN
+    IF v_att IS NOT NULL AND NOT v_rec.column_existed THEN
         v_ddl := v_ddl || tenancy._rollback_hand_made_keys(v_rel, v_rec, v_att, drop_column);
     END IF;
     v_done := cardinality(v_ddl);
@@ -2857,7 +2961,7 @@ BEGIN
     END LOOP;
     PERFORM tenancy._privileged('record_backfill', jsonb_build_object('relid', v_rel, 'backfill', 'null'::jsonb,
         'log', jsonb_build_object('operation', 'rollback', 'status', 'succeeded',
-                                  'details', jsonb_build_object('phase', v_rec->>'phase', 'drop_column', drop_column,
+                                  'details', jsonb_build_object('phase', v_rec.phase, 'drop_column', drop_column,
                                                                 'statements', to_jsonb(v_ddl)))));
     RETURN jsonb_build_object('ddl', concat_ws(E'\n', v_iso, nullif(array_to_string(v_ddl, E';\n') || ';', ';')));
 END $$;
@@ -2930,43 +3034,43 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT coalesce(array_agg(DISTINCT rel), '{}') FROM s
 $$;
 
-CREATE OR REPLACE FUNCTION tenancy._rollback_column_statements(p_rel oid, p_rec jsonb, p_drop boolean) RETURNS text[]
+CREATE OR REPLACE FUNCTION tenancy._rollback_column_statements(p_rel oid, p_rec tenancy.backfill_state, p_drop boolean) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
+    v_col    text := p_rec.tenant_column;
     v_ddl    text[] := '{}';
     v_leaf   oid;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    IF p_rec->>'fk' IS NOT NULL THEN
-        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, p_rec->>'fk');
+    IF p_rec.fk IS NOT NULL THEN
+        v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_tbl, p_rec.fk);
         FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
             IF v_leaf <> p_rel THEN
-                v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_leaf::regclass, p_rec->>'fk');
+                v_ddl := v_ddl || format('ALTER TABLE %s DROP CONSTRAINT IF EXISTS %I', v_leaf::regclass, p_rec.fk);
             END IF;
         END LOOP;
     END IF;
-    IF p_rec->>'check' IS NOT NULL THEN
+    IF p_rec."check" IS NOT NULL THEN
         FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
-            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = p_rec->>'check') THEN
-                v_ddl := v_ddl || format('ALTER TABLE ONLY %s DROP CONSTRAINT %I', v_leaf::regclass, p_rec->>'check');
+            IF EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = v_leaf AND conname = p_rec."check") THEN
+                v_ddl := v_ddl || format('ALTER TABLE ONLY %s DROP CONSTRAINT %I', v_leaf::regclass, p_rec."check");
             END IF;
         END LOOP;
     END IF;
-    IF (p_rec->>'set_not_null')::boolean AND NOT (p_rec->>'column_was_not_null')::boolean
-       AND NOT (p_drop AND NOT (p_rec->>'column_existed')::boolean) THEN
+    IF p_rec.set_not_null AND NOT p_rec.column_was_not_null
+       AND NOT (p_drop AND NOT p_rec.column_existed) THEN
         v_ddl := v_ddl || format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', v_tbl, v_col);
     END IF;
-    IF p_rec->>'trigger' IS NOT NULL THEN
-        v_ddl := v_ddl || format('DROP TRIGGER IF EXISTS %I ON %s', p_rec->>'trigger', v_tbl);
+    IF p_rec."trigger" IS NOT NULL THEN
+        v_ddl := v_ddl || format('DROP TRIGGER IF EXISTS %I ON %s', p_rec."trigger", v_tbl);
     END IF;
-    IF p_rec->>'default_expr' IS NOT NULL AND NOT (p_drop AND NOT (p_rec->>'column_existed')::boolean) THEN
-        v_ddl := v_ddl || CASE WHEN p_rec->>'old_default' IS NULL THEN format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', v_tbl, v_col)
-                               ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', v_tbl, v_col, p_rec->>'old_default') END;
+    IF p_rec.default_expr IS NOT NULL AND NOT (p_drop AND NOT p_rec.column_existed) THEN
+        v_ddl := v_ddl || CASE WHEN p_rec.old_default IS NULL THEN format('ALTER TABLE %s ALTER COLUMN %I DROP DEFAULT', v_tbl, v_col)
+                               ELSE format('ALTER TABLE %s ALTER COLUMN %I SET DEFAULT %s', v_tbl, v_col, p_rec.old_default) END;
     END IF;
     IF p_drop THEN
-        IF (p_rec->>'column_existed')::boolean THEN
+        IF p_rec.column_existed THEN
             RAISE NOTICE 'tenancy.rollback: %.% existed before the backfill and is kept', v_tbl, quote_ident(v_col);
         ELSE
             v_ddl := v_ddl || format('ALTER TABLE %s DROP COLUMN IF EXISTS %I', v_tbl, v_col);
@@ -2975,7 +3079,7 @@ BEGIN
     RETURN v_ddl;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._rollback_fks(p_rel oid, p_rec jsonb) RETURNS text[]
+CREATE OR REPLACE FUNCTION tenancy._rollback_fks(p_rel oid, p_rec tenancy.backfill_state) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_tbl    text := p_rel::regclass::text;
@@ -2986,7 +3090,7 @@ DECLARE
     v_r      oid;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    FOR v_fk IN SELECT f FROM jsonb_array_elements(coalesce(p_rec->'fk_rewrites', '[]')) f LOOP
+    FOR v_fk IN SELECT f FROM jsonb_array_elements(coalesce(p_rec.fk_rewrites, '[]')) f LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_fk->>'old') THEN
             IF right(v_fk->>'old_def', 10) = ' NOT VALID' THEN  -- it was not valid before either
                 v_ddl := v_ddl || format('ALTER TABLE %s ADD CONSTRAINT %I %s', v_tbl, v_fk->>'old', v_fk->>'old_def');
@@ -3017,11 +3121,11 @@ BEGIN
     RETURN v_ddl;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._rollback_hand_made_keys(p_rel oid, p_rec jsonb, p_att int2, p_drop boolean) RETURNS text[]
+CREATE OR REPLACE FUNCTION tenancy._rollback_hand_made_keys(p_rel oid, p_rec tenancy.backfill_state, p_att int2, p_drop boolean) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_tbl    text := p_rel::regclass::text;
-    v_col    text := p_rec->>'tenant_column';
+    v_col    text := p_rec.tenant_column;
     v_ddl    text[] := '{}';
     v_schema text := tenancy._schema_of(p_rel);
     v_con    record;
@@ -3049,7 +3153,7 @@ BEGIN
                   WHERE i.indrelid = p_rel AND i.indisunique AND p_att = ANY (i.indkey::int2[])
                     AND i.indnatts > 1 AND i.indnkeyatts = i.indnatts AND i.indpred IS NULL AND i.indexprs IS NULL
                     AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = p_rel)
-                    AND NOT coalesce(p_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))
+                    AND NOT coalesce(p_rec.indexes, '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))
                   ORDER BY x.relname LOOP
         v_ddl := v_ddl || format('DROP INDEX %s.%I', v_schema, v_con.relname)
                        || format('CREATE UNIQUE INDEX %I ON %s (%s)', v_con.relname, v_tbl, tenancy._idents(tenancy._att_names(p_rel, v_con.rest)));
@@ -3062,13 +3166,13 @@ BEGIN
     SELECT string_agg(x, ', ' ORDER BY x) INTO v_left FROM (
         SELECT 'constraint ' || quote_ident(c.conname) AS x FROM pg_constraint c
          WHERE c.conrelid = p_rel AND p_att = ANY (c.conkey) AND c.contype NOT IN ('p', 'u', 'n')
-           AND c.conname IS DISTINCT FROM p_rec->>'fk' AND c.conname IS DISTINCT FROM p_rec->>'check'
-           AND NOT coalesce(p_rec->'fk_rewrites', '[]') @> jsonb_build_array(jsonb_build_object('new', c.conname))
+           AND c.conname IS DISTINCT FROM p_rec.fk AND c.conname IS DISTINCT FROM p_rec."check"
+           AND NOT coalesce(p_rec.fk_rewrites, '[]') @> jsonb_build_array(jsonb_build_object('new', c.conname))
         UNION ALL
         SELECT 'index ' || quote_ident(x.relname) FROM pg_index i JOIN pg_class x ON x.oid = i.indexrelid
          WHERE i.indrelid = p_rel AND p_att = ANY (i.indkey::int2[])
            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.conrelid = p_rel)
-           AND NOT coalesce(p_rec->'indexes', '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))) s;
+           AND NOT coalesce(p_rec.indexes, '[]') @> jsonb_build_array(jsonb_build_object('name', x.relname::text))) s;
     IF v_left IS NOT NULL THEN
         RAISE NOTICE 'tenancy.rollback %: objects on % that tenancy did not make: %', v_tbl, quote_ident(v_col), v_left
             USING HINT = CASE WHEN p_drop THEN 'Dropping the column drops them too.'
@@ -3083,7 +3187,7 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_order regclass[];
     v_tbl   regclass;
-    v_rec   jsonb;
+    v_rec   tenancy.backfill_state;
     v_i     integer;
 BEGIN
     BEGIN
@@ -3096,13 +3200,13 @@ BEGIN
     FOR v_i IN REVERSE cardinality(v_order) .. 1 LOOP
         v_tbl := v_order[v_i];
         table_name := v_tbl::text;
-        SELECT t.details->'backfill' INTO v_rec FROM tenancy.tenant_tables t WHERE t.relid = v_tbl;
+        v_rec := tenancy._backfill_record(v_tbl);
         BEGIN
-            IF v_rec IS NOT NULL THEN
+            IF v_rec.phase IS NOT NULL THEN  -- a record always has its phase
                 ddl := tenancy._as_owner(v_tbl::oid, 'rollback', jsonb_build_object('drop_column', p_drop))->>'ddl';
                 action := 'rolled back';
-                detail := format('from phase %s%s', v_rec->>'phase', CASE WHEN p_drop AND NOT (v_rec->>'column_existed')::boolean
-                                                                              THEN ', column ' || quote_ident(v_rec->>'tenant_column') || ' dropped' ELSE '' END);
+                detail := format('from phase %s%s', v_rec.phase, CASE WHEN p_drop AND NOT v_rec.column_existed
+                                                                      THEN ', column ' || quote_ident(v_rec.tenant_column) || ' dropped' ELSE '' END);
             ELSIF EXISTS (SELECT 1 FROM tenancy.tenant_tables t WHERE t.relid = v_tbl AND t.details ? 'isolation') THEN
                 ddl := tenancy.disable_isolation(v_tbl);
                 action := 'isolation removed';
@@ -3122,7 +3226,7 @@ BEGIN
     END LOOP;
 END $$;
 
-CREATE OR REPLACE FUNCTION tenancy._rollback_uniques(p_rel oid, p_rec jsonb, p_att int2) RETURNS text[]
+CREATE OR REPLACE FUNCTION tenancy._rollback_uniques(p_rel oid, p_rec tenancy.backfill_state, p_att int2) RETURNS text[]
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_tbl    text := p_rel::regclass::text;
@@ -3133,7 +3237,7 @@ DECLARE
     v_i      integer;
 BEGIN
     PERFORM tenancy._running_as_owner(p_rel);
-    FOR v_ix IN SELECT ix FROM jsonb_array_elements(coalesce(p_rec->'indexes', '[]')) ix LOOP
+    FOR v_ix IN SELECT ix FROM jsonb_array_elements(coalesce(p_rec.indexes, '[]')) ix LOOP
         IF v_ix->'replaces'->>'constraint' IS NOT NULL
            AND EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = p_rel AND conname = v_ix->'replaces'->>'constraint'
                           AND p_att = ANY (conkey)) THEN
@@ -3157,7 +3261,7 @@ BEGIN
                          AND c.relnamespace = (SELECT relnamespace FROM pg_class WHERE oid = p_rel)) THEN
             v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, v_ix->>'name');
         END IF;
-        IF (p_rec->>'partitioned')::boolean THEN  -- leaf indexes not attached yet
+        IF p_rec.partitioned THEN  -- leaf indexes not attached yet
             FOR v_leaf IN SELECT unnest(tenancy._leaves(p_rel)) LOOP
                 v_ddl := v_ddl || format('DROP INDEX IF EXISTS %s.%I', v_schema, tenancy._leaf_index_name(v_leaf, v_ix));
             END LOOP;
@@ -4002,9 +4106,10 @@ RETURNS TABLE (table_name text, statement text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT t.relid::text, s
       FROM tenancy.tenant_tables t
-     CROSS JOIN LATERAL jsonb_array_elements(t.details->'backfill'->'indexes') WITH ORDINALITY ix(ix, n)
+     CROSS JOIN LATERAL tenancy._backfill_record(t.relid) b
+     CROSS JOIN LATERAL jsonb_array_elements(b.indexes) WITH ORDINALITY ix(ix, n)
      CROSS JOIN LATERAL tenancy._index_statements(t.relid, ix.ix, true) s
-     WHERE t.details->'backfill'->>'phase' IN ('fk_validated', 'awaiting_indexes')
+     WHERE b.phase IN ('fk_validated', 'awaiting_indexes')
        AND NOT tenancy._index_ready(t.relid, ix.ix)
      ORDER BY t.relid::text, ix.n
 $$;
@@ -4074,7 +4179,7 @@ BEGIN
     IF NOT coalesce(cascade, false) THEN
         RETURN tenancy._as_owner(tenancy._require('tbl', tbl)::oid, 'rollback', jsonb_build_object('drop_column', drop_column))->>'ddl';
     END IF;
-    IF tenancy._backfill_record(tenancy._require('tbl', tbl)::oid) IS NULL THEN
+    IF (tenancy._backfill_record(tenancy._require('tbl', tbl)::oid)).phase IS NULL THEN
         RAISE EXCEPTION 'tenancy.rollback: no backfill of % is recorded', tbl
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'tenancy.disable_isolation() removes policies created by enable_isolation alone.';
@@ -4222,47 +4327,47 @@ COMMENT ON FUNCTION tenancy._backfill_begin(oid, uuid, name, text, oid, name, in
   'Internal: the first step of CALL tenancy.backfill: check the call, then resume the recorded backfill or plan and record a new one.';
 COMMENT ON FUNCTION tenancy._backfill_check_call(oid, text, "char", boolean, text, integer, interval, interval, integer) IS
   'Internal: the checks of every CALL tenancy.backfill (the table, its owner, the options, REFERENCES for a text tenant column).';
-COMMENT ON FUNCTION tenancy._backfill_resume(oid, jsonb, text, uuid, name, oid, name, jsonb) IS
+COMMENT ON FUNCTION tenancy._backfill_resume(oid, tenancy.backfill_state, text, uuid, name, oid, name, tenancy.backfill_options) IS
   'Internal: a resumed CALL tenancy.backfill: refuses other options, records this CALL''s options and session.';
 COMMENT ON FUNCTION tenancy._backfill_source(oid, text, uuid, name, text, oid, name, oid) IS
-  'Internal: where each row''s organization comes from in a new backfill (fixed, parent row, user column), checked; {source, lookup}.';
+  'Internal: where each row''s organization comes from in a new backfill (fixed, parent row, user column), checked; its source and lookup.';
 COMMENT ON FUNCTION tenancy._backfill_parent_source(oid, text, name, text, oid, oid) IS
-  'Internal: a backfill''s organization read from the parent row through the one foreign key to it; {source, lookup}.';
+  'Internal: a backfill''s organization read from the parent row through the one foreign key to it; its source and lookup.';
 COMMENT ON FUNCTION tenancy._backfill_user_source(oid, text, text, name) IS
-  'Internal: a backfill''s organization derived from the user in a column (administrators only); {source, lookup}.';
-COMMENT ON FUNCTION tenancy._backfill_add_column(oid, jsonb, text) IS
+  'Internal: a backfill''s organization derived from the user in a column (administrators only); its source and lookup.';
+COMMENT ON FUNCTION tenancy._backfill_add_column(oid, tenancy.backfill_state, text) IS
   'Internal: backfill phase planned: add the tenant column (with its default and NOT NULL on the metadata-only path); run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_start_fill(oid, jsonb, text, double precision) IS
+COMMENT ON FUNCTION tenancy._backfill_start_fill(oid, tenancy.backfill_state, text, double precision) IS
   'Internal: backfill phase column_added: the fill trigger and the fill''s plan (or nothing to fill on the metadata-only path); run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_fill_statement(jsonb, oid) IS
+COMMENT ON FUNCTION tenancy._backfill_fill_statement(tenancy.backfill_state, oid) IS
   'Internal: the UPDATE that fills a ctid range of a leaf from a backfill''s parent row or user column (NULL for a fixed organization).';
-COMMENT ON FUNCTION tenancy._backfill_fill_batch(oid, jsonb, double precision) IS
+COMMENT ON FUNCTION tenancy._backfill_fill_batch(oid, tenancy.backfill_state, double precision) IS
   'Internal: backfill phase filling: one batch of the fill (a ctid range), or its end; run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_add_check(oid, jsonb, text) IS
+COMMENT ON FUNCTION tenancy._backfill_add_check(oid, tenancy.backfill_state, text) IS
   'Internal: backfill phase filled: CHECK (tenant column IS NOT NULL) NOT VALID; run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_validate_check(oid, jsonb, text) IS
+COMMENT ON FUNCTION tenancy._backfill_validate_check(oid, tenancy.backfill_state, text) IS
   'Internal: backfill phase check_added: validate the NOT NULL check, naming the rows left without an organization; run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_set_not_null(oid, jsonb, text) IS
+COMMENT ON FUNCTION tenancy._backfill_set_not_null(oid, tenancy.backfill_state, text) IS
   'Internal: backfill phase check_validated: SET NOT NULL and drop the check; run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_add_fk(oid, jsonb, text) IS
+COMMENT ON FUNCTION tenancy._backfill_add_fk(oid, tenancy.backfill_state, text) IS
   'Internal: backfill phase not_null: the foreign key to tenancy.organizations, NOT VALID; run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_validate_fk(oid, jsonb, text) IS
+COMMENT ON FUNCTION tenancy._backfill_validate_fk(oid, tenancy.backfill_state, text) IS
   'Internal: backfill phase fk_added: validate the foreign key to tenancy.organizations and plan the indexes; run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_build_index(oid, jsonb) IS
+COMMENT ON FUNCTION tenancy._backfill_build_index(oid, tenancy.backfill_state) IS
   'Internal: backfill phases fk_validated and awaiting_indexes: build the next planned index, or wait for pending_statements(); run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_take_over_uniques(oid, jsonb) IS
+COMMENT ON FUNCTION tenancy._backfill_take_over_uniques(oid, tenancy.backfill_state) IS
   'Internal: backfill phase indexes_built: the tenant-scoped unique keys replace the old ones, under their names; run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_rewrite_fks(oid, jsonb) IS
+COMMENT ON FUNCTION tenancy._backfill_rewrite_fks(oid, tenancy.backfill_state) IS
   'Internal: backfill phase uniques_done: foreign keys to other tenant tables rewritten with the tenant column, NOT VALID; run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._backfill_validate_fks(oid, jsonb) IS
+COMMENT ON FUNCTION tenancy._backfill_validate_fks(oid, tenancy.backfill_state) IS
   'Internal: backfill phase fks_added: validate the rewritten foreign keys and drop the old ones; run as the table''s owner by tenancy._owner_backfill_step.';
-COMMENT ON FUNCTION tenancy._rollback_fks(oid, jsonb) IS
+COMMENT ON FUNCTION tenancy._rollback_fks(oid, tenancy.backfill_state) IS
   'Internal: rollback of the rewritten foreign keys (the old ones back, validated); run as the table''s owner by tenancy._owner_rollback.';
-COMMENT ON FUNCTION tenancy._rollback_uniques(oid, jsonb, int2) IS
+COMMENT ON FUNCTION tenancy._rollback_uniques(oid, tenancy.backfill_state, int2) IS
   'Internal: rollback of the unique keys and indexes the backfill rewrote or added (the old ones back, under their names); run as the table''s owner by tenancy._owner_rollback.';
-COMMENT ON FUNCTION tenancy._rollback_hand_made_keys(oid, jsonb, int2, boolean) IS
+COMMENT ON FUNCTION tenancy._rollback_hand_made_keys(oid, tenancy.backfill_state, int2, boolean) IS
   'Internal: rollback of keys holding the tenant column that tenancy did not make (a lint fix applied by hand); run as the table''s owner by tenancy._owner_rollback.';
-COMMENT ON FUNCTION tenancy._rollback_column_statements(oid, jsonb, boolean) IS
+COMMENT ON FUNCTION tenancy._rollback_column_statements(oid, tenancy.backfill_state, boolean) IS
   'Internal: the statements undoing the tenant column''s foreign key, check, NOT NULL, trigger and default (and the column); for tenancy._owner_rollback.';
 COMMENT ON PROCEDURE tenancy.backfill(regclass, uuid, name, text, regclass, name, integer, interval, interval, integer, boolean) IS
   'Convert a live table online: add the tenant column, fill it in ctid-range batches (one COMMIT each) from a fixed organization, a parent row (parent =>) or a user column (user_column =>), then NOT NULL, a foreign key and tenant-scoped indexes and unique keys without long locks. Resumable: CALL again after any interruption. Progress: tenancy.backfill_progress.';
@@ -4621,3 +4726,34 @@ BEGIN
 END $$;
 -- (The new catalog operations are executable by nobody but the catalog owner: the loop over every
 -- _op_ function above covers them.)
+
+-- The backfill's progress view (dropped at the top: it reads the record through the functions
+-- re-created above).
+CREATE VIEW tenancy.backfill_progress WITH (security_invoker = true) AS
+SELECT t.relid::text AS table_name,
+       b.phase,
+       (b.fill).rows_done,
+       greatest((b.fill).rows_total, (b.fill).rows_done) AS rows_total,
+       CASE WHEN b.phase IN ('planned', 'column_added') THEN 0
+            WHEN b.phase = 'filling'
+            THEN round(100.0 * (b.fill).blocks_done / greatest((b.fill).blocks_total, 1), 1)
+            ELSE 100 END AS fill_percent,
+       round((((b.fill).rows_done - (b.run).rows)
+              / greatest(extract(epoch FROM b.updated_at) - (b.run).started_at, 0.001))::numeric)
+           AS rows_per_second,
+       CASE WHEN b.phase = 'filling' AND (b.fill).blocks_done > (b.run).blocks
+            THEN justify_interval(make_interval(secs => round((((b.fill).blocks_total - (b.fill).blocks_done)
+                 * (extract(epoch FROM b.updated_at) - (b.run).started_at)
+                 / ((b.fill).blocks_done - (b.run).blocks))::numeric, 1))) END AS eta,
+       b.retries AS lock_retries,
+       tenancy._backfill_running_elsewhere(b) IS NOT NULL AS running,
+       b.pid,
+       b.started_at,
+       b.updated_at,
+       b.skipped
+  FROM tenancy.tenant_tables t
+ CROSS JOIN LATERAL tenancy._backfill_record(t.relid) b
+ WHERE t.details ? 'backfill';
+COMMENT ON VIEW tenancy.backfill_progress IS
+  'One row per table converted by tenancy.backfill: phase, rows filled, percent, rate, ETA, lock retries, whether a session is running it. \watch it from another session.';
+GRANT SELECT ON tenancy.backfill_progress TO PUBLIC;
