@@ -132,6 +132,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      CROSS JOIN LATERAL jsonb_array_elements(b.indexes) WITH ORDINALITY ix(ix, n)
      CROSS JOIN LATERAL tenancy._index_statements(t.relid, ix.ix, true) s
      WHERE b.phase IN ('fk_validated', 'awaiting_indexes')
+       AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.relid::oid)  -- not a table dropped since
        AND NOT tenancy._index_ready(t.relid, ix.ix)
      ORDER BY t.relid::text, ix.n
 $$;
@@ -160,4 +161,5 @@ SELECT t.relid::text AS table_name,
        b.skipped
   FROM tenancy.tenant_tables t
  CROSS JOIN LATERAL tenancy._backfill_record(t.relid) b
- WHERE t.details ? 'backfill';
+ WHERE t.details ? 'backfill'
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) t.relid::pg_catalog.oid);

@@ -4110,6 +4110,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      CROSS JOIN LATERAL jsonb_array_elements(b.indexes) WITH ORDINALITY ix(ix, n)
      CROSS JOIN LATERAL tenancy._index_statements(t.relid, ix.ix, true) s
      WHERE b.phase IN ('fk_validated', 'awaiting_indexes')
+       AND EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.relid::oid)  -- not a table dropped since
        AND NOT tenancy._index_ready(t.relid, ix.ix)
      ORDER BY t.relid::text, ix.n
 $$;
