@@ -4754,7 +4754,8 @@ SELECT t.relid::text AS table_name,
        b.skipped
   FROM tenancy.tenant_tables t
  CROSS JOIN LATERAL tenancy._backfill_record(t.relid) b
- WHERE t.details ? 'backfill';
+ WHERE t.details ? 'backfill'
+   AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) t.relid::pg_catalog.oid);
 COMMENT ON VIEW tenancy.backfill_progress IS
   'One row per table converted by tenancy.backfill: phase, rows filled, percent, rate, ETA, lock retries, whether a session is running it. \watch it from another session.';
 GRANT SELECT ON tenancy.backfill_progress TO PUBLIC;
