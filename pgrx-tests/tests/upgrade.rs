@@ -215,3 +215,65 @@ fn upgrade_scripts_refuse_to_run_by_hand() {
         assert_eq!(created, 0, "{} created objects when run by hand", script.display());
     }
 }
+
+/// A backfill stopped halfway under 0.2.0 (its record in 0.2.0's jsonb) resumes after `ALTER
+/// EXTENSION tenancy UPDATE`, whose backfill reads the record as `tenancy.backfill_state`, and
+/// finishes with every row given its parent's organization.
+#[test]
+fn a_backfill_stopped_under_0_2_0_resumes_after_the_update() {
+    let owner = "upg_owner_resume";
+    let mut c = db_with("upg_resume", owner, Some("0.2.0"));
+    c.batch_execute(&format!(
+        "SELECT tenancy.create_organization('Org A', 'org-a', '{ORG_A}', '{{}}', '{USER_A}');
+         SELECT tenancy.create_organization('Org B', 'org-b', '{ORG_B}', '{{}}', '{USER_B}');
+         CREATE TABLE uploads (id bigint PRIMARY KEY, organization_id uuid NOT NULL REFERENCES tenancy.organizations, name text);
+         INSERT INTO uploads SELECT g, CASE WHEN g % 2 = 0 THEN '{ORG_B}'::uuid ELSE '{ORG_A}'::uuid END, 'u' || g
+           FROM generate_series(1, 100) g;
+         CREATE INDEX ON uploads (organization_id, id);
+         SELECT tenancy.register_table('uploads');
+         CREATE TABLE logs (id bigint PRIMARY KEY, upload_id bigint NOT NULL REFERENCES uploads, msg text);
+         INSERT INTO logs SELECT g, 1 + g % 100, 'm' || g FROM generate_series(1, 20000) g;"
+    ))
+    .unwrap();
+    // Cancelled while filling (each batch of 100 rows COMMITs, 50 ms apart).
+    // (One statement per call: a CALL that COMMITs cannot be part of a multi-statement string.)
+    c.batch_execute("SET statement_timeout = '1500ms'").unwrap();
+    let stopped =
+        c.batch_execute("CALL tenancy.backfill('logs', parent => 'uploads', batch_size => 100, pause => '50 ms')");
+    assert_eq!(sqlstate(stopped), "57014", "the CALL was cancelled by its statement_timeout");
+    c.batch_execute("RESET statement_timeout").unwrap();
+    let (phase, done): (String, i64) = {
+        let r = c
+            .query_one(
+                "SELECT details->'backfill'->>'phase', (details->'backfill'->'fill'->>'rows_done')::bigint
+                   FROM tenancy.tenant_tables WHERE relid = 'logs'::regclass",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(phase, "filling", "stopped while filling");
+    assert!(done > 0 && done < 20000, "stopped halfway: {done} rows filled");
+
+    c.batch_execute("ALTER EXTENSION tenancy UPDATE").unwrap();
+    assert_ne!(version(&mut c), "0.2.0");
+    c.batch_execute("CALL tenancy.backfill('logs', parent => 'uploads', build_indexes => true)").unwrap();
+    let r = c
+        .query_one(
+            "SELECT b.phase, b.rows_done,
+                    (SELECT count(*) FROM logs l JOIN uploads u ON u.id = l.upload_id
+                      WHERE l.organization_id IS DISTINCT FROM u.organization_id)
+               FROM tenancy.backfill_progress b WHERE b.table_name = 'logs'",
+            &[],
+        )
+        .unwrap();
+    let (phase, rows, wrong): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    println!(
+        "upgrade: a 0.2.0 backfill stopped at {done} of 20000 rows resumed after the update: {phase}, {rows} rows"
+    );
+    assert_eq!(
+        (phase.as_str(), rows, wrong),
+        ("converted", 20000, 0),
+        "resumed and finished, every row its parent's organization"
+    );
+}
