@@ -154,6 +154,7 @@ verdict() { awk -v v="$1" -v t="$2" -v op="${3:-<=}" 'BEGIN { if (v == "" || v =
 fmt() { awk -v v="$1" -v d="${2:-2}" 'BEGIN { if (v == "" || v == "nan") print "n/a"; else printf "%.*f\n", d, v }'; }
 num() { awk -v v="$1" 'BEGIN { s = sprintf("%d", v); while (s ~ /[0-9][0-9][0-9][0-9]/) sub(/[0-9][0-9][0-9]($|,)/, ",&", s); print s }'; }
 now() { date +%s.%N; }
+mb() { awk -v v="$1" 'BEGIN { printf "%.1f", v / 1024 }'; }   # kB -> MB
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", b - a }'; }
 # the median of the values of an associative array over rounds: med ARRAY KEY_PREFIX ROUNDS
 med() { local -n arr="$1"; local r; for (( r = 0; r < $3; r++ )); do if [ -n "${arr[$2,$r]:-}" ]; then echo "${arr[$2,$r]}"; fi; done | median; }
@@ -720,10 +721,34 @@ migrate() { # MIGRATION ROUND WRITER(yes|no)
 # The derived case on a fresh copy of bf_dsrc: tenancy.backfill (parent => bf_parent; with the
 # writer, organization_id => the fallback for the rows it inserts without a parent) or the
 # hand-written ADD COLUMN + UPDATE ... FROM bf_parent. Figures: BF[d<key>-...,ROUND].
-migrate_derived() { # MIGRATION(backfill|hand) ROUND WRITER(yes|no)
-  local m="$1" r="$2" w="$3" key tbl t0 t1 rc=0 bad
+# The backend's private memory (RssAnon of /proc/<pid>/status: palloc'd memory, caches; not the
+# shared buffers it touched) is sampled every 0.2 s while a derived backfill is in its filling
+# phase (its committed record says 'filling' before and after the reading; the other phases, such
+# as a foreign key's validation whose hash table grows with the parent, are not the fill):
+# BF[dtp-backfill-rss,ROUND], its largest value in kB.
+rss_sampler() { # APPLICATION_NAME TABLE OUTFILE: the largest RssAnon (kB) of that backend while it fills TABLE
+  local app="$1" tbl="$2" out="$3" pid="" max=0 v i p1 p2
+  local phase="SELECT details->'backfill'->>'phase' FROM tenancy.tenant_tables WHERE relid::oid = to_regclass('public.$tbl')::oid"
+  for (( i = 0; i < 400 && ${#pid} == 0; i++ )); do
+    pid=$(q -c "SELECT pid FROM pg_stat_activity WHERE application_name = '$app' LIMIT 1")
+    [ -n "$pid" ] || sleep 0.05
+  done
+  echo 0 >"$out"
+  [ -n "$pid" ] || return 0
+  while [ -e "/proc/$pid" ]; do
+    p1=$(q -c "$phase" 2>/dev/null || true)
+    v=$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || true)
+    p2=$(q -c "$phase" 2>/dev/null || true)
+    if [ "$p1" = filling ] && [ "$p2" = filling ] && [ -n "$v" ] && (( v > max )); then
+      max=$v; echo "$max" >"$out"
+    fi
+    sleep 0.2
+  done
+}
+migrate_derived() { # MIGRATION(backfill|hand) ROUND WRITER(yes|no) [ROWS: the first ROWS rows of bf_dsrc; default all]
+  local m="$1" r="$2" w="$3" rows="${4:-ALL}" key tbl t0 t1 rc=0 bad sampler=""
   key=$([ "$w" = yes ] && echo "dwl-$m" || echo "dtp-$m"); tbl="bf_${key//-/_}_$r"
-  q -v tbl="$tbl" -f bench/backfill/copy_derived.sql >/dev/null
+  q -v tbl="$tbl" -v rows="$rows" -f bench/backfill/copy_derived.sql >/dev/null
   if [ "$w" = yes ]; then
     writer_start "$tbl" "$RUN/wlog-$key-$r" 1800
     sleep 1
@@ -734,7 +759,10 @@ migrate_derived() { # MIGRATION(backfill|hand) ROUND WRITER(yes|no)
       if [ "$w" = yes ]; then
         q -c "CALL tenancy.backfill('public.$tbl', '$BF_ORG', parent => 'public.bf_parent')" >"$RUN/$key-$r.out" 2>&1 || rc=$?
       else
-        q -c "CALL tenancy.backfill('public.$tbl', parent => 'public.bf_parent')" >"$RUN/$key-$r.out" 2>&1 || rc=$?
+        rss_sampler "tenancy_bench_fill_$r" "$tbl" "$RUN/$key-$r.rss" & sampler=$!
+        PGAPPNAME="tenancy_bench_fill_$r" q -c "CALL tenancy.backfill('public.$tbl', parent => 'public.bf_parent')" >"$RUN/$key-$r.out" 2>&1 || rc=$?
+        wait "$sampler"
+        BF[$key-rss,$r]=$(cat "$RUN/$key-$r.rss")
       fi ;;
     hand) { echo '\timing on'; cat bench/backfill/hand_derived.sql; } | q -v tbl="$tbl" >"$RUN/$key-$r.out" 2>&1 || rc=$? ;;
   esac
@@ -790,6 +818,8 @@ else
     # derived: the fill alone, order alternating, then with the writer
     for m in "${order[@]}"; do migrate_derived "$m" "$r" no; done
     migrate_derived backfill "$r" yes
+    # memory: the same fill of a fifth of the rows, for its backend's peak private memory
+    (( r == 0 )) && migrate_derived backfill small no $(( N_ROWS / 5 ))
     BF[dthr,$r]=$(ratio "${BF[dtp-hand-update,$r]}" "${BF[dtp-backfill-fill,$r]}")
     log "  round $(( r + 1 ))/$BF_ROUNDS, derived: fill ${BF[dtp-backfill-fill,$r]} s in ${BF[dtp-backfill-batches,$r]} batches of ${BF[dtp-backfill-batchsize,$r]} rows," \
         "UPDATE ... FROM parent ${BF[dtp-hand-update,$r]} s; with the writer: first CALL ${BF[dwl-backfill-time,$r]} s, writer p50/p99/max ms" \
@@ -806,6 +836,8 @@ else
   DTHR=$(med BF dthr "$BF_ROUNDS"); V_DTHR=$(verdict "$DTHR" 1.0 '>=')
   DW99=$(med BF dwl-backfill-p99 "$BF_ROUNDS"); V_DW99=$(verdict "$DW99" 50)
   DBATCH=$(med BF dtp-backfill-batchsize "$BF_ROUNDS")
+  RSS_BIG=$(med BF dtp-backfill-rss "$BF_ROUNDS"); RSS_SMALL=${BF[dtp-backfill-rss,small]:-0}
+  RSS_RATIO=$(ratio "$RSS_BIG" "$RSS_SMALL"); V_RSS=$(verdict "$RSS_RATIO" 1.10)
   DBATCH_MS=$(awk -v f="$(med BF dtp-backfill-fill "$BF_ROUNDS")" -v b="$(med BF dtp-backfill-batches "$BF_ROUNDS")" 'BEGIN { if (b > 0) printf "%.0f", 1000 * f / b }')
   BATCH_MS=$(awk -v f="$(med BF tp-backfill-fill "$BF_ROUNDS")" -v b="$(med BF tp-backfill-batches "$BF_ROUNDS")" 'BEGIN { if (b > 0) printf "%.0f", 1000 * f / b }')
   say "throughput, backfill / one UPDATE (time of the hand-written steps / of the first CALL): $(fmt "$THR" 3) [>= 0.8 $V_THR]"
@@ -816,6 +848,7 @@ else
   say "concurrent writer max during the backfill: $(fmt "$WMAX" 1) ms [<= lock_timeout 1000 ms $V_WMAX]"
   say "derived (parent FK), one UPDATE ... FROM parent / 'filling' in migration_log:          $(fmt "$DTHR" 3) [>= 1.0 $V_DTHR] ($(fmt "$(med BF dtp-hand-update "$BF_ROUNDS")" 2) s / $(fmt "$(med BF dtp-backfill-fill "$BF_ROUNDS")" 2) s, batches of $DBATCH rows, ${DBATCH_MS} ms each)"
   say "concurrent writer p99 during the derived backfill: $(fmt "$DW99" 1) ms [<= 50 ms $V_DW99] (max $(fmt "$(med BF dwl-backfill-max "$BF_ROUNDS")" 1) ms)"
+  say "memory, the backend's peak private memory (RssAnon) during the derived fill, $(num "$N_ROWS") rows / $(num $(( N_ROWS / 5 ))) rows: $(fmt "$RSS_RATIO" 3) [<= 1.10 $V_RSS] ($(mb "$RSS_BIG") MB / $(mb "$RSS_SMALL") MB)"
   wl() { echo "$(fmt "$(med BF "$1-p50" "$BF_ROUNDS")" 1) / ${2:-}$(fmt "$(med BF "$1-p99" "$BF_ROUNDS")" 1)${2:-} / $(fmt "$(med BF "$1-max" "$BF_ROUNDS")" 1) ms ($(fmt "$(med BF "$1-n" "$BF_ROUNDS")" 0) transactions)"; }
   md "$(num "$N_ROWS") rows (the tenant table before multi-tenancy: no \`organization_id\`), every row set to one organization, on fresh identical"
   md "copies: the first \`CALL tenancy.backfill('t', '<org>')\` (defaults: batch_size 10000, build_indexes false, so it stops at \`awaiting_indexes\`)"
@@ -836,6 +869,7 @@ else
   md "| writer max during the backfill's first CALL | $(fmt "$WMAX" 1) ms | ≤ lock_timeout 1000 ms **$V_WMAX** |"
   md "| derived (\`parent =>\`, \`bench/backfill/copy_derived.sql\`): \`UPDATE ... FROM parent\` $(fmt "$(med BF dtp-hand-update "$BF_ROUNDS")" 1) s / the \`filling\` phase $(fmt "$(med BF dtp-backfill-fill "$BF_ROUNDS")" 1) s (batches of $DBATCH rows, ${DBATCH_MS} ms each) | $(fmt "$DTHR" 3) | ≥ 1.0 **$V_DTHR** |"
   md "| writer p50 / p99 / max, during the derived backfill's first CALL (with a fallback organization for its rows) | $(wl dwl-backfill '**') | p99 ≤ 50 ms **$V_DW99** |"
+  md "| memory: the backend's peak private memory (\`RssAnon\` in /proc/<pid>/status, sampled every 0.2 s; not the shared buffers it read) while the derived backfill is in its filling phase: $(num "$N_ROWS") rows $(mb "$RSS_BIG") MB / of $(num $(( N_ROWS / 5 ))) rows $(mb "$RSS_SMALL") MB | $(fmt "$RSS_RATIO" 3) | ≤ 1.10 **$V_RSS** |"
   md "| the index statements of \`pending_statements()\` + the second CALL | $(fmt "$(med BF tp-backfill-finish "$BF_ROUNDS")" 1) s | |"
   md "| for comparison: \`ADD COLUMN ... NOT NULL DEFAULT '<org>'\` + FK \`NOT VALID\` + \`VALIDATE\` (\`bench/backfill/fast_default.sql\`), with the writer | $(fmt "$(med BF wl-fast-time "$BF_ROUNDS")" 2) s, writer $(wl wl-fast) | |"
   md ""
