@@ -510,6 +510,44 @@ BEGIN
     RETURN to_jsonb(i);
 END $$;
 
+-- The import source is read with the caller's (an administrator's) rights, so nothing in it may
+-- run another role's code: it must be a table (not a view, whose functions run as the reader),
+-- its columns n an integer and line text, varchar, json or jsonb (built-in types: no type of
+-- another role, whose cast to text would run), and, when it has row-level security, owned by the
+-- caller (whose own policies those are). 42703 without those columns, 0A000 otherwise. Checked
+-- before each step too: the table's owner could change it between two COMMITs.
+CREATE FUNCTION tenancy._import_check_source(p_source regclass) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c        record;
+    v_n      oid := (SELECT atttypid FROM pg_attribute WHERE attrelid = p_source AND attname = 'n' AND NOT attisdropped);
+    v_line   oid := (SELECT atttypid FROM pg_attribute WHERE attrelid = p_source AND attname = 'line' AND NOT attisdropped);
+BEGIN
+    SELECT relkind, relowner, relrowsecurity INTO c FROM pg_class WHERE oid = p_source;
+    IF c.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION 'tenancy.import_organization: % is not a table (it is %)', p_source, tenancy._relkind_noun(c.relkind)
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Load the export into a table of your own: CREATE TABLE export (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, line text).';
+    END IF;
+    IF v_n IS NULL OR v_line IS NULL THEN
+        RAISE EXCEPTION 'tenancy.import_organization: % must have the columns n (line number) and line', p_source
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'CREATE TABLE export (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, line text); then \copy export (line) FROM ''org.jsonl'' (see docs/lifecycle.md).';
+    END IF;
+    IF v_n NOT IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+       OR v_line NOT IN ('text'::regtype, 'varchar'::regtype, 'json'::regtype, 'jsonb'::regtype) THEN
+        RAISE EXCEPTION 'tenancy.import_organization: %''s columns are % n and % line: reading them could run another role''s code with your rights',
+              p_source, v_n::regtype, v_line::regtype
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'n must be smallint, integer or bigint, line text, varchar, json or jsonb (built-in types).';
+    END IF;
+    IF c.relrowsecurity AND c.relowner <> current_user::regrole::oid THEN
+        RAISE EXCEPTION 'tenancy.import_organization: % has row-level security and belongs to %: its policies would run with your rights',
+              p_source, c.relowner::regrole
+            USING ERRCODE = 'feature_not_supported', HINT = 'Import from a table of your own.';
+    END IF;
+END $$;
+
 -- Every line of an export after its header is JSON, and every row line starts with the index of
 -- a table of the header (one read of the lines before anything is written): 22023 naming the
 -- first line that is not, so that a damaged file stops the import before it starts.
@@ -561,12 +599,7 @@ BEGIN
     IF p_batch_size IS NULL OR p_batch_size < 1 THEN
         RAISE EXCEPTION 'tenancy.import_organization: batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = p_source AND attname = 'n' AND NOT attisdropped)
-       OR NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = p_source AND attname = 'line' AND NOT attisdropped) THEN
-        RAISE EXCEPTION 'tenancy.import_organization: % must have the columns n (line number) and line', p_source
-            USING ERRCODE = 'undefined_column',
-                  HINT = 'CREATE TABLE export (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, line text); then \copy export (line) FROM ''org.jsonl'' (see docs/lifecycle.md).';
-    END IF;
+    PERFORM tenancy._import_check_source(p_source);
     -- (Cast after the LIMIT: below a Sort the cast would read every line.)
     BEGIN
         EXECUTE format('SELECT (SELECT line::text FROM %1$s ORDER BY n LIMIT 1)::jsonb, (SELECT line::text FROM %1$s ORDER BY n DESC LIMIT 1)::jsonb', p_source)
@@ -625,6 +658,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenancy: no import into organization % is running', p_org USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    PERFORM tenancy._import_check_source(p_source);
     -- The table of the next row line ([<table index>, <values>...], the index into the header's
     -- tables and columns), then that table's consecutive lines (at most p_batch_size).
     EXECUTE format('SELECT l.n, (l.line::text::jsonb->>0)::integer FROM %s l
@@ -874,6 +908,7 @@ COMMENT ON FUNCTION tenancy._erase_references(uuid) IS 'Internal: foreign keys t
 COMMENT ON FUNCTION tenancy._usage() IS 'Internal: rows per tenant value and tenant table, with each table''s size.';
 COMMENT ON FUNCTION tenancy._export_header(uuid, jsonb) IS 'Internal: the header line of an export (the organization, the tables, the references outside it), in the snapshot of the query that called it.';
 COMMENT ON FUNCTION tenancy._import_begin(regclass, integer) IS 'Internal: checks an export''s header and trailer and starts or resumes its import.';
+COMMENT ON FUNCTION tenancy._import_check_source(regclass) IS 'Internal: refuses (0A000) an import source whose reading could run another role''s code with the caller''s rights: not a table, columns n and line of other than built-in integer and text types, row-level security of another owner.';
 COMMENT ON FUNCTION tenancy._import_check_lines(regclass, jsonb) IS 'Internal: refuses (22023) an export whose lines are not JSON or whose row lines do not start with the index of a table of its header, before the import starts.';
 COMMENT ON FUNCTION tenancy._import_step(regclass, uuid, integer) IS 'Internal: imports the next run of one table''s lines.';
 COMMENT ON FUNCTION tenancy._op_clone_begin(jsonb, oid, boolean, text) IS 'Internal catalog operation: creates a clone''s organization and record (or finds the running one).';

@@ -572,6 +572,42 @@ fn bad_input_and_attacks_fail_and_change_nothing() {
     run("an administrator's export of a table whose owner planted policy code", "0A000", planted);
     assert_ne!(spied.as_deref(), Some("tracehub_owner"), "the table owner's code ran with the administrator's rights");
     planter.batch_execute("DROP POLICY lc_spy ON shipments; DROP FUNCTION public.lc_spy()").unwrap();
+    // The table owner plants an import source whose line column has a type of its own, with a
+    // cast to text that reports who runs it: an administrator importing it must not run that
+    // cast (nor a policy, a view's functions or another type's code) with its own rights.
+    planter
+        .batch_execute(
+            "SET ROLE lc_tables;
+             CREATE TYPE public.lc_line AS (t text);
+             CREATE FUNCTION public.lc_line_text(public.lc_line) RETURNS text LANGUAGE plpgsql AS
+               $f$ BEGIN RAISE EXCEPTION 'lc spy ran as %', current_user; END $f$;
+             CREATE CAST (public.lc_line AS text) WITH FUNCTION public.lc_line_text(public.lc_line);
+             CREATE TABLE public.lc_planted (n bigint, line public.lc_line);
+             INSERT INTO public.lc_planted VALUES (1, ROW('{}'));
+             GRANT SELECT ON public.lc_planted TO tracehub_owner;
+             CREATE VIEW public.lc_planted_view AS SELECT n, (line).t AS line FROM public.lc_planted WHERE public.lc_line_text(line) IS NOT NULL;
+             GRANT SELECT ON public.lc_planted_view TO tracehub_owner;
+             CREATE TABLE public.lc_planted_rls (n bigint, line text);
+             INSERT INTO public.lc_planted_rls VALUES (1, '{}');
+             ALTER TABLE public.lc_planted_rls ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY lc_spy ON public.lc_planted_rls USING (public.lc_line_text(ROW(line)::public.lc_line) IS NOT NULL);
+             GRANT SELECT ON public.lc_planted_rls TO tracehub_owner;",
+        )
+        .unwrap();
+    for (name, source) in [
+        ("an administrator's import of a source whose line type has its owner's cast", "public.lc_planted"),
+        ("an administrator's import of another role's view", "public.lc_planted_view"),
+        ("an administrator's import of another role's table with a policy", "public.lc_planted_rls"),
+    ] {
+        let r = admin.query(&format!("CALL tenancy.import_organization('{source}')"), &[]);
+        let message =
+            r.as_ref().err().and_then(|e| e.as_db_error().map(|d| d.message().to_string())).unwrap_or_default();
+        assert!(!message.contains("lc spy ran as"), "{name}: the table owner's code ran: {message}");
+        run(name, "0A000", r);
+    }
+    planter
+        .batch_execute("DROP VIEW public.lc_planted_view; DROP TABLE public.lc_planted, public.lc_planted_rls; DROP CAST (public.lc_line AS text); DROP FUNCTION public.lc_line_text(public.lc_line); DROP TYPE public.lc_line;")
+        .unwrap();
     fresh().batch_execute("REVOKE SELECT ON ALL TABLES IN SCHEMA public FROM tracehub_owner").unwrap();
 
     // Rows outside ACME referencing its rows stop the erase before anything is deleted: a
