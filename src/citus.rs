@@ -7,8 +7,14 @@ use pgrx::prelude::*;
 
 use crate::errors::spi;
 
-/// Is the citus extension installed in this database?
+/// Is the citus extension installed in this database (and its library loaded, without which it
+/// cannot work)? Citus runs only from `shared_preload_libraries`, where it defines its settings:
+/// when one of them is not defined by a library, the catalog is not searched (set_organization
+/// asks this in every transaction).
 pub fn citus_installed() -> bool {
+    if !crate::settings::defined_by_a_library(c"citus.propagate_set_commands") {
+        return false;
+    }
     // SAFETY: catalog lookup by name.
     unsafe { pg_sys::get_extension_oid(c"citus".as_ptr(), true) != pg_sys::InvalidOid }
 }

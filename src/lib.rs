@@ -103,6 +103,31 @@ mod tests {
         assert_eq!(parse_uuid(""), None);
         assert_eq!(parse_uuid("not-a-uuid"), None);
         assert_eq!(parse_uuid("00000000-0000-0000-0000-00000000000g"), None);
+        // Exactly 32 hex digits, hyphens anywhere, braces only as a pair, spaces only around.
+        assert_eq!(parse_uuid("0000000000000000000000000000000001"), None);
+        assert_eq!(parse_uuid("000000000000000000000000000001"), None);
+        assert_eq!(parse_uuid("{00000000000000000000000000000001"), None);
+        assert_eq!(parse_uuid("0000000000000000 0000000000000001"), None);
+        assert_eq!(parse_uuid("00000000-0000-0000-0000-0000000000é1"), None);
+        assert_eq!(parse_uuid("  00000000-0000-0000-0000-000000000001\t"), Some(a));
+        assert_eq!(parse_uuid("0-0000000-0000-0000-0000-00000000000-1"), Some(a));
+    }
+
+    /// `uuid_text` writes what Postgres' uuid output and pgrx's Display write, for every nibble.
+    #[pg_test]
+    fn uuid_text_is_what_postgres_writes() {
+        use crate::settings::{parse_uuid, uuid_text};
+        for s in [
+            "00000000-0000-0000-0000-000000000000",
+            "0123ABCD-4567-89ef-FEDC-ba9876543210",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+        ] {
+            let u = parse_uuid(s).unwrap();
+            let pg = one::<String>(&format!("SELECT '{s}'::uuid::text")).unwrap();
+            assert_eq!(uuid_text(&u), pg);
+            assert_eq!(uuid_text(&u), u.to_string());
+            assert_eq!(parse_uuid(&pg), Some(u));
+        }
     }
 
     fn one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(sql: &str) -> Option<T> {

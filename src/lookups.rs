@@ -116,7 +116,13 @@ fn kept_one<T: FromDatum + IntoDatum>(
 /// the rights of its role. One lookup answers both membership and every right, so that choosing
 /// an organization (set_organization) and the policies' checks share one memoized answer.
 pub fn membership(user: &str, org: Uuid) -> Option<Rights> {
-    memo("membership", current_user(), &[user.as_bytes(), org.as_bytes()], || {
+    membership_seen_by(current_user(), user, org)
+}
+
+/// `membership`, for a caller that already read the acting user (`viewer`, what `current_user()`
+/// returns now): the context functions, which would otherwise read it twice per check.
+pub fn membership_seen_by(viewer: Option<String>, user: &str, org: Uuid) -> Option<Rights> {
+    memo("membership", viewer, &[user.as_bytes(), org.as_bytes()], || {
         kept_one::<i32>(&MEMBER_RIGHT, &membership_sql(), &[text_oid(), uuid_oid()], &[user.into(), org.into()])
     })
     .map(Rights::from_bits)
@@ -126,10 +132,10 @@ pub fn is_active_member(user: &str, org: Uuid) -> bool {
     membership(user, org).is_some()
 }
 
-/// True when the user is an active member of the active organization and their role there
-/// grants `right` (None: membership alone).
-pub fn member_has_right(user: &str, org: Uuid, right: Option<Right>) -> bool {
-    membership(user, org).is_some_and(|rights| rights.allows(right))
+/// True when the acting user (`user`, what `current_user()` returns now) is an active member of
+/// the active organization and its role there grants `right` (None: membership alone).
+pub fn acting_user_has_right(user: &str, org: Uuid, right: Option<Right>) -> bool {
+    membership_seen_by(Some(user.to_owned()), user, org).is_some_and(|rights| rights.allows(right))
 }
 
 /// The active organizations in which the user's role grants `right`: `column` of each
@@ -189,7 +195,8 @@ pub fn organization_slug(org: Uuid) -> Option<String> {
 #[pg_extern(stable, strict, parallel_restricted)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn get_user_organization_id(user_id: Uuid) -> Option<Uuid> {
-    user_ids::canonical(user_ids::configured(), &user_id.to_string()).and_then(|u| default_organization(&u))
+    user_ids::canonical(user_ids::configured(), &crate::settings::uuid_text(&user_id))
+        .and_then(|u| default_organization(&u))
 }
 
 /// `get_user_organization_id` for a user id of any type (uuid, bigint or text, as this database
@@ -207,9 +214,8 @@ pub fn get_user_organization_id_text(user_id: &str) -> Option<Uuid> {
 #[search_path(pg_catalog, pg_temp)]
 pub fn validate_client_access(user_id: Option<Uuid>, organization_id: Option<Uuid>) -> bool {
     match (user_id, organization_id) {
-        (Some(u), Some(o)) => {
-            user_ids::canonical(user_ids::configured(), &u.to_string()).is_some_and(|u| is_active_member(&u, o))
-        }
+        (Some(u), Some(o)) => user_ids::canonical(user_ids::configured(), &crate::settings::uuid_text(&u))
+            .is_some_and(|u| is_active_member(&u, o)),
         _ => false,
     }
 }

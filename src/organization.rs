@@ -15,15 +15,16 @@ use crate::context::{
 use crate::errors::{spi, Error};
 use crate::lookups;
 use crate::operator;
-use crate::settings::{parse_uuid, set_local, ORG_SETTING};
+use crate::settings::{parse_uuid, set_local, uuid_text, ORG_SETTING};
 use crate::signed::{self, Grant};
 
 /// May this transaction act in `org` with `right` (None: merely act there)? Yes when the current
-/// user is an active member whose role grants it; without a user, when a tenancy administrator
-/// acts as itself (`administrator_without_user`) and the organization is active.
+/// user (`user`, as `current_user()` returned it) is an active member whose role grants it;
+/// without a user, when a tenancy administrator acts as itself (`administrator_without_user`) and
+/// the organization is active.
 fn may_act_in(user: Option<&str>, org: Uuid, right: Option<Right>) -> bool {
     match user {
-        Some(u) => lookups::member_has_right(u, org, right),
+        Some(u) => lookups::acting_user_has_right(u, org, right),
         None => administrator_without_user(None) && lookups::organization_state(org) == Some(true),
     }
 }
@@ -54,7 +55,7 @@ fn organization_for(right: Option<Right>) -> Option<Uuid> {
             let u = user?;
             let org = lookups::default_organization(&u)?;
             // default_organization() already requires an active membership.
-            lookups::member_has_right(&u, org, right).then_some(org)
+            lookups::acting_user_has_right(&u, org, right).then_some(org)
         }
     }
 }
@@ -155,7 +156,7 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
     // What the transaction may do there: the rights of the user's role, or every right for an
     // administrator acting as itself in an active organization; None: it may not act there.
     let rights = match user.as_deref() {
-        Some(u) => lookups::membership(u, org),
+        Some(u) => lookups::membership_seen_by(Some(u.to_owned()), u, org),
         None => (admin && lookups::organization_state(org) == Some(true)).then_some(Rights::ALL),
     };
     let Some(rights) = rights else {
@@ -180,7 +181,7 @@ pub fn set_organization(organization_id: Option<Uuid>) -> Uuid {
             ),
         }
     };
-    set_local(ORG_SETTING, &org.to_string());
+    set_local(ORG_SETTING, &uuid_text(&org));
     // The signed context for distributed tables (and, with Citus, the forwarding of SET LOCAL),
     // with what this transaction may do there (as found above, not asked again).
     signed::write_context(|| grant(org, rights));

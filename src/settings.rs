@@ -17,9 +17,26 @@ pub const JWT_CLAIMS_SETTING: &CStr = c"request.jwt.claims";
 pub const JWT_SUB_SETTING: &CStr = c"request.jwt.claim.sub";
 
 /// Postgres' order of setting names (`guc_name_compare`): byte-wise, ASCII letters folded.
+/// `a` is a NUL-terminated name, read up to its end or its first difference from `b` (no strlen:
+/// this runs a dozen times per setting read, for every policy check).
+///
+/// # Safety
+/// `a` must point to a NUL-terminated string.
 #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
-fn guc_name_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    a.iter().map(u8::to_ascii_lowercase).cmp(b.iter().map(u8::to_ascii_lowercase))
+unsafe fn guc_name_order(a: *const std::ffi::c_char, b: &[u8]) -> std::cmp::Ordering {
+    let mut i = 0;
+    loop {
+        let x = *a.add(i) as u8;
+        match (x, b.get(i)) {
+            (0, None) => return std::cmp::Ordering::Equal,
+            (0, Some(_)) => return std::cmp::Ordering::Less,
+            (_, None) => return std::cmp::Ordering::Greater,
+            (x, Some(&y)) => match x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase()) {
+                std::cmp::Ordering::Equal => i += 1,
+                other => return other,
+            },
+        }
+    }
 }
 
 /// Find a configuration variable (placeholders included) without creating it. Up to PG15 the
@@ -35,13 +52,15 @@ unsafe fn find_guc(name: &CStr) -> *mut pg_sys::config_generic {
         }
         let all = std::slice::from_raw_parts(vars, n);
         let wanted = name.to_bytes();
-        all.binary_search_by(|g| {
-            if g.is_null() {
-                std::cmp::Ordering::Greater
-            } else {
-                guc_name_order(CStr::from_ptr((**g).name).to_bytes(), wanted)
-            }
-        })
+        all.binary_search_by(
+            |g| {
+                if g.is_null() {
+                    std::cmp::Ordering::Greater
+                } else {
+                    guc_name_order((**g).name, wanted)
+                }
+            },
+        )
         .map_or(std::ptr::null_mut(), |i| all[i])
     }
     #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
@@ -54,6 +73,16 @@ unsafe fn find_guc(name: &CStr) -> *mut pg_sys::config_generic {
         // variable into guc_stack_list) and AtEOXact_GUC pops it, so `stack` means what it means
         // up to PG15: written in this transaction.
         pg_sys::find_option(name.as_ptr(), false, true, pgrx::PgLogLevel::ERROR as _)
+    }
+}
+
+/// Is setting `name` defined by a loaded library (not merely a placeholder that a `SET` of an
+/// unknown name creates)?
+pub fn defined_by_a_library(name: &CStr) -> bool {
+    // SAFETY: read-only access to the backend's GUC table, on the backend's own thread.
+    unsafe {
+        let g = find_guc(name);
+        !g.is_null() && (*g).flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32 == 0
     }
 }
 
@@ -76,7 +105,18 @@ pub fn raw_setting_of_this_transaction(name: &CStr) -> Option<String> {
         if g.is_null() || (*g).stack.is_null() {
             return None;
         }
-        let v = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        // A string variable (tenancy's settings and PostgREST's are placeholders, which are
+        // strings): its value, as GetConfigOption would return it without searching again.
+        let v = if (*g).vartype == pg_sys::config_type::PGC_STRING {
+            let var = (*(g as *mut pg_sys::config_string)).variable;
+            if var.is_null() {
+                std::ptr::null()
+            } else {
+                *var as *const std::ffi::c_char
+            }
+        } else {
+            pg_sys::GetConfigOption(name.as_ptr(), true, false)
+        };
         if v.is_null() {
             return None;
         }
@@ -86,18 +126,43 @@ pub fn raw_setting_of_this_transaction(name: &CStr) -> Option<String> {
 }
 
 /// Parse a UUID in the forms Postgres accepts most often (with or without hyphens or braces).
+/// Runs for every policy check (the acting user, the chosen organization): byte by byte, without
+/// allocating.
 pub fn parse_uuid(s: &str) -> Option<Uuid> {
     let s = s.trim();
     let s = s.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(s);
-    let hex: String = s.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
-    }
     let mut bytes = [0u8; 16];
-    for (i, b) in bytes.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    let mut digits = 0usize;
+    for &c in s.as_bytes() {
+        let v = match c {
+            b'-' => continue,
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        if digits == 32 {
+            return None;
+        }
+        bytes[digits / 2] |= if digits.is_multiple_of(2) { v << 4 } else { v };
+        digits += 1;
     }
-    Some(Uuid::from_bytes(bytes))
+    (digits == 32).then(|| Uuid::from_bytes(bytes))
+}
+
+/// A uuid as `uuid::text` writes it (lower-case, hyphenated): the canonical form of a uuid user
+/// id, written for every policy check (`core::fmt` takes several times as long).
+pub fn uuid_text(u: &Uuid) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(36);
+    for (i, &x) in u.as_bytes().iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from(HEX[usize::from(x >> 4)]));
+        out.push(char::from(HEX[usize::from(x & 15)]));
+    }
+    out
 }
 
 pub(crate) fn jwt_claims() -> Option<serde_json::Value> {

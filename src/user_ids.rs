@@ -69,7 +69,7 @@ pub fn configured() -> UserIdType {
 /// The canonical form of `s` as a user id of type `t`, or None when it is not one.
 pub fn canonical(t: UserIdType, s: &str) -> Option<String> {
     match t {
-        UserIdType::Uuid => crate::settings::parse_uuid(s).map(|u| u.to_string()),
+        UserIdType::Uuid => crate::settings::parse_uuid(s).map(|u| crate::settings::uuid_text(&u)),
         UserIdType::Bigint => {
             let digits = s.strip_prefix('-').unwrap_or(s);
             let well_formed = !digits.is_empty()
