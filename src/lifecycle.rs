@@ -146,8 +146,9 @@ fn require_running_erasure(org: Uuid) -> String {
 }
 
 /// Internal (`tenancy.erase_organization`): delete up to `batch_size` rows of organization `org`
-/// from tenant table `rel`, in one DELETE run as the table's owner (after a `LIMIT`ed count of the
-/// rows left, as the owner too); returns how many.
+/// from tenant table `rel`, as the table's owner; returns how many (fewer than `batch_size`: the
+/// table has no row of the organization left). A table with a foreign key to itself (a tree of
+/// categories, a reply to a comment) loses its rows leaves first (`erase_leaves_first`).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
@@ -161,6 +162,10 @@ pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
     }
     let n = batch_size.max(1);
     let cond = tenant_condition("t", &t);
+    let self_keys = self_references(rel);
+    if !self_keys.is_empty() {
+        return erase_leaves_first(&t, org, n, &self_keys);
+    }
     let sql = if t.kind == 'p' {
         // ctid is unique per partition only: match (tableoid, ctid).
         format!(
@@ -191,6 +196,84 @@ pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
     };
     plan.leave();
     n
+}
+
+/// The foreign keys of `rel` to itself: (its columns, the referenced columns) of each.
+fn self_references(rel: pg_sys::Oid) -> Vec<(Vec<String>, Vec<String>)> {
+    spi(Spi::connect(|c| {
+        let mut v = Vec::new();
+        for r in c.select(
+            "SELECT tenancy._att_names(con.conrelid, con.conkey), tenancy._att_names(con.confrelid, con.confkey) \
+               FROM pg_catalog.pg_constraint con \
+              WHERE con.conrelid OPERATOR(pg_catalog.=) $1 AND con.confrelid OPERATOR(pg_catalog.=) $1 \
+                AND con.contype OPERATOR(pg_catalog.=) 'f' AND con.conparentid OPERATOR(pg_catalog.=) 0 \
+              ORDER BY con.conname",
+            None,
+            &[rel.into()],
+        )? {
+            v.push((r.get::<Vec<String>>(1)?.unwrap_or_default(), r.get::<Vec<String>>(2)?.unwrap_or_default()));
+        }
+        Ok::<_, pgrx::spi::SpiError>(v)
+    }))
+}
+
+/// An erase batch of a table with foreign keys to itself: rows that no other remaining row of the
+/// organization references go first, layer after layer, until `n` rows are deleted or none is
+/// left. Deleting a parent before its children would break the key (and stop the erase); the
+/// rows left when no row is unreferenced reference each other in cycles, and go in one statement
+/// (the keys are checked at its end, when all of them are gone).
+fn erase_leaves_first(t: &Tenant, org: Uuid, n: i32, self_keys: &[(Vec<String>, Vec<String>)]) -> i64 {
+    let slug = organization(org).map(|(_, s)| s).unwrap_or_default();
+    let value = tenant_value(t, org, &slug);
+    // The row's identity: ctid is unique per partition only.
+    let id = |a: &str| if t.kind == 'p' { format!("({a}.tableoid, {a}.ctid)") } else { format!("{a}.ctid") };
+    let referenced: Vec<String> = self_keys
+        .iter()
+        .map(|(cols, pcols)| {
+            let eq: Vec<String> = cols
+                .iter()
+                .zip(pcols)
+                .map(|(c, p)| format!("r.{} OPERATOR(pg_catalog.=) s.{}", quote_identifier(c), quote_identifier(p)))
+                .collect();
+            format!(
+                "EXISTS (SELECT 1 FROM {tbl} r WHERE {eq} AND {rid} IS DISTINCT FROM {sid})",
+                tbl = t.name,
+                eq = eq.join(" AND "),
+                rid = id("r"),
+                sid = id("s")
+            )
+        })
+        .collect();
+    let pick = |limit: Option<i64>| {
+        format!(
+            "DELETE FROM {tbl} t WHERE {cond} AND {tid} IN (SELECT {sid} FROM {tbl} s WHERE {scond}{leaf}{limit})",
+            tbl = t.name,
+            cond = tenant_condition("t", t),
+            tid = id("t"),
+            sid = id("s"),
+            scond = tenant_condition("s", t),
+            leaf = limit.map_or(String::new(), |_| format!(" AND NOT ({})", referenced.join(" OR "))),
+            limit = limit.map_or(String::new(), |l| format!(" LIMIT {l}")),
+        )
+    };
+    let _owner = AsRole::switch_to(t.owner);
+    let _scope = LifecycleScope::enter(org, Some(slug), true, false);
+    let delete = |sql: &str| {
+        spi(Spi::connect_mut(|c| {
+            Ok::<_, pgrx::spi::SpiError>(c.update(sql, None, &[value.clone().into()])?.len() as i64)
+        }))
+    };
+    let mut total = 0i64;
+    while total < i64::from(n) {
+        let k = delete(&pick(Some(i64::from(n) - total)));
+        total += k;
+        if k == 0 {
+            // No unreferenced row: none left, or rows in cycles (all of them, in one statement).
+            total += delete(&pick(None));
+            break;
+        }
+    }
+    total
 }
 
 /// `enable_seqscan` and `enable_bitmapscan` off for one statement, at a GUC nest level of its own
@@ -586,8 +669,11 @@ struct TableColumn {
 /// in one statement run as the table's owner (reading sees `src` only, writing `dst` only). The
 /// primary key gets a new value (its sequence, or a new uuid); each column of a foreign key to a
 /// tenant table's primary key is mapped through `maps` ({"<parent oid>": {"<old key>": "<new
-/// key>"}}); everything else, natural keys included, is kept. Returns {"keys": [[old, new], ...],
-/// "last": <last old key>, "rows": n}.
+/// key>"}}); everything else, natural keys included, is kept. A reference of the table to itself
+/// goes through this batch's keys too, or is set after the table's last batch
+/// (`clone_self_references`). Returns {"keys": [[old, new], ...], "last": <last old key>, "rows":
+/// n, "unmapped": 0}; a reference that no map can follow (its row written to the source after the
+/// parent's table was cloned) is refused (55000) with the batch.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn _clone_batch(
@@ -622,14 +708,93 @@ pub fn _clone_batch(
     };
     let cols = insertable_columns(rel);
     let mapped = mapped_foreign_keys(rel, &t);
-    let sql = clone_statement(&t, (&pk_name, &pk_type, &new_key), &cols, &mapped, batch_size);
+    let sql = clone_statement(&t, rel, (&pk_name, &pk_type, &new_key), &cols, &mapped, batch_size);
     let (sv, dv) = (tenant_value(&t, src, &src_slug), tenant_value(&t, dst, &dst_slug));
     let _owner = AsRole::switch_to(t.owner);
     let _scope = LifecycleScope::enter_clone((src, Some(src_slug)), (dst, Some(dst_slug)));
-    spi(Spi::connect_mut(|c| {
-        c.update(&sql, None, &[sv.into(), dv.into(), after.into(), maps.into()])?.first().get_one::<JsonB>()
+    let out = spi(Spi::connect_mut(|c| {
+        c.update(&sql, None, &[sv.clone().into(), dv.clone().into(), after.into(), JsonB(maps.0.clone()).into()])?
+            .first()
+            .get_one::<JsonB>()
     }))
-    .unwrap_or(JsonB(serde_json::json!({"keys": [], "rows": 0})))
+    .unwrap_or(JsonB(serde_json::json!({"keys": [], "rows": 0})));
+    let count = |what: &str| out.0.get(what).and_then(serde_json::Value::as_i64).unwrap_or(0);
+    if count("unmapped") > 0 {
+        Error::PrerequisiteState.raise(
+            format!(
+                "tenancy: {} rows of {} in this batch reference rows written to organization {src} after their table was cloned",
+                count("unmapped"),
+                t.name
+            ),
+            "Nothing of this batch was written. Keep the source organization from being written during the clone \
+             (deactivate it, or pause its writers), erase the partial clone (deactivate it, CALL tenancy.erase_organization) \
+             and clone again.",
+        )
+    }
+    // The table's last batch: its references to rows of later batches.
+    if count("rows") < i64::from(batch_size) {
+        let selfs: Vec<&TableColumn> =
+            cols.iter().filter(|col| mapped.iter().any(|(c, p)| *c == col.name && *p == rel)).collect();
+        if !selfs.is_empty() {
+            let mut keys = maps.0.get(rel.to_u32().to_string()).cloned().unwrap_or(serde_json::json!({}));
+            if let (Some(all), Some(batch)) =
+                (keys.as_object_mut(), out.0.get("keys").and_then(serde_json::Value::as_array))
+            {
+                for pair in batch {
+                    if let (Some(old), Some(new)) = (pair.get(0), pair.get(1)) {
+                        all.insert(old.as_str().unwrap_or_default().to_owned(), new.clone());
+                    }
+                }
+            }
+            clone_self_references(&t, &pk_name, &selfs, (sv, dv), JsonB(keys));
+        }
+    }
+    out
+}
+
+/// After a table's last clone batch: each reference of the table to itself that pointed at a row
+/// of a later batch (written NULL then) gets that row's new key, through `keys` (every old key of
+/// the table and its new one). Runs as the table's owner, in the clone's scope (reading sees the
+/// source, writing the clone). A reference left unmapped (a row written to the source during the
+/// clone) is refused (55000), and the transaction with this batch with it.
+fn clone_self_references(t: &Tenant, pk_name: &str, selfs: &[&TableColumn], (sv, dv): (String, String), keys: JsonB) {
+    let cast = if t.column_type == "text" { "" } else { "::pg_catalog.uuid" };
+    let (tbl, tcol, pk) = (&t.name, quote_identifier(&t.column), quote_identifier(pk_name));
+    for col in selfs {
+        let q = quote_identifier(&col.name);
+        let new_of = |expr: &str| format!("($3::pg_catalog.jsonb OPERATOR(pg_catalog.->>) {expr}::pg_catalog.text)");
+        let fix = format!(
+            "UPDATE {tbl} d SET {q} = {new}::{typ} FROM {tbl} s \
+              WHERE s.{tcol} OPERATOR(pg_catalog.=) $1{cast} AND d.{tcol} OPERATOR(pg_catalog.=) $2{cast} \
+                AND d.{pk}::pg_catalog.text OPERATOR(pg_catalog.=) {new_pk} AND s.{q} IS NOT NULL AND d.{q} IS NULL",
+            new = new_of(&format!("s.{q}")),
+            typ = col.typ,
+            new_pk = new_of(&format!("s.{pk}")),
+        );
+        let left = format!(
+            "SELECT pg_catalog.count(*) FROM {tbl} s WHERE s.{tcol} OPERATOR(pg_catalog.=) $1{cast} AND s.{q} IS NOT NULL \
+                AND {} IS NULL",
+            new_of(&format!("s.{q}"))
+        );
+        let unmapped = spi(Spi::connect_mut(|c| {
+            c.update(&fix, None, &[sv.clone().into(), dv.clone().into(), JsonB(keys.0.clone()).into()])?;
+            c.update(&left, None, &[sv.clone().into(), dv.clone().into(), JsonB(keys.0.clone()).into()])?
+                .first()
+                .get_one::<i64>()
+        }))
+        .unwrap_or(0);
+        if unmapped > 0 {
+            Error::PrerequisiteState.raise(
+                format!(
+                    "tenancy: {unmapped} rows of {} reference rows of their own table written to organization {} after it was cloned",
+                    t.name, sv
+                ),
+                "Nothing of this batch was written. Keep the source organization from being written during the clone \
+                 (deactivate it, or pause its writers), erase the partial clone (deactivate it, CALL tenancy.erase_organization) \
+                 and clone again.",
+            )
+        }
+    }
 }
 
 /// A running clone of `src` into `dst` must exist (created by `CALL tenancy.clone_organization`):
@@ -742,15 +907,34 @@ fn mapped_foreign_keys(rel: pg_sys::Oid, t: &Tenant) -> Vec<(String, pg_sys::Oid
 
 /// The clone batch's statement: the next `batch_size` rows of the source (in key order, after
 /// `$3`) with new keys (`new_key`), inserted for the clone with their mapped references
-/// (`$4`: {"<parent oid>": {"<old key>": "<new key>"}}); it returns the keys' map and the last key.
+/// (`$4`: {"<parent oid>": {"<old key>": "<new key>"}}); it returns the keys' map, the last key
+/// and the number of references to another table that `$4` could not map (rows written to the
+/// parent after it was copied: the caller refuses the batch). A reference of the table to itself
+/// is mapped through this batch's own keys too (a row and its parent in one batch, or a row that
+/// points at itself); one to a row of a later batch is written NULL here and set by
+/// `clone_self_references` after the table's last batch.
 fn clone_statement(
     t: &Tenant,
+    rel: pg_sys::Oid,
     (pk_name, pk_type, new_key): (&str, &str, &str),
     cols: &[TableColumn],
     mapped: &[(String, pg_sys::Oid)],
     batch_size: i32,
 ) -> String {
     let cast = |ct: &str| if ct == "text" { "" } else { "::pg_catalog.uuid" };
+    // A reference through the maps of earlier batches and earlier tables ($4).
+    let through_maps = |col: &TableColumn, parent: pg_sys::Oid| {
+        format!(
+            "(($4::pg_catalog.jsonb OPERATOR(pg_catalog.->) '{}') OPERATOR(pg_catalog.->>) m.{}::pg_catalog.text)::{}",
+            parent.to_u32(),
+            quote_identifier(&col.name),
+            col.typ
+        )
+    };
+    // The self references: one join of the batch with itself per column (k1, k2, ...).
+    let selfs: Vec<&TableColumn> =
+        cols.iter().filter(|col| mapped.iter().any(|(c, p)| *c == col.name && *p == rel)).collect();
+    let self_join = |col: &TableColumn| format!("k{}", selfs.iter().position(|c| c.name == col.name).unwrap_or(0) + 1);
     let exprs: Vec<String> = cols
         .iter()
         .map(|col| {
@@ -760,16 +944,40 @@ fn clone_statement(
             } else if col.name == pk_name {
                 "m.\"__tenancy_new\"".to_owned()
             } else if let Some((_, parent)) = mapped.iter().find(|(c, _)| *c == col.name) {
-                format!(
-                    "(($4::pg_catalog.jsonb OPERATOR(pg_catalog.->) '{}') OPERATOR(pg_catalog.->>) m.{q}::pg_catalog.text)::{}",
-                    parent.to_u32(),
-                    col.typ
-                )
+                if *parent == rel {
+                    format!(
+                        "coalesce({}.\"__tenancy_new\"::{}, {})",
+                        self_join(col),
+                        col.typ,
+                        through_maps(col, *parent)
+                    )
+                } else {
+                    through_maps(col, *parent)
+                }
             } else {
                 format!("m.{q}")
             }
         })
         .collect();
+    let joins: String = selfs
+        .iter()
+        .map(|col| {
+            let k = self_join(col);
+            format!(
+                " LEFT JOIN m {k} ON {k}.\"__tenancy_old\" OPERATOR(pg_catalog.=) m.{}::pg_catalog.text",
+                quote_identifier(&col.name)
+            )
+        })
+        .collect();
+    let unmapped: Vec<String> = mapped
+        .iter()
+        .filter(|(_, parent)| *parent != rel)
+        .filter_map(|(c, parent)| cols.iter().find(|col| col.name == *c).map(|col| (col, *parent)))
+        .map(|(col, parent)| {
+            format!("(m.{} IS NOT NULL AND {} IS NULL)", quote_identifier(&col.name), through_maps(col, parent))
+        })
+        .collect();
+    let unmapped = if unmapped.is_empty() { "false".to_owned() } else { unmapped.join(" OR ") };
     let list = cols.iter().map(|c| quote_identifier(&c.name)).collect::<Vec<_>>().join(", ");
     let pkq = quote_identifier(pk_name);
     format!(
@@ -777,10 +985,11 @@ fn clone_statement(
             SELECT s.*, s.{pkq}::pg_catalog.text AS \"__tenancy_old\", {new_key} AS \"__tenancy_new\" FROM {tbl} s \
              WHERE s.{tcol} OPERATOR(pg_catalog.=) $1{c} AND ($3::pg_catalog.text IS NULL OR s.{pkq} OPERATOR(pg_catalog.>) $3::{pk_type}) \
              ORDER BY s.{pkq} LIMIT {n}), \
-         ins AS (INSERT INTO {tbl} ({list}) OVERRIDING SYSTEM VALUE SELECT {exprs} FROM m) \
+         ins AS (INSERT INTO {tbl} ({list}) OVERRIDING SYSTEM VALUE SELECT {exprs} FROM m{joins}) \
          SELECT pg_catalog.jsonb_build_object('keys', coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_array(m.\"__tenancy_old\", \
                     m.\"__tenancy_new\"::pg_catalog.text) ORDER BY m.{pkq}), '[]'), \
-                'last', (pg_catalog.array_agg(m.\"__tenancy_old\" ORDER BY m.{pkq} DESC))[1], 'rows', pg_catalog.count(*)) FROM m",
+                'last', (pg_catalog.array_agg(m.\"__tenancy_old\" ORDER BY m.{pkq} DESC))[1], 'rows', pg_catalog.count(*), \
+                'unmapped', pg_catalog.count(*) FILTER (WHERE {unmapped})) FROM m",
         tbl = t.name,
         tcol = quote_identifier(&t.column),
         c = cast(&t.column_type),
