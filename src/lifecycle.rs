@@ -905,6 +905,55 @@ fn mapped_foreign_keys(rel: pg_sys::Oid, t: &Tenant) -> Vec<(String, pg_sys::Oid
     mapped
 }
 
+/// The SQL of a clone batch's references (`m` is the batch, `$4` the maps).
+struct MappedReferences {
+    /// Each mapped column and its new value.
+    values: Vec<(String, String)>,
+    /// The batch joined with itself once per column that references the table itself (k1, ...).
+    joins: String,
+    /// True for a row with a reference to another table that `$4` cannot map.
+    unmapped: String,
+}
+
+fn mapped_references(rel: pg_sys::Oid, cols: &[TableColumn], mapped: &[(String, pg_sys::Oid)]) -> MappedReferences {
+    // A reference through the maps of earlier batches and earlier tables ($4).
+    let through_maps = |col: &TableColumn, parent: pg_sys::Oid| {
+        format!(
+            "(($4::pg_catalog.jsonb OPERATOR(pg_catalog.->) '{}') OPERATOR(pg_catalog.->>) m.{}::pg_catalog.text)::{}",
+            parent.to_u32(),
+            quote_identifier(&col.name),
+            col.typ
+        )
+    };
+    let columns: Vec<(&TableColumn, pg_sys::Oid)> = mapped
+        .iter()
+        .filter_map(|(c, parent)| cols.iter().find(|col| col.name == *c).map(|col| (col, *parent)))
+        .collect();
+    let mut out = MappedReferences { values: Vec::new(), joins: String::new(), unmapped: String::new() };
+    let mut unmapped = Vec::new();
+    for (col, parent) in columns {
+        if parent == rel {
+            // Through this batch's own keys first (the row itself, or its parent in this batch).
+            let k = format!("k{}", out.joins.matches(" LEFT JOIN ").count() + 1);
+            out.joins.push_str(&format!(
+                " LEFT JOIN m {k} ON {k}.\"__tenancy_old\" OPERATOR(pg_catalog.=) m.{}::pg_catalog.text",
+                quote_identifier(&col.name)
+            ));
+            let e = format!("coalesce({k}.\"__tenancy_new\"::{}, {})", col.typ, through_maps(col, parent));
+            out.values.push((col.name.clone(), e));
+        } else {
+            unmapped.push(format!(
+                "(m.{} IS NOT NULL AND {} IS NULL)",
+                quote_identifier(&col.name),
+                through_maps(col, parent)
+            ));
+            out.values.push((col.name.clone(), through_maps(col, parent)));
+        }
+    }
+    out.unmapped = if unmapped.is_empty() { "false".to_owned() } else { unmapped.join(" OR ") };
+    out
+}
+
 /// The clone batch's statement: the next `batch_size` rows of the source (in key order, after
 /// `$3`) with new keys (`new_key`), inserted for the clone with their mapped references
 /// (`$4`: {"<parent oid>": {"<old key>": "<new key>"}}); it returns the keys' map, the last key
@@ -922,62 +971,22 @@ fn clone_statement(
     batch_size: i32,
 ) -> String {
     let cast = |ct: &str| if ct == "text" { "" } else { "::pg_catalog.uuid" };
-    // A reference through the maps of earlier batches and earlier tables ($4).
-    let through_maps = |col: &TableColumn, parent: pg_sys::Oid| {
-        format!(
-            "(($4::pg_catalog.jsonb OPERATOR(pg_catalog.->) '{}') OPERATOR(pg_catalog.->>) m.{}::pg_catalog.text)::{}",
-            parent.to_u32(),
-            quote_identifier(&col.name),
-            col.typ
-        )
-    };
-    // The self references: one join of the batch with itself per column (k1, k2, ...).
-    let selfs: Vec<&TableColumn> =
-        cols.iter().filter(|col| mapped.iter().any(|(c, p)| *c == col.name && *p == rel)).collect();
-    let self_join = |col: &TableColumn| format!("k{}", selfs.iter().position(|c| c.name == col.name).unwrap_or(0) + 1);
+    let refs = mapped_references(rel, cols, mapped);
     let exprs: Vec<String> = cols
         .iter()
         .map(|col| {
-            let q = quote_identifier(&col.name);
             if col.name == t.column {
                 format!("$2{}", cast(&t.column_type))
             } else if col.name == pk_name {
                 "m.\"__tenancy_new\"".to_owned()
-            } else if let Some((_, parent)) = mapped.iter().find(|(c, _)| *c == col.name) {
-                if *parent == rel {
-                    format!(
-                        "coalesce({}.\"__tenancy_new\"::{}, {})",
-                        self_join(col),
-                        col.typ,
-                        through_maps(col, *parent)
-                    )
-                } else {
-                    through_maps(col, *parent)
-                }
+            } else if let Some((_, e)) = refs.values.iter().find(|(c, _)| *c == col.name) {
+                e.clone()
             } else {
-                format!("m.{q}")
+                format!("m.{}", quote_identifier(&col.name))
             }
         })
         .collect();
-    let joins: String = selfs
-        .iter()
-        .map(|col| {
-            let k = self_join(col);
-            format!(
-                " LEFT JOIN m {k} ON {k}.\"__tenancy_old\" OPERATOR(pg_catalog.=) m.{}::pg_catalog.text",
-                quote_identifier(&col.name)
-            )
-        })
-        .collect();
-    let unmapped: Vec<String> = mapped
-        .iter()
-        .filter(|(_, parent)| *parent != rel)
-        .filter_map(|(c, parent)| cols.iter().find(|col| col.name == *c).map(|col| (col, *parent)))
-        .map(|(col, parent)| {
-            format!("(m.{} IS NOT NULL AND {} IS NULL)", quote_identifier(&col.name), through_maps(col, parent))
-        })
-        .collect();
-    let unmapped = if unmapped.is_empty() { "false".to_owned() } else { unmapped.join(" OR ") };
+    let (joins, unmapped) = (&refs.joins, &refs.unmapped);
     let list = cols.iter().map(|c| quote_identifier(&c.name)).collect::<Vec<_>>().join(", ");
     let pkq = quote_identifier(pk_name);
     format!(
