@@ -683,18 +683,10 @@ impl IntText {
 
 /// A uuid's 16 bytes as uuid_out writes them, quoted.
 fn format_uuid(b: &[u8]) -> [u8; 38] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [b'"'; 38];
-    let mut j = 1;
-    for (i, &x) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out[j] = b'-';
-            j += 1;
-        }
-        out[j] = HEX[(x >> 4) as usize];
-        out[j + 1] = HEX[(x & 15) as usize];
-        j += 2;
-    }
+    let mut text = [0u8; 36];
+    crate::settings::write_uuid(b.try_into().expect("a uuid is 16 bytes"), &mut text);
+    out[1..37].copy_from_slice(&text);
     out
 }
 

@@ -164,7 +164,7 @@ pub fn _erase_batch(rel: pg_sys::Oid, org: Uuid, batch_size: i32) -> i64 {
     let cond = tenant_condition("t", &t);
     let self_keys = self_references(rel);
     if !self_keys.is_empty() {
-        return erase_leaves_first(&t, org, n, &self_keys);
+        return erase_leaves_first(&t, org, &slug, n, &self_keys);
     }
     let sql = if t.kind == 'p' {
         // ctid is unique per partition only: match (tableoid, ctid).
@@ -222,9 +222,8 @@ fn self_references(rel: pg_sys::Oid) -> Vec<(Vec<String>, Vec<String>)> {
 /// left. Deleting a parent before its children would break the key (and stop the erase); the
 /// rows left when no row is unreferenced reference each other in cycles, and go in one statement
 /// (the keys are checked at its end, when all of them are gone).
-fn erase_leaves_first(t: &Tenant, org: Uuid, n: i32, self_keys: &[(Vec<String>, Vec<String>)]) -> i64 {
-    let slug = organization(org).map(|(_, s)| s).unwrap_or_default();
-    let value = tenant_value(t, org, &slug);
+fn erase_leaves_first(t: &Tenant, org: Uuid, slug: &str, n: i32, self_keys: &[(Vec<String>, Vec<String>)]) -> i64 {
+    let value = tenant_value(t, org, slug);
     // The row's identity: ctid is unique per partition only.
     let id = |a: &str| if t.kind == 'p' { format!("({a}.tableoid, {a}.ctid)") } else { format!("{a}.ctid") };
     let referenced: Vec<String> = self_keys
@@ -257,7 +256,7 @@ fn erase_leaves_first(t: &Tenant, org: Uuid, n: i32, self_keys: &[(Vec<String>, 
         )
     };
     let _owner = AsRole::switch_to(t.owner);
-    let _scope = LifecycleScope::enter(org, Some(slug), true, false);
+    let _scope = LifecycleScope::enter(org, Some(slug.to_owned()), true, false);
     let delete = |sql: &str| {
         spi(Spi::connect_mut(|c| {
             Ok::<_, pgrx::spi::SpiError>(c.update(sql, None, &[value.clone().into()])?.len() as i64)
@@ -726,9 +725,7 @@ pub fn _clone_batch(
                 count("unmapped"),
                 t.name
             ),
-            "Nothing of this batch was written. Keep the source organization from being written during the clone \
-             (deactivate it, or pause its writers), erase the partial clone (deactivate it, CALL tenancy.erase_organization) \
-             and clone again.",
+            SOURCE_WRITTEN_DURING_CLONE,
         )
     }
     // The table's last batch: its references to rows of later batches.
@@ -751,6 +748,11 @@ pub fn _clone_batch(
     }
     out
 }
+
+/// The hint of a clone batch refused because the source was written during the clone.
+const SOURCE_WRITTEN_DURING_CLONE: &str = "Nothing of this batch was written. Keep the source organization from being \
+    written during the clone (deactivate it, or pause its writers), erase the partial clone (deactivate it, CALL \
+    tenancy.erase_organization) and clone again.";
 
 /// After a table's last clone batch: each reference of the table to itself that pointed at a row
 /// of a later batch (written NULL then) gets that row's new key, through `keys` (every old key of
@@ -789,9 +791,7 @@ fn clone_self_references(t: &Tenant, pk_name: &str, selfs: &[&TableColumn], (sv,
                     "tenancy: {unmapped} rows of {} reference rows of their own table written to organization {} after it was cloned",
                     t.name, sv
                 ),
-                "Nothing of this batch was written. Keep the source organization from being written during the clone \
-                 (deactivate it, or pause its writers), erase the partial clone (deactivate it, CALL tenancy.erase_organization) \
-                 and clone again.",
+                SOURCE_WRITTEN_DURING_CLONE,
             )
         }
     }

@@ -150,19 +150,27 @@ pub fn parse_uuid(s: &str) -> Option<Uuid> {
     (digits == 32).then(|| Uuid::from_bytes(bytes))
 }
 
+/// A uuid's 16 bytes as `uuid_out` writes them (lower-case, hyphenated), into `out`.
+pub fn write_uuid(b: &[u8; 16], out: &mut [u8; 36]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut j = 0;
+    for (i, &x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[j] = b'-';
+            j += 1;
+        }
+        out[j] = HEX[usize::from(x >> 4)];
+        out[j + 1] = HEX[usize::from(x & 15)];
+        j += 2;
+    }
+}
+
 /// A uuid as `uuid::text` writes it (lower-case, hyphenated): the canonical form of a uuid user
 /// id, written for every policy check (`core::fmt` takes several times as long).
 pub fn uuid_text(u: &Uuid) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(36);
-    for (i, &x) in u.as_bytes().iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out.push('-');
-        }
-        out.push(char::from(HEX[usize::from(x >> 4)]));
-        out.push(char::from(HEX[usize::from(x & 15)]));
-    }
-    out
+    let mut out = [0u8; 36];
+    write_uuid(u.as_bytes(), &mut out);
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 pub(crate) fn jwt_claims() -> Option<serde_json::Value> {
