@@ -83,7 +83,8 @@ extension_sql_file!(
         lifecycle::_usage,
         export::export_organization,
         lifecycle::_import_rows,
-        lifecycle::_clone_batch
+        lifecycle::_clone_batch,
+        lifecycle::_clone_check
     ]
 );
 extension_sql_file!("../sql/api.sql", name = "api", finalize);

@@ -749,6 +749,21 @@ pub fn _clone_batch(
     out
 }
 
+/// Internal (`tenancy.clone_organization`, before the new organization is created): refuses
+/// (0A000) when a table of `tables` cannot be cloned (no single-column primary key besides the
+/// tenant column, or a foreign key to a tenant table without the tenant column), so that a clone
+/// that could not finish creates nothing. Each batch checks its table again.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+pub fn _clone_check(tables: Option<Vec<Option<pg_sys::Oid>>>) {
+    require_administrator("clone an organization");
+    for rel in tables.unwrap_or_default().into_iter().flatten() {
+        let t = tenant_table(rel);
+        single_column_key(rel, &t);
+        mapped_foreign_keys(rel, &t);
+    }
+}
+
 /// The hint of a clone batch refused because the source was written during the clone.
 const SOURCE_WRITTEN_DURING_CLONE: &str = "Nothing of this batch was written. Keep the source organization from being \
     written during the clone (deactivate it, or pause its writers), erase the partial clone (deactivate it, CALL \
