@@ -102,6 +102,12 @@ pub fn export_organization(organization_id: Option<Uuid>, fcinfo: pg_sys::Functi
         ))
     })
     .unwrap_or(JsonB(serde_json::json!([])));
+    // The reads run as the caller, in the export's scope: on Citus only where the shards let them.
+    let role = security::current_role();
+    for t in tables.0.as_array().into_iter().flatten() {
+        let rel = relid_of(t);
+        crate::lifecycle::require_scope_reaches(rel, &regclass_text(rel), role, "export");
+    }
     if acting_administrator() {
         refuse_owner_code_for_administrator(&tables);
     }
@@ -222,17 +228,12 @@ impl ExportResult {
         let names = parse_text_array(&names.unwrap_or_default());
         let mut counts = Vec::with_capacity(list.len());
         for (index, (t, json_name)) in list.iter().zip(&names).enumerate() {
-            // The registry's relid (an oid: a JSON string in jsonb).
-            let relid = match &t["relid"] {
-                serde_json::Value::String(s) => s.parse::<u32>().unwrap_or(0),
-                v => v.as_u64().unwrap_or(0) as u32,
-            };
             let column = t["tenant_column"].as_str().unwrap_or_default();
             let column_type = t["column_type"].as_str().unwrap_or("uuid");
             let cast = if column_type == "text" { "" } else { "::pg_catalog.uuid" };
             let sql = CString::new(format!(
                 "SELECT * FROM {} r WHERE r.{} OPERATOR(pg_catalog.=) {}{cast}",
-                regclass_text(pg_sys::Oid::from(relid)),
+                regclass_text(relid_of(t)),
                 pgrx::spi::quote_identifier(column),
                 literal(&value(column_type)),
             ))
@@ -251,6 +252,14 @@ impl ExportResult {
         self.put(line.as_ptr() as _, line.len());
         pg_sys::SPI_finish();
     }
+}
+
+/// A table's relid in the tables' list (an oid: a JSON string in jsonb).
+fn relid_of(t: &serde_json::Value) -> pg_sys::Oid {
+    pg_sys::Oid::from(match &t["relid"] {
+        serde_json::Value::String(s) => s.parse::<u32>().unwrap_or(0),
+        v => v.as_u64().unwrap_or(0) as u32,
+    })
 }
 
 /// `'text'` as an SQL literal.

@@ -84,7 +84,7 @@ extension_sql_file!(
         export::export_organization,
         lifecycle::_import_rows,
         lifecycle::_clone_batch,
-        lifecycle::_clone_check
+        lifecycle::_lifecycle_check
     ]
 );
 extension_sql_file!("../sql/api.sql", name = "api", finalize);

@@ -749,18 +749,51 @@ pub fn _clone_batch(
     out
 }
 
-/// Internal (`tenancy.clone_organization`, before the new organization is created): refuses
-/// (0A000) when a table of `tables` cannot be cloned (no single-column primary key besides the
-/// tenant column, or a foreign key to a tenant table without the tenant column), so that a clone
-/// that could not finish creates nothing. Each batch checks its table again.
+/// Internal: the checks of a lifecycle operation (`erase`, `import`, `clone`) on every table of
+/// `tables`, before anything is created or deleted, so that an operation that could not finish
+/// changes nothing. Every operation: a Citus-distributed table whose owner (the role its
+/// statements run as) is under row-level security is refused (`require_scope_reaches`). A clone
+/// also needs, in each table, a single-column primary key besides the tenant column and foreign
+/// keys to tenant tables that carry the tenant column (0A000). Each batch checks its table again.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-pub fn _clone_check(tables: Option<Vec<Option<pg_sys::Oid>>>) {
-    require_administrator("clone an organization");
+pub fn _lifecycle_check(tables: Option<Vec<Option<pg_sys::Oid>>>, operation: Option<&str>) {
+    let operation = match operation {
+        Some(op @ ("erase" | "import" | "clone")) => op,
+        _ => Error::InvalidParameter.raise(
+            "tenancy: _lifecycle_check needs an operation: erase, import or clone",
+            "Call the lifecycle procedures (erase_organization, import_organization, clone_organization) instead.",
+        ),
+    };
+    require_administrator(&format!("{operation} an organization"));
     for rel in tables.unwrap_or_default().into_iter().flatten() {
         let t = tenant_table(rel);
-        single_column_key(rel, &t);
-        mapped_foreign_keys(rel, &t);
+        require_scope_reaches(rel, &t.name, t.owner, operation);
+        if operation == "clone" {
+            single_column_key(rel, &t);
+            mapped_foreign_keys(rel, &t);
+        }
+    }
+}
+
+/// Refuses (0A000) a lifecycle operation on a Citus-distributed (or reference) tenant table when
+/// its statements would run as `role` under row-level security: the shards' policies run on the
+/// workers, which the lifecycle's scope (a state of this session) does not reach, so they would
+/// let no row through — an export or a clone would come out empty, an erase would delete nothing
+/// and find nothing left. A role that bypasses row-level security (a superuser, BYPASSRLS) reads
+/// and writes the shards with the operation's own conditions.
+pub(crate) fn require_scope_reaches(rel: pg_sys::Oid, name: &str, role: pg_sys::Oid, operation: &str) {
+    // SAFETY: role attribute lookups by oid.
+    let bypasses = unsafe { pg_sys::superuser_arg(role) || pg_sys::has_bypassrls_privilege(role) };
+    if !bypasses && crate::citus::is_distributed(rel) {
+        Error::FeatureNotSupported.raise(
+            format!(
+                "tenancy: {operation} cannot reach the rows of {name}: it is distributed by Citus, whose shards' \
+                 row-level security (on the workers) does not see the lifecycle's scope and would let no row through"
+            ),
+            "On Citus, the tables' owner (the exporter, for an export) must bypass row-level security: a superuser \
+             or a BYPASSRLS role. Nothing was changed.",
+        )
     }
 }
 

@@ -19,6 +19,9 @@
 //! * no membership memo on a coordinator without placements of the catalog (item 4);
 //! * a context replayed through assign_distributed_transaction_id stops verifying after
 //!   CONTEXT_MAX_AGE_SECONDS (item 8).
+//! * the tenant lifecycle on distributed tables: usage, export, clone, erase and import where the
+//!   tables' owner bypasses row-level security; each refused (0A000, nothing changed) where it
+//!   does not, since the workers' policies do not see the lifecycle's scope.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -731,6 +734,194 @@ fn scenario(db: &str, owner: &str, installer: &str, app: &str, tally: &mut Tally
         }
         drop(viewer);
     }
+    lifecycle(db, installer, tally);
+}
+
+const ORG_COPY: &str = "00000000-0000-0000-0000-0000000000c1";
+const ORG_EMPTY: &str = "00000000-0000-0000-0000-0000000000e0";
+
+/// Rows of organization `org` (id `org`, slug `slug`) in the scenario's tenant tables, read by
+/// the superuser (row-level security does not filter it): projects, tasks, parts, labels.
+fn rows_of(su: &mut Client, org: &str, slug: &str) -> Vec<i64> {
+    let r = su
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.projects WHERE organization_id = $1::text::uuid),
+                    (SELECT count(*) FROM public.tasks WHERE organization_id = $1::text::uuid),
+                    (SELECT count(*) FROM public.parts WHERE org_slug = $2),
+                    (SELECT count(*) FROM public.labels WHERE org_slug = $2)",
+            &[&org, &slug],
+        )
+        .unwrap();
+    (0..4).map(|i| r.get(i)).collect()
+}
+
+/// The tenant lifecycle on distributed tables. Where the tables' owner bypasses row-level
+/// security (citus_su: a superuser installed tenancy and owns the tables): usage, an export of
+/// organization B, a clone of B (every task of the clone on a project of the clone), the clone
+/// exported, erased (verified, 0 rows left) and imported back from its export (same rows), and
+/// erased again. Where it does not (citus_owner: the database's owner, not a superuser, owns the
+/// tables under forced row-level security, which runs on the workers where the lifecycle's scope
+/// does not reach): export, clone, erase and import are refused with 0A000 and change nothing,
+/// instead of exporting or cloning nothing and "verifying" an erase that deleted nothing.
+fn lifecycle(db: &str, installer: &str, tally: &mut Tally) {
+    let mut adm = connect(0, installer, db);
+    let mut su = connect(0, "postgres", db);
+    let b = rows_of(&mut su, ORG_B, "org-b");
+    let lines_of = |c: &mut Client, org: &str| -> Result<Vec<String>, postgres::Error> {
+        Ok(c.query("SELECT line FROM tenancy.export_organization($1::text::uuid)", &[&org])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    };
+    let code = |r: Result<(), postgres::Error>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.as_db_error().map(|d| d.code().code().to_owned()).unwrap_or_else(|| e.to_string()),
+    };
+    if installer == "postgres" {
+        let usage: i64 = adm
+            .query_one(
+                "SELECT coalesce(sum(rows), 0)::bigint FROM tenancy.organization_usage() WHERE organization_slug = 'org-b'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let exported = lines_of(&mut adm, ORG_B);
+        tally.case(
+            &format!(
+                "{db}: lifecycle: export of B on distributed tables ({} rows of B, usage {usage})",
+                b.iter().sum::<i64>()
+            ),
+            matches!(&exported, Ok(l) if l.len() as i64 == usage + 2) && usage >= b.iter().sum::<i64>(),
+            format!("{:?} lines", exported.as_ref().map(Vec::len)),
+        );
+        let r = adm
+            .batch_execute(&format!(
+                "CALL tenancy.clone_organization('{ORG_B}', 'Org B copy', 'org-b-copy', '{ORG_COPY}', batch_size => 1)"
+            ))
+            .map_err(|e| err_text::<()>(Err(e)));
+        let copied = rows_of(&mut su, ORG_COPY, "org-b-copy");
+        let outside: i64 = su
+            .query_one(
+                "SELECT count(*) FROM public.tasks t WHERE t.organization_id = $1::text::uuid
+                    AND NOT EXISTS (SELECT 1 FROM public.projects p WHERE p.organization_id = t.organization_id AND p.id = t.project_id)",
+                &[&ORG_COPY],
+            )
+            .unwrap()
+            .get(0);
+        tally.case(
+            &format!("{db}: lifecycle: clone of B on distributed tables, every reference inside the clone"),
+            r.is_ok() && copied == b && outside == 0 && rows_of(&mut su, ORG_B, "org-b") == b,
+            format!("{r:?}; copied {copied:?} of {b:?}, {outside} outside"),
+        );
+        let export_of_copy = lines_of(&mut adm, ORG_COPY).unwrap_or_default();
+        let r = adm.batch_execute(&format!("SELECT tenancy.deactivate_organization('{ORG_COPY}')")).and_then(|_| {
+            adm.batch_execute(&format!("CALL tenancy.erase_organization('{ORG_COPY}', batch_size => 1)"))
+        });
+        let verified: Option<bool> = su
+            .query_opt(
+                "SELECT verified FROM tenancy.erasures WHERE organization_id = $1::text::uuid AND status = 'completed'",
+                &[&ORG_COPY],
+            )
+            .unwrap()
+            .map(|r| r.get(0));
+        let left = rows_of(&mut su, ORG_COPY, "org-b-copy");
+        tally.case(
+            &format!("{db}: lifecycle: erase of the clone on distributed tables, verified, nothing left, B unchanged"),
+            r.is_ok()
+                && verified == Some(true)
+                && left.iter().all(|n| *n == 0)
+                && rows_of(&mut su, ORG_B, "org-b") == b,
+            format!("{}; verified {verified:?}, left {left:?}", err_text(r)),
+        );
+        // The clone's export imported back (same ids), then erased again.
+        su.batch_execute(
+            "CREATE TABLE public.copy_export (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, line text)",
+        )
+        .unwrap();
+        for line in &export_of_copy {
+            su.execute("INSERT INTO public.copy_export (line) VALUES ($1)", &[line]).unwrap();
+        }
+        su.batch_execute("ALTER TABLE public.copy_export OWNER TO postgres").unwrap();
+        let r = adm.batch_execute("CALL tenancy.import_organization('public.copy_export', batch_size => 2)");
+        let restored = rows_of(&mut su, ORG_COPY, "org-b-copy");
+        tally.case(
+            &format!("{db}: lifecycle: import of the clone's export on distributed tables"),
+            r.is_ok() && restored == b && Some(export_of_copy.len()) == exported.as_ref().ok().map(Vec::len),
+            format!("{}; restored {restored:?} of {b:?}, {} lines exported", err_text(r), export_of_copy.len()),
+        );
+        let r = adm
+            .batch_execute(&format!("SELECT tenancy.deactivate_organization('{ORG_COPY}')"))
+            .and_then(|_| adm.batch_execute(&format!("CALL tenancy.erase_organization('{ORG_COPY}')")));
+        tally.case(
+            &format!("{db}: lifecycle: the imported organization erased again"),
+            r.is_ok() && rows_of(&mut su, ORG_COPY, "org-b-copy").iter().all(|n| *n == 0),
+            err_text(r),
+        );
+        return;
+    }
+    // The tables' owner is under forced row-level security: every operation refused, nothing changed.
+    let count_state = |su: &mut Client| -> i64 {
+        su.query_one(
+            "SELECT (SELECT count(*) FROM tenancy.organizations) + (SELECT count(*) FROM tenancy.clones)
+                  + (SELECT count(*) FROM tenancy.erasures) + (SELECT count(*) FROM tenancy.imports)",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = count_state(&mut su);
+    let r = lines_of(&mut adm, ORG_B).map(|_| ());
+    let state = code(r);
+    tally.case(
+        &format!("{db}: lifecycle: export refused on distributed tables under forced RLS"),
+        state == "0A000",
+        state,
+    );
+    let r = adm.batch_execute(&format!(
+        "CALL tenancy.clone_organization('{ORG_B}', 'Org B copy', 'org-b-copy', '{ORG_COPY}')"
+    ));
+    let state = code(r);
+    tally.case(
+        &format!("{db}: lifecycle: clone refused on distributed tables under forced RLS"),
+        state == "0A000",
+        state,
+    );
+    adm.batch_execute(&format!(
+        "SELECT tenancy.create_organization('Empty', 'empty', '{ORG_EMPTY}'); SELECT tenancy.deactivate_organization('{ORG_EMPTY}');"
+    ))
+    .unwrap();
+    let before_erase = count_state(&mut su);
+    let r = adm.batch_execute(&format!("CALL tenancy.erase_organization('{ORG_EMPTY}')"));
+    let state = code(r);
+    tally.case(
+        &format!("{db}: lifecycle: erase refused on distributed tables under forced RLS"),
+        state == "0A000",
+        state,
+    );
+    let header = su
+        .query_one("SELECT line FROM tenancy.export_organization($1::text::uuid) LIMIT 1", &[&ORG_B])
+        .unwrap()
+        .get::<_, String>(0);
+    su.batch_execute("CREATE TABLE public.b_export (n bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, line text)")
+        .unwrap();
+    let end = r#"{"end" : true, "rows" : {}}"#.to_owned();
+    for line in [header.replace(ORG_B, "00000000-0000-0000-0000-0000000000f9").replace("\"org-b\"", "\"org-f9\""), end]
+    {
+        su.execute("INSERT INTO public.b_export (line) VALUES ($1)", &[&line]).unwrap();
+    }
+    su.batch_execute(&format!("ALTER TABLE public.b_export OWNER TO \"{installer}\"")).unwrap();
+    let r = adm.batch_execute("CALL tenancy.import_organization('public.b_export')");
+    let state = code(r);
+    tally.case(
+        &format!("{db}: lifecycle: import refused on distributed tables under forced RLS"),
+        state == "0A000",
+        state,
+    );
+    tally.case(
+        &format!("{db}: lifecycle: the refusals changed nothing"),
+        count_state(&mut su) == before_erase && before_erase == before + 1 && rows_of(&mut su, ORG_B, "org-b") == b,
+        format!("{before} / {before_erase} / {}", count_state(&mut su)),
+    );
 }
 
 /// Item 4: a coordinator that holds no placement of the catalog does not memoize, so a

@@ -1238,22 +1238,14 @@ BEGIN
         RAISE EXCEPTION 'tenancy.clone_organization: batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- Every table can be cloned, or nothing is created (0A000).
-    PERFORM tenancy._clone_check(tenancy._fk_order(ARRAY(SELECT tt.relid FROM tenancy.tenant_tables tt
-                                                           JOIN pg_class pc ON pc.oid = tt.relid::oid))::oid[]);
+    PERFORM tenancy._lifecycle_check(tenancy._fk_order(ARRAY(SELECT tt.relid FROM tenancy.tenant_tables tt
+                                                               JOIN pg_class pc ON pc.oid = tt.relid::oid))::oid[], 'clone');
     v_rec := tenancy._privileged('clone_begin', jsonb_build_object('source_id', p_source, 'name', p_name, 'slug', p_slug,
                                                                    'organization_id', p_organization_id));
     RAISE NOTICE 'tenancy.clone_organization %: % (organization %)', p_slug,
           CASE WHEN (v_rec->>'resumed')::boolean THEN 'resumed' ELSE 'started' END, v_rec->>'organization_id';
     RETURN v_rec;
 END $$;
-
-CREATE OR REPLACE FUNCTION tenancy."_clone_check"(
-	"tables" oid[] 
-) RETURNS void
-VOLATILE PARALLEL UNSAFE
-SET search_path TO pg_catalog, pg_temp
-LANGUAGE c 
-AS 'MODULE_PATHNAME', '_clone_check_wrapper';
 
 CREATE OR REPLACE FUNCTION tenancy._clone_step(p_clone uuid, p_batch_size integer, OUT done boolean)
 LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
@@ -1365,6 +1357,8 @@ BEGIN
     IF p_batch_size IS NULL OR p_batch_size < 1 THEN
         RAISE EXCEPTION 'tenancy.erase_organization: batch_size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- Every table can be erased here, or nothing is started (0A000).
+    PERFORM tenancy._lifecycle_check(tenancy._erase_order()::oid[], 'erase');
     v_rec := tenancy._privileged('erase_begin', jsonb_build_object('organization_id', p_org));
     SELECT string_agg(format('%s rows of %s (foreign key %s to %s)', r.rows, r.referencing_table, r.constraint_name, r.referenced_table), '; ')
       INTO v_report FROM tenancy._erase_references(p_org) r;
@@ -1646,6 +1640,7 @@ BEGIN
         RAISE EXCEPTION 'tenancy.import_organization: the export has tables that are not tenant tables here: %', v_bad
             USING ERRCODE = 'undefined_object', HINT = 'Create and convert those tables first (same columns), then import again.';
     END IF;
+    PERFORM tenancy._lifecycle_check(ARRAY(SELECT to_regclass(x)::oid FROM jsonb_array_elements_text(v_first->'tables') x), 'import');
     v_org := (v_first->'organization'->>'id')::uuid;
     v_rec := tenancy._privileged('import_begin', jsonb_build_object('organization_id', v_org, 'header', v_first,
                                                                     'source', p_source::text));
@@ -1914,6 +1909,15 @@ BEGIN
                          'An organization''s owner may deactivate it and export it; the erase itself is an administrator''s act.';
     END IF;
 END $$;
+
+CREATE OR REPLACE FUNCTION tenancy."_lifecycle_check"(
+	"tables" oid[], 
+	"operation" TEXT 
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c 
+AS 'MODULE_PATHNAME', '_lifecycle_check_wrapper';
 
 CREATE OR REPLACE FUNCTION tenancy._log(p_operation text, p_table text, p_status text, p_details jsonb,
                              p_started timestamptz DEFAULT NULL, p_caller oid DEFAULT NULL)
@@ -4454,7 +4458,7 @@ COMMENT ON FUNCTION tenancy._op_clone_progress(jsonb, oid, boolean, text) IS 'In
 COMMENT ON FUNCTION tenancy._op_clone_finish(jsonb, oid, boolean, text) IS 'Internal catalog operation: completes a clone and drops its key map.';
 COMMENT ON FUNCTION tenancy._clone_begin(uuid, text, text, uuid, integer) IS 'Internal: starts or resumes a clone.';
 COMMENT ON FUNCTION tenancy._clone_step(uuid, integer) IS 'Internal: one step of a clone (a batch of one table, or the end).';
-COMMENT ON FUNCTION tenancy._clone_check(oid[]) IS 'Internal: refuses (0A000) a clone any of whose tables cannot be cloned, before the new organization is created.';
+COMMENT ON FUNCTION tenancy._lifecycle_check(oid[], text) IS 'Internal: refuses (0A000) an erase, import or clone that could not finish (a table the clone cannot map, a distributed table whose owner is under row-level security), before anything is changed.';
 COMMENT ON FUNCTION tenancy._clone_batch(oid, uuid, uuid, text, integer, jsonb) IS 'Internal: copies one batch of an organization''s rows of a tenant table into its clone with new keys, as the table''s owner.';
 COMMENT ON PROCEDURE tenancy.clone_organization(uuid, text, text, uuid, integer) IS
   'Copy an organization into a new one in this database (a sandbox, a demo): parents first, in batches with a COMMIT each, as each table''s owner; primary keys get new values (sequence, uuid) and every foreign key inside the organization is mapped to them; other columns, natural keys included, are kept. Resumable: CALL again. Administrators only.';
