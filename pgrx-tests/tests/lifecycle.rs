@@ -1084,3 +1084,56 @@ fn partitioned_tenant_tables_are_exported_imported_cloned_and_erased() {
     assert_eq!(count_of(&mut c, "SELECT count(*) FROM tenancy.organizations WHERE slug = 'part-copy-2'"), 0);
     println!("lifecycle: partitioned tenant tables (LIST and HASH by organization) exported, imported, cloned and erased; a clone that cannot map a table refused before anything was created");
 }
+
+const HIDDEN: &str = "00000000-0000-0000-0000-0000000000d1";
+
+/// Rows the table's owner hides from itself with a policy of its own (RESTRICTIVE, not tenancy's)
+/// are rows the erase cannot delete: the verification counts every row (row-level security
+/// bypassed, as nothing of the owner's can run in that count), so the erase stops with 55000 and
+/// stays incomplete instead of recording itself verified with those rows left (or going over the
+/// tables forever); once the policy is gone, the same CALL finishes it. The table has no foreign
+/// key to tenancy.organizations, which would otherwise stop the erase's last step instead.
+#[test]
+fn rows_hidden_from_the_erase_stop_it_instead_of_a_false_verification() {
+    role("lc_tables", "");
+    let db = "lc_hidden";
+    let mut su = superuser();
+    su.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
+    su.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    let mut c = superuser_of(db);
+    c.batch_execute(&format!(
+        "CREATE EXTENSION tenancy;
+         CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, organization_id uuid NOT NULL,
+                             body text NOT NULL, UNIQUE (organization_id, id));
+         ALTER TABLE notes OWNER TO lc_tables;
+         SELECT tenancy.register_table('notes');
+         SELECT tenancy.enable_isolation('notes');
+         SELECT tenancy.create_organization('Hidden', 'hidden', id => '{HIDDEN}');
+         INSERT INTO notes (organization_id, body) SELECT '{HIDDEN}', CASE WHEN g <= 2 THEN 'archived' ELSE 'n' || g END
+           FROM generate_series(1, 7) g;
+         CREATE POLICY owner_hides_archived ON notes AS RESTRICTIVE FOR ALL TO PUBLIC USING (body <> 'archived');
+         SELECT tenancy.deactivate_organization('{HIDDEN}');"
+    ))
+    .unwrap();
+    let left = |c: &mut postgres::Client| -> i64 {
+        c.query_one(&format!("SELECT count(*) FROM notes WHERE organization_id = '{HIDDEN}'"), &[]).unwrap().get(0)
+    };
+    let status = |c: &mut postgres::Client| -> Option<(String, bool)> {
+        c.query_opt(&format!("SELECT status, verified FROM tenancy.erasures WHERE organization_id = '{HIDDEN}'"), &[])
+            .unwrap()
+            .map(|r| (r.get(0), r.get(1)))
+    };
+    let err = c
+        .batch_execute(&format!("CALL tenancy.erase_organization('{HIDDEN}', batch_size => 3)"))
+        .expect_err("rows the erase cannot see stop it");
+    let db_err = err.as_db_error().expect("a database error");
+    assert_eq!(db_err.code().code(), "55000", "{db_err:?}");
+    assert!(db_err.message().contains("2 rows of public.notes are hidden"), "{}", db_err.message());
+    assert_eq!(left(&mut c), 2, "the visible rows are deleted, the hidden ones are left");
+    assert_eq!(status(&mut c), Some(("running".into(), false)), "the erasure is not recorded as complete");
+    c.batch_execute("DROP POLICY owner_hides_archived ON notes").unwrap();
+    c.batch_execute(&format!("CALL tenancy.erase_organization('{HIDDEN}', batch_size => 3)")).unwrap();
+    assert_eq!(left(&mut c), 0, "no row left");
+    assert_eq!(status(&mut c), Some(("completed".into(), true)), "completed and verified");
+    println!("lifecycle: rows hidden from the erase by the owner's own policy stop it (55000, incomplete); resumed once the policy is gone");
+}
