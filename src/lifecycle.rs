@@ -316,39 +316,21 @@ impl IndexScanPlans {
 
 /// Internal (`tenancy.erase_organization`'s verification): how many rows of `org` table `rel`
 /// still holds. Counted with row-level security bypassed wherever no code of the table's owner
-/// can run (a count of a plain or partitioned table by a built-in tenant column type), so that a
-/// row the owner's own policies hide from the erase is not missed; such a row, which no batch can
-/// delete, stops the erase (55000) rather than sending it over the tables forever. Elsewhere,
-/// counted as the table's owner, as the batches delete.
+/// can run (`rows_of`), so that a row the owner's own policies hide from the erase is not missed;
+/// such a row, which no batch can delete, stops the erase (55000) rather than sending it over
+/// the tables forever. Elsewhere, counted as the table's owner, as the batches delete.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 pub fn _erase_remaining(rel: pg_sys::Oid, org: Uuid) -> i64 {
     let slug = require_running_erasure(org);
     let t = tenant_table(rel);
-    let sql =
-        format!("SELECT pg_catalog.count(*)::pg_catalog.int8 FROM {} t WHERE {}", t.name, tenant_condition("t", &t));
-    let value = tenant_value(&t, org, &slug);
-    let as_owner = || {
-        let _owner = AsRole::switch_to(t.owner);
-        let _scope = LifecycleScope::enter(org, Some(slug.clone()), false, false);
-        spi(Spi::get_one_with_args::<i64>(&sql, &[value.clone().into()])).unwrap_or(0)
-    };
-    if owner_code_could_run(&[rel], &[(rel, t.column.as_str())]) {
-        return as_owner();
-    }
-    // Every row first, then the owner's view: a row written in between is in the second count
-    // only, never taken for a hidden one.
-    let all = {
-        let _su = AsRole::switch_to(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
-        spi(Spi::get_one_with_args::<i64>(&sql, &[value.clone().into()])).unwrap_or(0)
-    };
-    let as_owner = as_owner();
-    if all > as_owner {
+    let (all, seen) = rows_of(rel, &t, org, &slug);
+    if all > seen {
         Error::PrerequisiteState.raise(
             format!(
                 "tenancy.erase_organization {slug}: {} rows of {} are hidden from the erase by row-level security \
                  that is not tenancy's (a policy of the table's owner): it cannot delete them",
-                all - as_owner,
+                all - seen,
                 t.name
             ),
             "Change or drop that policy (or delete those rows as a role that sees them), then CALL \
@@ -356,6 +338,31 @@ pub fn _erase_remaining(rel: pg_sys::Oid, org: Uuid) -> i64 {
         )
     }
     all
+}
+
+/// Organization `org`'s rows in tenant table `rel`: (every row, the rows its owner sees in the
+/// lifecycle's scope). Every row is counted with row-level security bypassed, where no code of
+/// the owner can run in that count (a plain or partitioned table, a built-in tenant column type);
+/// elsewhere both are the owner's count. Every row first: a row written in between is in the
+/// second count only, never taken for a hidden one.
+fn rows_of(rel: pg_sys::Oid, t: &Tenant, org: Uuid, slug: &str) -> (i64, i64) {
+    let sql =
+        format!("SELECT pg_catalog.count(*)::pg_catalog.int8 FROM {} t WHERE {}", t.name, tenant_condition("t", t));
+    let value = tenant_value(t, org, slug);
+    let seen = || {
+        let _owner = AsRole::switch_to(t.owner);
+        let _scope = LifecycleScope::enter(org, Some(slug.to_owned()), false, false);
+        spi(Spi::get_one_with_args::<i64>(&sql, &[value.clone().into()])).unwrap_or(0)
+    };
+    if owner_code_could_run(&[rel], &[(rel, t.column.as_str())]) {
+        let n = seen();
+        return (n, n);
+    }
+    let all = {
+        let _su = AsRole::switch_to(pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID));
+        spi(Spi::get_one_with_args::<i64>(&sql, &[value.clone().into()])).unwrap_or(0)
+    };
+    (all, seen())
 }
 
 /// A foreign key into a tenant table that could make an erase reach beyond the organization.
@@ -739,7 +746,7 @@ pub fn _clone_batch(
     let sql = clone_statement(&t, rel, (&pk_name, &pk_type, &new_key), &cols, &mapped, batch_size);
     let (sv, dv) = (tenant_value(&t, src, &src_slug), tenant_value(&t, dst, &dst_slug));
     let _owner = AsRole::switch_to(t.owner);
-    let _scope = LifecycleScope::enter_clone((src, Some(src_slug)), (dst, Some(dst_slug)));
+    let _scope = LifecycleScope::enter_clone((src, Some(src_slug.clone())), (dst, Some(dst_slug)));
     let out = spi(Spi::connect_mut(|c| {
         c.update(&sql, None, &[sv.clone().into(), dv.clone().into(), after.into(), JsonB(maps.0.clone()).into()])?
             .first()
@@ -757,8 +764,22 @@ pub fn _clone_batch(
             SOURCE_WRITTEN_DURING_CLONE,
         )
     }
-    // The table's last batch: its references to rows of later batches.
+    // The table's last batch: no row of the source hidden from the clone (by a policy of the
+    // table's owner), then its references to rows of later batches.
     if count("rows") < i64::from(batch_size) {
+        let (all, seen) = rows_of(rel, &t, src, &src_slug);
+        if all > seen {
+            Error::PrerequisiteState.raise(
+                format!(
+                    "tenancy.clone_organization: {} rows of {} in organization {src} are hidden from the clone by \
+                     row-level security that is not tenancy's (a policy of the table's owner): it cannot copy them",
+                    all - seen,
+                    t.name
+                ),
+                "Nothing of this batch was written. Change or drop that policy, then CALL tenancy.clone_organization \
+                 again: it resumes.",
+            )
+        }
         let selfs: Vec<&TableColumn> =
             cols.iter().filter(|col| mapped.iter().any(|(c, p)| *c == col.name && *p == rel)).collect();
         if !selfs.is_empty() {

@@ -1086,15 +1086,17 @@ fn partitioned_tenant_tables_are_exported_imported_cloned_and_erased() {
 }
 
 const HIDDEN: &str = "00000000-0000-0000-0000-0000000000d1";
+const HIDDEN_COPY: &str = "00000000-0000-0000-0000-0000000000d2";
 
 /// Rows the table's owner hides from itself with a policy of its own (RESTRICTIVE, not tenancy's)
-/// are rows the erase cannot delete: the verification counts every row (row-level security
+/// are rows a clone cannot copy: it stops with 55000 at the table's last batch, and resumes once
+/// the policy is gone. They are rows the erase cannot delete: the verification counts every row (row-level security
 /// bypassed, as nothing of the owner's can run in that count), so the erase stops with 55000 and
 /// stays incomplete instead of recording itself verified with those rows left (or going over the
 /// tables forever); once the policy is gone, the same CALL finishes it. The table has no foreign
 /// key to tenancy.organizations, which would otherwise stop the erase's last step instead.
 #[test]
-fn rows_hidden_from_the_erase_stop_it_instead_of_a_false_verification() {
+fn rows_hidden_from_a_clone_or_an_erase_stop_it_instead_of_a_silent_gap() {
     role("lc_tables", "");
     let db = "lc_hidden";
     let mut su = superuser();
@@ -1111,7 +1113,27 @@ fn rows_hidden_from_the_erase_stop_it_instead_of_a_false_verification() {
          SELECT tenancy.create_organization('Hidden', 'hidden', id => '{HIDDEN}');
          INSERT INTO notes (organization_id, body) SELECT '{HIDDEN}', CASE WHEN g <= 2 THEN 'archived' ELSE 'n' || g END
            FROM generate_series(1, 7) g;
-         CREATE POLICY owner_hides_archived ON notes AS RESTRICTIVE FOR ALL TO PUBLIC USING (body <> 'archived');
+         CREATE POLICY owner_hides_archived ON notes AS RESTRICTIVE FOR ALL TO PUBLIC USING (body <> 'archived');"
+    ))
+    .unwrap();
+    // The clone cannot copy the hidden rows either: stopped at the table's last batch (nothing of
+    // it written), resumed once the policy is gone.
+    let clone = format!(
+        "CALL tenancy.clone_organization('{HIDDEN}', 'Hidden copy', 'hidden-copy', '{HIDDEN_COPY}', batch_size => 10)"
+    );
+    let err = c.batch_execute(&clone).expect_err("rows the clone cannot see stop it");
+    let db_err = err.as_db_error().expect("a database error");
+    assert_eq!(db_err.code().code(), "55000", "{db_err:?}");
+    assert!(db_err.message().contains("2 rows of public.notes in organization"), "{}", db_err.message());
+    let copied = |c: &mut postgres::Client| -> i64 {
+        c.query_one(&format!("SELECT count(*) FROM notes WHERE organization_id = '{HIDDEN_COPY}'"), &[]).unwrap().get(0)
+    };
+    assert_eq!(copied(&mut c), 0, "nothing of the refused batch is written");
+    c.batch_execute("DROP POLICY owner_hides_archived ON notes").unwrap();
+    c.batch_execute(&clone).unwrap();
+    assert_eq!(copied(&mut c), 7, "the resumed clone copies every row");
+    c.batch_execute(&format!(
+        "CREATE POLICY owner_hides_archived ON notes AS RESTRICTIVE FOR ALL TO PUBLIC USING (body <> 'archived');
          SELECT tenancy.deactivate_organization('{HIDDEN}');"
     ))
     .unwrap();
@@ -1135,5 +1157,5 @@ fn rows_hidden_from_the_erase_stop_it_instead_of_a_false_verification() {
     c.batch_execute(&format!("CALL tenancy.erase_organization('{HIDDEN}', batch_size => 3)")).unwrap();
     assert_eq!(left(&mut c), 0, "no row left");
     assert_eq!(status(&mut c), Some(("completed".into(), true)), "completed and verified");
-    println!("lifecycle: rows hidden from the erase by the owner's own policy stop it (55000, incomplete); resumed once the policy is gone");
+    println!("lifecycle: rows hidden by the owner's own policy stop a clone and an erase (55000, incomplete); both resume once the policy is gone");
 }
