@@ -767,19 +767,7 @@ pub fn _clone_batch(
     // The table's last batch: no row of the source hidden from the clone (by a policy of the
     // table's owner), then its references to rows of later batches.
     if count("rows") < i64::from(batch_size) {
-        let (all, seen) = rows_of(rel, &t, src, &src_slug);
-        if all > seen {
-            Error::PrerequisiteState.raise(
-                format!(
-                    "tenancy.clone_organization: {} rows of {} in organization {src} are hidden from the clone by \
-                     row-level security that is not tenancy's (a policy of the table's owner): it cannot copy them",
-                    all - seen,
-                    t.name
-                ),
-                "Nothing of this batch was written. Change or drop that policy, then CALL tenancy.clone_organization \
-                 again: it resumes.",
-            )
-        }
+        refuse_rows_hidden_from_clone(rel, &t, src, &src_slug);
         let selfs: Vec<&TableColumn> =
             cols.iter().filter(|col| mapped.iter().any(|(c, p)| *c == col.name && *p == rel)).collect();
         if !selfs.is_empty() {
@@ -797,6 +785,25 @@ pub fn _clone_batch(
         }
     }
     out
+}
+
+/// At a table's last clone batch: a row of the source that a policy of the table's owner (not
+/// tenancy's) hides from the clone, which reads as that owner, stops it (55000) rather than being
+/// left out (`rows_of`).
+fn refuse_rows_hidden_from_clone(rel: pg_sys::Oid, t: &Tenant, src: Uuid, src_slug: &str) {
+    let (all, seen) = rows_of(rel, t, src, src_slug);
+    if all > seen {
+        Error::PrerequisiteState.raise(
+            format!(
+                "tenancy.clone_organization: {} rows of {} in organization {src} are hidden from the clone by \
+                 row-level security that is not tenancy's (a policy of the table's owner): it cannot copy them",
+                all - seen,
+                t.name
+            ),
+            "Nothing of this batch was written. Change or drop that policy, then CALL tenancy.clone_organization \
+             again: it resumes.",
+        )
+    }
 }
 
 /// Internal: the checks of a lifecycle operation (`erase`, `import`, `clone`) on every table of
