@@ -841,7 +841,6 @@ fn lifecycle(db: &str, installer: &str, tally: &mut Tally) {
         for line in &export_of_copy {
             su.execute("INSERT INTO public.copy_export (line) VALUES ($1)", &[line]).unwrap();
         }
-        su.batch_execute("ALTER TABLE public.copy_export OWNER TO postgres").unwrap();
         let r = adm.batch_execute("CALL tenancy.import_organization('public.copy_export', batch_size => 2)");
         let restored = rows_of(&mut su, ORG_COPY, "org-b-copy");
         tally.case(

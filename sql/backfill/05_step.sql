@@ -179,12 +179,13 @@ BEGIN
         v_lo := (v_leaf->>'next')::bigint;
         v_hi := least((v_leaf->>'blocks')::bigint,
                       v_lo + greatest(1, ceil(v_batch::double precision / v_fill.tuples_per_block))::bigint);
-        IF (v_rec.source).kind = 'parent' AND (SELECT greatest(c.reltuples, 0) FROM pg_class c WHERE c.oid = (v_rec.source).parent_oid)
-                                                  > 20 * v_batch THEN
-            -- A parent much larger than a batch: one index probe per row into it (a hash join
-            -- would read all of it per batch). Up to 20 times a batch, reading the parent once
-            -- per batch and hashing the batch is cheaper than the probes (about 0.1 us a parent
-            -- row against 3-4 us a probe), and the planner's choice is left alone.
+        IF (v_rec.source).kind = 'parent'
+           AND coalesce((SELECT c.reltuples < 0 OR c.reltuples > 20 * v_batch FROM pg_class c WHERE c.oid = (v_rec.source).parent_oid), true) THEN
+            -- A parent much larger than a batch (or of unknown size: never analyzed): one index
+            -- probe per row into it (a hash join would read all of it per batch). Up to 20 times
+            -- a batch, reading the parent once per batch and hashing the batch is cheaper than the
+            -- probes (about 0.1 us a parent row against 3-4 us a probe), and the planner's choice
+            -- is left alone.
             PERFORM set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true);
         END IF;
         -- The batch and its progress record commit together, without waiting for the WAL flush
