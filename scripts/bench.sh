@@ -23,7 +23,8 @@
 # needs only psql, pgbench (both come with postgresql-15) and awk. Environment:
 # TENANCY_BENCH_PORT (28840), TENANCY_BENCH_DIR (/tmp/tn-bench; the copy of PostgreSQL goes to
 # <dir>-pg), TENANCY_BENCH_OUT (BENCHMARKS.md), TENANCY_BENCH_MAX_WAL_SIZE (8GB; less where the
-# disk is short: the full size writes tens of GB of WAL).
+# disk is short: the full size writes tens of GB of WAL), TENANCY_BENCH_KEEP=1 (keep the cluster's
+# data directory afterwards; by default it is removed, the results in <dir>/run stay).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -37,7 +38,7 @@ for arg in "$@"; do
     --lifecycle) ONLY=lifecycle ;;
     --backfill) ONLY=backfill ;;
     --policy) ONLY=policy ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "bench: unknown argument $arg (use --quick, --lifecycle, --backfill, --policy)" >&2; exit 2 ;;
   esac
 done
@@ -85,6 +86,8 @@ cleanup() {
   [ -n "$WRITER_PID" ] && kill "$WRITER_PID" 2>/dev/null
   cluster_stop "$DIR"
   rm -rf "$PGCOPY"
+  # The full-size cluster takes ~10 GB: the results stay in $RUN, the data goes unless kept.
+  [ "${TENANCY_BENCH_KEEP:-0}" = 1 ] || rm -rf "$DIR/data"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

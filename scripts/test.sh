@@ -109,6 +109,13 @@ done
 # (cargo pgrx test always uses port 32200+major, so two checkouts cannot run it at once).
 tmp="${TENANCY_TMP:-/tmp}"
 export TENANCY_TMP="$tmp"
+# A full run needs ~10 GB (two cargo target trees, a release build, clusters of a few GB): say so
+# at the start rather than fail with ENOSPC in the middle.
+for d in "$tmp" .; do
+  free_kb=$(df -Pk "$d" | awk 'NR == 2 { print $4 }')
+  [ "$free_kb" -ge $(( 8 * 1024 * 1024 )) ] ||
+    echo "WARNING: only $(( free_kb / 1024 )) MB free under $d; a full run needs about 10 GB"
+done
 echo "== in-database tests (cargo pgrx test)"
 if [ "${TENANCY_SKIP_PGRX_TEST:-0}" = 1 ]; then
   echo "in-database tests: skipped (TENANCY_SKIP_PGRX_TEST=1)"
@@ -129,7 +136,8 @@ echo "== client tests"
 source scripts/cluster.sh
 port="$TENANCY_TEST_PORT"
 cluster_start "$tmp/tenancy-client-tests-$major" "$port"
-trap 'cluster_stop "$tmp/tenancy-client-tests-$major"' EXIT
+# The client tests' cluster grows to a few GB: removed afterwards unless TENANCY_KEEP_CLUSTERS=1.
+trap 'cluster_stop "$tmp/tenancy-client-tests-$major"; [ "${TENANCY_KEEP_CLUSTERS:-0}" = 1 ] || rm -rf "$tmp/tenancy-client-tests-$major"' EXIT
 TENANCY_TEST_PORT="$port" cargo test -p tenancy-client-tests --test '*' -- --test-threads=2 --nocapture
 
 echo "== seed conversions (examples/seed_*.sql: each ends with its runbook's checklist as assertions)"
