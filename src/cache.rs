@@ -149,11 +149,19 @@ fn enabled() -> bool {
     WATCHED.with(|w| w.set(relids));
     clear();
     let ids: Vec<pg_sys::Oid> = relids.to_vec();
-    let triggers = Spi::get_one_with_args::<i64>(
-        "SELECT (SELECT count(*) FROM pg_catalog.pg_trigger t \
-          WHERE t.tgname = 'lookups_changed' AND t.tgrelid = ANY ($1) AND t.tgenabled IN ('O', 'A'))",
-        &[ids.into()],
-    );
+    // A read-only query (Spi::get_one would take a transaction id, as for a write: every
+    // transaction after a catalog change would burn one, and the membership probe, which reads
+    // only in transactions that have written nothing, would give way to the query).
+    let triggers = Spi::connect(|c| {
+        c.select(
+            "SELECT (SELECT count(*) FROM pg_catalog.pg_trigger t \
+              WHERE t.tgname = 'lookups_changed' AND t.tgrelid = ANY ($1) AND t.tgenabled IN ('O', 'A'))",
+            Some(1),
+            &[ids.into()],
+        )?
+        .first()
+        .get_one::<i64>()
+    });
     // On Citus the triggers fire where the catalog's placements are written: without a placement
     // here, no invalidation reaches this node, and a memo here would outlive a revocation.
     let on = matches!(triggers, Ok(Some(3))) && crate::citus::catalog_changes_reach_this_node(&relids);

@@ -38,6 +38,7 @@ mod operator;
 mod organization;
 mod policies;
 mod privileged;
+mod probe;
 mod security;
 mod settings;
 mod signed;

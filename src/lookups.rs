@@ -8,6 +8,8 @@
 //! at the next statement of every session.
 //! The catalog tables carry RLS: a role that does not own them sees only the memberships of
 //! the current user, so these functions cannot be used to probe other users' memberships.
+//! The acting user's own membership (what `set_organization` and every policy check ask) is read
+//! from the catalog's indexes without SPI where that gives the query's answer (`crate::probe`).
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
@@ -122,10 +124,15 @@ pub fn membership(user: &str, org: Uuid) -> Option<Rights> {
 /// `membership`, for a caller that already read the acting user (`viewer`, what `current_user()`
 /// returns now): the context functions, which would otherwise read it twice per check.
 pub fn membership_seen_by(viewer: Option<String>, user: &str, org: Uuid) -> Option<Rights> {
+    let probe_viewer = viewer.clone();
     memo("membership", viewer, &[user.as_bytes(), org.as_bytes()], || {
-        kept_one::<i32>(&MEMBER_RIGHT, &membership_sql(), &[text_oid(), uuid_oid()], &[user.into(), org.into()])
+        // The acting user's own membership, read from the indexes where that is the query's
+        // answer (crate::probe); else the query.
+        crate::probe::membership(probe_viewer.as_deref(), user, org).unwrap_or_else(|| {
+            kept_one::<i32>(&MEMBER_RIGHT, &membership_sql(), &[text_oid(), uuid_oid()], &[user.into(), org.into()])
+                .map(Rights::from_bits)
+        })
     })
-    .map(Rights::from_bits)
 }
 
 pub fn is_active_member(user: &str, org: Uuid) -> bool {

@@ -170,7 +170,7 @@ pub fn write_uuid(b: &[u8; 16], out: &mut [u8; 36]) {
 pub fn uuid_text(u: &Uuid) -> String {
     let mut out = [0u8; 36];
     write_uuid(u.as_bytes(), &mut out);
-    out.iter().map(|&b| char::from(b)).collect()
+    std::str::from_utf8(&out).expect("a uuid's text is ASCII").to_owned()
 }
 
 pub(crate) fn jwt_claims() -> Option<serde_json::Value> {

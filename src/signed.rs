@@ -74,9 +74,17 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 thread_local! {
-    /// The key, once read (per backend). Absence is not remembered: a key created later is found.
+    /// The key, once read (per backend).
     static KEY: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+    /// Why there was no key, and when the file is to be tried again: absence is remembered for
+    /// `KEY_RETRY` only, so a key created later is found within that time. (Without it, every
+    /// `set_organization` of a database without Citus tried to open the file: a failed open()
+    /// was a third of its time.)
+    static NO_KEY: RefCell<Option<(std::time::Instant, String)>> = const { RefCell::new(None) };
 }
+
+/// How long a backend trusts that there is no key file before it looks again.
+const KEY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The key file's text, decoded: hex (whitespace ignored), at least 32 bytes.
 pub fn parse_key(text: &str) -> Result<Vec<u8>, String> {
@@ -99,17 +107,25 @@ pub(crate) fn load_key() -> Result<Vec<u8>, String> {
     if let Some(k) = KEY.with(|k| k.borrow().clone()) {
         return Ok(k);
     }
+    let now = std::time::Instant::now();
+    if let Some(why) = NO_KEY.with(|n| n.borrow().as_ref().filter(|(at, _)| now < *at + KEY_RETRY).map(|(_, why)| why.clone())) {
+        return Err(why);
+    }
     let path = key_path();
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{} cannot be read: {e}", path.display()))?;
-    let key = parse_key(&text).map_err(|why| format!("{} is not a usable key: {why}", path.display()))?;
-    KEY.with(|k| *k.borrow_mut() = Some(key.clone()));
-    Ok(key)
+    let key = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{} cannot be read: {e}", path.display()))
+        .and_then(|text| parse_key(&text).map_err(|why| format!("{} is not a usable key: {why}", path.display())));
+    match &key {
+        Ok(key) => KEY.with(|k| *k.borrow_mut() = Some(key.clone())),
+        Err(why) => NO_KEY.with(|n| *n.borrow_mut() = Some((now, why.clone()))),
+    }
+    key
 }
 
 pub(crate) const KEY_HINT: &str =
     "Create the same key on every node (coordinator and workers), as the server's OS user: \
      openssl rand -hex 32 > \"$PGDATA/tenancy_context.key\" && chmod 600 \"$PGDATA/tenancy_context.key\" \
-     (copy that one file to every node's data directory); sessions read it on first use.";
+     (copy that one file to every node's data directory); sessions read it on first use (a session that found none looks again a second later).";
 
 // ---------------------------------------------------------------------------------------------
 // The token

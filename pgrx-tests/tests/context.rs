@@ -179,6 +179,60 @@ fn a_revoked_membership_is_seen_by_the_very_next_statement() {
     assert_eq!(org, None, "the chosen organization is re-checked, not cached");
 }
 
+/// `set_organization` and the policies read the acting user's own membership straight from the
+/// catalog's indexes (src/probe.rs), but only where the catalog's row-level security and
+/// privileges would give the query's answer: a policy the catalog's owner adds, or a privilege it
+/// takes away, still decides, in the very next transaction.
+#[test]
+fn a_policy_or_a_revoked_privilege_on_the_catalog_still_decides_a_membership() {
+    let mut owner = two_tenant_db("ctx_catalog_rls");
+    let mut app = app_session("ctx_catalog_rls");
+    // set_organization's verdict, and what a policy finds for the organization the settings name
+    // (each in a transaction of its own).
+    let choose = |app: &mut postgres::Client| {
+        let mut tx = app.transaction().unwrap();
+        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+        let chosen = tx.batch_execute(&format!("SELECT tenancy.set_organization('{ORG_A}')"));
+        let chosen = if chosen.is_ok() { "ok".to_string() } else { sqlstate(chosen) };
+        drop(tx);
+        let mut tx = app.transaction().unwrap();
+        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'; SET LOCAL tenancy.organization_id = '{ORG_A}'"))
+            .unwrap();
+        let policy: Option<String> = tx
+            .query_one("SELECT tenancy.policy_organization_id('read')::text", &[])
+            .map(|r| r.get(0))
+            .unwrap_or_else(|e| Some(format!("error {}", e.code().map(|c| c.code()).unwrap_or("?"))));
+        (chosen, policy)
+    };
+    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())), "the owner of A chooses A");
+
+    // The catalog's owner hides A's memberships from everyone else with a policy of its own.
+    owner
+        .batch_execute(&format!(
+            "CREATE POLICY hide_org_a ON tenancy.memberships AS RESTRICTIVE FOR SELECT USING (organization_id <> '{ORG_A}')"
+        ))
+        .unwrap();
+    assert_eq!(choose(&mut app), ("42501".into(), None), "the added policy hides the membership");
+    owner.batch_execute("DROP POLICY hide_org_a ON tenancy.memberships").unwrap();
+    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())));
+
+    // ...or takes the right to read the roles away from the application role.
+    owner.batch_execute("REVOKE SELECT ON tenancy.roles FROM PUBLIC").unwrap();
+    assert_eq!(choose(&mut app), ("42501".into(), Some("error 42501".into())), "permission denied for table roles");
+    owner.batch_execute("GRANT SELECT ON tenancy.roles TO PUBLIC").unwrap();
+    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())));
+
+    // A policy narrowed to another role leaves the application role with none: it reads no row.
+    owner
+        .batch_execute(
+            "ALTER POLICY organizations_of_current_user ON tenancy.organizations TO ctx_catalog_rls_owner",
+        )
+        .unwrap();
+    assert_eq!(choose(&mut app), ("42501".into(), None), "no policy for this role: no organization row");
+    owner.batch_execute("ALTER POLICY organizations_of_current_user ON tenancy.organizations TO PUBLIC").unwrap();
+    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())));
+}
+
 #[test]
 fn users_cannot_probe_other_users_memberships() {
     two_tenant_db("ctx_probe");

@@ -1,0 +1,240 @@
+//! The membership lookup (`lookups::membership_seen_by`) as three index probes, without SPI.
+//!
+//! A cold lookup through SPI runs the kept join of memberships, organizations and roles with the
+//! catalog's row-level security, whose policies call `tenancy.current_user_id()` (a function with
+//! a pinned search_path) in their InitPlans: about 0.1 ms, as much as the application's own
+//! query. `set_organization` and the first policy check of every transaction pay it when the memo
+//! does not hold the answer (a pooled server serving many users). This module gives the same
+//! answer from the same rows by reading the three tables' indexes directly, only where that answer
+//! is provably the query's:
+//!
+//! * the user looked up is the acting user (the viewer): the catalog's policies then let every
+//!   row the lookup needs through (the user's own membership; the organization it is a member of;
+//!   every role), so row-level security removes nothing the query would have read;
+//! * each table carries exactly the policies tenancy created (by name, permissive, for SELECT):
+//!   a policy added by anyone else sends the lookup back to SPI, which applies it;
+//! * the current role may SELECT each table (else SPI, which raises the error the query raises);
+//! * the transaction has written nothing yet (no transaction id): a read-only SPI query reads the
+//!   active snapshot, which is the one probed here; a writing transaction's SPI query takes a new
+//!   snapshot after a command-counter increment, so it keeps the SPI path.
+//!
+//! Anything else answers `None` ("cannot probe"), and the caller runs the query. The memo in
+//! `crate::cache` wraps both paths alike, so revocations are honoured exactly as before.
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::{PgList, Uuid};
+
+use crate::context::Rights;
+
+/// The catalog tables the lookup reads, with their index and the one policy tenancy gives each.
+const MEMBERSHIPS: (&CStr, &CStr, &CStr) = (c"memberships", c"memberships_user_idx", c"memberships_of_current_user");
+const ORGANIZATIONS: (&CStr, &CStr, &CStr) = (c"organizations", c"organizations_pkey", c"organizations_of_current_user");
+const ROLES: (&CStr, &CStr, &CStr) = (c"roles", c"roles_pkey", c"roles_readable_by_all");
+
+/// The rights of `user`'s active membership in the active organization `org` (None: no such
+/// membership), when the acting user `viewer` may be answered by index probes; `None` when the
+/// caller must run the query instead.
+pub(crate) fn membership(viewer: Option<&str>, user: &str, org: Uuid) -> Option<Option<Rights>> {
+    if viewer != Some(user) {
+        return None;
+    }
+    // SAFETY: catalog lookups and index scans of tables opened (and locked) here, with the active
+    // snapshot; every tuple read is copied out before its scan ends.
+    unsafe {
+        if pg_sys::GetCurrentTransactionIdIfAny() != pg_sys::InvalidTransactionId {
+            return None;
+        }
+        let snap = pg_sys::GetActiveSnapshot();
+        if snap.is_null() || (*snap).snapshot_type != pg_sys::SnapshotType::SNAPSHOT_MVCC {
+            return None;
+        }
+        let nsp = pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true);
+        if nsp == pg_sys::InvalidOid {
+            return None;
+        }
+        let memberships = Table::open(nsp, MEMBERSHIPS)?;
+        let organizations = Table::open(nsp, ORGANIZATIONS)?;
+        let roles = Table::open(nsp, ROLES)?;
+
+        let user_att = memberships.attnum(c"user_id")?;
+        let user_key = UserKey::of(pg_sys::get_atttype(memberships.relid, user_att), user)?;
+        let org_bytes = *org.as_bytes();
+        let org_datum = pg_sys::Datum::from(org_bytes.as_ptr());
+        let keys = [
+            memberships.key(user_att, user_key.proc, user_key.datum),
+            memberships.key(memberships.attnum(c"organization_id")?, pg_sys::F_UUID_EQ, org_datum),
+        ];
+        let found = memberships.first(snap, &keys, |t| {
+            Some((t.bool(c"is_active")?, t.text(c"role")?))
+        })?;
+        let Some((true, role)) = found else { return Some(None) };
+
+        let keys = [organizations.key(organizations.attnum(c"id")?, pg_sys::F_UUID_EQ, org_datum)];
+        if organizations.first(snap, &keys, |t| t.bool(c"is_active"))? != Some(true) {
+            return Some(None);
+        }
+
+        let name = pg_sys::cstring_to_text_with_len(role.as_ptr() as *const _, role.len() as i32);
+        let keys = [roles.key(roles.attnum(c"name")?, pg_sys::F_TEXTEQ, pg_sys::Datum::from(name))];
+        let bits = roles.first(snap, &keys, |t| {
+            Some(t.bool(c"can_read")? as i32 | (t.bool(c"can_write")? as i32) << 1 | (t.bool(c"can_delete")? as i32) << 2)
+        })?;
+        Some(bits.map(Rights::from_bits))
+    }
+}
+
+/// A user id as a scan key's argument: the column's type decides the equality and the datum.
+struct UserKey {
+    proc: u32,
+    datum: pg_sys::Datum,
+    /// The uuid's bytes, which a uuid datum points to.
+    _bytes: Box<[u8; 16]>,
+}
+
+impl UserKey {
+    unsafe fn of(typid: pg_sys::Oid, user: &str) -> Option<UserKey> {
+        let mut bytes = Box::new([0u8; 16]);
+        let (proc, datum) = match typid {
+            pg_sys::UUIDOID => {
+                *bytes = *crate::settings::parse_uuid(user)?.as_bytes();
+                (pg_sys::F_UUID_EQ, pg_sys::Datum::from(bytes.as_ptr()))
+            }
+            pg_sys::INT8OID => (pg_sys::F_INT8EQ, pg_sys::Datum::from(user.parse::<i64>().ok()?)),
+            pg_sys::TEXTOID => (
+                pg_sys::F_TEXTEQ,
+                pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(user.as_ptr() as *const _, user.len() as i32)),
+            ),
+            _ => return None,
+        };
+        Some(UserKey { proc, datum, _bytes: bytes })
+    }
+}
+
+/// One catalog table of the lookup, opened with the lock its query would take (kept to the end
+/// of the transaction, as the query's is).
+struct Table {
+    rel: pg_sys::Relation,
+    relid: pg_sys::Oid,
+    index: pg_sys::Oid,
+}
+
+impl Table {
+    /// Opens `tenancy.<name>` when its index exists, the current role may read it and its
+    /// row-level security is exactly tenancy's `policy`; None otherwise.
+    unsafe fn open(nsp: pg_sys::Oid, (name, index, policy): (&CStr, &CStr, &CStr)) -> Option<Table> {
+        let relid = pg_sys::get_relname_relid(name.as_ptr(), nsp);
+        let index = pg_sys::get_relname_relid(index.as_ptr(), nsp);
+        if relid == pg_sys::InvalidOid || index == pg_sys::InvalidOid {
+            return None;
+        }
+        if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode)
+            != pg_sys::AclResult::ACLCHECK_OK
+        {
+            return None;
+        }
+        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        let table = Table { rel, relid, index };
+        (table.only_policy(policy) && pg_sys::get_index_isvalid(index)).then_some(table)
+    }
+
+    /// Does the table carry no policy but `name` (permissive, for SELECT or ALL, to PUBLIC), or no row-level
+    /// security at all (then the query reads every row, as the probe does)?
+    unsafe fn only_policy(&self, name: &CStr) -> bool {
+        if !(*(*self.rel).rd_rel).relrowsecurity {
+            return true;
+        }
+        let desc = (*self.rel).rd_rsdesc;
+        if desc.is_null() {
+            return false;
+        }
+        let policies = PgList::<pg_sys::RowSecurityPolicy>::from_pg((*desc).policies);
+        policies.len() == 1
+            && policies.get_ptr(0).is_some_and(|p| {
+                (*p).permissive
+                    && matches!((*p).polcmd as u8, b'r' | b'*')
+                    && for_public((*p).roles)
+                    && !(*p).policy_name.is_null()
+                    && CStr::from_ptr((*p).policy_name) == name
+            })
+    }
+
+    unsafe fn attnum(&self, column: &CStr) -> Option<pg_sys::AttrNumber> {
+        let n = pg_sys::get_attnum(self.relid, column.as_ptr());
+        (n != pg_sys::InvalidAttrNumber as pg_sys::AttrNumber).then_some(n)
+    }
+
+    /// An equality scan key on column `attnum` (the column's collation, for text).
+    unsafe fn key(&self, attnum: pg_sys::AttrNumber, proc: u32, arg: pg_sys::Datum) -> pg_sys::ScanKeyData {
+        let mut key: pg_sys::ScanKeyData = std::mem::zeroed();
+        let (mut typid, mut typmod, mut collation) = (pg_sys::InvalidOid, 0, pg_sys::InvalidOid);
+        pg_sys::get_atttypetypmodcoll(self.relid, attnum, &mut typid, &mut typmod, &mut collation);
+        pg_sys::ScanKeyEntryInitialize(
+            &mut key,
+            0,
+            attnum,
+            pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+            pg_sys::InvalidOid,
+            collation,
+            pg_sys::Oid::from(proc),
+            arg,
+        );
+        key
+    }
+
+    /// `read` of the first row matching `keys` through the table's index under `snap`: Some(None)
+    /// when there is none, None when `read` could not read the row.
+    unsafe fn first<T>(
+        &self,
+        snap: pg_sys::Snapshot,
+        keys: &[pg_sys::ScanKeyData],
+        read: impl FnOnce(&Row) -> Option<T>,
+    ) -> Option<Option<T>> {
+        let mut keys = keys.to_vec();
+        let scan = pg_sys::systable_beginscan(self.rel, self.index, true, snap, keys.len() as i32, keys.as_mut_ptr());
+        let tuple = pg_sys::systable_getnext(scan);
+        let answer = if tuple.is_null() { Some(None) } else { read(&Row { table: self, tuple }).map(Some) };
+        pg_sys::systable_endscan(scan);
+        answer
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        // SAFETY: opened by Table::open; the lock stays until the transaction ends.
+        unsafe { pg_sys::table_close(self.rel, pg_sys::NoLock as pg_sys::LOCKMODE) }
+    }
+}
+
+/// Is a policy's role list `{public}`, as tenancy creates it (a policy narrowed to some roles
+/// leaves the others with none: they read no row, which the probe cannot tell)?
+unsafe fn for_public(roles: *mut pg_sys::ArrayType) -> bool {
+    let Some(roles) = std::ptr::NonNull::new(roles) else { return false };
+    let mut array = pgrx::array::RawArray::from_ptr(roles);
+    array.len() == 1 && array.nulls().is_none() && array.data::<pg_sys::Oid>().as_ref() == [pg_sys::InvalidOid]
+}
+
+/// A row of a scan, read before the scan ends.
+struct Row<'a> {
+    table: &'a Table,
+    tuple: pg_sys::HeapTuple,
+}
+
+impl Row<'_> {
+    unsafe fn datum(&self, column: &CStr) -> Option<pg_sys::Datum> {
+        let attnum = self.table.attnum(column)?;
+        let mut isnull = false;
+        let value = pg_sys::heap_getattr(self.tuple, attnum as i32, (*self.table.rel).rd_att, &mut isnull);
+        (!isnull).then_some(value)
+    }
+
+    unsafe fn bool(&self, column: &CStr) -> Option<bool> {
+        Some(self.datum(column)?.value() != 0)
+    }
+
+    unsafe fn text(&self, column: &CStr) -> Option<String> {
+        let value = self.datum(column)?;
+        let s = pg_sys::text_to_cstring(value.cast_mut_ptr());
+        Some(CStr::from_ptr(s).to_string_lossy().into_owned())
+    }
+}
