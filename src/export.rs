@@ -375,9 +375,12 @@ struct LineReceiver {
     prefix: Vec<u8>,
     funcs: (pg_sys::Oid, pg_sys::Oid),
     columns: Vec<Column>,
-    /// The line being written, after a 4-byte varlena header (so that it is a `text` datum as
-    /// it stands); kept as u32 words for the header's alignment.
-    line: Vec<u32>,
+    /// The line being written, laid out as the heap tuple that holds it: the tuple's header
+    /// (`LINE_START` - 4 bytes), the `text` value's 4-byte varlena header, then the line; kept as
+    /// u64 words for the header's alignment. `store` fills the headers in and hands the tuple to
+    /// the tuplestore as it stands (one copy, where forming it from values zeroed and filled a
+    /// new tuple first).
+    line: Vec<u64>,
     len: usize,
     row_memory: pg_sys::MemoryContext,
     /// Values written through a PostgreSQL function (which allocate) since `row_memory` was
@@ -405,8 +408,8 @@ impl LineReceiver {
             prefix: prefix.into_bytes(),
             funcs,
             columns: Vec::new(),
-            line: vec![0; 256],
-            len: 4,
+            line: vec![0; 128],
+            len: LINE_START,
             // In the SPI connection's memory, which outlives the query (the executor's memory,
             // current in `start`, is freed when the query ends).
             row_memory: pg_sys::AllocSetContextCreateInternal(
@@ -493,7 +496,7 @@ impl LineReceiver {
     /// Every call into PostgreSQL costs a guard (a sigsetjmp) here, so the common types are
     /// written without one: a row of integers, uuids and text makes two calls (deform, store).
     unsafe fn receive(&mut self, slot: *mut pg_sys::TupleTableSlot) {
-        self.len = 4;
+        self.len = LINE_START;
         let prefix = std::mem::take(&mut self.prefix);
         self.push(&prefix);
         self.prefix = prefix;
@@ -581,8 +584,8 @@ impl LineReceiver {
     #[inline]
     fn push(&mut self, bytes: &[u8]) {
         let need = self.len + bytes.len();
-        if need > self.line.len() * 4 {
-            self.line.resize(need.div_ceil(4).next_power_of_two(), 0);
+        if need > self.line.len() * 8 {
+            self.line.resize(need.div_ceil(8).next_power_of_two(), 0);
         }
         // SAFETY: the buffer holds at least `need` bytes (just checked).
         unsafe {
@@ -634,17 +637,32 @@ impl LineReceiver {
         self.push(&bytes[start..]);
     }
 
-    /// Appends the line (a `text` datum in place: its header set here) to the result.
+    /// Appends the line to the result: the heap tuple of one `text` column it is laid out as
+    /// (its headers set here), copied once into the tuplestore.
     unsafe fn store(&mut self) {
-        let base = self.line.as_mut_ptr() as *mut pg_sys::varlena;
-        pgrx::varlena::set_varsize_4b(base, self.len as i32);
-        let mut value = pg_sys::Datum::from(base);
-        let mut isnull = false;
-        let result = &mut *self.result;
-        let (value, isnull): (*mut pg_sys::Datum, *mut bool) = (&mut value, &mut isnull);
-        pg_sys::tuplestore_putvalues(result.store, result.desc, value, isnull);
+        let base = self.line.as_mut_ptr() as *mut u8;
+        let header = base as *mut pg_sys::HeapTupleHeaderData;
+        std::ptr::write_bytes(base, 0, TUPLE_HEADER);
+        (*header).t_infomask2 = 1; // one attribute
+        (*header).t_infomask = pg_sys::HEAP_HASVARWIDTH as u16;
+        (*header).t_hoff = TUPLE_HEADER as u8;
+        pgrx::varlena::set_varsize_4b(base.add(TUPLE_HEADER) as *mut pg_sys::varlena, (self.len - TUPLE_HEADER) as i32);
+        let mut tuple = pg_sys::HeapTupleData {
+            t_len: self.len as u32,
+            t_self: std::mem::zeroed(),
+            t_tableOid: pg_sys::InvalidOid,
+            t_data: header,
+        };
+        pg_sys::tuplestore_puttuple((*self.result).store, &mut tuple);
     }
 }
+
+/// The size of a heap tuple's header without a null bitmap, aligned: where its first attribute
+/// starts.
+const TUPLE_HEADER: usize = (std::mem::offset_of!(pg_sys::HeapTupleHeaderData, t_bits) + 7) & !7;
+/// Where a line's bytes start in `LineReceiver::line`: after the tuple's header and the text
+/// value's 4-byte varlena header.
+const LINE_START: usize = TUPLE_HEADER + 4;
 
 /// An integer in decimal, as int8out writes it (no allocation; two digits per division).
 fn format_int(v: i64) -> IntText {
