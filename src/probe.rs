@@ -29,7 +29,8 @@ use crate::context::Rights;
 
 /// The catalog tables the lookup reads, with their index and the one policy tenancy gives each.
 const MEMBERSHIPS: (&CStr, &CStr, &CStr) = (c"memberships", c"memberships_user_idx", c"memberships_of_current_user");
-const ORGANIZATIONS: (&CStr, &CStr, &CStr) = (c"organizations", c"organizations_pkey", c"organizations_of_current_user");
+const ORGANIZATIONS: (&CStr, &CStr, &CStr) =
+    (c"organizations", c"organizations_pkey", c"organizations_of_current_user");
 const ROLES: (&CStr, &CStr, &CStr) = (c"roles", c"roles_pkey", c"roles_readable_by_all");
 
 /// The rights of `user`'s active membership in the active organization `org` (None: no such
@@ -65,9 +66,7 @@ pub(crate) fn membership(viewer: Option<&str>, user: &str, org: Uuid) -> Option<
             memberships.key(user_att, user_key.proc, user_key.datum),
             memberships.key(memberships.attnum(c"organization_id")?, pg_sys::F_UUID_EQ, org_datum),
         ];
-        let found = memberships.first(snap, &keys, |t| {
-            Some((t.bool(c"is_active")?, t.text(c"role")?))
-        })?;
+        let found = memberships.first(snap, &keys, |t| Some((t.bool(c"is_active")?, t.text(c"role")?)))?;
         let Some((true, role)) = found else { return Some(None) };
 
         let keys = [organizations.key(organizations.attnum(c"id")?, pg_sys::F_UUID_EQ, org_datum)];
@@ -78,7 +77,11 @@ pub(crate) fn membership(viewer: Option<&str>, user: &str, org: Uuid) -> Option<
         let name = pg_sys::cstring_to_text_with_len(role.as_ptr() as *const _, role.len() as i32);
         let keys = [roles.key(roles.attnum(c"name")?, pg_sys::F_TEXTEQ, pg_sys::Datum::from(name))];
         let bits = roles.first(snap, &keys, |t| {
-            Some(t.bool(c"can_read")? as i32 | (t.bool(c"can_write")? as i32) << 1 | (t.bool(c"can_delete")? as i32) << 2)
+            Some(
+                t.bool(c"can_read")? as i32
+                    | (t.bool(c"can_write")? as i32) << 1
+                    | (t.bool(c"can_delete")? as i32) << 2,
+            )
         })?;
         Some(bits.map(Rights::from_bits))
     }

@@ -108,7 +108,9 @@ pub(crate) fn load_key() -> Result<Vec<u8>, String> {
         return Ok(k);
     }
     let now = std::time::Instant::now();
-    if let Some(why) = NO_KEY.with(|n| n.borrow().as_ref().filter(|(at, _)| now < *at + KEY_RETRY).map(|(_, why)| why.clone())) {
+    if let Some(why) =
+        NO_KEY.with(|n| n.borrow().as_ref().filter(|(at, _)| now < *at + KEY_RETRY).map(|(_, why)| why.clone()))
+    {
         return Err(why);
     }
     let path = key_path();

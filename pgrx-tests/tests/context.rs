@@ -196,8 +196,10 @@ fn a_policy_or_a_revoked_privilege_on_the_catalog_still_decides_a_membership() {
         let chosen = if chosen.is_ok() { "ok".to_string() } else { sqlstate(chosen) };
         drop(tx);
         let mut tx = app.transaction().unwrap();
-        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'; SET LOCAL tenancy.organization_id = '{ORG_A}'"))
-            .unwrap();
+        tx.batch_execute(&format!(
+            "SET LOCAL tenancy.user_id = '{USER_A}'; SET LOCAL tenancy.organization_id = '{ORG_A}'"
+        ))
+        .unwrap();
         let policy: Option<String> = tx
             .query_one("SELECT tenancy.policy_organization_id('read')::text", &[])
             .map(|r| r.get(0))
@@ -224,9 +226,7 @@ fn a_policy_or_a_revoked_privilege_on_the_catalog_still_decides_a_membership() {
 
     // A policy narrowed to another role leaves the application role with none: it reads no row.
     owner
-        .batch_execute(
-            "ALTER POLICY organizations_of_current_user ON tenancy.organizations TO ctx_catalog_rls_owner",
-        )
+        .batch_execute("ALTER POLICY organizations_of_current_user ON tenancy.organizations TO ctx_catalog_rls_owner")
         .unwrap();
     assert_eq!(choose(&mut app), ("42501".into(), None), "no policy for this role: no organization row");
     owner.batch_execute("ALTER POLICY organizations_of_current_user ON tenancy.organizations TO PUBLIC").unwrap();
