@@ -16,7 +16,11 @@
 //! * the current role may SELECT each table (else SPI, which raises the error the query raises);
 //! * the transaction has written nothing yet (no transaction id): a read-only SPI query reads the
 //!   active snapshot, which is the one probed here; a writing transaction's SPI query takes a new
-//!   snapshot after a command-counter increment, so it keeps the SPI path.
+//!   snapshot after a command-counter increment, so it keeps the SPI path;
+//! * Citus is not installed: there the catalog tables are reference tables whose rows live in
+//!   shards (on the coordinator or on workers), and the local table is an empty or stale shell
+//!   that only Citus' planner may answer for (the Citus client test removes a membership and
+//!   expects the next `set_organization` to refuse: read from the shell, it was let through).
 //!
 //! Anything else answers `None` ("cannot probe"), and the caller runs the query. The memo in
 //! `crate::cache` wraps both paths alike, so revocations are honoured exactly as before.
@@ -37,7 +41,7 @@ const ROLES: (&CStr, &CStr, &CStr) = (c"roles", c"roles_pkey", c"roles_readable_
 /// membership), when the acting user `viewer` may be answered by index probes; `None` when the
 /// caller must run the query instead.
 pub(crate) fn membership(viewer: Option<&str>, user: &str, org: Uuid) -> Option<Option<Rights>> {
-    if viewer != Some(user) {
+    if viewer != Some(user) || crate::citus::citus_installed() {
         return None;
     }
     // SAFETY: catalog lookups and index scans of tables opened (and locked) here, with the active
