@@ -129,8 +129,11 @@ CLUSTER_CONF=("shared_buffers = $SHARED_BUFFERS" "effective_cache_size = 8GB" "w
               "maintenance_work_mem = 512MB" "max_wal_size = ${TENANCY_BENCH_MAX_WAL_SIZE:-8GB}" "checkpoint_timeout = 30min"
               "autovacuum = off")
 log "starting a cluster in $DIR on port $PORT ($SIZE size)"
+# cluster_start recreates $DIR: the previous run's results are kept in $DIR/run.previous.
+if [ -d "$RUN" ]; then rm -rf "$DIR.run.previous"; mv "$RUN" "$DIR.run.previous"; fi
 cluster_start "$DIR" "$PORT" "${CLUSTER_CONF[@]}" || die "could not start the cluster"
 mkdir -p "$RUN"
+if [ -d "$DIR.run.previous" ]; then mv "$DIR.run.previous" "$RUN/previous"; rm -rf "$RUN/previous/previous"; fi
 
 q() { cluster_psql "$PORT" -d "$DB" -qAt "$@"; }                     # as postgres (catalog owner)
 q_app() { cluster_psql "$PORT" -d "$DB" -U bench_app -qAt "$@"; }    # as the application's role
