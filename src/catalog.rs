@@ -34,7 +34,8 @@ pub(crate) fn memberships_relid() -> Option<pg_sys::Oid> {
     catalog_relid(c"memberships")
 }
 
-fn catalog_relid(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
+/// The relation (table or index) `tenancy.<name>`, if there is one.
+pub(crate) fn catalog_relid(name: &std::ffi::CStr) -> Option<pg_sys::Oid> {
     // SAFETY: syscache lookups by name.
     unsafe {
         let nsp = pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true);

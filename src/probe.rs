@@ -11,7 +11,8 @@
 //! * the user looked up is the acting user (the viewer): the catalog's policies then let every
 //!   row the lookup needs through (the user's own membership; the organization it is a member of;
 //!   every role), so row-level security removes nothing the query would have read;
-//! * each table carries exactly the policies tenancy created (by name, permissive, for SELECT):
+//! * each table carries exactly the policy tenancy created (by name, permissive, for SELECT, to
+//!   PUBLIC), and the index read is one of that table:
 //!   a policy added by anyone else sends the lookup back to SPI, which applies it;
 //! * the current role may SELECT each table (else SPI, which raises the error the query raises);
 //! * the transaction has written nothing yet (no transaction id): a read-only SPI query reads the
@@ -54,13 +55,9 @@ pub(crate) fn membership(viewer: Option<&str>, user: &str, org: Uuid) -> Option<
         if snap.is_null() || (*snap).snapshot_type != pg_sys::SnapshotType::SNAPSHOT_MVCC {
             return None;
         }
-        let nsp = pg_sys::get_namespace_oid(c"tenancy".as_ptr(), true);
-        if nsp == pg_sys::InvalidOid {
-            return None;
-        }
-        let memberships = Table::open(nsp, MEMBERSHIPS)?;
-        let organizations = Table::open(nsp, ORGANIZATIONS)?;
-        let roles = Table::open(nsp, ROLES)?;
+        let memberships = Table::open(MEMBERSHIPS)?;
+        let organizations = Table::open(ORGANIZATIONS)?;
+        let roles = Table::open(ROLES)?;
 
         let user_att = memberships.attnum(c"user_id")?;
         let user_key = UserKey::of(pg_sys::get_atttype(memberships.relid, user_att), user)?;
@@ -127,12 +124,14 @@ struct Table {
 }
 
 impl Table {
-    /// Opens `tenancy.<name>` when its index exists, the current role may read it and its
-    /// row-level security is exactly tenancy's `policy`; None otherwise.
-    unsafe fn open(nsp: pg_sys::Oid, (name, index, policy): (&CStr, &CStr, &CStr)) -> Option<Table> {
-        let relid = pg_sys::get_relname_relid(name.as_ptr(), nsp);
-        let index = pg_sys::get_relname_relid(index.as_ptr(), nsp);
-        if relid == pg_sys::InvalidOid || index == pg_sys::InvalidOid {
+    /// Opens `tenancy.<name>` when its index exists and is an index of that table (the catalog's
+    /// owner could drop it and give its name to an index of another table, whose entries would
+    /// point into the wrong heap), the current role may read it and its row-level security is
+    /// exactly tenancy's `policy`; None otherwise.
+    unsafe fn open((name, index, policy): (&CStr, &CStr, &CStr)) -> Option<Table> {
+        let relid = crate::catalog::catalog_relid(name)?;
+        let index = crate::catalog::catalog_relid(index)?;
+        if pg_sys::IndexGetRelation(index, true) != relid {
             return None;
         }
         if pg_sys::pg_class_aclcheck(relid, pg_sys::GetUserId(), pg_sys::ACL_SELECT as pg_sys::AclMode)

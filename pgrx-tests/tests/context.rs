@@ -231,6 +231,24 @@ fn a_policy_or_a_revoked_privilege_on_the_catalog_still_decides_a_membership() {
     assert_eq!(choose(&mut app), ("42501".into(), None), "no policy for this role: no organization row");
     owner.batch_execute("ALTER POLICY organizations_of_current_user ON tenancy.organizations TO PUBLIC").unwrap();
     assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())));
+
+    // The index the lookup reads, replaced by one of that name on another table (whose columns
+    // 2 and 1, name and id, stand where memberships' user_id and organization_id are): read
+    // through it, memberships' rows would be looked for at organizations' row addresses. The
+    // catalog's owner cannot create anything in schema tenancy; a superuser can, and is not
+    // followed either.
+    let plant = "DROP INDEX tenancy.memberships_user_idx; CREATE INDEX memberships_user_idx ON tenancy.organizations (name, id);";
+    assert_eq!(sqlstate(owner.batch_execute(&format!("BEGIN; {plant} COMMIT;"))), "42501");
+    owner.batch_execute("ROLLBACK").unwrap();
+    let mut su = superuser_of("ctx_catalog_rls");
+    su.batch_execute(plant).unwrap();
+    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())), "an index of another table is not read");
+    su.batch_execute(
+        "DROP INDEX tenancy.memberships_user_idx;
+         CREATE INDEX memberships_user_idx ON tenancy.memberships (user_id, organization_id) INCLUDE (role, is_active, is_default);",
+    )
+    .unwrap();
+    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())));
 }
 
 #[test]
