@@ -1,4 +1,5 @@
-//! The membership lookup (`lookups::membership_seen_by`) as three index probes, without SPI.
+//! The membership lookups (`lookups::membership_seen_by`, and the list of the user's organizations
+//! of `lookups::organizations_with_right`) as index probes, without SPI.
 //!
 //! A cold lookup through SPI runs the kept join of memberships, organizations and roles with the
 //! catalog's row-level security, whose policies call `tenancy.current_user_id()` (a function with
@@ -42,19 +43,10 @@ const ROLES: (&CStr, &CStr, &CStr) = (c"roles", c"roles_pkey", c"roles_readable_
 /// membership), when the acting user `viewer` may be answered by index probes; `None` when the
 /// caller must run the query instead.
 pub(crate) fn membership(viewer: Option<&str>, user: &str, org: Uuid) -> Option<Option<Rights>> {
-    if viewer != Some(user) || crate::citus::citus_installed() {
-        return None;
-    }
     // SAFETY: catalog lookups and index scans of tables opened (and locked) here, with the active
     // snapshot; every tuple read is copied out before its scan ends.
     unsafe {
-        if pg_sys::GetCurrentTransactionIdIfAny() != pg_sys::InvalidTransactionId {
-            return None;
-        }
-        let snap = pg_sys::GetActiveSnapshot();
-        if snap.is_null() || (*snap).snapshot_type != pg_sys::SnapshotType::SNAPSHOT_MVCC {
-            return None;
-        }
+        let snap = probe_snapshot(viewer, user)?;
         let memberships = Table::open(MEMBERSHIPS)?;
         let organizations = Table::open(ORGANIZATIONS)?;
         let roles = Table::open(ROLES)?;
@@ -86,6 +78,84 @@ pub(crate) fn membership(viewer: Option<&str>, user: &str, org: Uuid) -> Option<
         })?;
         Some(bits.map(Rights::from_bits))
     }
+}
+
+/// The active organizations in which `user`'s active membership holds a role granting every
+/// right of `bits` (1 read, 2 write, 4 delete; 0: membership alone), in the order of their ids,
+/// when the acting user `viewer` may be answered by index probes (the conditions of
+/// `membership`); `None` when the caller must run the query instead. What the query
+/// `lookups::member_orgs_sql` answers, from the same rows: the user's memberships through
+/// `memberships_user_idx`, each one's organization through its primary key and role through
+/// roles' (read once per role name).
+pub(crate) fn organizations(viewer: Option<&str>, user: &str, bits: i32) -> Option<Vec<Uuid>> {
+    // SAFETY: as in `membership`.
+    unsafe {
+        let snap = probe_snapshot(viewer, user)?;
+        let memberships = Table::open(MEMBERSHIPS)?;
+        let organizations = Table::open(ORGANIZATIONS)?;
+        let roles = Table::open(ROLES)?;
+
+        let user_att = memberships.attnum(c"user_id")?;
+        let user_key = UserKey::of(pg_sys::get_atttype(memberships.relid, user_att), user)?;
+        let mut active: Vec<([u8; 16], String)> = Vec::new();
+        memberships.each(snap, &[memberships.key(user_att, user_key.proc, user_key.datum)], |t| {
+            if t.bool(c"is_active")? {
+                active.push((t.uuid(c"organization_id")?, t.text(c"role")?));
+            }
+            Some(())
+        })?;
+
+        let (org_id, role_name) = (organizations.attnum(c"id")?, roles.attnum(c"name")?);
+        let mut role_bits: Vec<(String, Option<i32>)> = Vec::new();
+        let mut found = Vec::new();
+        for (org, role) in active {
+            let rights = match role_bits.iter().find(|(name, _)| *name == role) {
+                Some((_, b)) => *b,
+                None => {
+                    let name = pg_sys::cstring_to_text_with_len(role.as_ptr() as *const _, role.len() as i32);
+                    let keys = [roles.key(role_name, pg_sys::F_TEXTEQ, pg_sys::Datum::from(name))];
+                    let b = roles.first(snap, &keys, |t| {
+                        Some(
+                            t.bool(c"can_read")? as i32
+                                | (t.bool(c"can_write")? as i32) << 1
+                                | (t.bool(c"can_delete")? as i32) << 2,
+                        )
+                    })?;
+                    role_bits.push((role, b));
+                    b
+                }
+            };
+            // No such role: the query's join drops the membership.
+            let Some(rights) = rights else { continue };
+            if rights & bits != bits {
+                continue;
+            }
+            let keys = [organizations.key(org_id, pg_sys::F_UUID_EQ, pg_sys::Datum::from(org.as_ptr()))];
+            if organizations.first(snap, &keys, |t| t.bool(c"is_active"))? == Some(true) {
+                found.push(org);
+            }
+        }
+        // ORDER BY the uuid: uuid_cmp compares the 16 bytes as memcmp does.
+        found.sort_unstable();
+        Some(found.into_iter().map(Uuid::from_bytes).collect())
+    }
+}
+
+/// The snapshot a probe reads, when the lookup may be answered by probes at all: the user looked
+/// up is the viewer, Citus is not installed, the transaction has no transaction id and the
+/// active snapshot is an MVCC one (see the module's comment).
+///
+/// # Safety
+/// Reads the transaction's state and active snapshot.
+unsafe fn probe_snapshot(viewer: Option<&str>, user: &str) -> Option<pg_sys::Snapshot> {
+    if viewer != Some(user) || crate::citus::citus_installed() {
+        return None;
+    }
+    if pg_sys::GetCurrentTransactionIdIfAny() != pg_sys::InvalidTransactionId {
+        return None;
+    }
+    let snap = pg_sys::GetActiveSnapshot();
+    (!snap.is_null() && (*snap).snapshot_type == pg_sys::SnapshotType::SNAPSHOT_MVCC).then_some(snap)
 }
 
 /// A user id as a scan key's argument: the column's type decides the equality and the datum.
@@ -205,6 +275,33 @@ impl Table {
     }
 }
 
+impl Table {
+    /// `read` of every row matching `keys` through the table's index under `snap`, in the
+    /// index's order; None when `read` could not read a row.
+    unsafe fn each(
+        &self,
+        snap: pg_sys::Snapshot,
+        keys: &[pg_sys::ScanKeyData],
+        mut read: impl FnMut(&Row) -> Option<()>,
+    ) -> Option<()> {
+        let mut keys = keys.to_vec();
+        let scan = pg_sys::systable_beginscan(self.rel, self.index, true, snap, keys.len() as i32, keys.as_mut_ptr());
+        let mut answer = Some(());
+        loop {
+            let tuple = pg_sys::systable_getnext(scan);
+            if tuple.is_null() {
+                break;
+            }
+            if read(&Row { table: self, tuple }).is_none() {
+                answer = None;
+                break;
+            }
+        }
+        pg_sys::systable_endscan(scan);
+        answer
+    }
+}
+
 impl Drop for Table {
     fn drop(&mut self) {
         // SAFETY: opened by Table::open; the lock stays until the transaction ends.
@@ -236,6 +333,11 @@ impl Row<'_> {
 
     unsafe fn bool(&self, column: &CStr) -> Option<bool> {
         Some(self.datum(column)?.value() != 0)
+    }
+
+    unsafe fn uuid(&self, column: &CStr) -> Option<[u8; 16]> {
+        let value = self.datum(column)?;
+        Some(std::ptr::read_unaligned(value.cast_mut_ptr::<[u8; 16]>()))
     }
 
     unsafe fn text(&self, column: &CStr) -> Option<String> {

@@ -187,8 +187,9 @@ fn a_revoked_membership_is_seen_by_the_very_next_statement() {
 fn a_policy_or_a_revoked_privilege_on_the_catalog_still_decides_a_membership() {
     let mut owner = two_tenant_db("ctx_catalog_rls");
     let mut app = app_session("ctx_catalog_rls");
-    // set_organization's verdict, and what a policy finds for the organization the settings name
-    // (each in a transaction of its own).
+    // set_organization's verdict, what a policy finds for the organization the settings name, and
+    // the organizations a membership-mode policy finds without a chosen one (each in a
+    // transaction of its own).
     let choose = |app: &mut postgres::Client| {
         let mut tx = app.transaction().unwrap();
         tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
@@ -204,9 +205,17 @@ fn a_policy_or_a_revoked_privilege_on_the_catalog_still_decides_a_membership() {
             .query_one("SELECT tenancy.policy_organization_id('read')::text", &[])
             .map(|r| r.get(0))
             .unwrap_or_else(|e| Some(format!("error {}", e.code().map(|c| c.code()).unwrap_or("?"))));
-        (chosen, policy)
+        drop(tx);
+        let mut tx = app.transaction().unwrap();
+        tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+        let all: String = tx
+            .query_one("SELECT tenancy.policy_organization_ids('read')::text", &[])
+            .map(|r| r.get(0))
+            .unwrap_or_else(|e| format!("error {}", e.code().map(|c| c.code()).unwrap_or("?")));
+        (chosen, policy, all)
     };
-    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())), "the owner of A chooses A");
+    let a = || ("ok".to_string(), Some(ORG_A.to_string()), format!("{{{ORG_A}}}"));
+    assert_eq!(choose(&mut app), a(), "the owner of A chooses A");
 
     // The catalog's owner hides A's memberships from everyone else with a policy of its own.
     owner
@@ -214,23 +223,27 @@ fn a_policy_or_a_revoked_privilege_on_the_catalog_still_decides_a_membership() {
             "CREATE POLICY hide_org_a ON tenancy.memberships AS RESTRICTIVE FOR SELECT USING (organization_id <> '{ORG_A}')"
         ))
         .unwrap();
-    assert_eq!(choose(&mut app), ("42501".into(), None), "the added policy hides the membership");
+    assert_eq!(choose(&mut app), ("42501".into(), None, "{}".into()), "the added policy hides the membership");
     owner.batch_execute("DROP POLICY hide_org_a ON tenancy.memberships").unwrap();
-    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())));
+    assert_eq!(choose(&mut app), a());
 
     // ...or takes the right to read the roles away from the application role.
     owner.batch_execute("REVOKE SELECT ON tenancy.roles FROM PUBLIC").unwrap();
-    assert_eq!(choose(&mut app), ("42501".into(), Some("error 42501".into())), "permission denied for table roles");
+    assert_eq!(
+        choose(&mut app),
+        ("42501".into(), Some("error 42501".into()), "error 42501".into()),
+        "permission denied for table roles"
+    );
     owner.batch_execute("GRANT SELECT ON tenancy.roles TO PUBLIC").unwrap();
-    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())));
+    assert_eq!(choose(&mut app), a());
 
     // A policy narrowed to another role leaves the application role with none: it reads no row.
     owner
         .batch_execute("ALTER POLICY organizations_of_current_user ON tenancy.organizations TO ctx_catalog_rls_owner")
         .unwrap();
-    assert_eq!(choose(&mut app), ("42501".into(), None), "no policy for this role: no organization row");
+    assert_eq!(choose(&mut app), ("42501".into(), None, "{}".into()), "no policy for this role: no organization row");
     owner.batch_execute("ALTER POLICY organizations_of_current_user ON tenancy.organizations TO PUBLIC").unwrap();
-    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())));
+    assert_eq!(choose(&mut app), a());
 
     // The index the lookup reads, replaced by one of that name on another table (whose columns
     // 2 and 1, name and id, stand where memberships' user_id and organization_id are): read
@@ -242,13 +255,69 @@ fn a_policy_or_a_revoked_privilege_on_the_catalog_still_decides_a_membership() {
     owner.batch_execute("ROLLBACK").unwrap();
     let mut su = superuser_of("ctx_catalog_rls");
     su.batch_execute(plant).unwrap();
-    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())), "an index of another table is not read");
+    assert_eq!(choose(&mut app), a(), "an index of another table is not read");
     su.batch_execute(
         "DROP INDEX tenancy.memberships_user_idx;
          CREATE INDEX memberships_user_idx ON tenancy.memberships (user_id, organization_id) INCLUDE (role, is_active, is_default);",
     )
     .unwrap();
-    assert_eq!(choose(&mut app), ("ok".into(), Some(ORG_A.into())));
+    assert_eq!(choose(&mut app), a());
+}
+
+/// The organizations a membership-mode policy finds without a chosen organization are read from
+/// the catalog's indexes in a transaction that has written nothing (`crate::probe`), and by the
+/// query in one that has: both give the list the catalog says, for a role with every right, one
+/// that reads only, one that writes without reading (a role a DBA added), an inactive membership
+/// and a deactivated organization.
+#[test]
+fn the_organizations_read_from_the_indexes_are_the_ones_the_query_finds() {
+    let mut owner = two_tenant_db("ctx_org_list");
+    let org = |n: u32| format!("00000000-0000-4000-8000-0000000000{n:02x}");
+    let mut setup = String::from(
+        "INSERT INTO tenancy.roles (name, rank, can_read, can_write, can_delete, can_manage_members, \
+                                    can_manage_organization, is_builtin, description) \
+         VALUES ('blind_writer', 5, false, true, false, false, false, false, 'Writes without reading');",
+    );
+    // USER_A owns A (two_tenant_db); in 0xc1.. it holds each kind of membership, in an order of
+    // creation that is not the order of the ids.
+    for (n, role) in [(0xc5, "viewer"), (0xc1, "member"), (0xc4, "manager"), (0xc2, "admin"), (0xc3, "blind_writer")] {
+        setup.push_str(&format!(
+            "SELECT tenancy.create_organization('Org {n:x}', 'org-{n:x}', '{id}', '{{}}', '{USER_B}');
+             SELECT tenancy.add_member('{id}', '{USER_A}', '{role}');",
+            id = org(n)
+        ));
+    }
+    setup.push_str(&format!(
+        "UPDATE tenancy.memberships SET is_active = false WHERE organization_id = '{}' AND user_id = '{USER_A}';
+         SELECT tenancy.deactivate_organization('{}');",
+        org(0xc4),
+        org(0xc2)
+    ));
+    owner.batch_execute(&setup).unwrap();
+    let list = |mut ids: Vec<String>| {
+        ids.sort();
+        format!("{{{}}}", ids.join(","))
+    };
+    let expected = [
+        ("read", list(vec![ORG_A.into(), org(0xc1), org(0xc5)])),
+        ("write", list(vec![ORG_A.into(), org(0xc1), org(0xc3)])),
+        ("delete", list(vec![ORG_A.into()])),
+    ];
+    // Each in a new session (the memo is per session), first in a transaction that has written
+    // nothing, then in one that has a transaction id (where the query answers).
+    for writing in [false, true] {
+        for (right, want) in &expected {
+            let mut app = app_session("ctx_org_list");
+            let mut tx = app.transaction().unwrap();
+            tx.batch_execute(&format!("SET LOCAL tenancy.user_id = '{USER_A}'")).unwrap();
+            if writing {
+                tx.batch_execute("SELECT pg_catalog.txid_current()").unwrap();
+            }
+            let got: String =
+                tx.query_one(&format!("SELECT tenancy.policy_organization_ids('{right}')::text"), &[]).unwrap().get(0);
+            assert_eq!(&got, want, "{right}, {}", if writing { "the query" } else { "the indexes" });
+        }
+    }
 }
 
 #[test]
