@@ -94,6 +94,8 @@ pub enum Error {
     /// Lock timeouts exhausted the retries (`55P03`).
     #[allow(dead_code)] // raised in sql/backfill/*.sql only
     LockNotAvailable,
+    /// A limit of PostgreSQL's reached: an export line over 1 GB (`54000`).
+    ProgramLimit,
     /// A bug in tenancy: an internal query failed, an impossible state (`XX000`).
     Internal,
 }
@@ -128,6 +130,7 @@ impl Error {
             Error::PrerequisiteState => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             Error::ObjectInUse => PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
             Error::LockNotAvailable => PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+            Error::ProgramLimit => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             Error::Internal => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
         }
     }

@@ -239,7 +239,7 @@ impl ExportResult {
             ))
             .expect("no NUL in a query");
             let prefix = format!("[{index},");
-            let n = LineReceiver::run(&sql, prefix, self, funcs);
+            let n = LineReceiver::run(&sql, prefix, regclass_text(relid_of(t)), self, funcs);
             counts.push((json_name.clone(), n));
         }
         let rows = counts.iter().map(|(name, n)| format!("{name}: {n}")).collect::<Vec<_>>().join(", ");
@@ -373,6 +373,8 @@ struct LineReceiver {
     dest: pg_sys::DestReceiver,
     result: *mut ExportResult,
     prefix: Vec<u8>,
+    /// The table read, as `regclass` prints it (for the error of a line too long).
+    table: String,
     funcs: (pg_sys::Oid, pg_sys::Oid),
     columns: Vec<Column>,
     /// The line being written, laid out as the heap tuple that holds it: the tuple's header
@@ -395,7 +397,13 @@ impl LineReceiver {
     ///
     /// # Safety
     /// Inside an SPI connection; `result` outlives the call.
-    unsafe fn run(sql: &CStr, prefix: String, result: &mut ExportResult, funcs: (pg_sys::Oid, pg_sys::Oid)) -> i64 {
+    unsafe fn run(
+        sql: &CStr,
+        prefix: String,
+        table: String,
+        result: &mut ExportResult,
+        funcs: (pg_sys::Oid, pg_sys::Oid),
+    ) -> i64 {
         let mut receiver = Box::new(LineReceiver {
             dest: pg_sys::DestReceiver {
                 receiveSlot: Some(receive_slot),
@@ -406,6 +414,7 @@ impl LineReceiver {
             },
             result,
             prefix: prefix.into_bytes(),
+            table,
             funcs,
             columns: Vec::new(),
             line: vec![0; 128],
@@ -585,6 +594,9 @@ impl LineReceiver {
     fn push(&mut self, bytes: &[u8]) {
         let need = self.len + bytes.len();
         if need > self.line.len() * 8 {
+            if need > MAX_TUPLE {
+                self.too_long()
+            }
             self.line.resize(need.div_ceil(8).next_power_of_two(), 0);
         }
         // SAFETY: the buffer holds at least `need` bytes (just checked).
@@ -593,6 +605,19 @@ impl LineReceiver {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(self.len), bytes.len());
         }
         self.len = need;
+    }
+
+    /// A line that would not fit in a `text` value (nor its tuple in the tuplestore, which
+    /// allocates at most 1 GB at once): stopped with 54000 before its buffer grows past that.
+    #[cold]
+    fn too_long(&self) -> ! {
+        Error::ProgramLimit.raise(
+            format!(
+                "tenancy.export_organization: a row of {} makes an export line of more than 1 GB, the most a text value can hold",
+                self.table
+            ),
+            "Export that table's large values another way (COPY (SELECT ...) TO a file, per column); nothing was returned.",
+        )
     }
 
     /// `bytes` as a JSON string, escaped exactly as PostgreSQL's `escape_json` does.
@@ -660,6 +685,9 @@ impl LineReceiver {
 /// The size of a heap tuple's header without a null bitmap, aligned: where its first attribute
 /// starts.
 const TUPLE_HEADER: usize = (std::mem::offset_of!(pg_sys::HeapTupleHeaderData, t_bits) + 7) & !7;
+/// The largest line a heap tuple of one `text` value may hold with its headers: what palloc
+/// allocates at once (MaxAllocSize, 1 GB - 1), which is also the largest varlena.
+const MAX_TUPLE: usize = 0x3fff_ffff;
 /// Where a line's bytes start in `LineReceiver::line`: after the tuple's header and the text
 /// value's 4-byte varlena header.
 const LINE_START: usize = TUPLE_HEADER + 4;
