@@ -46,37 +46,19 @@ pub(crate) fn membership(viewer: Option<&str>, user: &str, org: Uuid) -> Option<
     // SAFETY: catalog lookups and index scans of tables opened (and locked) here, with the active
     // snapshot; every tuple read is copied out before its scan ends.
     unsafe {
-        let snap = probe_snapshot(viewer, user)?;
-        let memberships = Table::open(MEMBERSHIPS)?;
-        let organizations = Table::open(ORGANIZATIONS)?;
-        let roles = Table::open(ROLES)?;
-
-        let user_att = memberships.attnum(c"user_id")?;
-        let user_key = UserKey::of(pg_sys::get_atttype(memberships.relid, user_att), user)?;
+        let c = Catalog::open(viewer, user)?;
         let org_bytes = *org.as_bytes();
         let org_datum = pg_sys::Datum::from(org_bytes.as_ptr());
         let keys = [
-            memberships.key(user_att, user_key.proc, user_key.datum),
-            memberships.key(memberships.attnum(c"organization_id")?, pg_sys::F_UUID_EQ, org_datum),
+            c.memberships.key(c.user_att, c.user_key.proc, c.user_key.datum),
+            c.memberships.key(c.memberships.attnum(c"organization_id")?, pg_sys::F_UUID_EQ, org_datum),
         ];
-        let found = memberships.first(snap, &keys, |t| Some((t.bool(c"is_active")?, t.text(c"role")?)))?;
+        let found = c.memberships.first(c.snap, &keys, |t| Some((t.bool(c"is_active")?, t.text(c"role")?)))?;
         let Some((true, role)) = found else { return Some(None) };
-
-        let keys = [organizations.key(organizations.attnum(c"id")?, pg_sys::F_UUID_EQ, org_datum)];
-        if organizations.first(snap, &keys, |t| t.bool(c"is_active"))? != Some(true) {
+        if !c.organization_is_active(org_datum)? {
             return Some(None);
         }
-
-        let name = pg_sys::cstring_to_text_with_len(role.as_ptr() as *const _, role.len() as i32);
-        let keys = [roles.key(roles.attnum(c"name")?, pg_sys::F_TEXTEQ, pg_sys::Datum::from(name))];
-        let bits = roles.first(snap, &keys, |t| {
-            Some(
-                t.bool(c"can_read")? as i32
-                    | (t.bool(c"can_write")? as i32) << 1
-                    | (t.bool(c"can_delete")? as i32) << 2,
-            )
-        })?;
-        Some(bits.map(Rights::from_bits))
+        Some(c.role_bits(&role)?.map(Rights::from_bits))
     }
 }
 
@@ -90,54 +72,82 @@ pub(crate) fn membership(viewer: Option<&str>, user: &str, org: Uuid) -> Option<
 pub(crate) fn organizations(viewer: Option<&str>, user: &str, bits: i32) -> Option<Vec<Uuid>> {
     // SAFETY: as in `membership`.
     unsafe {
-        let snap = probe_snapshot(viewer, user)?;
-        let memberships = Table::open(MEMBERSHIPS)?;
-        let organizations = Table::open(ORGANIZATIONS)?;
-        let roles = Table::open(ROLES)?;
-
-        let user_att = memberships.attnum(c"user_id")?;
-        let user_key = UserKey::of(pg_sys::get_atttype(memberships.relid, user_att), user)?;
+        let c = Catalog::open(viewer, user)?;
         let mut active: Vec<([u8; 16], String)> = Vec::new();
-        memberships.each(snap, &[memberships.key(user_att, user_key.proc, user_key.datum)], |t| {
+        c.memberships.each(c.snap, &[c.memberships.key(c.user_att, c.user_key.proc, c.user_key.datum)], |t| {
             if t.bool(c"is_active")? {
                 active.push((t.uuid(c"organization_id")?, t.text(c"role")?));
             }
             Some(())
         })?;
-
-        let (org_id, role_name) = (organizations.attnum(c"id")?, roles.attnum(c"name")?);
         let mut role_bits: Vec<(String, Option<i32>)> = Vec::new();
         let mut found = Vec::new();
         for (org, role) in active {
             let rights = match role_bits.iter().find(|(name, _)| *name == role) {
                 Some((_, b)) => *b,
                 None => {
-                    let name = pg_sys::cstring_to_text_with_len(role.as_ptr() as *const _, role.len() as i32);
-                    let keys = [roles.key(role_name, pg_sys::F_TEXTEQ, pg_sys::Datum::from(name))];
-                    let b = roles.first(snap, &keys, |t| {
-                        Some(
-                            t.bool(c"can_read")? as i32
-                                | (t.bool(c"can_write")? as i32) << 1
-                                | (t.bool(c"can_delete")? as i32) << 2,
-                        )
-                    })?;
+                    let b = c.role_bits(&role)?;
                     role_bits.push((role, b));
                     b
                 }
             };
             // No such role: the query's join drops the membership.
-            let Some(rights) = rights else { continue };
-            if rights & bits != bits {
-                continue;
-            }
-            let keys = [organizations.key(org_id, pg_sys::F_UUID_EQ, pg_sys::Datum::from(org.as_ptr()))];
-            if organizations.first(snap, &keys, |t| t.bool(c"is_active"))? == Some(true) {
+            if rights.is_some_and(|r| r & bits == bits)
+                && c.organization_is_active(pg_sys::Datum::from(org.as_ptr()))?
+            {
                 found.push(org);
             }
         }
         // ORDER BY the uuid: uuid_cmp compares the 16 bytes as memcmp does.
         found.sort_unstable();
         Some(found.into_iter().map(Uuid::from_bytes).collect())
+    }
+}
+
+/// The three catalog tables of a lookup the acting user's may be answered from, opened, with the
+/// snapshot to read and the user's scan key.
+struct Catalog {
+    snap: pg_sys::Snapshot,
+    memberships: Table,
+    organizations: Table,
+    roles: Table,
+    user_att: pg_sys::AttrNumber,
+    user_key: UserKey,
+}
+
+impl Catalog {
+    /// The catalog, when a lookup of `user` for the acting user `viewer` may be answered by
+    /// probes (the module's conditions); None otherwise.
+    ///
+    /// # Safety
+    /// Opens and locks the tables, reads the transaction's state and active snapshot.
+    unsafe fn open(viewer: Option<&str>, user: &str) -> Option<Catalog> {
+        let snap = probe_snapshot(viewer, user)?;
+        let memberships = Table::open(MEMBERSHIPS)?;
+        let organizations = Table::open(ORGANIZATIONS)?;
+        let roles = Table::open(ROLES)?;
+        let user_att = memberships.attnum(c"user_id")?;
+        let user_key = UserKey::of(pg_sys::get_atttype(memberships.relid, user_att), user)?;
+        Some(Catalog { snap, memberships, organizations, roles, user_att, user_key })
+    }
+
+    /// Is the organization (a uuid datum) there and active? None: its row could not be read.
+    unsafe fn organization_is_active(&self, org: pg_sys::Datum) -> Option<bool> {
+        let keys = [self.organizations.key(self.organizations.attnum(c"id")?, pg_sys::F_UUID_EQ, org)];
+        Some(self.organizations.first(self.snap, &keys, |t| t.bool(c"is_active"))? == Some(true))
+    }
+
+    /// The rights of role `name` as bits (1 read, 2 write, 4 delete); Some(None): no such role.
+    unsafe fn role_bits(&self, name: &str) -> Option<Option<i32>> {
+        let text = pg_sys::cstring_to_text_with_len(name.as_ptr() as *const _, name.len() as i32);
+        let keys = [self.roles.key(self.roles.attnum(c"name")?, pg_sys::F_TEXTEQ, pg_sys::Datum::from(text))];
+        self.roles.first(self.snap, &keys, |t| {
+            Some(
+                t.bool(c"can_read")? as i32
+                    | (t.bool(c"can_write")? as i32) << 1
+                    | (t.bool(c"can_delete")? as i32) << 2,
+            )
+        })
     }
 }
 
