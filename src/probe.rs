@@ -104,8 +104,8 @@ pub(crate) fn organizations(viewer: Option<&str>, user: &str, bits: i32) -> Opti
     }
 }
 
-/// The three catalog tables of a lookup the acting user's may be answered from, opened, with the
-/// snapshot to read and the user's scan key.
+/// The three catalog tables, opened for a lookup that index probes may answer, with the snapshot
+/// to read and the user's scan key.
 struct Catalog {
     snap: pg_sys::Snapshot,
     memberships: Table,
