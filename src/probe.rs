@@ -126,6 +126,16 @@ impl Catalog {
         let memberships = Table::open(MEMBERSHIPS)?;
         let organizations = Table::open(ORGANIZATIONS)?;
         let roles = Table::open(ROLES)?;
+        // Every column read has the type tenancy gave it: the catalog's owner may alter its
+        // tables, and a value read as another type (a bigint taken for a text pointer) crashed
+        // the server. Otherwise the query answers (or raises), as it does for any change.
+        let (uuid, text, boolean) = (pg_sys::UUIDOID, pg_sys::TEXTOID, pg_sys::BOOLOID);
+        let typed = memberships.has(&[(c"organization_id", uuid), (c"role", text), (c"is_active", boolean)])
+            && organizations.has(&[(c"id", uuid), (c"is_active", boolean)])
+            && roles.has(&[(c"name", text), (c"can_read", boolean), (c"can_write", boolean), (c"can_delete", boolean)]);
+        if !typed {
+            return None;
+        }
         let user_att = memberships.attnum(c"user_id")?;
         let user_key = UserKey::of(pg_sys::get_atttype(memberships.relid, user_att), user)?;
         Some(Catalog { snap, memberships, organizations, roles, user_att, user_key })
@@ -243,6 +253,11 @@ impl Table {
                     && !(*p).policy_name.is_null()
                     && CStr::from_ptr((*p).policy_name) == name
             })
+    }
+
+    /// Does the table have each column, of exactly that type?
+    unsafe fn has(&self, columns: &[(&CStr, pg_sys::Oid)]) -> bool {
+        columns.iter().all(|(name, typ)| self.attnum(name).is_some_and(|n| pg_sys::get_atttype(self.relid, n) == *typ))
     }
 
     unsafe fn attnum(&self, column: &CStr) -> Option<pg_sys::AttrNumber> {

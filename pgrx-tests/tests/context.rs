@@ -262,6 +262,24 @@ fn a_policy_or_a_revoked_privilege_on_the_catalog_still_decides_a_membership() {
     )
     .unwrap();
     assert_eq!(choose(&mut app), a());
+    // The catalog's owner changes a column's type (here memberships.role to bigint, after dropping
+    // its foreign key): a probe that read it as text crashed the server (SIGSEGV); the query now
+    // answers (it cannot compare a role name with a bigint: 42883), and the server stays up.
+    let mut tx = owner.transaction().unwrap();
+    tx.batch_execute(
+        "DO $$ DECLARE c text; BEGIN
+           FOR c IN SELECT conname FROM pg_catalog.pg_constraint WHERE conrelid = 'tenancy.memberships'::regclass
+                      AND confrelid = 'tenancy.roles'::regclass LOOP
+             EXECUTE pg_catalog.format('ALTER TABLE tenancy.memberships DROP CONSTRAINT %I', c);
+           END LOOP; END $$;
+         ALTER TABLE tenancy.memberships ALTER COLUMN role TYPE bigint USING 123456789;",
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    let (chosen, _, all) = choose(&mut app);
+    assert_eq!((chosen.as_str(), all.as_str()), ("42883", "error 42883"), "the query decides, and raises");
+    let alive: i32 = superuser_of("ctx_catalog_rls").query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(alive, 1);
 }
 
 /// The organizations a membership-mode policy finds without a chosen organization are read from
