@@ -1352,7 +1352,7 @@ CREATE OR REPLACE FUNCTION tenancy."_erase_batch"(
 	"rel" oid, 
 	"org" uuid, 
 	"batch_size" INT 
-) RETURNS bigint 
+) RETURNS jsonb 
 STRICT VOLATILE PARALLEL UNSAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c 
@@ -1382,9 +1382,20 @@ BEGIN
     RETURN v_rec;
 END $$;
 
+CREATE OR REPLACE FUNCTION tenancy._erase_cascaded(p_table regclass) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT c.relkind = 'r'
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint r WHERE r.contype = 'f' AND r.confrelid = c.oid)
+       AND EXISTS (SELECT 1 FROM pg_constraint f JOIN tenancy.tenant_tables pt ON pt.relid::oid = f.confrelid
+                    WHERE f.contype = 'f' AND f.conrelid = c.oid)
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint f JOIN tenancy.tenant_tables pt ON pt.relid::oid = f.confrelid
+                        WHERE f.contype = 'f' AND f.conrelid = c.oid AND f.confdeltype <> 'c')
+      FROM pg_class c WHERE c.oid = p_table::oid
+$$;
+
 CREATE OR REPLACE FUNCTION tenancy._erase_order() RETURNS regclass[]
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT coalesce(array_agg(t ORDER BY n DESC), '{}')
+    SELECT coalesce(array_agg(t ORDER BY coalesce(tenancy._erase_cascaded(t), false), n DESC), '{}')
       FROM unnest(tenancy._fk_order(ARRAY(SELECT tt.relid FROM tenancy.tenant_tables tt
                                             JOIN pg_class c ON c.oid = tt.relid::oid))) WITH ORDINALITY u(t, n)
 $$;
@@ -1417,7 +1428,9 @@ LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     e       record;
     v_tbl   regclass;
-    v_n     bigint;
+    v_out   jsonb;
+    v_rows  jsonb;
+    v_with  text;
     v_total bigint;
     v_left  text;
     v_rec   jsonb;
@@ -1429,14 +1442,21 @@ BEGIN
     END IF;
     IF e.tables_done < cardinality(e.tables) THEN
         v_tbl := e.tables[e.tables_done + 1];
-        v_n := tenancy._erase_batch(v_tbl, p_org, p_batch_size);
+        -- {rows: {oid: n, ...}, done}: the table's rows, and its cascaded children's.
+        v_out := tenancy._erase_batch(v_tbl, p_org, p_batch_size);
+        SELECT coalesce(jsonb_object_agg(coalesce(e.table_names[array_position(e.tables, r.key::oid::regclass)],
+                                                  r.key::oid::regclass::text), r.value), '{}')
+          INTO v_rows FROM jsonb_each(v_out->'rows') r;
         v_rec := tenancy._privileged('erase_progress', jsonb_build_object(
-                     'organization_id', p_org, 'table', e.table_names[e.tables_done + 1], 'rows', v_n,
-                     'tables_done', e.tables_done + CASE WHEN v_n < p_batch_size THEN 1 ELSE 0 END));
+                     'organization_id', p_org, 'rows', v_rows,
+                     'tables_done', e.tables_done + CASE WHEN (v_out->>'done')::boolean THEN 1 ELSE 0 END));
         SELECT coalesce(sum(value::bigint), 0) INTO v_total FROM jsonb_each_text(v_rec->'rows_deleted');
+        SELECT string_agg(format(', %s rows of %s with them', r.value, r.key), '' ORDER BY r.key) INTO v_with
+          FROM jsonb_each_text(v_rows) r WHERE r.key <> e.table_names[e.tables_done + 1] AND r.value::bigint > 0;
         RAISE NOTICE 'tenancy.erase_organization %: % % rows deleted%, table % of %; % rows so far, % rows/s',
               e.organization_slug, e.table_names[e.tables_done + 1], (v_rec->'rows_deleted'->>e.table_names[e.tables_done + 1]),
-              CASE WHEN v_n < p_batch_size THEN ' (done)' ELSE '' END, e.tables_done + 1, cardinality(e.tables), v_total,
+              CASE WHEN (v_out->>'done')::boolean THEN ' (done)' ELSE '' END || coalesce(v_with, ''),
+              e.tables_done + 1, cardinality(e.tables), v_total,
               round(v_total / greatest(extract(epoch FROM clock_timestamp() - e.started_at), 0.001));
         done := false;
         sleep := CASE WHEN p_pause > interval '0' THEN extract(epoch FROM p_pause) END;
@@ -2420,9 +2440,10 @@ DECLARE
 BEGIN
     PERFORM tenancy._lifecycle_admin(is_admin, 'erase an organization');
     UPDATE tenancy.erasures
-       SET rows_deleted = CASE WHEN a ? 'table'
-                               THEN jsonb_set(rows_deleted, ARRAY[a->>'table'],
-                                              to_jsonb(coalesce((rows_deleted->>(a->>'table'))::bigint, 0) + (a->>'rows')::bigint))
+       SET rows_deleted = CASE WHEN a ? 'rows'
+                               THEN rows_deleted || (SELECT coalesce(jsonb_object_agg(r.key,
+                                                                to_jsonb(coalesce((rows_deleted->>r.key)::bigint, 0) + r.value::bigint)), '{}')
+                                                       FROM jsonb_each_text(a->'rows') r)
                                ELSE rows_deleted END,
            tables = CASE WHEN a ? 'tables' THEN ARRAY(SELECT x::oid::regclass FROM jsonb_array_elements_text(a->'tables') x) ELSE tables END,
            table_names = CASE WHEN a ? 'tables' THEN ARRAY(SELECT x::oid::regclass::text FROM jsonb_array_elements_text(a->'tables') x) ELSE table_names END,
@@ -4444,7 +4465,8 @@ COMMENT ON FUNCTION tenancy._owner_rollback(oid, jsonb) IS 'Internal: the work o
 COMMENT ON FUNCTION tenancy._backfill_fill() IS 'Internal: trigger giving rows written during a backfill their organization.';
 COMMENT ON FUNCTION tenancy._backfill_lock_all(oid, text) IS 'Internal: locks a table and the tables its foreign keys reference all at once (NOWAIT tries until lock_timeout), for the foreign-key phases: never waits while holding one, so no deadlock with applications.';
 COMMENT ON FUNCTION tenancy._lifecycle_admin(boolean, text) IS 'Internal: refuses unless the caller is a tenancy administrator.';
-COMMENT ON FUNCTION tenancy._erase_order() IS 'Internal: the tenant tables in erase order (children before parents).';
+COMMENT ON FUNCTION tenancy._erase_order() IS 'Internal: the tenant tables in erase order (children before parents; the tables whose rows go with their parents'' last).';
+COMMENT ON FUNCTION tenancy._erase_cascaded(regclass) IS 'Internal: whether the erase deletes a tenant table''s rows with its parents'' batches (nothing references it; its every foreign key to a tenant table is ON DELETE CASCADE).';
 COMMENT ON FUNCTION tenancy._op_erase_begin(jsonb, oid, boolean, text) IS 'Internal catalog operation: checks an erase and creates (or finds) its record.';
 COMMENT ON FUNCTION tenancy._op_erase_progress(jsonb, oid, boolean, text) IS 'Internal catalog operation: records an erase''s progress.';
 COMMENT ON FUNCTION tenancy._op_erase_finish(jsonb, oid, boolean, text) IS 'Internal catalog operation: deletes the erased organization''s invitations, memberships and row, and completes the record.';
@@ -4454,7 +4476,7 @@ COMMENT ON FUNCTION tenancy._op_import_progress(jsonb, oid, boolean, text) IS 'I
 COMMENT ON FUNCTION tenancy._op_import_finish(jsonb, oid, boolean, text) IS 'Internal catalog operation: completes an import record.';
 COMMENT ON FUNCTION tenancy._erase_begin(uuid, integer) IS 'Internal: starts or resumes an erase; refuses when rows outside the organization reference its rows.';
 COMMENT ON FUNCTION tenancy._erase_step(uuid, integer, interval) IS 'Internal: one step of an erase (a batch, or the verification and the end).';
-COMMENT ON FUNCTION tenancy._erase_batch(oid, uuid, integer) IS 'Internal: deletes one batch of an organization''s rows from a tenant table, as the table''s owner.';
+COMMENT ON FUNCTION tenancy._erase_batch(oid, uuid, integer) IS 'Internal: deletes one batch of an organization''s rows from a tenant table (with its cascaded children''s), as the table''s owner; returns the rows per table and whether the table is done.';
 COMMENT ON FUNCTION tenancy._erase_remaining(oid, uuid) IS 'Internal: counts an organization''s rows left in a tenant table, as the table''s owner.';
 COMMENT ON FUNCTION tenancy._erase_references(uuid) IS 'Internal: foreign keys through which rows outside an organization reference its rows, with how many.';
 COMMENT ON FUNCTION tenancy._usage() IS 'Internal: rows per tenant value and tenant table, with each table''s size.';
