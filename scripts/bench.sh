@@ -248,7 +248,7 @@ lifecycle_part() {
   md ""
   md "\`lc_shipments\` and \`lc_documents\` (\`bench/lifecycle/setup.sql\`: two documents per shipment, \`ON DELETE CASCADE\`, converted and isolated),"
   md "$LC_ORGS background organizations of $(num "$LC_PER_ORG") shipments; each measured organization has $(num "$LC_SIZE") shipments and $(num $(( 2 * LC_SIZE ))) documents."
-  md "Per round: two identical organizations, one erased by \`CALL tenancy.erase_organization\` (default batches of 50,000, a COMMIT each),"
+  md "Per round: two identical organizations, one erased by \`CALL tenancy.erase_organization\` (default batches of 50,000 rows, a COMMIT each; the documents, a cascaded child, go with their shipments: about 16,666 shipments a batch),"
   md "the other by the hand-written \`DELETE FROM lc_documents WHERE organization_id = ...; DELETE FROM lc_shipments WHERE ...\` (children first,"
   md "as the superuser); a third exported by \`\\copy (SELECT * FROM tenancy.export_organization(...)) TO '/dev/null'\` and by \`\\copy (SELECT * FROM t"
   md "WHERE organization_id = ...) TO '/dev/null'\` per table; \`organization_usage()\` against one \`SELECT organization_id, count(*) ... GROUP BY 1\` per"
